@@ -1,0 +1,1 @@
+"""OCI: references, media types, content-addressed blob storage, layouts, client, server."""

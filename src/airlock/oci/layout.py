@@ -1,0 +1,90 @@
+"""An OCI image layout on disk: `oci-layout`, `index.json`, `blobs/` (the store and the cache).
+
+index.json holds one descriptor per image, annotated with the full upstream reference in both
+`org.opencontainers.image.ref.name` and `io.containerd.image.name`. Updates are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from airlock.atomic import write_atomic
+from airlock.oci.blobstore import BlobStore
+from airlock.oci.media import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_INDEX
+
+__all__ = ["OCI_LAYOUT_CONTENT", "OciLayout", "canonical_json", "image_descriptor"]
+
+OCI_LAYOUT_CONTENT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Stable JSON bytes: sorted keys, no whitespace, UTF-8 (same input, same bytes)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def image_descriptor(ref: str, media_type: str, digest: str, size: int) -> dict[str, Any]:
+    return {
+        "mediaType": media_type,
+        "digest": digest,
+        "size": size,
+        "annotations": {ANNOTATION_REF_NAME: ref, ANNOTATION_CONTAINERD_NAME: ref},
+    }
+
+
+def _sort_key(d: dict[str, Any]) -> tuple[str, str]:
+    return (d.get("annotations", {}).get(ANNOTATION_REF_NAME, ""), d["digest"])
+
+
+class OciLayout(BlobStore):
+    @property
+    def index_path(self) -> Path:
+        return self.root / "index.json"
+
+    def init(self) -> None:
+        self.ensure()
+        layout = self.root / "oci-layout"
+        if not layout.exists():
+            write_atomic(layout, OCI_LAYOUT_CONTENT)
+        if not self.index_path.exists():
+            self.write_index([])
+
+    def read_index(self) -> dict[str, Any]:
+        if not self.index_path.exists():
+            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        data: dict[str, Any] = json.loads(self.index_path.read_bytes())
+        return data
+
+    def manifests(self) -> list[dict[str, Any]]:
+        return list(self.read_index().get("manifests", []))
+
+    def write_index(self, manifests: list[dict[str, Any]]) -> None:
+        index = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": sorted(manifests, key=_sort_key),
+        }
+        write_atomic(self.index_path, canonical_json(index))
+
+    def images(self) -> dict[str, dict[str, Any]]:
+        """Full reference -> descriptor, for every annotated entry of index.json."""
+        out: dict[str, dict[str, Any]] = {}
+        for d in self.manifests():
+            ref = d.get("annotations", {}).get(ANNOTATION_REF_NAME)
+            if ref:
+                out[ref] = d
+        return out
+
+    def merge_index(self, new: list[dict[str, Any]]) -> int:
+        """Add or replace descriptors by reference name; returns how many entries changed."""
+        current = {(_sort_key(d)[0] or d["digest"]): d for d in self.manifests()}
+        changed = 0
+        for d in new:
+            key = _sort_key(d)[0] or d["digest"]
+            if current.get(key) != d:
+                current[key] = d
+                changed += 1
+        if changed:
+            self.write_index(list(current.values()))
+        return changed

@@ -1,0 +1,160 @@
+"""The one place that runs commands and touches the host.
+
+Everything that changes or reads the machine outside airlock's own data directories goes through
+here, with a `root=` prefix so tests (and `--root`) can aim it at a sysroot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from airlock.errors import SystemCommandError
+
+__all__ = [
+    "CommandResult",
+    "Process",
+    "host_path",
+    "run",
+    "spawn",
+    "which",
+]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (str(p) for d in ("/usr/sbin", "/sbin") if (p := Path(d) / name).is_file()), None
+    )
+
+
+def host_path(path: str | Path, root: Path | None = None) -> Path:
+    """`/etc/x` under `root` (a sysroot), or the real path when root is None or `/`."""
+    p = Path(path)
+    if root is None or Path(root) == Path("/"):
+        return p
+    return Path(root) / p.relative_to("/") if p.is_absolute() else Path(root) / p
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    input: str | bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = 600,
+    netns: str | None = None,
+) -> CommandResult:
+    """Run a command to completion; on failure raise SystemCommandError with its output."""
+    full = list(argv)
+    if netns:
+        full = ["nsenter", f"--net=/run/netns/{netns}", "--", *full]
+    merged_env = {**os.environ, **(env or {})}
+    try:
+        proc = subprocess.run(
+            full,
+            input=input.encode() if isinstance(input, str) else input,
+            capture_output=True,
+            env=merged_env,
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise SystemCommandError(
+            f"command not found: {full[0]}",
+            hint="install it (make test and make demo install every package they use)",
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SystemCommandError(f"command timed out after {timeout}s: {' '.join(full)}") from exc
+    result = CommandResult(
+        tuple(full),
+        proc.returncode,
+        proc.stdout.decode(errors="replace"),
+        proc.stderr.decode(errors="replace"),
+    )
+    if check and proc.returncode != 0:
+        out = (result.stderr or result.stdout).strip()[-2000:]
+        raise SystemCommandError(f"`{' '.join(full)}` exited with {proc.returncode}: {out}")
+    return result
+
+
+class Process:
+    """A background process (a daemon) that is always stopped: its whole process group."""
+
+    def __init__(
+        self, popen: subprocess.Popen[bytes], argv: Sequence[str], log: Path | None
+    ) -> None:
+        self.popen = popen
+        self.argv = tuple(argv)
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    netns: str | None = None,
+) -> Process:
+    """Start a daemon in its own process group, output to `log` (or discarded)."""
+    full = list(argv)
+    if netns:
+        full = ["nsenter", f"--net=/run/netns/{netns}", "--", *full]
+    out = log.open("ab") if log else subprocess.DEVNULL
+    try:
+        popen = subprocess.Popen(
+            full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise SystemCommandError(f"command not found: {full[0]}") from exc
+    finally:
+        if log and not isinstance(out, int):
+            out.close()
+    return Process(popen, full, log)
