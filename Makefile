@@ -1,0 +1,40 @@
+# airlock: `make demo` runs the main job end to end; `make test` runs every test.
+# Both install what they need (Debian packages, a .venv) on a fresh Debian 12 machine as root.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+WORKERS ?= 2
+
+.PHONY: deps demo test lint unit component e2e bench fuzz clean
+
+deps:
+	@scripts/deps.sh
+
+lint: deps
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy src
+
+test: deps lint
+	$(VENV)/bin/pytest -n $(WORKERS) -q tests
+
+unit: deps
+	$(VENV)/bin/pytest -q tests/unit
+
+component: deps
+	$(VENV)/bin/pytest -n $(WORKERS) -q tests/component
+
+e2e: deps
+	$(VENV)/bin/pytest -q tests/e2e
+
+demo: deps
+	$(PY) -m airlock.lab.demo
+
+bench: deps
+	$(PY) bench/run.py
+
+fuzz: deps
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -q tests/unit -k fuzz
+
+clean:
+	rm -rf out bench/work .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install the Debian packages airlock's demo and tests use (only the missing ones), then the venv.
+# Runs on a fresh Debian 12 machine as root, with no standard input.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(docker-registry skopeo umoci containerd runc containernetworking-plugins busybox-static
+      iproute2 openssl python3-solv debootstrap python3-venv curl util-linux procps)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq </dev/null
+  # the packages' own services are not wanted: tests start the daemons they need themselves
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.airlock-deps
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip </dev/null
+  .venv/bin/python -m pip install -q -e '.[dev]' </dev/null
+  touch "$stamp"
+fi

@@ -1,0 +1,181 @@
+"""The model of `airlock.json`, the signed manifest of a bundle (schema "airlock.bundle/v1").
+
+It pins everything: `index.json` by digest and size, and every blob carried in the bundle
+(digest, size, media type, role, upstream source and upstream checksum). The signature covers
+its exact bytes, so it is serialized deterministically (canonical JSON, blobs sorted by digest)
+and carries no wall-clock time.
+
+Parsing is strict (`extra="forbid"`, typed fields, digests checked by pattern) because a reader
+trusts nothing in a bundle before this model has accepted it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from airlock.bundle.layout import BUNDLE_NAME_RE, BUNDLE_SCHEMA, FILE_NAME_RE
+from airlock.content import BlobRole
+from airlock.errors import VerificationError
+from airlock.oci.layout import canonical_json
+
+__all__ = [
+    "BaseRef",
+    "BlobEntry",
+    "BundleManifest",
+    "ChecksumEntry",
+    "Digest",
+    "FileEntry",
+    "ImageEntry",
+    "IndexRef",
+    "ToolInfo",
+    "parse_manifest",
+]
+
+Digest = Annotated[str, Field(pattern=r"^sha256:[a-f0-9]{64}$")]
+Size = Annotated[int, Field(ge=0)]
+Role = Literal[
+    "image-index",
+    "image-manifest",
+    "image-config",
+    "image-layer",
+    "file",
+    "files-manifest",
+    "sbom",
+    "meta",
+]
+# The wire names are BlobRole's values; keep the two in step.
+assert set(get_args(Role)) == {r.value for r in BlobRole}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+class ToolInfo(_Model):
+    name: str
+    version: str
+
+
+class IndexRef(_Model):
+    digest: Digest
+    size: Size
+
+
+class ChecksumEntry(_Model):
+    """A checksum published upstream (e.g. `kubeadm.sha256`) and where it came from."""
+
+    algorithm: Literal["sha256", "sha512"]
+    value: Annotated[str, Field(pattern=r"^[a-f0-9]{64}([a-f0-9]{64})?$")]
+    source: str
+
+
+class BlobEntry(_Model):
+    digest: Digest
+    size: Size
+    media_type: str
+    role: Role
+    source: str = ""
+    checksum: ChecksumEntry | None = None
+
+
+class ImageEntry(_Model):
+    reference: str
+    digest: Digest
+    media_type: str
+    size: Size  # of the top-level manifest or index
+    platforms: tuple[str, ...] = ()
+    blobs: tuple[Digest, ...] = ()  # every blob of the image, top-level first
+    content_size: Size = 0  # sum of the sizes of `blobs` (omitted ones included)
+
+
+class FileEntry(_Model):
+    name: str
+    kind: str
+    url: str
+    digest: Digest
+    size: Size
+    media_type: str
+    platform: str = ""
+    version: str = ""
+    checksum: ChecksumEntry | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not FILE_NAME_RE.match(v):
+            raise ValueError(f"file name {v!r} must be a plain file name (no '/', not '..')")
+        return v
+
+
+class BaseRef(_Model):
+    """The inventory a delta bundle was built against (`bundle create --since`)."""
+
+    inventory: Digest
+
+
+class BundleManifest(_Model):
+    schema_: Literal["airlock.bundle/v1"] = Field(alias="schema")
+    tool: ToolInfo
+    name: str
+    channel: str
+    sequence: Annotated[int, Field(ge=0)]
+    created_from: Digest  # sha256 of the canonical JSON of `spec`
+    spec: dict[str, Any]
+    resolved: dict[str, Any]
+    index: IndexRef
+    blobs: tuple[BlobEntry, ...]
+    images: tuple[ImageEntry, ...]
+    files: tuple[FileEntry, ...]
+    files_manifest: Digest
+    sbom: Digest
+    base: BaseRef | None = None
+    omitted: tuple[Digest, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _bundle_name(cls, v: str) -> str:
+        if not BUNDLE_NAME_RE.match(v):
+            raise ValueError(f"bundle name {v!r} must match {BUNDLE_NAME_RE.pattern}")
+        return v
+
+    @field_validator("blobs")
+    @classmethod
+    def _sorted_unique(cls, v: tuple[BlobEntry, ...]) -> tuple[BlobEntry, ...]:
+        digests = [b.digest for b in v]
+        if digests != sorted(set(digests)):
+            raise ValueError("blobs must be sorted by digest and unique")
+        return v
+
+    def blob_map(self) -> dict[str, BlobEntry]:
+        return {b.digest: b for b in self.blobs}
+
+    def to_bytes(self) -> bytes:
+        """The exact bytes of airlock.json (what the signature covers)."""
+        return canonical_json(self.model_dump(mode="json", by_alias=True))
+
+
+def parse_manifest(data: bytes, *, what: str = "airlock.json") -> BundleManifest:
+    """Parse and validate airlock.json; any problem is a VerificationError naming the field."""
+    if not data.startswith(b"{"):
+        raise VerificationError(f"{what} is not a JSON object", "is this an airlock bundle?")
+    try:
+        return BundleManifest.model_validate_json(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        raise VerificationError(
+            f"{what} is not a valid {BUNDLE_SCHEMA} manifest: {problems}",
+            "the bundle is damaged or was written by an incompatible airlock version",
+        ) from exc

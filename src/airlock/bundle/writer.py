@@ -1,0 +1,573 @@
+"""Write a bundle: the OCI layout, the files artifact, the SBOM and airlock.json, as one tar.
+
+`write_bundle` takes what the fetcher produced (images and files whose blobs are verified and
+present in a BlobStore), generates the small blobs (files artifact manifest, SBOM, empty config)
+into that store, then streams one deterministic, uncompressed tar:
+
+    airlock.json, airlock.json.sig (if signed), oci-layout, index.json, blobs/, blobs/sha256/,
+    then every blob once, sorted by digest
+
+Every header is fixed (mtime 0, uid/gid 0, no user/group names, mode 0644/0755, PAX format as
+written by Python's tarfile: plain ustar headers unless a value needs an extension), so the same
+content gives the same bytes. Blobs are copied in 1 MiB chunks from the store (memory stays flat)
+and re-hashed on the way, so a corrupt cache never ends up in a bundle.
+
+The tar goes to a temp name in the output directory and is renamed at the end; any failure
+(ENOSPC...) removes it and raises an AirlockError. With `split=SIZE` the same stream is cut into
+volumes `NAME.airlock.tar.000, .001, ...` plus `NAME.airlock.parts.json` (each volume's size and
+sha256, and the sha256 of the whole tar), written last.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import tarfile
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import airlock
+from airlock.atomic import TMP_PREFIX, fsync_dir, write_atomic
+from airlock.bundle.layout import (
+    AIRLOCK_JSON,
+    ANNOTATION_BUNDLE_NAME,
+    ANNOTATION_FILE_KIND,
+    ANNOTATION_FILE_PLATFORM,
+    ANNOTATION_FILE_URL,
+    ANNOTATION_FILE_VERSION,
+    BLOB_DIR,
+    BLOBS_DIR,
+    BUNDLE_NAME_RE,
+    BUNDLE_SCHEMA,
+    EMPTY_CONFIG_DATA,
+    EMPTY_CONFIG_DESCRIPTOR,
+    EMPTY_CONFIG_DIGEST,
+    FILE_NAME_RE,
+    FILES_ARTIFACT_TYPE,
+    INDEX_JSON,
+    MIN_VOLUME_SIZE,
+    OCI_LAYOUT,
+    SBOM_MEDIA_TYPE,
+    SBOM_TITLE,
+    SIGNATURE,
+    blob_member,
+    bundle_filename,
+    file_media_type,
+    files_ref,
+)
+from airlock.bundle.manifest import (
+    BaseRef,
+    BlobEntry,
+    BundleManifest,
+    ChecksumEntry,
+    FileEntry,
+    ImageEntry,
+    IndexRef,
+    ToolInfo,
+)
+from airlock.bundle.sbom import build_sbom
+from airlock.bundle.signing import sign
+from airlock.bundle.volumes import PartsFile, VolumeInfo, parts_file_path, write_parts
+from airlock.content import Blob, BlobRole, FileArtifact, ImageArtifact
+from airlock.errors import AirlockError, DigestMismatch, UsageError
+from airlock.oci.blobstore import BlobStore
+from airlock.oci.digest import Hasher, is_digest, sha256_digest
+from airlock.oci.layout import OCI_LAYOUT_CONTENT, canonical_json, image_descriptor
+from airlock.oci.media import (
+    ANNOTATION_REF_NAME,
+    ANNOTATION_TITLE,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
+
+__all__ = ["BundleContent", "WriteResult", "build_manifest", "write_bundle"]
+
+_CHUNK = 1 << 20
+_BLOCK = tarfile.BLOCKSIZE
+_RECORD = tarfile.RECORDSIZE
+
+
+@dataclass(frozen=True)
+class BundleContent:
+    """Everything a bundle carries; blobs of images and files must be in the BlobStore."""
+
+    name: str
+    channel: str
+    sequence: int
+    spec: dict[str, Any]
+    resolved: dict[str, Any]
+    images: Sequence[ImageArtifact]
+    files: Sequence[FileArtifact]
+    wheelhouse: Sequence[FileArtifact] = ()
+    base: str | None = None  # digest of the inventory a delta bundle was built against
+    omitted: Sequence[str] = ()  # digests the target already holds (not carried)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: Path  # the tar, or the parts file when split
+    volumes: tuple[Path, ...]  # the volumes when split, else ()
+    size: int  # bytes of the tar stream
+    sha256: str  # sha256:<hex> of the whole tar stream
+    blob_count: int
+    unique_blob_bytes: int
+    manifest: BundleManifest = field(repr=False)
+    signed: bool = False
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """Every file written: the tar, or the volumes and the parts file."""
+        return (*self.volumes, self.path) if self.volumes else (self.path,)
+
+
+@dataclass(frozen=True)
+class _Generated:
+    manifest: BundleManifest
+    index_bytes: bytes
+    generated: dict[str, bytes]  # digest -> bytes of blobs airlock made (files manifest, SBOM)
+
+
+def _check_content(content: BundleContent) -> None:
+    if not BUNDLE_NAME_RE.match(content.name):
+        raise UsageError(
+            f"bundle name {content.name!r} is not valid",
+            "use letters, digits, '.', '_' and '-' (at most 128), starting with a letter or digit",
+        )
+    if content.sequence < 0:
+        raise UsageError(f"bundle sequence must be >= 0, got {content.sequence}")
+    names: set[str] = {SBOM_TITLE}
+    for f in (*content.files, *content.wheelhouse):
+        if not FILE_NAME_RE.match(f.name):
+            raise UsageError(f"file name {f.name!r} must be a plain file name (no '/', not '..')")
+        if f.name in names:
+            raise UsageError(f"two files in the bundle are named {f.name!r}")
+        names.add(f.name)
+        if not is_digest(f.digest):
+            raise UsageError(f"file {f.name} has an invalid digest {f.digest!r}")
+    refs: dict[str, str] = {}
+    for i in content.images:
+        if refs.setdefault(i.reference, i.digest) != i.digest:
+            raise UsageError(f"image {i.reference} is listed with two different digests")
+    for d in content.omitted:
+        if not is_digest(d):
+            raise UsageError(f"omitted digest {d!r} is not a sha256 digest")
+
+
+def _file_blob(f: FileArtifact) -> Blob:
+    return Blob(f.digest, f.size, file_media_type(f.kind, f.media_type), BlobRole.FILE, f.url)
+
+
+def _checksum(f: FileArtifact) -> ChecksumEntry | None:
+    if f.checksum is None:
+        return None
+    return ChecksumEntry(
+        algorithm=f.checksum.algorithm,  # type: ignore[arg-type]  # validated by pydantic
+        value=f.checksum.value.lower(),
+        source=f.checksum.source,
+    )
+
+
+def _files_manifest(name: str, files: Sequence[FileArtifact], sbom: bytes) -> bytes:
+    layers: list[dict[str, Any]] = []
+    for f in sorted(files, key=lambda f: f.name):
+        annotations = dict(f.annotations)
+        annotations.update({ANNOTATION_TITLE: f.name, ANNOTATION_FILE_KIND: f.kind})
+        if f.url:
+            annotations[ANNOTATION_FILE_URL] = f.url
+        if f.version:
+            annotations[ANNOTATION_FILE_VERSION] = f.version
+        if f.platform:
+            annotations[ANNOTATION_FILE_PLATFORM] = f.platform
+        layers.append(
+            {
+                "mediaType": file_media_type(f.kind, f.media_type),
+                "digest": f.digest,
+                "size": f.size,
+                "annotations": annotations,
+            }
+        )
+    layers.append(
+        {
+            "mediaType": SBOM_MEDIA_TYPE,
+            "digest": sha256_digest(sbom),
+            "size": len(sbom),
+            "annotations": {ANNOTATION_TITLE: SBOM_TITLE},
+        }
+    )
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": FILES_ARTIFACT_TYPE,
+            "config": EMPTY_CONFIG_DESCRIPTOR,
+            "layers": layers,
+            "annotations": {ANNOTATION_BUNDLE_NAME: name},
+        }
+    )
+
+
+def _pick_blobs(candidates: Iterable[Blob]) -> dict[str, BlobEntry]:
+    """One entry per digest; for a blob reached several ways the smallest (role, source) wins,
+    so the choice does not depend on input order."""
+    by_digest: dict[str, list[Blob]] = {}
+    for blob in candidates:
+        by_digest.setdefault(blob.digest, []).append(blob)
+    out: dict[str, BlobEntry] = {}
+    for digest, cands in by_digest.items():
+        sizes = {b.size for b in cands}
+        if len(sizes) > 1:
+            raise UsageError(f"blob {digest} is listed with different sizes {sorted(sizes)}")
+        best = min(cands, key=lambda b: (b.role.value, b.source, b.media_type))
+        out[digest] = BlobEntry(
+            digest=digest,
+            size=best.size,
+            media_type=best.media_type,
+            role=best.role.value,  # type: ignore[arg-type]  # Literal of BlobRole values
+            source=best.source,
+        )
+    return out
+
+
+def build_manifest(content: BundleContent) -> _Generated:
+    """Compute airlock.json, index.json and the generated blobs (pure; nothing written)."""
+    _check_content(content)
+    version = airlock.__version__
+    all_files = [*content.files, *content.wheelhouse]
+    sbom = build_sbom(
+        bundle_name=content.name, tool_version=version, images=content.images, files=all_files
+    )
+    files_manifest = _files_manifest(content.name, all_files, sbom)
+    sbom_digest = sha256_digest(sbom)
+    fm_digest = sha256_digest(files_manifest)
+    generated = {
+        sbom_digest: sbom,
+        fm_digest: files_manifest,
+        EMPTY_CONFIG_DIGEST: EMPTY_CONFIG_DATA,
+    }
+
+    omitted = set(content.omitted) - set(generated)
+    candidates: list[Blob] = [b for image in content.images for b in image.blobs]
+    candidates += [_file_blob(f) for f in all_files]
+    candidates += [
+        Blob(sbom_digest, len(sbom), SBOM_MEDIA_TYPE, BlobRole.SBOM),
+        Blob(fm_digest, len(files_manifest), OCI_MANIFEST, BlobRole.FILES_MANIFEST),
+        Blob(EMPTY_CONFIG_DIGEST, 2, OCI_EMPTY, BlobRole.META),
+    ]
+    picked = _pick_blobs(candidates)
+    # A file's upstream checksum goes with its blob entry.
+    checksums = {f.digest: _checksum(f) for f in sorted(all_files, key=lambda f: f.name)}
+    blobs = tuple(
+        entry.model_copy(update={"checksum": checksums.get(d)}) if checksums.get(d) else entry
+        for d, entry in sorted(picked.items())
+        if d not in omitted
+    )
+
+    descriptors = [
+        image_descriptor(i.reference, i.media_type, i.digest, i.size) for i in content.images
+    ]
+    descriptors.append(
+        {
+            "mediaType": OCI_MANIFEST,
+            "artifactType": FILES_ARTIFACT_TYPE,
+            "digest": fm_digest,
+            "size": len(files_manifest),
+            "annotations": {ANNOTATION_REF_NAME: files_ref(content.name)},
+        }
+    )
+    descriptors.sort(key=lambda d: (d["annotations"][ANNOTATION_REF_NAME], d["digest"]))
+    index_bytes = canonical_json(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
+    )
+
+    manifest = BundleManifest(
+        schema_=BUNDLE_SCHEMA,
+        tool=ToolInfo(name="airlock", version=version),
+        name=content.name,
+        channel=content.channel,
+        sequence=content.sequence,
+        created_from=sha256_digest(canonical_json(content.spec)),
+        spec=content.spec,
+        resolved=content.resolved,
+        index=IndexRef(digest=sha256_digest(index_bytes), size=len(index_bytes)),
+        blobs=blobs,
+        images=tuple(
+            ImageEntry(
+                reference=i.reference,
+                digest=i.digest,
+                media_type=i.media_type,
+                size=i.size,
+                platforms=tuple(i.platforms),
+                blobs=tuple(b.digest for b in i.blobs),
+                content_size=sum(b.size for b in i.blobs),
+            )
+            for i in sorted(content.images, key=lambda i: i.reference)
+        ),
+        files=tuple(
+            FileEntry(
+                name=f.name,
+                kind=f.kind,
+                url=f.url,
+                digest=f.digest,
+                size=f.size,
+                media_type=file_media_type(f.kind, f.media_type),
+                platform=f.platform,
+                version=f.version,
+                checksum=_checksum(f),
+                annotations=dict(f.annotations),
+            )
+            for f in sorted(all_files, key=lambda f: f.name)
+        ),
+        files_manifest=fm_digest,
+        sbom=sbom_digest,
+        base=BaseRef(inventory=content.base) if content.base else None,
+        omitted=tuple(sorted(omitted)),
+    )
+    return _Generated(manifest, index_bytes, generated)
+
+
+# --- the tar stream ----------------------------------------------------------------------------
+
+
+def _header(name: str, size: int, *, directory: bool = False) -> bytes:
+    ti = tarfile.TarInfo(name)
+    ti.size = 0 if directory else size
+    ti.mtime = 0
+    ti.mode = 0o755 if directory else 0o644
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    ti.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * (-size % _BLOCK)
+
+
+class _Sink:
+    """Where the tar stream goes: one temp file, or volumes cut every `split` bytes."""
+
+    def __init__(self, final: Path, split: int | None) -> None:
+        self.final = final
+        self.split = split
+        self.whole = hashlib.sha256()
+        self.size = 0
+        self.temps: list[Path] = []
+        self.volumes: list[VolumeInfo] = []
+        self._fh: BinaryIO | None = None
+        self._vol_hash = hashlib.sha256()
+        self._vol_size = 0
+
+    def _open_next(self) -> BinaryIO:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + self.final.name + ".", dir=self.final.parent)
+        self.temps.append(Path(tmp))
+        self._fh = os.fdopen(fd, "wb")
+        self._vol_hash = hashlib.sha256()
+        self._vol_size = 0
+        return self._fh
+
+    def _close_current(self) -> None:
+        if self._fh is None:
+            return
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        self._fh = None
+        if self.split is not None:
+            number = len(self.volumes)
+            self.volumes.append(
+                VolumeInfo(
+                    name=f"{self.final.name}.{number:03d}",
+                    size=self._vol_size,
+                    sha256=self._vol_hash.hexdigest(),
+                )
+            )
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        self.whole.update(view)
+        self.size += len(view)
+        while len(view):
+            fh = self._fh or self._open_next()
+            if self.split is None:
+                fh.write(view)
+                return
+            room = self.split - self._vol_size
+            part = view[:room]
+            fh.write(part)
+            self._vol_hash.update(part)
+            self._vol_size += len(part)
+            view = view[len(part) :]
+            if self._vol_size == self.split:
+                self._close_current()
+
+    def finish(self) -> None:
+        if self._fh is None and not self.temps:
+            self._open_next()
+        self._close_current()
+
+    def discard(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        for t in self.temps:
+            t.unlink(missing_ok=True)
+
+
+def _stream_tar(
+    sink: _Sink,
+    *,
+    manifest_bytes: bytes,
+    signature: bytes | None,
+    index_bytes: bytes,
+    blobs: BlobStore,
+    entries: Sequence[BlobEntry],
+) -> None:
+    def small(name: str, data: bytes) -> None:
+        sink.write(_header(name, len(data)))
+        sink.write(data)
+        sink.write(_padding(len(data)))
+
+    small(AIRLOCK_JSON, manifest_bytes)
+    if signature is not None:
+        small(SIGNATURE, signature)
+    small(OCI_LAYOUT, OCI_LAYOUT_CONTENT)
+    small(INDEX_JSON, index_bytes)
+    sink.write(_header(BLOBS_DIR, 0, directory=True))
+    sink.write(_header(BLOB_DIR, 0, directory=True))
+    buf = bytearray(_CHUNK)
+    for entry in entries:
+        sink.write(_header(blob_member(entry.digest), entry.size))
+        hasher = Hasher()
+        with blobs.path(entry.digest).open("rb") as fh:
+            while n := fh.readinto(buf):
+                view = memoryview(buf)[:n]
+                hasher.update(view)
+                if hasher.size > entry.size:
+                    break
+                sink.write(view)
+        if hasher.size != entry.size or hasher.digest != entry.digest:
+            raise DigestMismatch(
+                f"blob {entry.digest} ({entry.source or entry.role}) in {blobs.root}",
+                entry.digest,
+                hasher.digest if hasher.size == entry.size else f"{hasher.size} bytes",
+                hint="the cache is corrupt; remove that blob and fetch again",
+            )
+        sink.write(_padding(entry.size))
+    end = b"\0" * (2 * _BLOCK)
+    sink.write(end)
+    sink.write(b"\0" * (-sink.size % _RECORD))
+
+
+def _resolve_out(out: Path, name: str) -> Path:
+    if out.is_dir():
+        return out / bundle_filename(name)
+    return out
+
+
+def _remove_stale_volumes(final: Path, keep: int) -> None:
+    """Volumes of an earlier, longer split of the same name would be taken as siblings."""
+    n = keep
+    while (p := final.parent / f"{final.name}.{n:03d}").exists():
+        p.unlink()
+        n += 1
+
+
+def write_bundle(
+    content: BundleContent,
+    *,
+    blobs: BlobStore,
+    out: Path,
+    sign_key: Path | None = None,
+    split: int | None = None,
+) -> WriteResult:
+    """Write `content` as a bundle at `out` (a file path, or a directory for NAME.airlock.tar)."""
+    if split is not None and split < MIN_VOLUME_SIZE:
+        raise UsageError(
+            f"--split {split} is too small: volumes must be at least 1 MiB",
+            "use a size such as 4G (DVD) or 1G",
+        )
+    gen = build_manifest(content)
+    manifest = gen.manifest
+    for digest, data in gen.generated.items():
+        if not blobs.has(digest):
+            blobs.put_bytes(data, digest)
+    for entry in manifest.blobs:
+        if not blobs.has(entry.digest):
+            raise AirlockError(
+                f"blob {entry.digest} ({entry.source or entry.role}) is not in {blobs.root}",
+                "fetch the content again (`airlock bundle create` fetches what is missing)",
+            )
+    manifest_bytes = manifest.to_bytes()
+    signature = sign(manifest_bytes, sign_key) if sign_key is not None else None
+
+    final = _resolve_out(Path(out), content.name)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AirlockError(f"cannot create {final.parent}: {exc.strerror}") from exc
+    sink = _Sink(final, split)
+    published: list[Path] = []
+    try:
+        _stream_tar(
+            sink,
+            manifest_bytes=manifest_bytes,
+            signature=signature,
+            index_bytes=gen.index_bytes,
+            blobs=blobs,
+            entries=manifest.blobs,
+        )
+        sink.finish()
+        volumes: tuple[Path, ...] = ()
+        if split is None:
+            os.replace(sink.temps[0], final)
+            path = final
+        else:
+            volumes = tuple(final.parent / v.name for v in sink.volumes)
+            for tmp, dest in zip(sink.temps, volumes, strict=True):
+                os.replace(tmp, dest)
+                published.append(dest)
+            _remove_stale_volumes(final, len(volumes))
+            path = parts_file_path(final)
+            parts = PartsFile(
+                name=content.name,
+                tar=final.name,
+                volume_size=split,
+                size=sink.size,
+                sha256=sink.whole.hexdigest(),
+                volumes=tuple(sink.volumes),
+            )
+            write_atomic(path, write_parts(parts))
+        fsync_dir(final.parent)
+    except OSError as exc:
+        sink.discard()
+        for p in published:
+            p.unlink(missing_ok=True)
+        hint = None
+        if exc.errno == errno.ENOSPC:
+            hint = (
+                f"free space in {final.parent} (the bundle needs about {sink.size} bytes or "
+                "more), or write it elsewhere with -o"
+            )
+        raise AirlockError(
+            f"cannot write bundle {final}: {exc.strerror or exc}; nothing was written", hint
+        ) from exc
+    except BaseException:
+        sink.discard()
+        for p in published:
+            p.unlink(missing_ok=True)
+        raise
+    return WriteResult(
+        path=path,
+        volumes=volumes,
+        size=sink.size,
+        sha256="sha256:" + sink.whole.hexdigest(),
+        blob_count=len(manifest.blobs),
+        unique_blob_bytes=sum(b.size for b in manifest.blobs),
+        manifest=manifest,
+        signed=signature is not None,
+    )

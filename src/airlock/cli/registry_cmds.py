@@ -1,0 +1,55 @@
+"""`airlock registry serve|push|certs`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from airlock.cli._stub import not_yet
+from airlock.cli.output import json_option, use_json
+
+__all__ = ["register"]
+
+ISSUE = "Offline side: load the bundle, serve it as a registry, mirror containerd to it"
+registry_app = typer.Typer(help="The local OCI registry.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("serve")
+def serve(
+    store: Path = typer.Option(Path("/var/lib/airlock/store"), "--store"),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Serve straight from a bundle."),
+    listen: str = typer.Option("127.0.0.1:5000", "--listen"),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert"),
+    tls_key: Path | None = typer.Option(None, "--tls-key"),
+    htpasswd: Path | None = typer.Option(None, "--htpasswd"),
+) -> None:
+    """Serve an OCI registry from the store (or a bundle)."""
+    not_yet("registry serve", ISSUE)
+
+
+@registry_app.command("push")
+def push(
+    to: str = typer.Option(..., "--to", help="Target registry URL."),
+    store: Path = typer.Option(Path("/var/lib/airlock/store"), "--store"),
+    json_out: bool = json_option(),
+) -> None:
+    """Copy the store into an existing registry (distribution, Harbor, Zot)."""
+    use_json(json_out)
+    not_yet("registry push", ISSUE)
+
+
+@registry_app.command("certs")
+def certs(
+    out: Path = typer.Option(Path("/etc/airlock/pki"), "--out"),
+    name: list[str] = typer.Option([], "--name", help="DNS names for the certificate."),
+    address: list[str] = typer.Option([], "--address", help="IP addresses for the certificate."),
+    json_out: bool = json_option(),
+) -> None:
+    """A CA and a server certificate for the node's names and addresses."""
+    use_json(json_out)
+    not_yet("registry certs", ISSUE)

@@ -1,0 +1,1 @@
+"""The offline node: host changes (containerd mirrors and config, kubelet, sysctls, modules)."""

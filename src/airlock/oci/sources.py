@@ -1,0 +1,465 @@
+"""Where the registry server reads content from: the store directory or a bundle tar as it is.
+
+Both are OCI image layouts whose index.json names each image by its full upstream reference
+(`registry.k8s.io/pause:3.9`); the repository the registry serves is the part before the tag
+(`registry.k8s.io/pause`). A `Catalog` is the per-repository view built from index.json by
+walking every image's manifests: which tags exist and which manifests and blobs a repository
+references (a blob is served under a repository only if that repository references it, as in
+distribution).
+
+- `StoreSource(OciLayout)`: the store; the catalog is rebuilt when index.json changes; pushes
+  go here (`store`).
+- `BundleSource(path | [volumes])`: a bundle tar, or its split volumes `NAME.000`, `NAME.001`...
+  concatenated, read without extracting: the tar is indexed once (member data offset and size)
+  and blobs are served as byte ranges of the volume files. Read-only. Bytes are not re-hashed
+  here (that is `airlock bundle verify`); clients verify every digest they pull.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from airlock.errors import UsageError, VerificationError
+from airlock.oci.digest import is_digest
+from airlock.oci.layout import OciLayout
+from airlock.oci.media import (
+    ANNOTATION_REF_NAME,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
+
+__all__ = [
+    "MAX_MANIFEST_SIZE",
+    "BlobLocation",
+    "BundleSource",
+    "Catalog",
+    "ContentSource",
+    "ManifestInfo",
+    "Repository",
+    "Segment",
+    "StoreSource",
+    "build_catalog",
+    "is_repository_name",
+    "is_tag",
+    "manifest_info",
+    "split_ref_name",
+]
+
+# distribution's limit for what it reads as a manifest; also bounds what a push can send.
+MAX_MANIFEST_SIZE = 4 << 20
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+# The first component may carry a port (`localhost:5000/app`), as distribution's name grammar.
+_REPO_RE = re.compile(rf"^{_COMPONENT}(?::[0-9]+)?(?:/{_COMPONENT})*$")
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_MAX_NAME = 255
+
+
+def is_repository_name(name: str) -> bool:
+    """distribution's repository grammar: lowercase components, no `..`, no empty parts."""
+    return len(name) <= _MAX_NAME and bool(_REPO_RE.match(name))
+
+
+def is_tag(tag: str) -> bool:
+    return bool(_TAG_RE.match(tag))
+
+
+def split_ref_name(ref: str) -> tuple[str, str | None, str | None] | None:
+    """`registry.k8s.io/pause:3.9[@sha256:..]` -> (repository, tag, digest); None if not one.
+
+    Bare tags (`3.9`, as `skopeo copy oci:` writes) name no repository and give None.
+    """
+    name, digest = ref, None
+    if "@" in ref:
+        name, digest = ref.split("@", 1)
+        if not is_digest(digest):
+            return None
+    tag = None
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1 :]
+        if not is_tag(tag):
+            return None
+    if (tag is None and digest is None) or not is_repository_name(name):
+        return None
+    return name, tag, digest
+
+
+@dataclass(frozen=True)
+class Segment:
+    """`length` bytes at `offset` of the file `path`."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """Where a blob's bytes are: one segment for a store file, one or more inside a bundle."""
+
+    digest: str
+    size: int
+    segments: tuple[Segment, ...]
+
+    def slice(self, start: int, length: int) -> list[Segment]:
+        """The segments holding bytes [start, start+length) of the blob."""
+        out: list[Segment] = []
+        pos = 0
+        for seg in self.segments:
+            lo, hi = max(start, pos), min(start + length, pos + seg.length)
+            if lo < hi:
+                out.append(Segment(seg.path, seg.offset + lo - pos, hi - lo))
+            pos += seg.length
+        return out
+
+    def read(self) -> bytes:
+        parts = []
+        for seg in self.segments:
+            with seg.path.open("rb") as fh:
+                fh.seek(seg.offset)
+                data = fh.read(seg.length)
+            if len(data) != seg.length:
+                raise VerificationError(f"{seg.path} is truncated: blob {self.digest} is cut short")
+            parts.append(data)
+        return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    """What the catalog needs from one manifest or index."""
+
+    media_type: str
+    children: tuple[str, ...]  # manifests an index lists
+    blobs: tuple[str, ...]  # config and layers of an image manifest
+
+
+@dataclass
+class Repository:
+    name: str
+    tags: dict[str, str] = field(default_factory=dict)  # tag -> manifest digest
+    manifests: set[str] = field(default_factory=set)
+    blobs: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Catalog:
+    repositories: dict[str, Repository]
+    media_types: dict[str, str]  # manifest digest -> media type
+
+
+class ContentSource(Protocol):
+    """What the registry reads through."""
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def store(self) -> OciLayout | None:
+        """Where pushes are written; None for a read-only source."""
+        ...
+
+    def catalog(self) -> Catalog: ...
+
+    def locate(self, digest: str) -> BlobLocation | None: ...
+
+
+def _descriptor_digests(items: Any) -> list[str]:
+    if not isinstance(items, list):
+        return []
+    return [
+        d["digest"] for d in items if isinstance(d, dict) and is_digest(str(d.get("digest", "")))
+    ]
+
+
+def manifest_info(data: bytes, fallback_media_type: str | None = None) -> ManifestInfo | None:
+    """Parse a manifest or index enough to walk it; None when it is not one."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    media_type = doc.get("mediaType")
+    if not isinstance(media_type, str) or not media_type:
+        if isinstance(doc.get("manifests"), list):
+            media_type = fallback_media_type or OCI_INDEX
+        elif isinstance(doc.get("config"), dict):
+            media_type = fallback_media_type or OCI_MANIFEST
+        else:
+            return None
+    children = _descriptor_digests(doc.get("manifests"))
+    blobs = _descriptor_digests(doc.get("layers")) + _descriptor_digests([doc.get("config")])
+    return ManifestInfo(media_type, tuple(children), tuple(blobs))
+
+
+def build_catalog(
+    index_manifests: Iterable[dict[str, Any]],
+    info: Callable[[str, str | None], ManifestInfo | None],
+) -> Catalog:
+    """Walk every named image of an index.json; `info(digest, media_type)` reads one manifest."""
+    repos: dict[str, Repository] = {}
+    media_types: dict[str, str] = {}
+
+    def walk(repo: Repository, digest: str, media_type: str | None, depth: int) -> None:
+        if digest in repo.manifests or depth > 8:
+            return
+        repo.manifests.add(digest)
+        found = info(digest, media_type)
+        if found is None:
+            if media_type:
+                media_types.setdefault(digest, media_type)
+            return
+        media_types[digest] = found.media_type
+        repo.blobs.update(found.blobs)
+        for child in found.children:
+            walk(repo, child, None, depth + 1)
+
+    for desc in index_manifests:
+        ref = (desc.get("annotations") or {}).get(ANNOTATION_REF_NAME)
+        digest = desc.get("digest")
+        if not isinstance(ref, str) or not isinstance(digest, str) or not is_digest(digest):
+            continue
+        parsed = split_ref_name(ref)
+        if parsed is None:
+            continue
+        name, tag, _ = parsed
+        repo = repos.setdefault(name, Repository(name))
+        if tag is not None:
+            repo.tags[tag] = digest
+        walk(repo, digest, desc.get("mediaType"), 0)
+    return Catalog(repos, media_types)
+
+
+class _InfoCache:
+    """Manifest parses by digest: content is immutable, so a rebuild only reads new manifests."""
+
+    def __init__(self, locate: Callable[[str], BlobLocation | None]) -> None:
+        self._locate = locate
+        self._cache: dict[str, ManifestInfo | None] = {}
+
+    def __call__(self, digest: str, media_type: str | None) -> ManifestInfo | None:
+        if digest in self._cache:
+            return self._cache[digest]
+        loc = self._locate(digest)
+        result = None
+        if loc is not None and loc.size <= MAX_MANIFEST_SIZE:
+            try:
+                result = manifest_info(loc.read(), media_type)
+            except (OSError, VerificationError):
+                result = None
+            if result is not None:
+                self._cache[digest] = result
+        return result
+
+
+class StoreSource:
+    """The store directory (an OCI layout); pushes land here."""
+
+    def __init__(self, layout: OciLayout) -> None:
+        self.layout = layout
+        self._info = _InfoCache(self.locate)
+        self._stamp: tuple[int, int, int] | None = None
+        self._catalog = Catalog({}, {})
+
+    @property
+    def description(self) -> str:
+        return f"store {self.layout.root}"
+
+    @property
+    def store(self) -> OciLayout:
+        return self.layout
+
+    def _index_stamp(self) -> tuple[int, int, int]:
+        try:
+            st = self.layout.index_path.stat()
+        except FileNotFoundError:
+            return (0, 0, 0)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def catalog(self) -> Catalog:
+        stamp = self._index_stamp()
+        if stamp != self._stamp:
+            try:
+                manifests = self.layout.manifests()
+            except ValueError as exc:
+                raise UsageError(
+                    f"{self.layout.index_path} is not valid JSON: {exc}",
+                    "the store is damaged; load the bundle again",
+                ) from exc
+            self._catalog = build_catalog(manifests, self._info)
+            self._stamp = stamp
+        return self._catalog
+
+    def invalidate(self) -> None:
+        self._stamp = None
+
+    def locate(self, digest: str) -> BlobLocation | None:
+        if not is_digest(digest):
+            return None
+        path = self.layout.path(digest)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return None
+        return BlobLocation(digest, size, (Segment(path, 0, size),))
+
+
+def bundle_volumes(path: Path) -> list[Path]:
+    """The files that make up a bundle: the tar itself, or its volumes `PATH.000`, `PATH.001`..."""
+    if path.is_file():
+        return [path]
+    volumes = sorted(
+        p
+        for p in path.parent.glob(path.name + ".*")
+        if p.suffix[1:].isdigit() and len(p.suffix) >= 4 and p.is_file()
+    )
+    if not volumes:
+        raise UsageError(f"bundle not found: {path}", "pass the .airlock.tar file or its volumes")
+    expected = [f".{i:0{len(volumes[0].suffix) - 1}d}" for i in range(len(volumes))]
+    if [p.suffix for p in volumes] != expected:
+        raise VerificationError(
+            f"bundle volumes of {path} are not consecutive: {[p.name for p in volumes]}",
+            "copy every volume into the same directory",
+        )
+    return volumes
+
+
+class _ConcatReader(io.RawIOBase):
+    """Several files read as one seekable stream (split bundle volumes)."""
+
+    def __init__(self, volumes: Sequence[tuple[Path, int, int]]) -> None:
+        self._volumes = volumes  # (path, start, size)
+        self._size = sum(v[2] for v in volumes)
+        self._pos = 0
+        self._handles = {p: p.open("rb") for p, _, _ in volumes}
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        for path, start, size in self._volumes:
+            if start <= self._pos < start + size:
+                fh = self._handles[path]
+                fh.seek(self._pos - start)
+                n = fh.readinto(view[: min(len(view), start + size - self._pos)]) or 0
+                self._pos += n
+                return n
+        return 0
+
+    def close(self) -> None:
+        for fh in self._handles.values():
+            fh.close()
+        super().close()
+
+
+class BundleSource:
+    """A bundle tar (or its split volumes) served in place, indexed once."""
+
+    def __init__(self, path: Path | Sequence[Path]) -> None:
+        paths = bundle_volumes(Path(path)) if isinstance(path, (str, Path)) else list(path)
+        if not paths:
+            raise UsageError("no bundle files given")
+        self.paths = paths
+        volumes: list[tuple[Path, int, int]] = []
+        pos = 0
+        for p in paths:
+            try:
+                size = p.stat().st_size
+            except OSError as exc:
+                raise UsageError(f"cannot read bundle volume {p}: {exc.strerror}") from exc
+            volumes.append((p, pos, size))
+            pos += size
+        self._volumes = volumes
+        self._total = pos
+        self._members: dict[str, tuple[int, int]] = {}  # name -> (offset, size)
+        self._blobs: dict[str, tuple[int, int]] = {}
+        self._index_tar()
+        index = self._members.get("index.json")
+        if index is None or "oci-layout" not in self._members:
+            raise UsageError(
+                f"{paths[0]} is not an OCI layout bundle (no index.json or oci-layout at its root)",
+                "serve a bundle made by `airlock bundle create`, or load it into a store",
+            )
+        raw = BlobLocation("index.json", index[1], tuple(self._segments(*index))).read()
+        try:
+            doc = json.loads(raw)
+            manifests = list(doc.get("manifests", []))
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise VerificationError(f"index.json in {paths[0]} is not valid") from exc
+        self._catalog = build_catalog(manifests, _InfoCache(self.locate))
+
+    def _index_tar(self) -> None:
+        reader = _ConcatReader(self._volumes)
+        try:
+            with tarfile.open(fileobj=io.BufferedReader(reader), mode="r:") as tf:
+                for member in tf:
+                    if not member.isreg():
+                        continue
+                    name = member.name.removeprefix("./")
+                    end = member.offset_data + member.size
+                    if end > self._total:
+                        raise VerificationError(
+                            f"bundle {self.paths[0]} is truncated: {name} ends past its last byte",
+                            "copy the bundle (every volume) again",
+                        )
+                    self._members[name] = (member.offset_data, member.size)
+                    if name.startswith("blobs/sha256/"):
+                        digest = "sha256:" + name.rsplit("/", 1)[1]
+                        if is_digest(digest):
+                            self._blobs[digest] = (member.offset_data, member.size)
+        except tarfile.TarError as exc:
+            raise VerificationError(f"{self.paths[0]} is not a readable tar: {exc}") from exc
+        finally:
+            reader.close()
+
+    def _segments(self, offset: int, length: int) -> list[Segment]:
+        out: list[Segment] = []
+        for path, start, size in self._volumes:
+            lo, hi = max(offset, start), min(offset + length, start + size)
+            if lo < hi:
+                out.append(Segment(path, lo - start, hi - lo))
+        return out
+
+    @property
+    def description(self) -> str:
+        return f"bundle {self.paths[0]}"
+
+    @property
+    def store(self) -> None:
+        return None
+
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def locate(self, digest: str) -> BlobLocation | None:
+        found = self._blobs.get(digest)
+        if found is None:
+            return None
+        return BlobLocation(digest, found[1], tuple(self._segments(*found)))
+
+    def member(self, name: str) -> BlobLocation | None:
+        """Any regular file of the bundle by its path (e.g. `airlock.json`)."""
+        found = self._members.get(name)
+        if found is None:
+            return None
+        return BlobLocation(name, found[1], tuple(self._segments(*found)))

@@ -1,0 +1,50 @@
+"""The plan: every artifact a bundle will carry, and where each one was found."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Artifact", "Plan"]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    kind: str  # binary | archive | systemd | manifest | chart | image | package
+    name: str
+    version: str
+    source: str  # upstream URL, or the full image reference
+    fetch_url: str = ""  # where it is actually fetched from (a mirror from `sources`), files only
+    checksum_url: str | None = None  # upstream checksum file, files only
+    sha256: str | None = None  # pinned in the spec or in the plan
+    platform: str = ""
+    found_in: tuple[str, ...] = ()  # how it was discovered: "kubeadm table v1.27.3", ...
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["found_in"] = list(self.found_in)
+        return data
+
+
+@dataclass
+class Plan:
+    name: str
+    kubernetes_version: str
+    artifacts: list[Artifact] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    image_list_source: str = ""  # which authority gave kubeadm's image list
+
+    def images(self) -> list[Artifact]:
+        return [a for a in self.artifacts if a.kind == "image"]
+
+    def files(self) -> list[Artifact]:
+        return [a for a in self.artifacts if a.kind not in ("image", "package")]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kubernetesVersion": self.kubernetes_version,
+            "imageListSource": self.image_list_source,
+            "warnings": self.warnings,
+            "artifacts": [a.to_json() for a in self.artifacts],
+        }

@@ -1,0 +1,338 @@
+"""The spec (airlock.yaml): pydantic models, and loading with errors that name file, line, field.
+
+Loading is two steps: ruamel.yaml parses with positions, pydantic validates; each pydantic error
+location (`("network", "podSubnet")`) is mapped back to the line of that key in the file. Checks
+that pydantic cannot place (duplicate images) are done here with their own positions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from io import StringIO
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from airlock.errors import AirlockError, SpecError
+from airlock.oci.ref import parse_reference
+
+__all__ = [
+    "API_VERSION",
+    "SUPPORTED_CNIS",
+    "Chart",
+    "ExtraFile",
+    "Kubernetes",
+    "Network",
+    "Packages",
+    "RegistrySource",
+    "Runtime",
+    "Sources",
+    "Spec",
+    "Tools",
+    "dump_spec",
+    "load_spec",
+    "parse_spec",
+]
+
+API_VERSION = "airlock/v1alpha1"
+SUPPORTED_CNIS = ("flannel", "calico")
+
+_SEMVER_V = re.compile(r"^v\d+\.\d+\.\d+$")
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
+_PLATFORM = re.compile(r"^linux/(amd64|arm64|arm|ppc64le|s390x)(/v[5-8])?$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_SHA256 = re.compile(r"^[a-f0-9]{64}$")
+
+
+def _exact_v(value: str) -> str:
+    if not _SEMVER_V.match(value):
+        raise ValueError(f"expected an exact version like v1.27.3, got {value!r}")
+    return value
+
+
+def _exact(value: str) -> str:
+    """Versions written without `v` upstream (containerd: 1.7.2); a leading v is tolerated."""
+    if not _SEMVER.match(value.removeprefix("v")):
+        raise ValueError(f"expected an exact version like 1.7.2, got {value!r}")
+    return value.removeprefix("v")
+
+
+def _cidr(value: str) -> str:
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"not a valid CIDR: {value!r} ({exc})") from None
+    return str(net)
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    return value
+
+
+VersionV = Annotated[str, AfterValidator(_exact_v)]
+Version = Annotated[str, AfterValidator(_exact)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+Url = Annotated[str, AfterValidator(_http_url)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Metadata(_Model):
+    name: str
+    channel: str = "stable"
+
+    @field_validator("name", "channel")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"must be a lowercase DNS label (a-z, 0-9, -), got {v!r}")
+        return v
+
+
+class Kubernetes(_Model):
+    version: VersionV
+    release_tools: VersionV = Field("v0.15.1", alias="releaseTools")
+
+
+class Runtime(_Model):
+    containerd: Version
+    runc: VersionV
+    crictl: VersionV
+    cni_plugins: VersionV = Field(alias="cniPlugins")
+
+
+class Network(_Model):
+    cni: str
+    version: VersionV
+    pod_subnet: Cidr = Field("10.244.0.0/16", alias="podSubnet")
+    service_subnet: Cidr = Field("10.96.0.0/12", alias="serviceSubnet")
+    dns_domain: str = Field("cluster.local", alias="dnsDomain")
+
+    @field_validator("cni")
+    @classmethod
+    def _known_cni(cls, v: str) -> str:
+        if v not in SUPPORTED_CNIS:
+            raise ValueError(f"unknown CNI {v!r}; supported: {', '.join(SUPPORTED_CNIS)}")
+        return v
+
+
+class Tools(_Model):
+    helm: VersionV | None = None
+    k9s: VersionV | None = None
+
+
+class Chart(_Model):
+    name: str
+    repo: Url
+    version: str
+
+
+class ExtraFile(_Model):
+    url: Url
+    sha256: str | None = None
+    name: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA256.match(v):
+            raise ValueError("sha256 must be 64 lowercase hex characters")
+        return v
+
+
+class Packages(_Model):
+    os: str
+    names: list[str] = []
+    repositories: list[Url] = []
+
+
+class RegistrySource(_Model):
+    url: Url
+    insecure: bool = False
+
+
+class Sources(_Model):
+    files: dict[str, Url] = {}
+    registries: dict[str, RegistrySource] = {}
+
+    @field_validator("files")
+    @classmethod
+    def _prefixes(cls, v: dict[str, str]) -> dict[str, str]:
+        for prefix in v:
+            _http_url(prefix)
+        return v
+
+
+def _image(value: str) -> str:
+    try:
+        parse_reference(value)
+    except AirlockError as exc:
+        raise ValueError(exc.message) from None
+    return value
+
+
+Image = Annotated[str, AfterValidator(_image)]
+
+
+class Spec(_Model):
+    api_version: Literal["airlock/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Bundle"]
+    metadata: Metadata
+    platforms: list[str] = ["linux/amd64"]
+    kubernetes: Kubernetes
+    runtime: Runtime
+    network: Network
+    tools: Tools = Tools()
+    images: list[Image] = []
+    charts: list[Chart] = []
+    files: list[ExtraFile] = []
+    packages: Packages | None = None
+    sources: Sources = Sources()
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one platform is needed, e.g. linux/amd64")
+        for p in v:
+            if not _PLATFORM.match(p):
+                raise ValueError(f"unsupported platform {p!r}; e.g. linux/amd64, linux/arm64")
+        return v
+
+
+# --- loading with positions -------------------------------------------------------------------
+
+
+def _line_of(doc: Any, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the deepest key in `loc` that exists in the parsed document."""
+    node, line = doc, None
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    if line is None and isinstance(doc, CommentedMap):
+        line = doc.lc.line + 1
+    return line
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(document)"
+
+
+def _describe(err: ErrorDetails) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return f"{err['msg'].lower()}, got {err['input']!r}"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def _duplicate_images(doc: Any) -> list[tuple[tuple[int | str, ...], str]]:
+    images = doc.get("images") if isinstance(doc, CommentedMap) else None
+    if not isinstance(images, CommentedSeq):
+        return []
+    seen: dict[str, int] = {}
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    for i, item in enumerate(images):
+        if not isinstance(item, str):
+            continue
+        try:
+            key = str(parse_reference(item))
+        except AirlockError:
+            continue
+        if key in seen:
+            problems.append(
+                (("images", i), f"duplicate image {item!r} (same as images[{seen[key]}])")
+            )
+        else:
+            seen[key] = i
+    return problems
+
+
+def parse_spec(text: str, *, filename: str = "airlock.yaml") -> Spec:
+    """Validate spec text; every problem in one SpecError naming `filename:line: field: why`."""
+    yaml = YAML(typ="rt")
+    try:
+        doc = yaml.load(StringIO(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else "?"
+        raise SpecError([f"{filename}:{line}: not valid YAML: {exc.problem}"]) from None
+    except YAMLError as exc:  # reader errors (control characters) carry no problem mark
+        raise SpecError([f"{filename}:1: not valid YAML: {exc}"]) from None
+    if not isinstance(doc, CommentedMap):
+        raise SpecError([f"{filename}:1: the spec must be a mapping (apiVersion, kind, ...)"])
+    problems: list[tuple[int, str]] = []
+    spec: Spec | None = None
+    try:
+        spec = Spec.model_validate(_plain(doc))
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            problems.append((_line_of(doc, loc) or 0, f"{_field_name(loc)}: {_describe(err)}"))
+    for loc, msg in _duplicate_images(doc):
+        problems.append((_line_of(doc, loc) or 0, f"{_field_name(loc)}: {msg}"))
+    if problems or spec is None:
+        problems.sort(key=lambda p: p[0])
+        raise SpecError(
+            [f"{filename}:{line}: {msg}" for line, msg in problems],
+            hint="fix the fields above; `airlock init` writes a valid example",
+        )
+    return spec
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def load_spec(path: Path) -> Spec:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(
+            [f"{path}: no such file"], hint="create one with `airlock init -o airlock.yaml`"
+        ) from None
+    return parse_spec(text, filename=str(path))
+
+
+def dump_spec(spec: Spec) -> str:
+    """The spec as YAML, with the field names users write (aliases), defaults included."""
+    data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    out = StringIO()
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.dump(data, out)
+    return out.getvalue()
