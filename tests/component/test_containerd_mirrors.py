@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from airlock import system
+from airlock.errors import SystemCommandError
 from airlock.lab.containerd import ContainerdDaemon, installed_containerd_version
 from airlock.lab.netns import NetnsLab, netns_exists
 from airlock.node.mirrors import (
@@ -171,7 +172,7 @@ def no_leftovers(daemon: ContainerdDaemon) -> None:
 def run_and_fetch(daemon: ContainerdDaemon, *, fetch_host: str, token: str) -> None:
     port = free_port()
     name = f"airlock-test-{os.getpid()}-{secrets.token_hex(3)}"
-    daemon.run(IMAGE, name, args=["httpd", "-f", "-p", str(port), "-h", "/www"])
+    daemon.run(IMAGE, name, args=["/bin/busybox", "httpd", "-f", "-p", str(port), "-h", "/www"])
     assert daemon.tasks().get(name) == "RUNNING"
     assert http_get(f"http://{fetch_host}:{port}/").strip() == token
     daemon.delete(name)
@@ -181,13 +182,8 @@ def run_and_fetch(daemon: ContainerdDaemon, *, fetch_host: str, token: str) -> N
 def test_rendered_config_is_accepted_by_containerd(tmp_path: Path) -> None:
     require("containerd")
     debian_default = (
-        'version = 2\n\n[plugins]\n  [plugins."io.containerd.grpc.v1.cri"]\n'
-        '    [plugins."io.containerd.grpc.v1.cri".cni]\n      bin_dir = "/usr/lib/cni"\n'
-        'disabled_plugins = ["cri"]\n'
-    )
-    # disabled_plugins must be a top-level key: place it before the tables.
-    debian_default = 'disabled_plugins = ["cri"]\n' + debian_default.replace(
-        'disabled_plugins = ["cri"]\n', ""
+        'disabled_plugins = ["cri"]\nversion = 2\n\n[plugins]\n'
+        '  [plugins."io.containerd.grpc.v1.cri".cni]\n    bin_dir = "/usr/lib/cni"\n'
     )
     text = render_containerd_config(
         containerd_version=installed_containerd_version(),
@@ -257,7 +253,7 @@ def test_pull_fails_when_every_mirror_is_down(tmp_path: Path) -> None:
     write_mirrors(daemon.hosts_dir, mirror_files([UPSTREAM], dead, upstream_fallback=False))
     try:
         daemon.start()
-        with pytest.raises(system.SystemCommandError, match="connection refused"):
+        with pytest.raises(SystemCommandError, match="connection refused"):
             daemon.pull(IMAGE, timeout=60)
         assert daemon.images() == []
     finally:
@@ -335,3 +331,26 @@ def test_containerd_in_gap_namespace_pulls_from_host_registry(
                 daemon.stop()
             no_leftovers(daemon)
     assert not netns_exists(name)
+
+
+def test_lab_guard_stops_upstream_fallback(tmp_path: Path) -> None:
+    """With every mirror down, containerd falls back to the upstream `server`; the lab's
+    dead proxy must catch that (no DNS lookup). Run in a gap namespace, so that even a
+    broken guard sends nothing out (the blackhole refuses it)."""
+    require("containerd", "ctr", "ip", "nsenter")
+    name = lab_name("p")
+    with NetnsLab(name, index=os.getpid() % 1000 + 4000) as lab:
+        dead = Mirror(f"http://{lab.veth.host_ip}:{free_port(lab.veth.host_ip)}")
+        daemon = ContainerdDaemon(tmp_path / "ctd", netns=name)
+        write_mirrors(daemon.hosts_dir, mirror_files([UPSTREAM], [dead]))
+        try:
+            daemon.start()
+            with pytest.raises(SystemCommandError) as failed:
+                daemon.pull(IMAGE, timeout=60)
+        finally:
+            daemon.stop()
+        no_leftovers(daemon)
+    message = str(failed.value)
+    assert "connection refused" in message  # the dead mirror was tried first
+    assert "proxyconnect" in message  # then the upstream, through the dead proxy
+    assert "lookup registry.k8s.io" not in message

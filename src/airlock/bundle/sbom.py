@@ -101,7 +101,7 @@ def build_sbom(
         }
     )
     bom = Bom(serial_number=uuid.uuid5(SBOM_NAMESPACE, sha256_digest(identity)))
-    bom.metadata.timestamp = None  # determinism: no wall-clock time in the bundle
+    bom.metadata.timestamp = None  # type: ignore[assignment]  # determinism: no wall-clock time in the bundle
     root = Component(
         name=bundle_name, type=ComponentType.APPLICATION, bom_ref=f"bundle:{bundle_name}"
     )

@@ -42,7 +42,6 @@ from airlock.bundle.layout import (
     BLOB_DIR,
     BLOBS_DIR,
     BUNDLE_NAME_RE,
-    BUNDLE_SCHEMA,
     EMPTY_CONFIG_DATA,
     EMPTY_CONFIG_DESCRIPTOR,
     EMPTY_CONFIG_DIGEST,
@@ -75,7 +74,7 @@ from airlock.bundle.volumes import PartsFile, VolumeInfo, parts_file_path, write
 from airlock.content import Blob, BlobRole, FileArtifact, ImageArtifact
 from airlock.errors import AirlockError, DigestMismatch, UsageError
 from airlock.oci.blobstore import BlobStore
-from airlock.oci.digest import Hasher, is_digest, sha256_digest
+from airlock.oci.digest import is_digest, sha256_digest
 from airlock.oci.layout import OCI_LAYOUT_CONTENT, canonical_json, image_descriptor
 from airlock.oci.media import (
     ANNOTATION_REF_NAME,
@@ -227,7 +226,7 @@ def _pick_blobs(candidates: Iterable[Blob]) -> dict[str, BlobEntry]:
             digest=digest,
             size=best.size,
             media_type=best.media_type,
-            role=best.role.value,  # type: ignore[arg-type]  # Literal of BlobRole values
+            role=best.role.value,
             source=best.source,
         )
     return out
@@ -285,7 +284,7 @@ def build_manifest(content: BundleContent) -> _Generated:
     )
 
     manifest = BundleManifest(
-        schema_=BUNDLE_SCHEMA,
+        schema="airlock.bundle/v1",
         tool=ToolInfo(name="airlock", version=version),
         name=content.name,
         channel=content.channel,
@@ -442,19 +441,22 @@ def _stream_tar(
     buf = bytearray(_CHUNK)
     for entry in entries:
         sink.write(_header(blob_member(entry.digest), entry.size))
-        hasher = Hasher()
-        with blobs.path(entry.digest).open("rb") as fh:
+        hasher = hashlib.sha256()
+        copied = 0
+        with blobs.path(entry.digest).open("rb", buffering=0) as fh:
             while n := fh.readinto(buf):
                 view = memoryview(buf)[:n]
                 hasher.update(view)
-                if hasher.size > entry.size:
+                copied += n
+                if copied > entry.size:
                     break
                 sink.write(view)
-        if hasher.size != entry.size or hasher.digest != entry.digest:
+        actual = "sha256:" + hasher.hexdigest()
+        if copied != entry.size or actual != entry.digest:
             raise DigestMismatch(
                 f"blob {entry.digest} ({entry.source or entry.role}) in {blobs.root}",
                 entry.digest,
-                hasher.digest if hasher.size == entry.size else f"{hasher.size} bytes",
+                actual if copied == entry.size else f"{copied} bytes instead of {entry.size}",
                 hint="the cache is corrupt; remove that blob and fetch again",
             )
         sink.write(_padding(entry.size))

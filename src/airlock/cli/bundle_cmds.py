@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from airlock.cli._stub import not_yet
-from airlock.cli.output import json_option, use_json
+from airlock.cli.output import json_option, state, use_json
 
 __all__ = ["register"]
 
@@ -32,11 +32,66 @@ def create(
     sign: Path | None = typer.Option(None, "--sign", help="ed25519 private key (PEM)."),
     since: Path | None = typer.Option(None, "--since", help="Inventory or old bundle: a delta."),
     cache: Path | None = typer.Option(None, "--cache", help="Download cache directory."),
+    sequence: int = typer.Option(1, "--sequence", help="Sequence number (rollback guard)."),
     json_out: bool = json_option(),
 ) -> None:
     """Fetch every artifact (verified, cached, parallel) and write the bundle."""
     use_json(json_out)
-    not_yet("bundle create", BUNDLE_ISSUE)
+    from airlock.cli.progress import DownloadProgress
+    from airlock.cli.sizes import format_size, parse_size
+    from airlock.spec import load_spec
+    from airlock.verbs.create import CreateOptions, create_bundle
+
+    if since is not None:
+        not_yet(
+            "bundle create --since",
+            "Deltas across the gap: inventory round trip, delta bundles, upgrades",
+        )
+    spec = load_spec(spec_file)
+    with DownloadProgress() as progress:
+        result = create_bundle(
+            spec,
+            options=CreateOptions(
+                output=output,
+                cache=cache,
+                sign_key=sign,
+                split=parse_size(split) if split else None,
+                sequence=sequence,
+                progress=progress,
+            ),
+        )
+    w = result.write
+    data = {
+        "bundle": str(w.path),
+        "volumes": [str(v) for v in w.volumes],
+        "size": w.size,
+        "sha256": w.sha256,
+        "blobs": w.blob_count,
+        "uniqueBlobBytes": w.unique_blob_bytes,
+        "images": len(result.images),
+        "files": len(result.files),
+        "bytesDownloaded": result.bytes_downloaded,
+        "filesFromCache": result.files_from_cache,
+        "signed": w.signed,
+        "kubeadmImageList": result.plan.image_list_source,
+        "warnings": result.warnings,
+    }
+
+    def text() -> None:
+        for warning in result.warnings:
+            state.warn(warning)
+        state.line(
+            f"wrote {w.path}: {format_size(w.size)}, {len(result.images)} images, "
+            f"{len(result.files)} files, {w.blob_count} blobs"
+            + (f", {len(w.volumes)} volumes" if w.volumes else "")
+            + (", signed" if w.signed else ", unsigned")
+        )
+        state.line(
+            f"downloaded {format_size(result.bytes_downloaded)}; "
+            f"{result.files_from_cache}/{len(result.files)} files from cache"
+        )
+
+    state.emit(data, text)
 
 
 @bundle_app.command("inspect")

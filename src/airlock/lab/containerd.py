@@ -34,11 +34,24 @@ __all__ = ["DEFAULT_SANDBOX_IMAGE", "ContainerdDaemon", "installed_containerd_ve
 DEFAULT_SANDBOX_IMAGE = "registry.k8s.io/pause:3.9"
 _SOCKET_MAX = 100  # sun_path holds 108 bytes; keep a margin
 
+# Lab guard: any registry request that is not for loopback or the lab range goes to a dead
+# proxy on loopback, so a misread hosts.toml (containerd then falls back to the upstream)
+# fails at once instead of resolving the upstream's name through the host's DNS server.
+_DEAD_PROXY = "http://127.0.0.1:9"
+_GUARD_ENV = {
+    "HTTP_PROXY": _DEAD_PROXY,
+    "HTTPS_PROXY": _DEAD_PROXY,
+    "http_proxy": _DEAD_PROXY,
+    "https_proxy": _DEAD_PROXY,
+    "NO_PROXY": "localhost,127.0.0.0/8,198.18.0.0/15",
+    "no_proxy": "localhost,127.0.0.0/8,198.18.0.0/15",
+}
+
 
 def installed_containerd_version() -> str:
     """The version of the `containerd` on PATH, e.g. `1.6.20`."""
     out = system.run(["containerd", "--version"], timeout=30).stdout
-    match = re.search(r"\s v?(\d+\.\d+\.\d+)", out)
+    match = re.search(r"\sv?(\d+\.\d+\.\d+)", out)
     if not match:
         raise SystemCommandError(f"cannot read the containerd version from {out.strip()!r}")
     return match.group(1)
@@ -50,7 +63,8 @@ class ContainerdDaemon:
     `hosts_dir` is the registry `config_path` (default `workdir/certs.d`). `config` is an
     existing config.toml text to start from (airlock's keys are set in it, then root, state
     and socket are pointed at `workdir`). `namespace` is the containerd namespace ctr uses
-    (`k8s.io` is the one the kubelet's CRI sees).
+    (`k8s.io` is the one the kubelet's CRI sees). With `guard_upstream` (the default),
+    registry traffic to anything but loopback and 198.18.0.0/15 is sent to a dead proxy.
     """
 
     def __init__(
@@ -63,6 +77,7 @@ class ContainerdDaemon:
         config: str = "",
         namespace: str = "k8s.io",
         start_timeout: float = 30.0,
+        guard_upstream: bool = True,
     ) -> None:
         self.workdir = workdir
         self.netns = netns
@@ -71,6 +86,7 @@ class ContainerdDaemon:
         self.base_config = config
         self.namespace = namespace
         self.start_timeout = start_timeout
+        self.env = dict(_GUARD_ENV) if guard_upstream else {}
         self.root = workdir / "root"
         self.state = workdir / "state"
         self.config_file = workdir / "config.toml"
@@ -115,7 +131,10 @@ class ContainerdDaemon:
             self.socket = self._socket_dir / "containerd.sock"
         self.config_file.write_text(self.render_config())
         self._process = system.spawn(
-            ["containerd", "--config", str(self.config_file)], log=self.log, netns=self.netns
+            ["containerd", "--config", str(self.config_file)],
+            log=self.log,
+            env=self.env,
+            netns=self.netns,
         )
         self._wait_ready()
 
@@ -192,7 +211,7 @@ class ContainerdDaemon:
             namespace or self.namespace,
             *args,
         ]
-        return system.run(argv, check=check, timeout=timeout, netns=self.netns)
+        return system.run(argv, check=check, timeout=timeout, env=self.env, netns=self.netns)
 
     def pull(self, ref: str, *, hosts_dir: Path | None = None, timeout: float = 300) -> None:
         """Pull `ref` by its original name, resolved through `hosts_dir`'s hosts.toml files."""
@@ -216,7 +235,10 @@ class ContainerdDaemon:
         args: Sequence[str] = (),
         net_host: bool = True,
     ) -> None:
-        """Start a detached container `name` from a pulled image (args replace its command)."""
+        """Start a detached container `name` from a pulled image.
+
+        `args`, when given, is the whole process argv (ctr replaces entrypoint and command).
+        """
         _check_container_name(name)
         argv = ["run", "--detach"]
         if net_host:

@@ -469,6 +469,7 @@ def _seeds(kubernetes_versions: Sequence[str]) -> list[_Seed]:
                 working_dir="/home/app",
             ),
             arches=multi,
+            extra=(TarEntry("home/app", "dir", mode=0o755),),
         ),
     ]
     return seeds
@@ -518,15 +519,7 @@ def build_seed_images(
                     f"{platform} variant carries the amd64 busybox binary; it is a stand-in "
                     "and will not run on that architecture"
                 )
-            config = ImageConfig(
-                entrypoint=seed.config.entrypoint,
-                cmd=seed.config.cmd,
-                env=seed.config.env,
-                exposed_ports=seed.config.exposed_ports,
-                working_dir=seed.config.working_dir,
-                user=seed.config.user,
-                labels=labels,
-            )
+            config = dataclasses.replace(seed.config, labels=labels)
             variants.append((platform, _seed_variant(seed, platform, base), config))
         built = builder.add_image(seed.ref, variants, force_index=len(variants) > 1)
         images.append(dataclasses.replace(built, push_as=seed.push_as))

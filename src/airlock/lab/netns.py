@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from airlock import system
-from airlock.errors import UsageError
+from airlock.errors import SystemCommandError, UsageError
 
 __all__ = [
     "LAB_NETWORK",
@@ -110,7 +110,11 @@ def delete_link(name: str) -> bool:
     _check_name(name, "interface")
     if not link_exists(name):
         return False
-    system.run(["ip", "link", "delete", "dev", name], timeout=30)
+    result = system.run(["ip", "link", "delete", "dev", name], check=False, timeout=30)
+    # The kernel removes a veth whose peer's namespace was just deleted on its own, so the
+    # link may vanish between the check and the delete; only a link that stays is an error.
+    if result.returncode != 0 and link_exists(name):
+        raise SystemCommandError(f"cannot delete link {name}: {result.stderr.strip()}")
     return True
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "go_runner_script",
     "helm_script",
     "k9s_script",
+    "kubeadm_constants_go",
     "kubeadm_images",
     "kubeadm_script",
     "kubelet_script",
@@ -84,7 +85,11 @@ def kubeadm_images(version: str, *, repository: str = "registry.k8s.io") -> list
             f"the stand-in kubeadm table has no entry for {version}",
             f"known versions: {known}",
         ) from None
-    return [f"{repository}/{n}" for n in names]
+    # kubeadm drops CoreDNS's extra path segment for any repository but the default one.
+    return [
+        f"{repository}/{'coredns:' + n.split(':', 1)[1] if n.startswith('coredns/') and repository != 'registry.k8s.io' else n}"
+        for n in names
+    ]
 
 
 def pseudo_random(seed: str, size: int) -> bytes:
@@ -154,10 +159,11 @@ def standin_executable(ref: str, *, platform: str, payload_size: int) -> bytes:
 
 def kubeadm_script(version: str) -> bytes:
     """kubeadm stand-in for `version`: `version [-o short]`, `config images list [...]`."""
-    table = kubeadm_images(version, repository="REPO")
+    kubeadm_images(version)  # refuse a version the table does not know
+    table = [f"REPO/{n}" for n in KUBEADM_IMAGES[version]]
     own = "\n".join(table)
     cases = "".join(
-        f"    {shlex.quote(v)}) list='{chr(10).join(kubeadm_images(v, repository='REPO'))}' ;;\n"
+        f"    {shlex.quote(v)}) list='{chr(10).join('REPO/' + n for n in KUBEADM_IMAGES[v])}' ;;\n"
         for v in sorted(KUBEADM_IMAGES)
     )
     major, minor = version.lstrip("v").split(".")[:2]
@@ -194,6 +200,7 @@ def kubeadm_script(version: str) -> bytes:
         f"{cases}"
         '        *) echo "kubeadm stand-in (airlock) $VERSION: no image table for $want" >&2; exit 64 ;;\n'
         "      esac\n"
+        '      if [ "$repo" != registry.k8s.io ]; then list=$(echo "$list" | sed "s#^REPO/coredns/coredns:#REPO/coredns:#"); fi\n'
         '      echo "$list" | sed "s#^REPO/#$repo/#"\n'
         "      exit 0\n"
         "    fi ;;\n"
@@ -235,3 +242,23 @@ def k9s_script(version: str = K9S_VERSION) -> bytes:
     return _version_only(
         "k9s", version, [("version -s", f"Version  {version}"), ("version", f"Version: {version}")]
     )
+
+
+def kubeadm_constants_go(version: str) -> bytes:
+    """An excerpt of kubeadm's constants.go at `version`, with the lines that pin its images."""
+    names = dict(n.rsplit(":", 1) for n in KUBEADM_IMAGES[version])
+    return (
+        f"// {STANDIN_MARKER}: an excerpt of kubernetes/cmd/kubeadm/app/constants/constants.go at\n"
+        f"// {version}, served by airlock's simulated upstream; only the image constants are kept.\n"
+        "package constants\n\n"
+        "const (\n"
+        "\t// PauseVersion indicates the default pause image version for kubeadm\n"
+        f'\tPauseVersion = "{names["pause"]}"\n\n'
+        "\t// CoreDNSImageName specifies the name of the image for CoreDNS add-on\n"
+        '\tCoreDNSImageName = "coredns"\n\n'
+        "\t// CoreDNSVersion is the version of CoreDNS to be deployed if it is used\n"
+        f'\tCoreDNSVersion = "{names["coredns/coredns"]}"\n\n'
+        "\t// DefaultEtcdVersion indicates the default etcd version that kubeadm uses\n"
+        f'\tDefaultEtcdVersion = "{names["etcd"]}"\n'
+        ")\n"
+    ).encode()

@@ -121,9 +121,11 @@ def render_hosts_toml(
     """hosts.toml for one upstream registry host: try `mirrors` in order.
 
     With `upstream_fallback` (the default) `server` is the upstream's documented endpoint,
-    which containerd tries after every mirror failed (harmless in an air gap, useful on a node
-    that can reach it). Without it the last mirror becomes the `server`, so containerd never
-    contacts the upstream at all.
+    which containerd tries after every mirror failed (useful on a node that can reach it;
+    in an air gap the attempt fails). Without it the last mirror is also the `server`, so
+    containerd never contacts the upstream at all (that mirror is tried twice). Every mirror
+    is a `[host]` entry either way: containerd 1.6 rejects a hosts.toml without one, and then
+    falls back to the upstream.
     """
     _check_upstream(upstream)
     if not mirrors:
@@ -133,14 +135,13 @@ def render_hosts_toml(
     lines = [
         f"# Managed by airlock: {upstream} images are pulled from these registries, in order.",
     ]
-    hosts = list(mirrors)
     if upstream_fallback:
         lines.append(f"server = {_toml_value(upstream_server(upstream))}")
     else:
-        last = hosts.pop()
+        last = mirrors[-1]
         lines.append(f"server = {_toml_value(last.endpoint(upstream))}")
         lines.extend(_host_fields(last, indent=""))
-    for mirror in hosts:
+    for mirror in mirrors:
         lines.append("")
         lines.append(f"[host.{_toml_key(mirror.endpoint(upstream))}]")
         lines.extend(_host_fields(mirror, indent="  "))

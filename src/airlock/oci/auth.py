@@ -180,7 +180,7 @@ class Authenticator:
                 realm,
                 params=params,
                 headers=headers,
-                ssl=None if self.ssl else False,
+                ssl=self.ssl,
                 timeout=_TOKEN_TIMEOUT,
             ) as resp:
                 if resp.status == 200:

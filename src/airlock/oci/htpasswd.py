@@ -26,9 +26,14 @@ _SHA_PREFIX = "{SHA}"
 _DUMMY_HASH = b"$2b$10$h.7JoAMD0VyOvs0MZBRVb.B7VH63Ihq2DsJx4vyDRIsr/C.MPbY8a"
 
 
+def _bcrypt_input(password: str) -> bytes:
+    # bcrypt reads at most 72 bytes; Apache and Go truncate, the bcrypt package refuses.
+    return password.encode()[:72]
+
+
 def hash_password(password: str, *, rounds: int = 10) -> str:
     """A bcrypt entry in the `$2y$` form docker-registry and `htpasswd -B` use."""
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds)).decode()
+    hashed = bcrypt.hashpw(_bcrypt_input(password), bcrypt.gensalt(rounds=rounds)).decode()
     return "$2y$" + hashed[4:]
 
 
@@ -45,7 +50,7 @@ class Htpasswd:
     def verify(self, user: str, password: str) -> bool:
         stored = self.entries.get(user)
         if stored is None:
-            bcrypt.checkpw(password.encode(), _DUMMY_HASH)
+            bcrypt.checkpw(_bcrypt_input(password), _DUMMY_HASH)
             return False
         key = hashlib.sha256(f"{user}\0{password}\0{stored}".encode()).digest()
         if key in self._verified:
@@ -64,7 +69,7 @@ def _check(password: str, stored: str) -> bool:
         # The bcrypt package understands $2a$/$2b$; $2y$ is the same algorithm (PHP's name).
         normalised = "$2b$" + stored[4:] if stored.startswith("$2y$") else stored
         try:
-            return bcrypt.checkpw(password.encode(), normalised.encode())
+            return bcrypt.checkpw(_bcrypt_input(password), normalised.encode())
         except ValueError:
             return False
     if stored.startswith(_SHA_PREFIX):

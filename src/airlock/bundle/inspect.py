@@ -1,0 +1,139 @@
+"""Summarize a bundle without verifying every byte: what `airlock bundle inspect` shows.
+
+Reads airlock.json (and the SBOM blob for its component count) in place. With keys, the
+signature is checked too (cheap: airlock.json is small); the blobs are not hashed, that is
+`verify_bundle`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from airlock.bundle.layout import MAX_JSON_BLOB_BYTES, blob_member
+from airlock.bundle.manifest import ChecksumEntry
+from airlock.bundle.reader import open_bundle
+from airlock.bundle.sbom import sbom_component_count
+from airlock.bundle.signing import key_id, verify_signature
+from airlock.errors import VerificationError
+
+__all__ = ["BundleSummary", "FileSummary", "ImageSummary", "inspect_bundle"]
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    reference: str
+    digest: str
+    media_type: str
+    platforms: tuple[str, ...]
+    size: int  # all blobs of the image (shared layers counted in each image)
+    blob_count: int
+    carried_size: int  # of the blobs actually in this bundle (delta bundles omit some)
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    name: str
+    kind: str
+    url: str
+    digest: str
+    size: int
+    version: str
+    platform: str
+    checksum: ChecksumEntry | None
+    carried: bool
+
+
+@dataclass(frozen=True)
+class BundleSummary:
+    path: Path
+    name: str
+    channel: str
+    sequence: int
+    tool_version: str
+    spec_digest: str
+    resolved: dict[str, object]
+    images: tuple[ImageSummary, ...]
+    files: tuple[FileSummary, ...]
+    archive_size: int  # bytes of the tar (all volumes)
+    volumes: int
+    total_size: int  # images + files as listed, shared blobs counted each time
+    unique_size: int  # blobs carried, each once
+    blob_count: int
+    omitted_count: int
+    sbom_components: int
+    signed: bool
+    signature_valid: bool | None  # None: no key given
+    key_id: str | None
+    base_inventory: str | None
+
+
+def inspect_bundle(path: Path, *, keys: Sequence[Path] = ()) -> BundleSummary:
+    """Summarize the bundle at `path`; a bad signature is reported, not raised."""
+    with open_bundle(Path(path)) as reader:
+        m = reader.manifest
+        sizes = {b.digest: b.size for b in m.blobs}
+        images = tuple(
+            ImageSummary(
+                reference=i.reference,
+                digest=i.digest,
+                media_type=i.media_type,
+                platforms=i.platforms,
+                size=i.content_size,
+                blob_count=len(i.blobs),
+                carried_size=sum(sizes.get(d, 0) for d in set(i.blobs)),
+            )
+            for i in m.images
+        )
+        files = tuple(
+            FileSummary(
+                name=f.name,
+                kind=f.kind,
+                url=f.url,
+                digest=f.digest,
+                size=f.size,
+                version=f.version,
+                platform=f.platform,
+                checksum=f.checksum,
+                carried=f.digest in sizes,
+            )
+            for f in m.files
+        )
+        components = 0
+        if reader.has_blob(m.sbom):
+            components = sbom_component_count(
+                reader.read_member(blob_member(m.sbom), limit=MAX_JSON_BLOB_BYTES)
+            )
+        valid: bool | None = None
+        kid: str | None = None
+        if keys and reader.signature is not None:
+            try:
+                kid = key_id(verify_signature(reader.manifest_bytes, reader.signature, keys))
+                valid = True
+            except VerificationError:
+                valid = False
+        elif keys:
+            valid = False
+        return BundleSummary(
+            path=Path(path),
+            name=m.name,
+            channel=m.channel,
+            sequence=m.sequence,
+            tool_version=m.tool.version,
+            spec_digest=m.created_from,
+            resolved=dict(m.resolved),
+            images=images,
+            files=files,
+            archive_size=reader.size,
+            volumes=len(reader.volumes.paths),
+            total_size=sum(i.size for i in images) + sum(f.size for f in files),
+            unique_size=sum(sizes.values()),
+            blob_count=len(m.blobs),
+            omitted_count=len(m.omitted),
+            sbom_components=components,
+            signed=reader.signature is not None,
+            signature_valid=valid,
+            key_id=kid,
+            base_inventory=m.base.inventory if m.base else None,
+        )

@@ -1,0 +1,280 @@
+"""Verify a bundle end to end, naming what is wrong.
+
+Order matters, so the first problem reported is the cause, not a symptom:
+
+1. volumes against the parts file (a bad, missing or swapped volume is named; stop there);
+2. the archive's entries (hostile or truncated archives are refused; stop there);
+3. the signature of airlock.json (with keys: a missing or bad signature stops here);
+4. index.json against the digest airlock.json pins;
+5. every blob's size and sha256, hashed in parallel threads (hashlib releases the GIL);
+6. the graph: every descriptor in index.json reachable, with all its child manifests,
+   configs and layers present (or listed as omitted by a delta bundle).
+
+API: `verify_bundle` returns a VerifyReport only when everything is right. Otherwise it raises
+BundleVerificationError (a VerificationError: exit code 3), whose message names the first
+problem and whose `.report` lists them all (the CLI renders `report.problems`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from airlock.bundle.layout import INDEX_JSON, MAX_JSON_BLOB_BYTES, blob_member, files_ref
+from airlock.bundle.manifest import BundleManifest
+from airlock.bundle.reader import BundleReader, open_bundle
+from airlock.bundle.signing import key_id, verify_signature
+from airlock.bundle.volumes import check_volumes, hash_spans, locate_volumes
+from airlock.errors import UsageError, VerificationError
+from airlock.oci.digest import digest_hex
+from airlock.oci.media import ANNOTATION_REF_NAME, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
+
+__all__ = ["BundleVerificationError", "VerifyReport", "verify_bundle"]
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    path: Path
+    name: str | None = None
+    sequence: int | None = None
+    signed: bool = False  # airlock.json.sig is present
+    signed_by: str | None = None  # key id of the key that verified it (None: not checked)
+    signed_by_path: Path | None = None
+    blobs_checked: int = 0
+    bytes_checked: int = 0
+    volumes_checked: int = 0
+    problems: tuple[str, ...] = field(default=())
+
+
+class BundleVerificationError(VerificationError):
+    """The bundle failed verification; `.report.problems` lists every problem found."""
+
+    def __init__(self, report: VerifyReport) -> None:
+        self.report = report
+        first = report.problems[0] if report.problems else "unknown problem"
+        more = len(report.problems) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
+        super().__init__(
+            f"bundle {report.path} failed verification: {first}{suffix}",
+            "do not load it; copy the named volume or file again from the source",
+        )
+
+
+def _describe(manifest: BundleManifest, digest: str) -> str:
+    entry = manifest.blob_map().get(digest)
+    if entry is None:
+        return f"blob {digest}"
+    origin = entry.source or "airlock"
+    return f"blob {digest} ({entry.role} of {origin})"
+
+
+def _check_blobs(
+    reader: BundleReader, workers: int, problems: list[str]
+) -> tuple[set[str], int, int]:
+    """Hash every present blob; returns (digests verified, blobs checked, bytes checked)."""
+    manifest = reader.manifest
+    for digest in reader.missing_blobs():
+        problems.append(f"{_describe(manifest, digest)} is missing from the archive")
+    present = [b for b in manifest.blobs if reader.has_blob(b.digest)]
+    # Largest first, so the two threads finish together.
+    present.sort(key=lambda b: (-b.size, b.digest))
+
+    def one(digest: str) -> tuple[str, str, int]:
+        hexd, n = hash_spans(reader.blob_spans(digest))
+        return digest, hexd, n
+
+    ok: set[str] = set()
+    total = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(one, [b.digest for b in present]))
+    for digest, hexd, n in sorted(results):
+        total += n
+        if hexd == digest_hex(digest):
+            ok.add(digest)
+        else:
+            problems.append(
+                f"{_describe(manifest, digest)} sha256 mismatch: the bytes are sha256:{hexd}"
+            )
+    return ok, len(present), total
+
+
+def _load_json(reader: BundleReader, digest: str) -> dict[str, Any] | None:
+    size = reader.member(blob_member(digest)).size
+    if size > MAX_JSON_BLOB_BYTES:
+        return None
+    with reader.open_blob(digest) as fh:
+        data = fh.read()
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _check_graph(
+    reader: BundleReader, index: dict[str, Any], verified: set[str], problems: list[str]
+) -> None:
+    manifest = reader.manifest
+    omitted = set(manifest.omitted)
+    blob_sizes = {b.digest: b.size for b in manifest.blobs}
+    images = {i.reference: i for i in manifest.images}
+
+    def present(d: dict[str, Any], owner: str, what: str) -> bool:
+        digest = d.get("digest")
+        if not isinstance(digest, str) or digest not in blob_sizes:
+            if digest in omitted:
+                return False
+            problems.append(f"{owner}: {what} {digest} is missing from the bundle")
+            return False
+        if d.get("size") != blob_sizes[digest]:
+            problems.append(
+                f"{owner}: {what} {digest} has size {d.get('size')} in its descriptor "
+                f"but {blob_sizes[digest]} in airlock.json"
+            )
+        return digest in verified
+
+    def walk(d: dict[str, Any], owner: str, carried: set[str], depth: int) -> None:
+        media = d.get("mediaType", "")
+        if not present(d, owner, "manifest" if depth else "top-level manifest"):
+            return
+        if media not in INDEX_MEDIA_TYPES and media not in MANIFEST_MEDIA_TYPES:
+            return
+        doc = _load_json(reader, d["digest"])
+        if doc is None:
+            problems.append(f"{owner}: manifest {d['digest']} is not readable JSON")
+            return
+        if media in INDEX_MEDIA_TYPES:
+            if depth > 2:
+                problems.append(f"{owner}: indexes nested too deep at {d['digest']}")
+                return
+            for child in doc.get("manifests", []):
+                # A multi-arch index keeps every entry; platforms not carried are fine as long
+                # as airlock.json does not claim them for this image.
+                if (
+                    child.get("digest") not in blob_sizes
+                    and child.get("digest") not in carried
+                    and carried
+                ):
+                    continue
+                walk(child, owner, carried, depth + 1)
+            return
+        config = doc.get("config")
+        if isinstance(config, dict):
+            present(config, owner, "config")
+        for layer in doc.get("layers", []):
+            if isinstance(layer, dict):
+                present(layer, owner, "layer")
+
+    descriptors = index.get("manifests", [])
+    refs: dict[str, dict[str, Any]] = {}
+    for d in descriptors:
+        ref = d.get("annotations", {}).get(ANNOTATION_REF_NAME, d.get("digest"))
+        refs[ref] = d
+        entry = images.get(ref)
+        walk(d, f"image {ref}" if entry else ref, set(entry.blobs) if entry else set(), 0)
+    for ref, image in images.items():
+        got = refs.get(ref)
+        if got is None:
+            problems.append(f"image {ref} is listed in airlock.json but not in index.json")
+        elif got.get("digest") != image.digest:
+            problems.append(
+                f"image {ref} is {got.get('digest')} in index.json but {image.digest} "
+                "in airlock.json"
+            )
+    fref = files_ref(manifest.name)
+    if refs.get(fref, {}).get("digest") != manifest.files_manifest:
+        problems.append(f"index.json does not name the files manifest {fref}")
+
+
+def verify_bundle(
+    path: Path,
+    *,
+    keys: Sequence[Path] = (),
+    require_signature: bool = False,
+    allow_unsigned: bool = False,
+    workers: int | None = None,
+) -> VerifyReport:
+    """Check volumes, signature, index.json, every blob and the graph; see the module doc."""
+    path = Path(path)
+    workers = workers or os.cpu_count() or 1
+    if require_signature and not keys:
+        raise UsageError("a signature is required but no public key was given", "pass --key PUB")
+    volumes = locate_volumes(path)
+    problems: list[str] = []
+    report = VerifyReport(ok=False, path=path)
+
+    def fail(**changes: Any) -> BundleVerificationError:
+        return BundleVerificationError(
+            replace(report, **changes, problems=tuple(problems), ok=False)
+        )
+
+    vol_problems, volume_bytes = check_volumes(volumes, workers=workers)
+    volumes_checked = len(volumes.parts.volumes) if volumes.parts else 0
+    report = VerifyReport(ok=False, path=path, volumes_checked=volumes_checked)
+    if vol_problems:
+        problems += vol_problems
+        raise fail()
+
+    try:
+        reader = open_bundle(path)
+    except VerificationError as exc:
+        problems.append(exc.message)
+        raise fail() from exc
+    with reader:
+        manifest = reader.manifest
+        report = VerifyReport(
+            ok=False,
+            path=path,
+            name=manifest.name,
+            sequence=manifest.sequence,
+            signed=reader.signature is not None,
+            volumes_checked=volumes_checked,
+        )
+        signed_by: str | None = None
+        signed_by_path: Path | None = None
+        if keys:
+            if reader.signature is None:
+                if not allow_unsigned:
+                    problems.append("airlock.json is not signed, but a key was given to check it")
+                    raise fail()
+            else:
+                try:
+                    signed_by_path = verify_signature(reader.manifest_bytes, reader.signature, keys)
+                except VerificationError as exc:
+                    problems.append(exc.message)
+                    raise fail() from exc
+                signed_by = key_id(signed_by_path)
+        report = replace(report, signed_by=signed_by, signed_by_path=signed_by_path)
+
+        index_bytes = reader.read_member(INDEX_JSON, limit=MAX_JSON_BLOB_BYTES)
+        index_hex, _ = hash_spans(reader.member_spans(INDEX_JSON))
+        index_ok = "sha256:" + index_hex == manifest.index.digest
+        if not index_ok:
+            problems.append(
+                f"index.json sha256 mismatch: airlock.json pins {manifest.index.digest}, "
+                f"the archive holds sha256:{index_hex}"
+            )
+        verified, blobs_checked, nbytes = _check_blobs(reader, workers, problems)
+        report = replace(
+            report,
+            blobs_checked=blobs_checked,
+            bytes_checked=volume_bytes + nbytes + len(index_bytes) + len(reader.manifest_bytes),
+        )
+        if index_ok:
+            try:
+                index = json.loads(index_bytes)
+            except ValueError:
+                index = None
+            if not isinstance(index, dict):
+                problems.append("index.json is not a JSON object")
+            else:
+                _check_graph(reader, index, verified, problems)
+    if problems:
+        raise fail()
+    return replace(report, ok=True)

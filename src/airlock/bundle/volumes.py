@@ -1,0 +1,310 @@
+"""Split bundles: the parts file, finding a bundle's volumes, and reading across them.
+
+A split bundle is the byte-split of the one tar stream into `NAME.airlock.tar.000, .001, ...`
+plus `NAME.airlock.parts.json`, which lists each volume's name, size and sha256 and the sha256
+of the whole tar. Checking volumes against it names the bad, missing or swapped volume (a bad
+DVD), before anything inside is read. The parts file is not signed: it only locates damage;
+trust comes from airlock.json's signature and the blob digests it pins.
+
+`ConcatReader` reads the volumes as one seekable stream; `spans` maps a byte range of the tar
+onto (volume, offset, length) pieces, so a registry can sendfile a blob straight from the bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from airlock.bundle.layout import VOLUME_DIGITS, parts_path_for
+from airlock.errors import UsageError, VerificationError
+from airlock.oci.layout import canonical_json
+
+__all__ = [
+    "READ_CHUNK",
+    "ConcatReader",
+    "PartsFile",
+    "Span",
+    "VolumeInfo",
+    "VolumeSet",
+    "check_volumes",
+    "hash_spans",
+    "load_parts",
+    "locate_volumes",
+    "parts_file_path",
+    "spans",
+    "write_parts",
+]
+
+READ_CHUNK = 1 << 20
+_VOLUME_RE = re.compile(rf"^(?P<base>.+)\.(?P<num>\d{{{VOLUME_DIGITS}}})$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class VolumeInfo(_Model):
+    name: Annotated[str, Field(pattern=r"^[^/\\]+$")]
+    size: Annotated[int, Field(ge=0)]
+    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
+
+
+class PartsFile(_Model):
+    schema_: Literal["airlock.parts/v1"] = Field(default="airlock.parts/v1", alias="schema")
+    name: str  # bundle name
+    tar: str  # the name of the whole tar (lab.airlock.tar)
+    volume_size: Annotated[int, Field(ge=1)]
+    size: Annotated[int, Field(ge=0)]  # of the whole tar
+    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]  # of the whole tar
+    volumes: tuple[VolumeInfo, ...]
+
+
+def parts_file_path(tar_path: Path) -> Path:
+    return tar_path.parent / parts_path_for(tar_path.name)
+
+
+def write_parts(parts: PartsFile) -> bytes:
+    return canonical_json(parts.model_dump(mode="json", by_alias=True)) + b"\n"
+
+
+def load_parts(path: Path) -> PartsFile:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read parts file {path}: {exc.strerror}") from exc
+    try:
+        return PartsFile.model_validate_json(data)
+    except ValidationError as exc:
+        raise VerificationError(
+            f"{path} is not a valid parts file: {exc.errors()[0]['msg']}",
+            "copy the parts file again from the source medium",
+        ) from exc
+
+
+@dataclass(frozen=True)
+class VolumeSet:
+    """Where a bundle's bytes are: one tar, or its volumes in order (plus the parts file)."""
+
+    tar_name: str
+    paths: tuple[Path, ...]
+    parts: PartsFile | None = None
+    parts_path: Path | None = None
+
+    @property
+    def split(self) -> bool:
+        return self.parts is not None or len(self.paths) > 1 or self.paths[0].name != self.tar_name
+
+    def display(self) -> str:
+        return str(self.parts_path or self.paths[0])
+
+
+def _from_parts(parts_path: Path) -> VolumeSet:
+    parts = load_parts(parts_path)
+    paths = tuple(parts_path.parent / v.name for v in parts.volumes)
+    return VolumeSet(parts.tar, paths, parts, parts_path)
+
+
+def locate_volumes(path: Path) -> VolumeSet:
+    """Accept a tar, a parts file, or the first volume (siblings are found by number)."""
+    path = Path(path)
+    if path.name.endswith(".parts.json"):
+        return _from_parts(path)
+    m = _VOLUME_RE.match(path.name)
+    if m is None and not path.exists() and path.with_name(path.name + ".000").exists():
+        return locate_volumes(path.with_name(path.name + ".000"))
+    if m is not None:
+        if int(m["num"]) != 0:
+            raise UsageError(
+                f"{path} is not the first volume",
+                f"pass {m['base']}.000 or the parts file {parts_path_for(m['base'])}",
+            )
+        base = m["base"]
+        parts_path = path.with_name(parts_path_for(base))
+        if parts_path.is_file():
+            return _from_parts(parts_path)
+        found: list[Path] = []
+        n = 0
+        while (p := path.with_name(f"{base}.{n:0{VOLUME_DIGITS}d}")).is_file():
+            found.append(p)
+            n += 1
+        if not found:
+            raise UsageError(f"bundle volume {path} not found")
+        return VolumeSet(base, tuple(found))
+    if not path.is_file():
+        raise UsageError(f"bundle {path} not found", "pass NAME.airlock.tar or its parts file")
+    return VolumeSet(path.name, (path,))
+
+
+@dataclass(frozen=True)
+class Span:
+    """`length` bytes at `offset` of the file `path`: one piece of a member of the tar."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+def spans(volumes: Sequence[tuple[Path, int]], offset: int, length: int) -> list[Span]:
+    """Map the byte range [offset, offset+length) of the concatenated volumes onto files."""
+    out: list[Span] = []
+    start = 0
+    for path, size in volumes:
+        end = start + size
+        if size and length and offset < end and offset + length > start:
+            lo = max(offset, start)
+            hi = min(offset + length, end)
+            out.append(Span(path, lo - start, hi - lo))
+        start = end
+    if sum(s.length for s in out) != length:
+        raise VerificationError(
+            f"byte range {offset}+{length} lies beyond the end of the bundle",
+            "the bundle is truncated (a volume is missing or short)",
+        )
+    return out
+
+
+def hash_spans(pieces: Sequence[Span], *, chunk: int = READ_CHUNK) -> tuple[str, int]:
+    """sha256 hex and byte count of the concatenated spans (for threads: GIL released)."""
+    h = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    total = 0
+    for span in pieces:
+        with span.path.open("rb", buffering=0) as fh:
+            fh.seek(span.offset)
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fh.fileno(), span.offset, span.length, os.POSIX_FADV_SEQUENTIAL)
+            left = span.length
+            while left > 0:
+                n = fh.readinto(view[: min(chunk, left)])
+                if not n:
+                    break
+                h.update(view[:n])
+                left -= n
+                total += n
+    return h.hexdigest(), total
+
+
+class ConcatReader(io.RawIOBase):
+    """The volumes read as one seekable byte stream (the tar)."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        super().__init__()
+        self.volumes: list[tuple[Path, int]] = []
+        for p in paths:
+            try:
+                self.volumes.append((p, p.stat().st_size))
+            except FileNotFoundError as exc:
+                raise VerificationError(f"volume {p.name} missing", f"expected at {p}") from exc
+        self.size = sum(s for _, s in self.volumes)
+        self._pos = 0
+        self._files: dict[int, io.FileIO] = {}
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def _file(self, i: int) -> io.FileIO:
+        fh = self._files.get(i)
+        if fh is None:
+            fh = self._files[i] = io.FileIO(self.volumes[i][0], "rb")
+        return fh
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(b).cast("B")
+        start = 0
+        for i, (_, size) in enumerate(self.volumes):
+            if self._pos < start + size:
+                fh = self._file(i)
+                fh.seek(self._pos - start)
+                n = fh.readinto(view[: min(len(view), start + size - self._pos)]) or 0
+                self._pos += n
+                return n
+            start += size
+        return 0
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()
+        super().close()
+
+
+def check_volumes(volumes: VolumeSet, *, workers: int = 2) -> tuple[list[str], int]:
+    """Check every volume against the parts file; returns (problems, bytes hashed).
+
+    Each problem names the volume: missing, wrong size, sha256 mismatch (and, when its bytes are
+    another volume's, that the volumes are out of order).
+    """
+    parts = volumes.parts
+    if parts is None:
+        return [], 0
+    problems: list[str] = []
+    base = volumes.parts_path.parent if volumes.parts_path else Path(".")
+    if sum(v.size for v in parts.volumes) != parts.size:
+        problems.append(f"parts file {volumes.display()} is inconsistent: sizes do not add up")
+    expected_by_hash = {v.sha256: v.name for v in parts.volumes}
+    present: list[VolumeInfo] = []
+    for v in parts.volumes:
+        p = base / v.name
+        if not p.is_file():
+            problems.append(f"volume {v.name} missing")
+        else:
+            present.append(v)
+
+    def one(v: VolumeInfo) -> tuple[VolumeInfo, int, str]:
+        p = base / v.name
+        size = p.stat().st_size
+        digest, _ = hash_spans([Span(p, 0, size)])
+        return v, size, digest
+
+    hashed = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for v, size, digest in pool.map(one, present):
+            hashed += size
+            if digest == v.sha256 and size == v.size:
+                continue
+            other = expected_by_hash.get(digest)
+            if other is not None and other != v.name:
+                problems.append(
+                    f"volume {v.name} sha256 mismatch: it holds the bytes of {other} "
+                    "(volumes swapped or renamed?)"
+                )
+            elif size != v.size:
+                problems.append(
+                    f"volume {v.name} is {size} bytes, expected {v.size} (truncated or wrong file)"
+                )
+            else:
+                problems.append(f"volume {v.name} sha256 mismatch (damaged medium or copy)")
+    return problems, hashed

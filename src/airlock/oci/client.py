@@ -1,0 +1,627 @@
+"""An OCI distribution client: resolve tags once, pull by digest, verify every byte.
+
+`pull_images` takes full upstream references (`registry.k8s.io/pause:3.9`) and, per upstream
+registry host, the endpoint actually used (a mirror from the spec's sources, else
+`https://<host>`; docker.io is `https://registry-1.docker.io`). For each reference:
+
+1. The tag is resolved ONCE: GET the manifest with an Accept for OCI and Docker schema 2
+   manifests and indexes; its digest is the sha256 of the bytes received, and a
+   Docker-Content-Digest header that disagrees is a DigestMismatch. Everything else is fetched
+   by digest and checked against it.
+2. An index is kept byte for byte; the child manifests of the requested platforms are pulled
+   (a missing platform is an error naming those available). A single-platform manifest whose
+   config says another platform is an error too. Docker schema 1 is refused.
+3. Blobs stream into `dest` through its verifying writer (a mismatch never gets a final name).
+   A blob already in `dest` is trusted by name, because the store only ever publishes a blob
+   through that writer after checking its digest; `verify_existing=True` re-hashes it instead
+   (and refetches it when it is damaged). A blob wanted by several images, at the same time or
+   not, is fetched once (an in-flight map digest -> task).
+
+Auth is anonymous until a 401 (see `airlock.oci.auth`). Redirects on GETs are followed by hand
+so the Authorization header never goes to another host (blob storage on S3/GCS, a CDN).
+Connection drops resume with Range (or skip what we already have when the server sends it all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from airlock.content import Blob, BlobRole, ImageArtifact
+from airlock.errors import AirlockError, DigestMismatch, RegistryError
+from airlock.fetch.downloader import ProgressSink, gather_or_cancel
+from airlock.fetch.retry import (
+    RetryPolicy,
+    TransientError,
+    is_transient_status,
+    retry_after_seconds,
+    with_retries,
+)
+from airlock.oci.auth import Authenticator, Credentials, pull_scope
+from airlock.oci.blobstore import BlobStore
+from airlock.oci.digest import is_digest, sha256_digest
+from airlock.oci.media import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    INDEX_MEDIA_TYPES,
+    MANIFEST_MEDIA_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
+from airlock.oci.platform import (
+    Platform,
+    available_platforms,
+    format_platforms,
+    parse_platform,
+    platform_of,
+    select_manifests,
+)
+from airlock.oci.ref import DOCKER_HUB, Reference
+
+__all__ = [
+    "MANIFEST_ACCEPT",
+    "Endpoint",
+    "Manifest",
+    "RegistryClient",
+    "default_endpoint",
+    "pull_images",
+]
+
+# schema 1 is accepted on the wire only so that it can be refused with a clear message
+MANIFEST_ACCEPT = ", ".join(
+    [OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED]
+)
+_MAX_MANIFEST = 4 << 20
+_CHUNK = 1 << 20
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an upstream registry is reached. A path in `url` is a repository prefix.
+
+    E.g. `http://127.0.0.1:5000/registry.k8s.io` reads `registry.k8s.io/pause` from
+    `/v2/registry.k8s.io/pause/...` (airlock's own registry names repositories that way).
+    """
+
+    url: str
+    insecure: bool = False  # plain http allowed, TLS not verified
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def default_endpoint(host: str) -> Endpoint:
+    if host == DOCKER_HUB:
+        return Endpoint("https://registry-1.docker.io")
+    return Endpoint(f"https://{host}")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    data: bytes
+    digest: str
+    media_type: str
+    doc: dict[str, Any]
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def _error_code(body: bytes) -> str:
+    """The distribution error code(s) of a JSON error body (`MANIFEST_UNKNOWN`), or ''."""
+    try:
+        data = json.loads(body)
+        codes = [str(e.get("code")) for e in data.get("errors", []) if isinstance(e, dict)]
+    except (ValueError, AttributeError, TypeError):
+        return ""
+    return ", ".join(c for c in codes if c)
+
+
+def _parse_manifest(data: bytes, content_type: str, digest: str, *, what: str) -> Manifest:
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise RegistryError(f"the manifest of {what} is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise RegistryError(f"the manifest of {what} is not a JSON object")
+    declared = doc.get("mediaType")
+    media_type = declared if isinstance(declared, str) and declared else content_type
+    if doc.get("schemaVersion") == 1 or media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
+        raise RegistryError(
+            f"{what} is a Docker schema 1 manifest, which airlock does not support",
+            "schema 1 is deprecated and unsafe to pin; re-push the image with a current tool "
+            "(e.g. `skopeo copy --format v2s2` or `--format oci`) and reference that",
+        )
+    if media_type not in INDEX_MEDIA_TYPES | MANIFEST_MEDIA_TYPES:
+        # OCI makes mediaType optional; tell index from manifest by shape
+        if isinstance(doc.get("manifests"), list):
+            media_type = OCI_INDEX
+        elif isinstance(doc.get("config"), dict):
+            media_type = OCI_MANIFEST
+        else:
+            raise RegistryError(
+                f"{what} has an unsupported manifest type {media_type or 'unknown'!r}",
+                "airlock pulls OCI and Docker schema 2 images and indexes",
+            )
+    return Manifest(data, digest, media_type, doc)
+
+
+def _descriptor(obj: Any, *, what: str) -> dict[str, Any]:
+    if (
+        not isinstance(obj, dict)
+        or not isinstance(obj.get("digest"), str)
+        or not isinstance(obj.get("size"), int)
+    ):
+        raise RegistryError(f"{what} has a malformed descriptor: {str(obj)[:200]}")
+    if not is_digest(obj["digest"]):
+        raise RegistryError(
+            f"{what} references {obj['digest']!r}, not a sha256 digest",
+            "airlock stores sha256-addressed content only",
+        )
+    return obj
+
+
+class RegistryClient:
+    """One upstream registry (`host`, e.g. registry.k8s.io) reached through `endpoint`."""
+
+    def __init__(
+        self,
+        host: str,
+        endpoint: Endpoint,
+        *,
+        session: aiohttp.ClientSession,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.host = host
+        self.endpoint = endpoint
+        self.session = session
+        self.policy = policy or RetryPolicy()
+        parts = urlsplit(endpoint.url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RegistryError(
+                f"invalid registry endpoint {endpoint.url!r} for {host}",
+                "use a URL like https://mirror.example:5000 or http://127.0.0.1:5001",
+            )
+        self.base = f"{parts.scheme}://{parts.netloc}"
+        self.prefix = parts.path.strip("/")
+        creds = (
+            Credentials(endpoint.username, endpoint.password or "")
+            if endpoint.username is not None
+            else None
+        )
+        self.auth = Authenticator(
+            host=host,
+            session=session,
+            credentials=creds,
+            policy=self.policy,
+            ssl=not endpoint.insecure,
+        )
+
+    def url(self, repository: str, kind: str, reference: str) -> str:
+        repo = f"{self.prefix}/{repository}" if self.prefix else repository
+        return f"{self.base}/v2/{repo}/{kind}/{reference}"
+
+    def _ssl(self) -> bool:
+        return not self.endpoint.insecure  # False: TLS not verified
+
+    async def _open(
+        self, url: str, *, scope: str, headers: Mapping[str, str], what: str
+    ) -> aiohttp.ClientResponse:
+        """GET with auth and hand-followed redirects; returns a 2xx or 404 response (open).
+
+        401 -> answer the challenge once; 401 again or 403 -> access denied. 5xx/429 ->
+        TransientError. The Authorization header goes only to the registry's own origin.
+        """
+        home = _origin(self.base)
+        answered = False
+        target = url
+        hops = 0
+        while True:
+            send_auth = _origin(target) == home
+            h = dict(headers)
+            auth_headers = self.auth.headers(scope) if send_auth else {}
+            h.update(auth_headers)
+            resp = await self.session.get(
+                target, headers=h, allow_redirects=False, ssl=self._ssl(), timeout=_TIMEOUT
+            )
+            status = resp.status
+            if status in _REDIRECTS and resp.headers.get("Location"):
+                location = resp.headers["Location"]
+                resp.release()
+                hops += 1
+                if hops > _MAX_REDIRECTS:
+                    raise RegistryError(f"{what}: more than {_MAX_REDIRECTS} redirects from {url}")
+                target = urljoin(target, location)
+                continue
+            if status == 401 and send_auth and not answered:
+                challenge = resp.headers.get("WWW-Authenticate")
+                resp.release()
+                if auth_headers:
+                    self.auth.forget(scope)  # expired or revoked: get a fresh one
+                if await self.auth.answer(challenge, scope, what=what):
+                    answered = True
+                    target, hops = url, 0
+                    continue
+                raise RegistryError(
+                    f"access denied: {what} on {self.host} (HTTP 401, no usable credentials)",
+                    f"the registry requires credentials: set username/password for {self.host} "
+                    "in the spec's sources.registries",
+                )
+            if status in (401, 403):
+                body = await resp.read()
+                resp.release()
+                code = _error_code(body)
+                raise RegistryError(
+                    f"access denied: {what} on {self.host} (HTTP {status}"
+                    + (f" {code})" if code else ")"),
+                    "the registry refused this repository for these credentials: check the "
+                    f"image name, and the username/password for {self.host} in "
+                    "sources.registries (anonymous pulls may not be allowed)",
+                )
+            if 200 <= status < 300 or status == 404:
+                return resp
+            retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+            resp.release()
+            if is_transient_status(status):
+                raise TransientError(f"HTTP {status} from {self.host}", retry_after=retry_after)
+            raise RegistryError(f"{what}: {self.host} answered HTTP {status} for {target}")
+
+    async def get_manifest(self, repository: str, reference: str, *, what: str) -> Manifest:
+        """GET a manifest by tag or digest; its digest is the sha256 of the bytes, verified."""
+        url = self.url(repository, "manifests", reference)
+        scope = pull_scope(repository)
+
+        async def attempt(_n: int) -> tuple[bytes, str, str | None]:
+            resp = await self._open(
+                url, scope=scope, headers={"Accept": MANIFEST_ACCEPT}, what=what
+            )
+            async with resp:
+                if resp.status == 404:
+                    code = _error_code(await resp.read())
+                    raise RegistryError(
+                        f"not found: {what}",
+                        f"{self.host} has no such "
+                        + ("manifest" if is_digest(reference) else "tag")
+                        + (f" ({code})" if code else "")
+                        + "; check the name and version (skopeo list-tags lists the tags)",
+                    )
+                if resp.content_length is not None and resp.content_length > _MAX_MANIFEST:
+                    raise RegistryError(f"the manifest of {what} is larger than 4 MiB; refusing it")
+                data = await resp.content.read(_MAX_MANIFEST + 1)
+                if len(data) > _MAX_MANIFEST:
+                    raise RegistryError(f"the manifest of {what} is larger than 4 MiB; refusing it")
+                ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip()
+                return data, ctype, resp.headers.get("Docker-Content-Digest")
+
+        data, ctype, header_digest = await self._retrying(attempt, what=f"manifest of {what}")
+        digest = sha256_digest(data)
+        if is_digest(reference) and digest != reference:
+            raise DigestMismatch(f"manifest {reference} of {what}", reference, digest)
+        if header_digest and header_digest.startswith("sha256:") and header_digest != digest:
+            raise DigestMismatch(
+                f"manifest of {what} (Docker-Content-Digest)", header_digest, digest
+            )
+        return _parse_manifest(data, ctype, digest, what=what)
+
+    async def fetch_blob(
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        dest: BlobStore,
+        *,
+        what: str,
+        progress: ProgressSink | None = None,
+    ) -> int:
+        """Stream a blob into `dest`, verified; returns the bytes downloaded (resumes count)."""
+        url = self.url(repository, "blobs", digest)
+        scope = pull_scope(repository)
+        label = f"blob {digest} of {what}"
+        downloaded = 0
+        with dest.writer(digest) as w:
+
+            async def attempt(_n: int) -> None:
+                nonlocal downloaded
+                offset = w.size
+                headers = {"Accept-Encoding": "identity"}
+                if offset:
+                    headers["Range"] = f"bytes={offset}-"
+                resp = await self._open(url, scope=scope, headers=headers, what=what)
+                async with resp:
+                    if resp.status == 404:
+                        raise RegistryError(
+                            f"not found: {label} on {self.host}",
+                            "the registry lost a blob its manifest names; try again later or "
+                            "report it to the registry's operator",
+                        )
+                    skip = offset  # a 200 to a Range request: the whole blob again
+                    if resp.status == 206:
+                        start_s = resp.headers.get("Content-Range", "").removeprefix("bytes ")
+                        start = start_s.split("-", 1)[0]
+                        if not start.isdigit() or int(start) > offset:
+                            raise RegistryError(f"{label}: bad Content-Range {start_s!r}")
+                        skip = offset - int(start)
+                    async for chunk in resp.content.iter_chunked(_CHUNK):
+                        downloaded += len(chunk)
+                        if skip:
+                            n = min(skip, len(chunk))
+                            chunk, skip = chunk[n:], skip - n
+                            if not chunk:
+                                continue
+                        if w.size + len(chunk) > size:
+                            raise DigestMismatch(label, f"{digest} ({size} bytes)", "more bytes")
+                        w.write(chunk)
+                        if progress is not None:
+                            progress.advance(digest, len(chunk))
+                if w.size < size:
+                    raise TransientError(f"connection closed at byte {w.size} of {size}")
+
+            if progress is not None:
+                progress.start(digest, size)
+            await self._retrying(attempt, what=label)
+            w.commit(label)
+            if progress is not None:
+                progress.done(digest)
+        return downloaded
+
+    async def _retrying(self, attempt: Any, *, what: str) -> Any:
+        try:
+            return await with_retries(attempt, policy=self.policy, what=what, error=RegistryError)
+        except AirlockError:
+            raise
+        except aiohttp.ClientError as exc:
+            hint = (
+                "the registry's TLS certificate is not trusted: fix it, or mark the source "
+                "insecure in sources.registries"
+                if isinstance(exc, aiohttp.ClientSSLError)
+                else "check the registry endpoint in sources.registries"
+            )
+            raise RegistryError(f"{what}: {exc}", hint) from exc
+
+
+class _Puller:
+    def __init__(
+        self,
+        *,
+        dest: BlobStore,
+        endpoints: Mapping[str, Endpoint],
+        platforms: Sequence[Platform],
+        session: aiohttp.ClientSession,
+        concurrency: int,
+        policy: RetryPolicy,
+        progress: ProgressSink | None,
+        verify_existing: bool,
+    ) -> None:
+        self.dest = dest
+        self.endpoints = endpoints
+        self.platforms = platforms
+        self.session = session
+        self.sem = asyncio.Semaphore(max(1, concurrency))
+        self.policy = policy
+        self.progress = progress
+        self.verify_existing = verify_existing
+        self.clients: dict[str, RegistryClient] = {}
+        self.inflight: dict[str, asyncio.Task[None]] = {}
+        self.checked: set[str] = set()
+
+    def client(self, host: str) -> RegistryClient:
+        if host not in self.clients:
+            ep = self.endpoints.get(host) or default_endpoint(host)
+            self.clients[host] = RegistryClient(host, ep, session=self.session, policy=self.policy)
+        return self.clients[host]
+
+    async def _present(self, digest: str) -> bool:
+        if not self.dest.has(digest):
+            return False
+        if not self.verify_existing or digest in self.checked:
+            return True
+        try:
+            await asyncio.to_thread(self.dest.verify, digest)
+        except DigestMismatch:
+            self.dest.path(digest).unlink(missing_ok=True)  # damaged: fetch it again
+            return False
+        self.checked.add(digest)
+        return True
+
+    async def ensure_blob(self, ref: Reference, desc: Mapping[str, Any], *, what: str) -> None:
+        """Make sure a blob is in dest; concurrent and repeated requests share one fetch."""
+        digest = str(desc["digest"])
+        task = self.inflight.get(digest)
+        if task is None:
+            task = asyncio.create_task(self._fetch_blob(ref, digest, int(desc["size"]), what))
+            self.inflight[digest] = task
+        # shield: one image giving up must not cancel a fetch another image waits on
+        await asyncio.shield(task)
+
+    async def _fetch_blob(self, ref: Reference, digest: str, size: int, what: str) -> None:
+        if await self._present(digest):
+            return
+        async with self.sem:
+            await self.client(ref.registry).fetch_blob(
+                ref.repository, digest, size, self.dest, what=what, progress=self.progress
+            )
+        self.checked.add(digest)
+
+    async def manifest_by_digest(
+        self, ref: Reference, desc: Mapping[str, Any], *, what: str
+    ) -> Manifest:
+        digest = str(desc["digest"])
+        if not await self._present(digest):
+            task = self.inflight.get(digest)
+            if task is None:
+                task = asyncio.create_task(self._fetch_manifest(ref, digest, what))
+                self.inflight[digest] = task
+            await asyncio.shield(task)
+        data = self.dest.read(digest)
+        return _parse_manifest(data, str(desc.get("mediaType", "")), digest, what=what)
+
+    async def _fetch_manifest(self, ref: Reference, digest: str, what: str) -> None:
+        async with self.sem:
+            m = await self.client(ref.registry).get_manifest(ref.repository, digest, what=what)
+        self.dest.put_bytes(m.data, expected=digest)
+
+    async def resolve(self, ref: Reference, *, what: str) -> Manifest:
+        """The top-level manifest or index: by tag (resolved here, once) or by pinned digest."""
+        if ref.digest and await self._present(ref.digest):
+            return _parse_manifest(self.dest.read(ref.digest), "", ref.digest, what=what)
+        async with self.sem:
+            m = await self.client(ref.registry).get_manifest(
+                ref.repository, ref.digest or ref.tag or "latest", what=what
+            )
+        if not self.dest.has(m.digest):
+            self.dest.put_bytes(m.data, expected=m.digest)
+        return m
+
+    async def pull(self, ref: Reference) -> ImageArtifact:
+        what = str(ref)
+        top = await self.resolve(ref, what=what)
+        blobs: list[Blob] = [
+            Blob(
+                top.digest,
+                len(top.data),
+                top.media_type,
+                BlobRole.INDEX if top.media_type in INDEX_MEDIA_TYPES else BlobRole.MANIFEST,
+                what,
+            )
+        ]
+        if top.media_type in INDEX_MEDIA_TYPES:
+            entries = top.doc.get("manifests")
+            if not isinstance(entries, list):
+                raise RegistryError(f"the index of {what} has no manifests list")
+            entries = [_descriptor(e, what=f"the index of {what}") for e in entries]
+            if self.platforms:
+                selected, missing = select_manifests(entries, self.platforms)
+                if missing:
+                    raise RegistryError(
+                        f"{what} has no image for {format_platforms(missing)}; it offers: "
+                        + (", ".join(available_platforms(entries)) or "no platforms"),
+                        "change the spec's platforms, or use an image built for them",
+                    )
+            else:
+                selected = list(entries)
+            children = await asyncio.gather(
+                *(self.manifest_by_digest(ref, e, what=what) for e in selected)
+            )
+            for child in children:
+                if child.media_type not in MANIFEST_MEDIA_TYPES:
+                    raise RegistryError(
+                        f"{what}: index entry {child.digest} is {child.media_type}, not an "
+                        "image manifest (nested indexes are not supported)"
+                    )
+                blobs.append(
+                    Blob(child.digest, len(child.data), child.media_type, BlobRole.MANIFEST, what)
+                )
+            manifests = list(children)
+            carried = [str(p) for e in selected if (p := platform_of(e)) is not None]
+        else:
+            manifests = [top]
+            carried = []
+        configs = [
+            _descriptor(m.doc.get("config"), what=f"the manifest {m.digest} of {what}")
+            for m in manifests
+        ]
+        await asyncio.gather(*(self.ensure_blob(ref, c, what=what) for c in configs))
+        if top.media_type in MANIFEST_MEDIA_TYPES:
+            carried = self._check_single_platform(configs[0], what=what)
+        layers: list[dict[str, Any]] = []
+        for m in manifests:
+            raw_layers = m.doc.get("layers")
+            if not isinstance(raw_layers, list):
+                raise RegistryError(f"the manifest {m.digest} of {what} has no layers list")
+            layers.extend(
+                _descriptor(d, what=f"the manifest {m.digest} of {what}") for d in raw_layers
+            )
+        await gather_or_cancel(
+            [asyncio.ensure_future(self.ensure_blob(ref, d, what=what)) for d in layers]
+        )
+        for c in configs:
+            blobs.append(
+                Blob(c["digest"], c["size"], str(c.get("mediaType", "")), BlobRole.CONFIG, what)
+            )
+        for d in layers:
+            blobs.append(
+                Blob(d["digest"], d["size"], str(d.get("mediaType", "")), BlobRole.LAYER, what)
+            )
+        unique: dict[str, Blob] = {}
+        for b in blobs:
+            unique.setdefault(b.digest, b)  # a blob shared inside one image is listed once
+        return ImageArtifact(
+            reference=what,
+            digest=top.digest,
+            media_type=top.media_type,
+            size=len(top.data),
+            blobs=tuple(unique.values()),
+            platforms=tuple(carried),
+        )
+
+    def _check_single_platform(self, config: Mapping[str, Any], *, what: str) -> list[str]:
+        try:
+            doc = json.loads(self.dest.read(str(config["digest"])))
+        except ValueError:
+            return []  # not a JSON config (an artifact): nothing to match
+        plat = platform_of(doc) if isinstance(doc, dict) else None
+        if plat is None:
+            return []
+        if self.platforms and not any(plat.matches(p) for p in self.platforms):
+            raise RegistryError(
+                f"{what} is a single-platform image for {plat}, not for "
+                f"{format_platforms(self.platforms)}",
+                "use a multi-platform tag, or change the spec's platforms",
+            )
+        return [str(plat)]
+
+
+async def pull_images(
+    refs: Sequence[Reference],
+    *,
+    dest: BlobStore,
+    endpoints: Mapping[str, Endpoint],
+    platforms: Sequence[str],
+    session: aiohttp.ClientSession,
+    concurrency: int = 8,
+    progress: ProgressSink | None = None,
+    retries: int = 4,
+    backoff: float = 0.5,
+    verify_existing: bool = False,
+) -> list[ImageArtifact]:
+    """Pull every reference into `dest` (verified), in order; empty `platforms` = all.
+
+    `endpoints` is keyed by upstream registry host; a host without one is reached directly.
+    """
+    wanted = [parse_platform(p) for p in platforms]
+    dest.ensure()
+    puller = _Puller(
+        dest=dest,
+        endpoints=endpoints,
+        platforms=wanted,
+        session=session,
+        concurrency=concurrency,
+        policy=RetryPolicy(retries=retries, base_delay=backoff),
+        progress=progress,
+        verify_existing=verify_existing,
+    )
+    try:
+        tasks = [asyncio.ensure_future(puller.pull(r)) for r in refs]
+        return await gather_or_cancel(tasks)
+    finally:
+        pending = [t for t in puller.inflight.values() if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for t in puller.inflight.values():
+            if t.done() and not t.cancelled():
+                t.exception()  # retrieved: no "exception never retrieved" noise

@@ -1,0 +1,1 @@
+"""Library verbs, one per module: `verb(inputs, *, options) -> Result`. The CLI calls these."""

@@ -1,0 +1,305 @@
+"""`airlock bundle create`: spec -> plan -> fetch (files and images, verified, cached) -> bundle.
+
+Files and images are fetched concurrently into one content-addressed cache. After the kubeadm
+binary arrives it is asked for its own image list when it can run on this host (the most
+authoritative source), and any image the plan missed is pulled too, with a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform as host_platform
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from airlock import system
+from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
+from airlock.content import FileArtifact, ImageArtifact, UpstreamChecksum
+from airlock.errors import AirlockError
+from airlock.fetch.downloader import FetchedFile, FileRequest, ProgressSink, fetch_files
+from airlock.oci.blobstore import BlobStore
+from airlock.oci.client import Endpoint, pull_images
+from airlock.oci.ref import parse_reference
+from airlock.resolve.model import Artifact, Plan
+from airlock.resolve.plan import resolve_plan
+from airlock.resolve.urls import apply_mirror
+from airlock.spec import Spec
+
+__all__ = [
+    "ANNOTATION_ARTIFACT",
+    "CreateOptions",
+    "CreateResult",
+    "create_bundle",
+    "default_cache_dir",
+]
+
+ANNOTATION_ARTIFACT = "io.airlock.artifact"  # the logical name: kubeadm, cni-plugins, ...
+
+_MEDIA = {
+    "binary": "application/octet-stream",
+    "archive": "application/gzip",
+    "manifest": "application/yaml",
+    "chart": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+    "systemd": "text/plain",
+    "file": "application/octet-stream",
+    "wheel": "application/zip",
+}
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "airlock"
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    output: Path | None = None
+    cache: Path | None = None
+    sign_key: Path | None = None
+    split: int | None = None
+    sequence: int = 1
+    concurrency: int = 8
+    wheelhouse: bool = True
+    progress: ProgressSink | None = None
+
+
+@dataclass
+class CreateResult:
+    plan: Plan
+    write: WriteResult
+    images: list[ImageArtifact]
+    files: list[FileArtifact]
+    bytes_downloaded: int
+    files_from_cache: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _file_requests(plan: Plan, mirrors: dict[str, str]) -> list[tuple[Artifact, FileRequest]]:
+    out = []
+    for a in plan.files():
+        checksum = UpstreamChecksum("sha256", a.sha256, "spec") if a.sha256 else None
+        req = FileRequest(
+            url=a.source,
+            fetch_url=a.fetch_url or a.source,
+            checksum=checksum,
+            checksum_url=apply_mirror(a.checksum_url, mirrors) if a.checksum_url else None,
+        )
+        out.append((a, req))
+    return out
+
+
+def _file_artifacts(pairs: Sequence[tuple[Artifact, FetchedFile]]) -> list[FileArtifact]:
+    basenames = [a.source.rstrip("/").rsplit("/", 1)[1] for a, _ in pairs]
+    out = []
+    for (a, got), base in zip(pairs, basenames, strict=True):
+        name = base
+        if basenames.count(base) > 1 and a.platform:
+            name = f"{base}-{a.platform.replace('/', '-')}"
+        out.append(
+            FileArtifact(
+                name=name,
+                kind=a.kind,
+                url=a.source,
+                digest=got.digest,
+                size=got.size,
+                media_type=_MEDIA.get(a.kind, "application/octet-stream"),
+                platform=a.platform,
+                version=a.version,
+                checksum=got.checksum,
+                annotations={ANNOTATION_ARTIFACT: a.name},
+            )
+        )
+    return out
+
+
+def _endpoints(spec: Spec) -> dict[str, Endpoint]:
+    return {
+        host: Endpoint(src.url.rstrip("/"), insecure=src.insecure)
+        for host, src in spec.sources.registries.items()
+    }
+
+
+def _host_platform() -> str:
+    machine = host_platform.machine()
+    return "linux/" + {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def _kubeadm_listed(
+    files: Sequence[FileArtifact], cache: BlobStore, version: str
+) -> list[str] | None:
+    """Ask the fetched kubeadm for its image list, when it runs on this host; else None."""
+    here = _host_platform()
+    kubeadm = next(
+        (
+            f
+            for f in files
+            if f.annotations.get(ANNOTATION_ARTIFACT) == "kubeadm" and f.platform == here
+        ),
+        None,
+    )
+    if kubeadm is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="airlock-kubeadm-") as tmp:
+        exe = Path(tmp) / "kubeadm"
+        exe.write_bytes(cache.read(kubeadm.digest))
+        exe.chmod(0o755)
+        try:
+            result = system.run(
+                [str(exe), "config", "images", "list", "--kubernetes-version", version],
+                check=False,
+                timeout=60,
+            )
+        except AirlockError:
+            return None
+    if result.returncode != 0:
+        return None
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+async def _fetch_all(
+    spec: Spec, plan: Plan, cache: BlobStore, opts: CreateOptions, warnings: list[str]
+) -> tuple[list[FileArtifact], list[ImageArtifact], list[FetchedFile]]:
+    pairs = _file_requests(plan, dict(spec.sources.files))
+    refs = [parse_reference(a.source) for a in plan.images()]
+    endpoints = _endpoints(spec)
+    connector = aiohttp.TCPConnector(limit=max(4, opts.concurrency * 2))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        files_task = asyncio.create_task(  # noqa: RUF006 (awaited below)
+            fetch_files(
+                [r for _, r in pairs],
+                cache=cache,
+                session=session,
+                concurrency=max(2, opts.concurrency // 2),
+                progress=opts.progress,
+            )
+        )
+        images_task = asyncio.create_task(
+            pull_images(
+                refs,
+                dest=cache,
+                endpoints=endpoints,
+                platforms=list(spec.platforms),
+                session=session,
+                concurrency=opts.concurrency,
+                progress=opts.progress,
+            )
+        )
+        try:
+            fetched = await files_task
+            images = await images_task
+        except BaseException:
+            files_task.cancel()
+            images_task.cancel()
+            await asyncio.gather(files_task, images_task, return_exceptions=True)
+            raise
+        files = _file_artifacts([(a, f) for (a, _), f in zip(pairs, fetched, strict=True)])
+        listed = _kubeadm_listed(files, cache, spec.kubernetes.version)
+        if listed is not None:
+            have = {a.source for a in plan.images()}
+            missing = [
+                str(parse_reference(r)) for r in listed if str(parse_reference(r)) not in have
+            ]
+            plan.image_list_source += "; confirmed by the fetched kubeadm binary"
+            if missing:
+                warnings.append(
+                    "the fetched kubeadm lists images the plan missed; added: " + ", ".join(missing)
+                )
+                images += await pull_images(
+                    [parse_reference(r) for r in missing],
+                    dest=cache,
+                    endpoints=endpoints,
+                    platforms=list(spec.platforms),
+                    session=session,
+                    concurrency=opts.concurrency,
+                    progress=opts.progress,
+                )
+                for r in missing:
+                    plan.artifacts.append(
+                        Artifact(
+                            kind="image",
+                            name=parse_reference(r).name,
+                            version="",
+                            source=r,
+                            found_in=("fetched kubeadm binary",),
+                        )
+                    )
+    return files, images, fetched
+
+
+def _resolved(spec: Spec, plan: Plan) -> dict[str, Any]:
+    return {
+        "kubernetes": spec.kubernetes.version,
+        "containerd": spec.runtime.containerd,
+        "runc": spec.runtime.runc,
+        "crictl": spec.runtime.crictl,
+        "cniPlugins": spec.runtime.cni_plugins,
+        "cni": {"name": spec.network.cni, "version": spec.network.version},
+        "helm": spec.tools.helm,
+        "k9s": spec.tools.k9s,
+        "platforms": list(spec.platforms),
+        "kubeadmImageList": plan.image_list_source,
+        "images": sorted(a.source for a in plan.images()),
+    }
+
+
+def _wheelhouse(cache: BlobStore) -> list[FileArtifact]:
+    from airlock.bundle.wheelhouse import build_wheelhouse
+    from airlock.oci.digest import file_digest
+
+    out = []
+    for path in build_wheelhouse(cache.root / "wheelhouse"):
+        with path.open("rb") as fh:
+            digest = file_digest(fh)
+        if not cache.has(digest):
+            cache.put_file(path, digest)
+        out.append(
+            FileArtifact(
+                name=path.name,
+                kind="wheel",
+                url=f"wheel:{path.name}",
+                digest=digest,
+                size=path.stat().st_size,
+                media_type=_MEDIA["wheel"],
+                annotations={ANNOTATION_ARTIFACT: "wheelhouse"},
+            )
+        )
+    return out
+
+
+def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
+    """Resolve, fetch everything (verified, cached, concurrent) and write the bundle."""
+    plan = resolve_plan(spec)
+    cache = BlobStore(options.cache or default_cache_dir())
+    cache.ensure()
+    warnings = list(plan.warnings)
+    files, images, fetched = asyncio.run(_fetch_all(spec, plan, cache, options, warnings))
+    wheels = _wheelhouse(cache) if options.wheelhouse else []
+    content = BundleContent(
+        name=spec.metadata.name,
+        channel=spec.metadata.channel,
+        sequence=options.sequence,
+        spec=spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+        resolved=_resolved(spec, plan),
+        images=images,
+        files=files,
+        wheelhouse=wheels,
+    )
+    out = options.output or Path.cwd()
+    written = write_bundle(
+        content, blobs=cache, out=out, sign_key=options.sign_key, split=options.split
+    )
+    return CreateResult(
+        plan=plan,
+        write=written,
+        images=images,
+        files=files,
+        bytes_downloaded=sum(f.bytes_downloaded for f in fetched),
+        files_from_cache=sum(1 for f in fetched if f.from_cache),
+        warnings=warnings,
+    )

@@ -1,0 +1,400 @@
+"""The simulated upstream against real tools: skopeo, docker-registry, HTTP clients, sh."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from airlock.lab import standins
+from airlock.lab.upstream import FILE_HOSTS, REGISTRY_HOSTS, Upstream, serve_forever
+from airlock.oci.media import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
+from airlock.oci.ref import parse_reference
+
+pytestmark = pytest.mark.component
+
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_ACCEPT = ", ".join(
+    [
+        OCI_INDEX,
+        OCI_MANIFEST,
+        DOCKER_MANIFEST_LIST,
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with _HTTP.open(req, timeout=30) as resp:
+            return int(resp.status), resp.read(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, b"", dict(exc.headers)
+
+
+def registry_json(upstream: Upstream, ref: str, reference: str | None = None) -> dict[str, Any]:
+    r = parse_reference(ref)
+    url = f"{upstream.registries[r.registry]}/v2/{r.repository}/manifests/{reference or r.tag}"
+    status, body, _ = get(url, {"Accept": _ACCEPT})
+    assert status == 200, (ref, status)
+    data: dict[str, Any] = json.loads(body)
+    return data
+
+
+def amd64_manifest(upstream: Upstream, ref: str) -> dict[str, Any]:
+    top = registry_json(upstream, ref)
+    if top["mediaType"] in (OCI_INDEX, DOCKER_MANIFEST_LIST):
+        (desc,) = [d for d in top["manifests"] if d["platform"]["architecture"] == "amd64"]
+        return registry_json(upstream, ref, desc["digest"])
+    return top
+
+
+def skopeo_inspect(upstream: Upstream, ref: str, *, raw: bool) -> dict[str, Any]:
+    r = parse_reference(ref)
+    host = upstream.registries[r.registry].removeprefix("http://")
+    argv = ["skopeo", "inspect", "--tls-verify=false"]
+    if raw:
+        argv.append("--raw")
+    out = subprocess.run(
+        [*argv, f"docker://{host}/{r.repository}:{r.tag}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data
+
+
+def test_sources_have_the_spec_shape(upstream: Upstream) -> None:
+    sources = upstream.sources()
+    assert set(sources) == {"files", "registries"}
+    assert set(sources["files"]) == {f"https://{h}/" for h in FILE_HOSTS}
+    for prefix, mirror in sources["files"].items():
+        host = prefix.removeprefix("https://").rstrip("/")
+        assert mirror == f"{upstream.files_url}{host}/"
+        assert mirror.startswith("http://127.0.0.1:")
+    assert set(sources["registries"]) == set(REGISTRY_HOSTS)
+    for host, entry in sources["registries"].items():
+        assert entry == {"url": upstream.registries[host], "insecure": True}
+        assert entry["url"].startswith("http://127.0.0.1:")
+
+
+def test_skopeo_inspects_every_image(upstream: Upstream) -> None:
+    assert len(upstream.images) >= 15
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(
+            zip(
+                upstream.images,
+                pool.map(lambda ref: skopeo_inspect(upstream, ref, raw=False), upstream.images),
+                strict=True,
+            )
+        )
+    for ref, info in results.items():
+        assert info["Architecture"] == "amd64", ref
+        assert info["Os"] == "linux", ref
+        assert len(info["Layers"]) >= 2, ref
+        assert "airlock stand-in" in info["Labels"]["io.airlock.standin"], ref
+
+
+@pytest.mark.parametrize(
+    ("ref", "media_type"),
+    [
+        ("registry.k8s.io/pause:3.9", OCI_INDEX),
+        ("ghcr.io/stefanprodan/podinfo:6.4.0", OCI_INDEX),
+        ("docker.io/flannel/flannel:v0.22.0", DOCKER_MANIFEST_LIST),
+        ("docker.io/flannel/flannel-cni-plugin:v1.1.2", DOCKER_MANIFEST_LIST),
+        ("registry.k8s.io/coredns/coredns:v1.10.1", DOCKER_MANIFEST_LIST),
+    ],
+)
+def test_multi_arch_images_are_indexes(upstream: Upstream, ref: str, media_type: str) -> None:
+    raw = skopeo_inspect(upstream, ref, raw=True)
+    assert raw["mediaType"] == media_type
+    arches = {d["platform"]["architecture"] for d in raw["manifests"]}
+    assert arches == {"amd64", "arm64"}
+
+
+def test_media_types_are_mixed(upstream: Upstream) -> None:
+    kube = registry_json(upstream, "registry.k8s.io/kube-apiserver:v1.27.3")
+    reg = registry_json(upstream, "docker.io/library/registry:2.8.2")
+    assert kube["mediaType"] == OCI_MANIFEST
+    assert reg["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert reg["layers"][0]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def test_layers_are_shared_across_images_and_registries(upstream: Upstream) -> None:
+    refs = [
+        "registry.k8s.io/kube-apiserver:v1.27.3",
+        "registry.k8s.io/kube-apiserver:v1.27.4",
+        "registry.k8s.io/kube-scheduler:v1.27.3",
+        "registry.k8s.io/pause:3.9",
+        "docker.io/flannel/flannel:v0.22.0",
+        "ghcr.io/stefanprodan/podinfo:6.4.0",
+    ]
+    layers = {ref: [d["digest"] for d in amd64_manifest(upstream, ref)["layers"]] for ref in refs}
+    assert len({ls[0] for ls in layers.values()}) == 1  # the busybox base, everywhere
+    old, new, sched = (layers[r] for r in refs[:3])
+    assert old[:2] == new[:2] == sched[:2]  # busybox + the kube base
+    assert old[2] != new[2]  # the version's own top layer: what a delta bundle carries
+    base = old[0]
+    status, blob, _ = get(f"{upstream.registries['ghcr.io']}/v2/stefanprodan/podinfo/blobs/{base}")
+    assert status == 200 and "sha256:" + hashlib.sha256(blob).hexdigest() == base
+
+
+def _checksum_files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".sha256", ".sha256sum", ".sha512") or path.name == "checksums.txt":
+            yield path
+
+
+def test_every_checksum_file_matches_its_file(upstream: Upstream) -> None:
+    root = upstream.files_root
+    checked = 0
+    for sums in _checksum_files(root):
+        rel = sums.relative_to(root).as_posix()
+        status, text, _ = get(upstream.files_url + rel)
+        assert status == 200, rel
+        algo = hashlib.sha512 if sums.suffix == ".sha512" else hashlib.sha256
+        lines = text.decode().strip().splitlines()
+        if sums.suffix == ".sha256" and rel.startswith("dl.k8s.io/"):
+            # dl.k8s.io publishes the hex alone, no file name and no newline
+            assert len(lines) == 1 and " " not in lines[0] and not text.endswith(b"\n")
+            pairs = [(lines[0], sums.name.removesuffix(".sha256"))]
+        elif len(lines) == 1 and " " not in lines[0]:
+            pairs = [(lines[0], sums.name.rsplit(".", 1)[0])]
+        else:
+            pairs = [(h, name) for h, name in (line.split("  ", 1) for line in lines)]
+        for hexdigest, name in pairs:
+            target = sums.parent.relative_to(root).as_posix() + "/" + name
+            status, body, _ = get(upstream.files_url + target)
+            assert status == 200, target
+            assert algo(body).hexdigest() == hexdigest, target
+            checked += 1
+    assert checked >= 17
+
+
+def test_real_content_is_debians(upstream: Upstream) -> None:
+    status, body, _ = get(
+        upstream.mirror_url(
+            "https://github.com/containernetworking/plugins/releases/download/v1.3.0/"
+            "cni-plugins-linux-amd64-v1.3.0.tgz"
+        )
+    )
+    assert status == 200
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        names = tar.getnames()
+        bridge = tar.extractfile("./bridge")
+        assert bridge is not None
+        assert bridge.read() == Path("/usr/lib/cni/bridge").read_bytes()
+    assert names[0] == "./" and "./host-local" in names and "./loopback" in names
+    kubectl = upstream.local_path("https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubectl")
+    assert kubectl.read_bytes() == Path("/usr/bin/kubectl").resolve().read_bytes()
+    assert not os.path.samefile(kubectl, Path("/usr/bin/kubectl").resolve())  # a copy
+    containerd = upstream.local_path(
+        "https://github.com/containerd/containerd/releases/download/v1.7.2/"
+        "containerd-1.7.2-linux-amd64.tar.gz"
+    )
+    with tarfile.open(containerd) as tar:
+        names = tar.getnames()
+    assert {"bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr"} <= set(names)
+
+
+def test_range_head_and_not_found(upstream: Upstream) -> None:
+    url = upstream.mirror_url(
+        "https://github.com/opencontainers/runc/releases/download/v1.1.7/runc.amd64"
+    )
+    status, body, headers = get(url, {"Range": "bytes=1-3"})
+    assert status == 206 and body == b"ELF"
+    assert headers["Content-Range"].startswith("bytes 1-3/")
+    req = urllib.request.Request(url, method="HEAD")
+    with _HTTP.open(req, timeout=10) as resp:
+        assert int(resp.headers["Content-Length"]) == Path("/usr/sbin/runc").stat().st_size
+    assert get(upstream.files_url + "dl.k8s.io/release/v9.9.9/bin/linux/amd64/kubeadm")[0] == 404
+    assert get(upstream.files_url + "dl.k8s.io/%2e%2e/%2e%2e/etc/passwd")[0] == 404
+    log = upstream.request_log
+    mine = [r for r in log if r.path.endswith("runc.amd64") and r.range == "bytes=1-3"]
+    assert mine and mine[-1].remote == "127.0.0.1" and mine[-1].status == 206
+
+
+def test_tarballs_have_upstream_layouts(upstream: Upstream) -> None:
+    expected = {
+        "https://get.helm.sh/helm-v3.12.2-linux-amd64.tar.gz": "linux-amd64/helm",
+        "https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.27.0/"
+        "crictl-v1.27.0-linux-amd64.tar.gz": "crictl",
+        "https://github.com/derailed/k9s/releases/download/v0.27.4/k9s_Linux_amd64.tar.gz": "k9s",
+    }
+    for url, member in expected.items():
+        with tarfile.open(upstream.local_path(url)) as tar:
+            fh = tar.extractfile(member)
+            assert fh is not None, url
+            head = fh.read(300).decode()
+            assert head.startswith("#!/bin/sh\n") and standins.STANDIN_MARKER in head, url
+
+
+def test_systemd_templates(upstream: Upstream) -> None:
+    base = (
+        "https://raw.githubusercontent.com/kubernetes/release/v0.15.1/cmd/kubepkg/templates/"
+        "latest/deb"
+    )
+    status, unit, _ = get(upstream.mirror_url(f"{base}/kubelet/lib/systemd/system/kubelet.service"))
+    assert status == 200 and b"ExecStart=/usr/bin/kubelet\n" in unit
+    status, dropin, _ = get(upstream.mirror_url(f"{base}/kubeadm/10-kubeadm.conf"))
+    assert status == 200 and b"ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS" in dropin
+
+
+def test_kube_flannel_manifest_names_three_images(upstream: Upstream) -> None:
+    url = "https://github.com/flannel-io/flannel/releases/download/v0.22.0/kube-flannel.yml"
+    status, body, _ = get(upstream.mirror_url(url))
+    assert status == 200
+    docs = [d for d in YAML(typ="safe").load_all(body.decode()) if d]
+    kinds = [d["kind"] for d in docs]
+    assert {"Namespace", "ClusterRole", "ServiceAccount", "ConfigMap", "DaemonSet"} <= set(kinds)
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    images = [c["image"] for c in pod["initContainers"] + pod["containers"]]
+    assert images == [
+        "docker.io/flannel/flannel-cni-plugin:v1.1.2",
+        "docker.io/flannel/flannel:v0.22.0",
+        "docker.io/flannel/flannel:v0.22.0",
+    ]
+    assert [c["name"] for c in pod["initContainers"]] == ["install-cni-plugin", "install-cni"]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert json.loads(cm["data"]["net-conf.json"])["Network"] == "10.244.0.0/16"
+    assert set(images) <= set(upstream.images)
+
+
+def test_chart_repo_points_at_a_chart_that_exists(upstream: Upstream) -> None:
+    status, body, _ = get(upstream.mirror_url("https://stefanprodan.github.io/podinfo/index.yaml"))
+    assert status == 200
+    index = YAML(typ="safe").load(body.decode())
+    (entry,) = index["entries"]["podinfo"]
+    assert entry["version"] == "6.4.0"
+    (url,) = entry["urls"]
+    assert url == "https://stefanprodan.github.io/podinfo/podinfo-6.4.0.tgz"
+    status, chart, _ = get(upstream.mirror_url(url))
+    assert status == 200
+    assert hashlib.sha256(chart).hexdigest() == entry["digest"]
+    with tarfile.open(fileobj=io.BytesIO(chart), mode="r:gz") as tar:
+
+        def read(name: str) -> Any:
+            fh = tar.extractfile(name)
+            assert fh is not None
+            return YAML(typ="safe").load(fh.read().decode())
+
+        values = read("podinfo/values.yaml")
+        meta = read("podinfo/Chart.yaml")
+        deployment = tar.extractfile("podinfo/templates/deployment.yaml")
+        assert deployment is not None
+        template = deployment.read().decode()
+    assert values["image"]["repository"] == "ghcr.io/stefanprodan/podinfo"
+    assert str(values["image"]["tag"]) == "6.4.0"
+    annotated = YAML(typ="safe").load(meta["annotations"]["artifacthub.io/images"])
+    assert annotated == [{"name": "podinfo", "image": "ghcr.io/stefanprodan/podinfo:6.4.0"}]
+    assert "{{ .Values.image.repository }}:{{ .Values.image.tag }}" in template
+    assert "ghcr.io/stefanprodan/podinfo:6.4.0" in upstream.images
+
+
+@pytest.mark.parametrize("version", ["v1.27.3", "v1.27.4"])
+def test_served_kubeadm_lists_images_the_registries_hold(
+    upstream: Upstream, version: str, tmp_path: Path
+) -> None:
+    url = f"https://dl.k8s.io/release/{version}/bin/linux/amd64/kubeadm"
+    status, body, _ = get(upstream.mirror_url(url))
+    assert status == 200
+    kubeadm = tmp_path / "kubeadm"
+    kubeadm.write_bytes(body)
+    kubeadm.chmod(0o755)
+    short = subprocess.run([str(kubeadm), "version", "-o", "short"], capture_output=True, text=True)
+    assert short.stdout.strip() == version
+    listed = subprocess.run(
+        [str(kubeadm), "config", "images", "list", "--kubernetes-version", version],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(listed) == 7
+    assert set(listed) <= set(upstream.images)
+    status, constants, _ = get(
+        upstream.mirror_url(
+            f"https://raw.githubusercontent.com/kubernetes/kubernetes/{version}/"
+            "cmd/kubeadm/app/constants/constants.go"
+        )
+    )
+    assert status == 200 and b'DefaultEtcdVersion = "3.5.7-0"' in constants
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def _port_closed(url: str) -> bool:
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, int(port))) != 0
+
+
+def test_stop_leaves_no_process(upstream: Upstream) -> None:
+    # Same cache as the session fixture: this start only starts daemons.
+    second = Upstream.start(upstream.workdir)
+    pids = second.pids
+    urls = [*second.registries.values(), second.files_url]
+    assert len(pids) == 3 and all(not _gone(p) for p in pids)
+    assert second.registries != upstream.registries  # its own ports
+    status, _, _ = get(second.registries["docker.io"] + "/v2/")
+    assert status == 200
+    second.stop()
+    assert all(_gone(p) for p in pids)
+    assert all(_port_closed(u) for u in urls)
+    assert not second.run_dir.exists()
+    second.stop()  # idempotent
+    assert upstream.alive()  # the session's upstream is untouched
+
+
+def test_serve_forever_writes_sources_and_stops(upstream: Upstream, tmp_path: Path) -> None:
+    out = tmp_path / "sources.yaml"
+    stop = threading.Event()
+    seen: list[Upstream] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve_forever(upstream.workdir, sources_out=out, ready=seen.append, stop_event=stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not seen and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert seen, errors
+    up = seen[0]
+    written = YAML(typ="safe").load(out.read_text())
+    assert written == {"sources": up.sources()}
+    pids = up.pids
+    stop.set()
+    thread.join(60)
+    assert not thread.is_alive() and not errors
+    assert all(_gone(p) for p in pids)

@@ -1,0 +1,32 @@
+"""Shared fixtures for every test directory.
+
+`upstream`: the simulated internet of the blog post (file hosts and registries on loopback),
+started once per test session (once per xdist worker, each on its own free ports). Its build is
+cached under /tmp/airlock-test-cache/upstream (or $AIRLOCK_TEST_CACHE/upstream), keyed by the
+content that shapes it, so a second session starts in seconds. A missing Debian tool
+(docker-registry, skopeo, busybox-static, containerd, ...) makes the fixture fail with the
+package to install: it is never a skip.
+
+Point a spec at it with `spec["sources"] = upstream.sources()`. Treat `upstream.files_root` as
+read-only: the build is shared by every worker and every later session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airlock.lab.upstream import Upstream
+
+
+def upstream_cache_dir() -> Path:
+    return Path(os.environ.get("AIRLOCK_TEST_CACHE", "/tmp/airlock-test-cache")) / "upstream"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    with Upstream.start(upstream_cache_dir()) as up:
+        yield up
