@@ -466,7 +466,8 @@ def _stream_tar(
 
 
 def _resolve_out(out: Path, name: str) -> Path:
-    if out.is_dir():
+    """A path ending in `.tar` is the bundle file; anything else is a directory for it."""
+    if out.is_dir() or not out.name.endswith(".tar"):
         return out / bundle_filename(name)
     return out
 
@@ -487,7 +488,8 @@ def write_bundle(
     sign_key: Path | None = None,
     split: int | None = None,
 ) -> WriteResult:
-    """Write `content` as a bundle at `out` (a file path, or a directory for NAME.airlock.tar)."""
+    """Write `content` as a bundle at `out`: a path ending in `.tar`, or a directory that gets
+    NAME.airlock.tar (or its volumes and parts file when `split` is given)."""
     if split is not None and split < MIN_VOLUME_SIZE:
         raise UsageError(
             f"--split {split} is too small: volumes must be at least 1 MiB",

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from airlock.cli._stub import not_yet
-from airlock.cli.output import json_option, use_json
+from airlock.cli.output import json_option, state, use_json
 
 __all__ = ["register"]
 
@@ -49,11 +49,38 @@ def mirrors(
     registry: str = typer.Option(..., "--registry", help="ADDR[,ADDR...] of local registries."),
     root: Path = typer.Option(Path("/"), "--root"),
     store: Path = typer.Option(Path("/var/lib/airlock/store"), "--store"),
+    ca: Path | None = typer.Option(None, "--ca", help="CA file for https registries."),
+    upstream: list[str] = typer.Option(
+        [], "--upstream", help="Upstream registry hosts (default: every one in the store)."
+    ),
+    upstream_fallback: bool = typer.Option(
+        False,
+        "--upstream-fallback/--no-upstream-fallback",
+        help="Let containerd try the real upstream after the mirrors (off in an air gap).",
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """containerd hosts.toml pointing every upstream registry at the local registries."""
     use_json(json_out)
-    not_yet("node mirrors", MIRROR_ISSUE)
+    from airlock.verbs.mirrors import MirrorOptions, configure_mirrors
+
+    result = configure_mirrors(
+        root=root,
+        store=store,
+        options=MirrorOptions(
+            registries=[r for r in registry.split(",") if r],
+            ca_file=ca,
+            upstreams=upstream,
+            upstream_fallback=upstream_fallback,
+        ),
+    )
+    state.emit(
+        result.to_json(),
+        lambda: state.line(
+            f"{len(result.upstreams)} upstreams -> {', '.join(result.mirrors)}; "
+            f"{len(result.changed)} files changed under {result.hosts_dir}"
+        ),
+    )
 
 
 @node_app.command("check")

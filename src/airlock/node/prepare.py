@@ -145,7 +145,11 @@ def _firewalld_resources(root: Path, options: PrepareOptions) -> list[Resource]:
         raise NodeError(f"firewalld default zone {zone!r} is not a plain name")
     etc = f"/etc/firewalld/zones/{zone}.xml"
     usr = system.host_path(f"/usr/lib/firewalld/zones/{zone}.xml", root)
-    base = usr.read_text() if usr.is_file() else f'<?xml version="1.0" encoding="utf-8"?>\n<zone>\n</zone>\n'
+    base = (
+        usr.read_text()
+        if usr.is_file()
+        else '<?xml version="1.0" encoding="utf-8"?>\n<zone>\n</zone>\n'
+    )
     ports = options.ports
 
     def edit(text: str) -> str:
@@ -177,9 +181,7 @@ def ufw_add_ports(rules: str, ports: Sequence[str], *, any_addr: str, chain: str
         if tuple_line in rules:
             continue
         match = "--dport" if first == last else "-m multiport --dports"
-        added.append(
-            f"{tuple_line}\n-A {chain}-user-input -p {proto} {match} {port} -j ACCEPT\n\n"
-        )
+        added.append(f"{tuple_line}\n-A {chain}-user-input -p {proto} {match} {port} -j ACCEPT\n\n")
     if not added:
         return rules
     end = rules.index("### END RULES ###")
@@ -197,17 +199,24 @@ def _ufw_resources(root: Path, options: PrepareOptions) -> list[Resource]:
             return re.sub(r"^ENABLED=.*$", "ENABLED=no", text, flags=re.M)
 
         return [
-            ManagedFile(File("/etc/ufw/ufw.conf", transform=disable, mode=None),
-                        then=[["ufw", "disable"]], kind="ufw")
+            ManagedFile(
+                File("/etc/ufw/ufw.conf", transform=disable, mode=None),
+                then=[["ufw", "disable"]],
+                kind="ufw",
+            )
         ]
     out: list[Resource] = []
     for path, any_addr, chain in _UFW_RULES:
         if not system.host_path(path, root).is_file():
             out.append(_note(f"ufw {path}", f"{path} is missing: ports not opened there"))
             continue
-        ports = options.ports
 
-        def edit(text: str, any_addr: str = any_addr, chain: str = chain) -> str:
+        def edit(
+            text: str,
+            any_addr: str = any_addr,
+            chain: str = chain,
+            ports: Sequence[str] = options.ports,
+        ) -> str:
             return ufw_add_ports(text, ports, any_addr=any_addr, chain=chain)
 
         then = [["ufw", "reload"]] if enabled else []
@@ -232,7 +241,9 @@ def _selinux_resources(root: Path) -> list[Resource]:
     )
     return [
         ManagedFile(
-            File(config, transform=permissive, mode=None), then=[["setenforce", "0"]], kind="selinux"
+            File(config, transform=permissive, mode=None),
+            then=[["setenforce", "0"]],
+            kind="selinux",
         ),
         _note("selinux permissive", warning),
     ]

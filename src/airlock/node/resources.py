@@ -202,9 +202,7 @@ class File(Resource):
             if self.mode is not None and stat.S_IMODE(st.st_mode) != self.mode:
                 parts.append(f"mode {stat.S_IMODE(st.st_mode):04o} -> {self.mode:04o}")
             if self.owner is not None and (st.st_uid, st.st_gid) != self.owner:
-                parts.append(
-                    f"owner {st.st_uid}:{st.st_gid} -> {self.owner[0]}:{self.owner[1]}"
-                )
+                parts.append(f"owner {st.st_uid}:{st.st_gid} -> {self.owner[0]}:{self.owner[1]}")
         return Change(bool(parts), diff, ", ".join(parts))
 
     def apply(self, ctx: Context) -> None:
@@ -213,13 +211,10 @@ class File(Resource):
         st = host.stat() if exists else None
         mode = self.mode if self.mode is not None else (stat.S_IMODE(st.st_mode) if st else 0o644)
         owner = self.owner or ((st.st_uid, st.st_gid) if st else None)
-        needs_write = (
-            not exists
-            or (
-                self.source.digest() != _file_digest(host)
-                if self.source is not None
-                else self.desired_bytes(ctx) != host.read_bytes()
-            )
+        needs_write = not exists or (
+            self.source.digest() != _file_digest(host)
+            if self.source is not None
+            else self.desired_bytes(ctx) != host.read_bytes()
         )
         if not needs_write:
             os.chmod(host, mode)
@@ -309,8 +304,10 @@ class Symlink(Resource):
             return Change(True, msg=f"retarget {have} -> {self.target}")
         if host.is_dir():
             raise NodeError(f"{self.path} is a directory, a symlink is wanted", "move it aside")
-        return Change(True, msg=f"{'replace file with' if host.exists() else 'create'} "
-                      f"symlink -> {self.target}")
+        return Change(
+            True,
+            msg=f"{'replace file with' if host.exists() else 'create'} symlink -> {self.target}",
+        )
 
     def apply(self, ctx: Context) -> None:
         host = ctx.path(self.path)
@@ -368,8 +365,9 @@ class _Composite(Resource):
         actions = self.live_actions(ctx, files_changed=bool(changes))
         if not changes and not actions:
             return Change(False)
-        msgs = [f"{f.name}: {c.msg}" for f, c in changes]
-        msgs += ["now: " + " ".join(a) for a in actions]
+        msgs = [c.msg if f.name == self.name else f"{f.name}: {c.msg}" for f, c in changes]
+        if actions:
+            msgs.append("then " + "; ".join(" ".join(a) for a in actions))
         return Change(True, "".join(c.diff for _, c in changes), "; ".join(msgs))
 
     def apply(self, ctx: Context) -> None:
@@ -604,7 +602,9 @@ class ServiceDisabled(Resource):
         active = self._active(ctx)
         if not links and not active:
             return Change(False)
-        msgs = [f"disable ({', '.join(str(p.relative_to(ctx.root)) for p in links)})"] if links else []
+        msgs = (
+            [f"disable ({', '.join(str(p.relative_to(ctx.root)) for p in links)})"] if links else []
+        )
         if active or (links and not ctx.live):
             msgs.append("stop")
         return Change(True, msg=", ".join(msgs))
@@ -755,7 +755,9 @@ class ManagedFile(_Composite):
     """A file plus live actions that make the running system pick it up (`firewall-cmd
     --reload`, `ufw reload`, `setenforce 0`), run only when the file changes."""
 
-    def __init__(self, file: File, *, then: Sequence[Sequence[str]] = (), kind: str = "file") -> None:
+    def __init__(
+        self, file: File, *, then: Sequence[Sequence[str]] = (), kind: str = "file"
+    ) -> None:
         super().__init__()
         self.kind = kind
         self.files = [file]

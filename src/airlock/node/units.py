@@ -83,6 +83,8 @@ def kubelet_unit_for_local_bin(text: str) -> str:
     """The kubelet unit or 10-kubeadm.conf with `/usr/bin` replaced by `/usr/local/bin`
     (the blog's `sed "s:/usr/bin:/usr/local/bin:g"`), idempotent."""
     marker = "\x00"
-    return text.replace("/usr/local/bin", marker).replace("/usr/bin", "/usr/local/bin").replace(
-        marker, "/usr/local/bin"
+    return (
+        text.replace("/usr/local/bin", marker)
+        .replace("/usr/bin", "/usr/local/bin")
+        .replace(marker, "/usr/local/bin")
     )

@@ -1,0 +1,504 @@
+"""`airlock node install`: binaries, CNI plugins, containerd, units and mirrors from a bundle.
+
+Everything comes from an `ArtifactSource`: the bundle's file entries (name, kind, upstream URL,
+digest, platform, version) and a way to open a blob by digest. Every blob used is verified
+against its manifest digest while the resources are built, i.e. before anything is installed;
+a tampered blob is a VerificationError naming the file. Archives are unpacked once into a
+private temp directory in the same pass that verifies them; members are then installed from
+there (and hashed again while they are written).
+
+`StoreSource` reads a plain store directory (the OCI layout `airlock load` fills, where the
+files are the titled layers of the bundle's files artifact manifest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import platform as _platform
+import re
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Protocol
+
+from airlock.bundle.layout import (
+    ANNOTATION_FILE_KIND,
+    ANNOTATION_FILE_PLATFORM,
+    ANNOTATION_FILE_URL,
+    ANNOTATION_FILE_VERSION,
+    FILES_ARTIFACT_TYPE,
+)
+from airlock.errors import DigestMismatch, NodeError, VerificationError
+from airlock.node.engine import Resource
+from airlock.node.mirrors import Mirror, mirror_files, render_containerd_config
+from airlock.node.resources import Directory, File, Service
+from airlock.node.units import (
+    CONTAINERD_UNIT,
+    REGISTRY_UNIT_NAME,
+    kubelet_unit_for_local_bin,
+    render_registry_unit,
+)
+from airlock.oci.blobstore import BlobStore
+from airlock.oci.layout import OciLayout
+from airlock.oci.media import ANNOTATION_TITLE
+
+__all__ = [
+    "CERTS_DIR",
+    "CONTAINERD_CONFIG",
+    "CRICTL_YAML",
+    "ArtifactSource",
+    "FileRecord",
+    "FileRecordLike",
+    "StoreSource",
+    "host_platform",
+    "install_resources",
+    "store_source",
+]
+
+LOCAL_BIN = "/usr/local/bin"
+CNI_BIN = "/opt/cni/bin"
+RUNC_PATH = "/usr/local/sbin/runc"
+SYSTEMD_DIR = "/etc/systemd/system"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+CERTS_DIR = "/etc/containerd/certs.d"
+CRICTL_YAML = "/etc/crictl.yaml"
+KUBELET_UNIT = f"{SYSTEMD_DIR}/kubelet.service"
+KUBEADM_DROPIN = f"{SYSTEMD_DIR}/kubelet.service.d/10-kubeadm.conf"
+DEFAULT_STORE = "/var/lib/airlock/store"
+_CHUNK = 1 << 20
+
+
+class FileRecordLike(Protocol):
+    """What install needs of a bundle file entry (airlock.json `files`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def platform(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    name: str
+    kind: str
+    url: str
+    digest: str
+    size: int
+    platform: str = ""
+    version: str = ""
+
+
+class ArtifactSource(Protocol):
+    """The files of a bundle and their bytes: a bundle reader, or a store directory."""
+
+    def files(self) -> Sequence[FileRecordLike]: ...
+
+    def open(self, digest: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
+
+
+class StoreSource:
+    """An ArtifactSource over a blob directory and a list of file entries."""
+
+    def __init__(self, store: BlobStore, files: Sequence[FileRecordLike]) -> None:
+        self.store = store
+        self._files = list(files)
+
+    def files(self) -> Sequence[FileRecordLike]:
+        return self._files
+
+    @contextlib.contextmanager
+    def open(self, digest: str) -> Iterator[BinaryIO]:
+        path = self.store.path(digest)
+        if not path.is_file():
+            raise NodeError(
+                f"blob {digest} is not in the store {self.store.root}",
+                "load the bundle first: airlock load BUNDLE",
+            )
+        with path.open("rb") as fh:
+            yield fh
+
+
+def store_source(store_dir: Path) -> StoreSource:
+    """The files of every bundle loaded into a store (its files artifact manifests)."""
+    layout = OciLayout(store_dir)
+    records: dict[str, FileRecord] = {}
+    for desc in layout.manifests():
+        if desc.get("artifactType") not in (None, FILES_ARTIFACT_TYPE):
+            continue
+        digest = desc.get("digest", "")
+        if not layout.has(digest) or desc.get("size", 0) > 16 << 20:
+            continue
+        try:
+            manifest = json.loads(layout.read(digest))
+        except ValueError:
+            continue
+        if manifest.get("artifactType") != FILES_ARTIFACT_TYPE:
+            continue
+        for layer in manifest.get("layers", []):
+            ann = layer.get("annotations", {})
+            kind = ann.get(ANNOTATION_FILE_KIND)
+            if not kind or ANNOTATION_TITLE not in ann:
+                continue  # the SBOM and anything that is not a carried file
+            rec = FileRecord(
+                name=ann[ANNOTATION_TITLE],
+                kind=kind,
+                url=ann.get(ANNOTATION_FILE_URL, ""),
+                digest=layer["digest"],
+                size=layer["size"],
+                platform=ann.get(ANNOTATION_FILE_PLATFORM, ""),
+                version=ann.get(ANNOTATION_FILE_VERSION, ""),
+            )
+            records[rec.name] = rec
+    return StoreSource(layout, [records[k] for k in sorted(records)])
+
+
+def host_platform() -> str:
+    machine = _platform.machine().lower()
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le"}
+    return f"linux/{arch.get(machine, machine)}"
+
+
+# --- verification and payloads -----------------------------------------------------------
+
+
+def _label(entry: FileRecordLike) -> str:
+    return f"{entry.name} ({entry.url})" if entry.url else entry.name
+
+
+def _hint_tampered(entry: FileRecordLike) -> str:
+    return (
+        f"{entry.name} in the bundle does not match airlock.json: nothing was installed; "
+        "load the bundle again from a good copy (airlock bundle verify names bad volumes)"
+    )
+
+
+def _read_verified(source: ArtifactSource, entry: FileRecordLike) -> bytes:
+    h = hashlib.sha256()
+    chunks = []
+    with source.open(entry.digest) as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+            chunks.append(chunk)
+    got = "sha256:" + h.hexdigest()
+    if got != entry.digest:
+        raise DigestMismatch(_label(entry), entry.digest, got, _hint_tampered(entry))
+    return b"".join(chunks)
+
+
+def _verify_stream(source: ArtifactSource, entry: FileRecordLike) -> None:
+    h = hashlib.sha256()
+    with source.open(entry.digest) as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    got = "sha256:" + h.hexdigest()
+    if got != entry.digest:
+        raise DigestMismatch(_label(entry), entry.digest, got, _hint_tampered(entry))
+
+
+@dataclass(frozen=True)
+class BlobPayload:
+    """A whole blob (a binary): its digest is the manifest's, checked while written."""
+
+    source: ArtifactSource
+    entry: FileRecordLike
+
+    @property
+    def label(self) -> str:
+        return _label(self.entry)
+
+    def digest(self) -> str:
+        return self.entry.digest
+
+    def open(self) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self.source.open(self.entry.digest)
+
+
+class _HashingReader:
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.hasher = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.hasher.update(data)
+        return data
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # normalized: no leading ./
+    digest: str
+    mode: int
+    path: Path  # the extracted copy
+
+
+class Archive:
+    """A release tar.gz from the bundle, verified and unpacked in one pass (regular files only,
+    each to a private numbered file: no member name is ever used as a path)."""
+
+    def __init__(self, source: ArtifactSource, entry: FileRecordLike) -> None:
+        self.entry = entry
+        self._tmp = tempfile.TemporaryDirectory(prefix="airlock-archive-")
+        self.members: dict[str, Member] = {}
+        with source.open(entry.digest) as raw:
+            reader = _HashingReader(raw)
+            try:
+                with tarfile.open(fileobj=reader, mode="r|*") as tar:  # type: ignore[call-overload]
+                    for n, info in enumerate(tar):
+                        if not info.isfile():
+                            continue
+                        name = str(PurePosixPath(info.name.lstrip("/")))
+                        name = name[2:] if name.startswith("./") else name
+                        src = tar.extractfile(info)
+                        assert src is not None
+                        dest = Path(self._tmp.name) / str(n)
+                        h = hashlib.sha256()
+                        with dest.open("wb") as out:
+                            while chunk := src.read(_CHUNK):
+                                h.update(chunk)
+                                out.write(chunk)
+                        self.members[name] = Member(
+                            name, "sha256:" + h.hexdigest(), info.mode & 0o7777, dest
+                        )
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                # A damaged archive is reported by its digest below when the bytes differ.
+                while reader.read(_CHUNK):
+                    pass
+                if "sha256:" + reader.hasher.hexdigest() != entry.digest:
+                    self._tmp.cleanup()
+                    got = "sha256:" + reader.hasher.hexdigest()
+                    raise DigestMismatch(
+                        _label(entry), entry.digest, got, _hint_tampered(entry)
+                    ) from exc
+                raise NodeError(f"{entry.name} is not a readable tar archive: {exc}") from exc
+            while reader.read(_CHUNK):  # hash any trailing bytes the tar reader left
+                pass
+        got = "sha256:" + reader.hasher.hexdigest()
+        if got != entry.digest:
+            self._tmp.cleanup()
+            raise DigestMismatch(_label(entry), entry.digest, got, _hint_tampered(entry))
+
+    def member(self, name: str) -> Member:
+        try:
+            return self.members[name]
+        except KeyError:
+            raise NodeError(
+                f"{self.entry.name} has no member {name!r}",
+                f"it has: {', '.join(sorted(self.members)) or 'no files'}",
+            ) from None
+
+    def payload(self, name: str) -> MemberPayload:
+        return MemberPayload(self, self.member(name))
+
+
+@dataclass(frozen=True)
+class MemberPayload:
+    archive: Archive  # kept alive (its temp directory) as long as a resource needs it
+    member: Member
+
+    @property
+    def label(self) -> str:
+        return f"{self.member.name} from {self.archive.entry.name}"
+
+    def digest(self) -> str:
+        return self.member.digest
+
+    def open(self) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self.member.path.open("rb")
+
+
+# --- choosing the bundle's files ---------------------------------------------------------
+
+
+def _basename(entry: FileRecordLike) -> str:
+    return PurePosixPath(entry.url).name if entry.url else entry.name
+
+
+# tool -> pattern over the upstream file name (the URL's last part, else the entry's name)
+_PATTERNS: dict[str, str] = {
+    "kubeadm": r"kubeadm",
+    "kubelet": r"kubelet",
+    "kubectl": r"kubectl",
+    "runc": r"runc(\.[a-z0-9]+)?",
+    "crictl": r"crictl-v?[0-9.]+.*-linux-[a-z0-9]+\.tar\.gz",
+    "containerd": r"containerd-[0-9][0-9.]*[^/]*-linux-[a-z0-9]+\.tar\.gz",
+    "cni-plugins": r"cni-plugins-linux-[a-z0-9]+-v?[0-9.]+\.tgz",
+    "helm": r"helm-v?[0-9.]+.*-linux-[a-z0-9]+\.tar\.gz",
+    "k9s": r"k9s_Linux_[a-z0-9]+\.tar\.gz",
+    "kubelet.service": r"kubelet\.service",
+    "10-kubeadm.conf": r"10-kubeadm\.conf",
+}
+REQUIRED = (
+    "kubeadm",
+    "kubelet",
+    "kubectl",
+    "runc",
+    "crictl",
+    "containerd",
+    "cni-plugins",
+    "kubelet.service",
+    "10-kubeadm.conf",
+)
+
+
+def _select(files: Sequence[FileRecordLike], platform: str) -> dict[str, FileRecordLike]:
+    chosen: dict[str, FileRecordLike] = {}
+    for tool, pattern in _PATTERNS.items():
+        hits = [
+            f
+            for f in files
+            if f.platform in ("", platform)
+            and (re.fullmatch(pattern, _basename(f)) or re.fullmatch(pattern, f.name))
+        ]
+        # A platform-specific file wins over a generic one; then the name decides (stable).
+        hits.sort(key=lambda f: (f.platform != platform, f.name))
+        if hits:
+            chosen[tool] = hits[0]
+    missing = [t for t in REQUIRED if t not in chosen]
+    if missing:
+        raise NodeError(
+            f"the bundle has no {', '.join(missing)} for {platform}",
+            "build the bundle for this platform (spec `platforms:`) and load it again",
+        )
+    return chosen
+
+
+def _as_mirror(addr: str) -> Mirror:
+    return Mirror(addr if "://" in addr else f"http://{addr}")
+
+
+def _version(entry: FileRecordLike) -> str:
+    if entry.version:
+        return entry.version.lstrip("v")
+    m = re.search(r"containerd-([0-9][0-9.]*)", _basename(entry))
+    if not m:
+        raise NodeError(f"cannot tell the containerd version of {entry.name}")
+    return m.group(1).rstrip(".")
+
+
+def install_resources(
+    source: ArtifactSource,
+    *,
+    root: Path,
+    registry_addrs: Sequence[str],
+    containerd_version: str | None = None,
+    sandbox_image: str,
+    upstreams: Sequence[str],
+    platform: str | None = None,
+    registry_listen: str = "0.0.0.0:5000",
+    store: str = DEFAULT_STORE,
+) -> list[Resource]:
+    """The resources that install the node's software from `source`, in the order they apply.
+
+    Verifies every blob it uses first (VerificationError naming the file): nothing is
+    installed from a bundle that does not match its manifest.
+    """
+    plat = platform or host_platform()
+    chosen = _select(source.files(), plat)
+    for tool in ("kubeadm", "kubelet", "kubectl", "runc"):
+        _verify_stream(source, chosen[tool])
+    archives = {
+        tool: Archive(source, chosen[tool])
+        for tool in ("crictl", "containerd", "cni-plugins", "helm", "k9s")
+        if tool in chosen
+    }
+    kubelet_unit = _read_verified(source, chosen["kubelet.service"])
+    kubeadm_dropin = _read_verified(source, chosen["10-kubeadm.conf"])
+    try:
+        kubelet_text = kubelet_unit_for_local_bin(kubelet_unit.decode())
+        dropin_text = kubelet_unit_for_local_bin(kubeadm_dropin.decode())
+    except UnicodeDecodeError as exc:
+        raise VerificationError("the kubelet unit in the bundle is not text") from exc
+
+    exe = 0o755
+    out: list[Resource] = [
+        Directory(LOCAL_BIN),
+        Directory("/usr/local/sbin"),
+        Directory("/opt/cni"),
+        Directory(CNI_BIN),
+    ]
+    for tool in ("kubeadm", "kubelet", "kubectl"):
+        out.append(File(f"{LOCAL_BIN}/{tool}", source=BlobPayload(source, chosen[tool]), mode=exe))
+    out.append(File(RUNC_PATH, source=BlobPayload(source, chosen["runc"]), mode=exe))
+    single = {"crictl": "crictl", "helm": "linux-{arch}/helm", "k9s": "k9s"}
+    arch = plat.split("/")[1]
+    for tool, member in single.items():
+        if tool in archives:
+            payload = archives[tool].payload(member.format(arch=arch))
+            out.append(File(f"{LOCAL_BIN}/{tool}", source=payload, mode=exe))
+    containerd = archives["containerd"]
+    bins = sorted(m for m in containerd.members if m.startswith("bin/"))
+    if "bin/containerd" not in bins:
+        raise NodeError(
+            f"{containerd.entry.name} has no bin/containerd", "is it a containerd release?"
+        )
+    containerd_paths = []
+    for member in bins:
+        target = f"{LOCAL_BIN}/{PurePosixPath(member).name}"
+        containerd_paths.append(target)
+        out.append(File(target, source=containerd.payload(member), mode=exe))
+    cni = archives["cni-plugins"]
+    for name in sorted(cni.members):
+        if "/" in name:
+            continue  # upstream tarballs are flat; anything nested is not a plugin
+        mode = exe if cni.members[name].mode & stat.S_IXUSR else 0o644
+        out.append(File(f"{CNI_BIN}/{name}", source=cni.payload(name), mode=mode))
+
+    out.append(
+        File(
+            CRICTL_YAML,
+            content="runtime-endpoint: unix:///run/containerd/containerd.sock\n"
+            "image-endpoint: unix:///run/containerd/containerd.sock\n"
+            "timeout: 10\n",
+        )
+    )
+    # Mirrors: one hosts.toml per upstream registry, then config.toml pointing at them.
+    mirrors = [_as_mirror(a) for a in registry_addrs]
+    for rel, text in sorted(mirror_files(upstreams, mirrors).items()):
+        out.append(File(f"{CERTS_DIR}/{rel}", content=text))
+    version = containerd_version or _version(containerd.entry)
+
+    def containerd_config(existing: str) -> str:
+        return render_containerd_config(
+            containerd_version=version,
+            sandbox_image=sandbox_image,
+            existing=existing,
+            config_path=CERTS_DIR,
+        )
+
+    out.append(File(CONTAINERD_CONFIG, transform=containerd_config, mode=None))
+    containerd_unit = f"{SYSTEMD_DIR}/containerd.service"
+    registry_unit = f"{SYSTEMD_DIR}/{REGISTRY_UNIT_NAME}"
+    out += [
+        File(containerd_unit, content=CONTAINERD_UNIT),
+        File(registry_unit, content=render_registry_unit(listen=registry_listen, store=store)),
+        File(KUBELET_UNIT, content=kubelet_text),
+        File(KUBEADM_DROPIN, content=dropin_text),
+        Service(REGISTRY_UNIT_NAME, unit_path=registry_unit),
+        Service(
+            "containerd.service",
+            unit_path=containerd_unit,
+            depends_on=[CONTAINERD_CONFIG, RUNC_PATH, *containerd_paths],
+        ),
+        Service(
+            "kubelet.service",
+            unit_path=KUBELET_UNIT,
+            depends_on=[KUBEADM_DROPIN, f"{LOCAL_BIN}/kubelet"],
+        ),
+    ]
+    return out
