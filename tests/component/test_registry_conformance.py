@@ -124,6 +124,12 @@ DIFFERENCES: dict[str, tuple[tuple[int, str | None], tuple[int, str | None], str
         (200, None),
         "distribution 2.8 ignores `n` on tags/list; airlock paginates as the OCI spec says",
     ),
+    "upload unknown": (
+        (404, "BLOB_UPLOAD_UNKNOWN"),
+        (404, "BLOB_UPLOAD_INVALID"),
+        "distribution first misses its `_state` token (it signs upload state into the "
+        "Location URL); airlock keeps upload state server-side and says the upload is unknown",
+    ),
     "monolithic POST with digest": (
         (201, None),
         (202, None),
@@ -276,7 +282,11 @@ def _summary(reply: Reply) -> dict[str, str | int | None]:
     if reply.status < 300:
         for key in COMPARED:
             out[key] = reply.headers.get(key)
-        if reply.status in (200, 206):
+        if (reply.headers.get("content-type") or "").startswith("application/json"):
+            # same document; spacing and the trailing newline differ
+            out["body"] = json.dumps(json.loads(reply.body), sort_keys=True)
+            out.pop("content-length")
+        elif reply.status in (200, 206):
             out["body sha256"] = sha256_digest(reply.body)
     return out
 

@@ -203,7 +203,7 @@ def test_real_content_is_debians(upstream: Upstream) -> None:
         bridge = tar.extractfile("./bridge")
         assert bridge is not None
         assert bridge.read() == Path("/usr/lib/cni/bridge").read_bytes()
-    assert names[0] == "./" and "./host-local" in names and "./loopback" in names
+    assert names[0] == "." and "./host-local" in names and "./loopback" in names
     kubectl = upstream.local_path("https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubectl")
     assert kubectl.read_bytes() == Path("/usr/bin/kubectl").resolve().read_bytes()
     assert not os.path.samefile(kubectl, Path("/usr/bin/kubectl").resolve())  # a copy
@@ -398,3 +398,51 @@ def test_serve_forever_writes_sources_and_stops(upstream: Upstream, tmp_path: Pa
     thread.join(60)
     assert not thread.is_alive() and not errors
     assert all(_gone(p) for p in pids)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_podinfo_and_pause_run_under_containerd(upstream: Upstream, tmp_path: Path) -> None:
+    """Pulled by original name from the upstream registries, run by containerd + runc."""
+    from airlock.lab.containerd import ContainerdDaemon
+
+    daemon = ContainerdDaemon(tmp_path / "ctd")
+    for host, url in upstream.registries.items():
+        hosts = daemon.hosts_dir / host / "hosts.toml"
+        hosts.parent.mkdir(parents=True, exist_ok=True)
+        hosts.write_text(
+            f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
+    port = _free_port()
+    try:
+        daemon.start()
+        podinfo, pause = "ghcr.io/stefanprodan/podinfo:6.4.0", "registry.k8s.io/pause:3.9"
+        daemon.pull(podinfo)
+        daemon.pull(pause)
+        daemon.run(podinfo, "podinfo", args=["/usr/local/bin/podinfo", f"--port={port}"])
+        daemon.run(pause, "pause")
+        body = b""
+        for _ in range(100):  # 10 s at most
+            status, body, _ = get(f"http://127.0.0.1:{port}/")
+            if status == 200:
+                break
+            time.sleep(0.1)
+        doc = json.loads(body)
+        assert doc["version"] == "6.4.0" and doc["message"] == "podinfo stand-in"
+        assert doc["hostname"]
+        assert get(f"http://127.0.0.1:{port}/healthz")[1] == b'{"status":"OK"}\n'
+        assert daemon.tasks() == {"pause": "RUNNING", "podinfo": "RUNNING"}
+        # Both trap SIGTERM (as PID 1 they would ignore it otherwise): they stop at once.
+        daemon.kill("pause", sig="SIGTERM")
+        daemon.kill("podinfo", sig="SIGTERM")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and set(daemon.tasks().values()) != {"STOPPED"}:
+            time.sleep(0.2)
+        assert set(daemon.tasks().values()) == {"STOPPED"}
+    finally:
+        daemon.stop()

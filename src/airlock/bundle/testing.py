@@ -163,6 +163,10 @@ def put_file(
     )
 
 
+def _seeded_bytes(rng: random.Random, n: int) -> bytes:
+    return b"".join(rng.randbytes(min(1 << 20, n - i)) for i in range(0, n, 1 << 20))
+
+
 def sample_content(
     store: BlobStore, *, name: str = "lab", big_file_size: int = 3 << 20, sequence: int = 1
 ) -> BundleContent:
@@ -186,7 +190,7 @@ def sample_content(
         put_file(
             store,
             "kubeadm",
-            rng.randbytes(big_file_size),
+            _seeded_bytes(rng, big_file_size),
             url="https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubeadm",
             version="v1.27.3",
             platform="linux/amd64",

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from airlock.cli._stub import not_yet
-from airlock.cli.output import json_option, use_json
+from airlock.cli.output import json_option, state, use_json
 
 __all__ = ["register"]
 
@@ -29,7 +29,25 @@ def serve(
     htpasswd: Path | None = typer.Option(None, "--htpasswd"),
 ) -> None:
     """Serve an OCI registry from the store (or a bundle)."""
-    not_yet("registry serve", ISSUE)
+    from airlock.oci.layout import OciLayout
+    from airlock.oci.server import serve as serve_registry
+    from airlock.oci.sources import BundleSource, ContentSource, StoreSource
+
+    source: ContentSource
+    if bundle is not None:
+        source = BundleSource(bundle)
+    else:
+        layout = OciLayout(store)
+        layout.init()
+        source = StoreSource(layout)
+    serve_registry(
+        source,
+        listen=listen,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        htpasswd=htpasswd,
+        ready=lambda url: state.info(f"serving {source.description} at {url}"),
+    )
 
 
 @registry_app.command("push")
@@ -52,4 +70,8 @@ def certs(
 ) -> None:
     """A CA and a server certificate for the node's names and addresses."""
     use_json(json_out)
-    not_yet("registry certs", ISSUE)
+    from airlock.oci.certs import generate_certs
+
+    paths = generate_certs(out, names=name or ["localhost"], addresses=address or ["127.0.0.1"])
+    data = {k: str(v) if isinstance(v, Path) else v for k, v in vars(paths).items()}
+    state.emit(data, lambda: state.line(f"CA {paths.ca_cert}, server certificate {paths.cert}"))

@@ -40,7 +40,6 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from airlock import system
 from airlock.atomic import write_atomic
@@ -390,26 +389,17 @@ class _FileServer:
         with self._lock:
             return list(self._records)
 
-    @web.middleware
-    async def _log(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            record = RequestRecord(
-                request.remote or "",
-                request.method,
-                request.path,
-                status,
-                request.headers.get("Range"),
-            )
-            with self._lock:
-                self._records.append(record)
+    async def _record(self, request: web.Request, response: web.StreamResponse) -> None:
+        # on_response_prepare sees the final status (a Range answer is 206 only by then).
+        record = RequestRecord(
+            request.remote or "",
+            request.method,
+            request.path,
+            response.status,
+            request.headers.get("Range"),
+        )
+        with self._lock:
+            self._records.append(record)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.match_info["tail"].split("/") if p]
@@ -428,7 +418,8 @@ class _FileServer:
         loop = asyncio.new_event_loop()
         started = threading.Event()
         failure: list[BaseException] = []
-        app = web.Application(middlewares=[self._log])
+        app = web.Application()
+        app.on_response_prepare.append(self._record)
         app.router.add_get("/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None)
 

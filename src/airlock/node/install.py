@@ -33,6 +33,7 @@ from airlock.bundle.layout import (
     ANNOTATION_FILE_VERSION,
     FILES_ARTIFACT_TYPE,
 )
+from airlock.bundle.reader import BundleReader
 from airlock.errors import DigestMismatch, NodeError, VerificationError
 from airlock.node.engine import Resource
 from airlock.node.mirrors import Mirror, mirror_files, render_containerd_config
@@ -52,6 +53,7 @@ __all__ = [
     "CONTAINERD_CONFIG",
     "CRICTL_YAML",
     "ArtifactSource",
+    "BundleSource",
     "FileRecord",
     "FileRecordLike",
     "StoreSource",
@@ -71,6 +73,7 @@ KUBELET_UNIT = f"{SYSTEMD_DIR}/kubelet.service"
 KUBEADM_DROPIN = f"{SYSTEMD_DIR}/kubelet.service.d/10-kubeadm.conf"
 DEFAULT_STORE = "/var/lib/airlock/store"
 _CHUNK = 1 << 20
+__all__ += ["CNI_BIN", "LOCAL_BIN", "RUNC_PATH"]
 
 
 class FileRecordLike(Protocol):
@@ -130,6 +133,21 @@ class StoreSource:
                 "load the bundle first: airlock load BUNDLE",
             )
         with path.open("rb") as fh:
+            yield fh
+
+
+class BundleSource:
+    """An ArtifactSource over an open bundle (`airlock.bundle.reader.open_bundle`)."""
+
+    def __init__(self, reader: BundleReader) -> None:
+        self.reader = reader
+
+    def files(self) -> Sequence[FileRecordLike]:
+        return list(self.reader.manifest.files)
+
+    @contextlib.contextmanager
+    def open(self, digest: str) -> Iterator[BinaryIO]:
+        with self.reader.open_blob(digest) as fh:
             yield fh
 
 

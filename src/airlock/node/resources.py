@@ -28,6 +28,7 @@ from airlock.errors import NodeError
 from airlock.node.engine import Change, Context, Resource
 
 __all__ = [
+    "SWAP_LINE",
     "Absent",
     "BytesPayload",
     "Command",
@@ -44,6 +45,7 @@ __all__ = [
     "Symlink",
     "Sysctl",
     "comment_swap_lines",
+    "dpkg_status",
     "render_diff",
 ]
 
@@ -439,14 +441,14 @@ class KernelModule(_Composite):
         return [["modprobe", m] for m in missing]
 
 
-_SWAP_FIELD = re.compile(r"^\s*(\S+)\s+(\S+)\s+swap\b")
+SWAP_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+swap\b")
 
 
 def comment_swap_lines(fstab: str) -> str:
     """fstab with every active swap entry commented out (the blog's sed, but by field)."""
     out = []
     for line in fstab.splitlines(keepends=True):
-        if not line.lstrip().startswith("#") and _SWAP_FIELD.match(line):
+        if not line.lstrip().startswith("#") and SWAP_LINE.match(line):
             line = "#" + line
         out.append(line)
     return "".join(out)
@@ -586,7 +588,9 @@ class ServiceDisabled(Resource):
         base = ctx.path(SYSTEMD_DIR)
         if not base.is_dir():
             return []
-        return sorted(p for p in base.glob(f"*.wants/{self.unit}") if p.is_symlink())
+        # Not glob: the links usually dangle in a sysroot, and glob skips dangling links.
+        wants = [d / self.unit for d in base.iterdir() if d.name.endswith((".wants", ".requires"))]
+        return sorted(p for p in wants if p.is_symlink())
 
     def writes(self) -> list[str]:
         return [f"{SYSTEMD_DIR}/multi-user.target.wants/{self.unit}"]
@@ -660,7 +664,7 @@ class Probe(Resource):
         return None
 
 
-def _dpkg_status(root: Path) -> dict[str, str]:
+def dpkg_status(root: Path) -> dict[str, str]:
     """Installed Debian packages: name -> version, from var/lib/dpkg/status under root."""
     status = system.host_path("/var/lib/dpkg/status", root)
     out: dict[str, str] = {}
@@ -725,7 +729,7 @@ class Package(Resource):
     def _installed(self, ctx: Context) -> str | None:
         name, _ = self._identity()
         if self.family == "deb":
-            return _dpkg_status(ctx.root).get(name)
+            return dpkg_status(ctx.root).get(name)
         res = system.run(
             ["rpm", "--root", str(ctx.root), "-q", "--qf", "%{VERSION}-%{RELEASE}", name],
             check=False,

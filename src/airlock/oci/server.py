@@ -32,6 +32,7 @@ import re
 import signal
 import socket
 import ssl
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -288,7 +289,8 @@ def _paginate(
     if n is not None and len(items) > n:
         items = items[:n]
         if items:
-            headers["Link"] = f'<{path}?last={items[-1]}&n={n}>; rel="next"'
+            last_q = urllib.parse.quote(items[-1], safe="")
+            headers["Link"] = f'<{path}?last={last_q}&n={n}>; rel="next"'
     return items, headers
 
 

@@ -1,0 +1,209 @@
+"""verify_bundle names what is wrong: a volume, the signature, index.json, a blob, the graph."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from airlock.bundle.inspect import inspect_bundle
+from airlock.bundle.layout import AIRLOCK_JSON, INDEX_JSON, blob_member
+from airlock.bundle.reader import open_bundle
+from airlock.bundle.signing import generate_keypair, key_id
+from airlock.bundle.testing import sample_content
+from airlock.bundle.verify import BundleVerificationError, verify_bundle
+from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
+from airlock.errors import EXIT_VERIFY, UsageError
+from airlock.oci.blobstore import BlobStore
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    return generate_keypair(tmp_path / "keys" / "airlock")
+
+
+@pytest.fixture
+def content(tmp_path: Path) -> tuple[BlobStore, BundleContent]:
+    store = BlobStore(tmp_path / "store")
+    return store, sample_content(store, big_file_size=3 * MiB)
+
+
+def _write(
+    tmp_path: Path,
+    content: tuple[BlobStore, BundleContent],
+    *,
+    key: Path | None = None,
+    split: int | None = None,
+) -> WriteResult:
+    store, c = content
+    return write_bundle(c, blobs=store, out=tmp_path / "out", sign_key=key, split=split)
+
+
+def _flip(path: Path, offset: int) -> None:
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0x01]))
+
+
+def _member_offset(bundle: Path, name: str) -> int:
+    with open_bundle(bundle) as reader:
+        return reader.members[name].offset
+
+
+def _problems(path: Path, **kwargs: object) -> tuple[str, ...]:
+    with pytest.raises(BundleVerificationError) as exc:
+        verify_bundle(path, **kwargs)  # type: ignore[arg-type]
+    assert exc.value.exit_code == EXIT_VERIFY
+    assert exc.value.report.problems[0] in exc.value.message
+    return exc.value.report.problems
+
+
+def test_good_signed_bundle_verifies(tmp_path: Path, content, keys) -> None:  # type: ignore[no-untyped-def]
+    priv, pub = keys
+    result = _write(tmp_path, content, key=priv)
+    _, other = generate_keypair(tmp_path / "other")
+    report = verify_bundle(result.path, keys=[other, pub], require_signature=True, workers=2)
+    assert report.ok and report.signed and report.signed_by == key_id(pub)
+    assert report.blobs_checked == result.blob_count
+    assert report.bytes_checked >= result.unique_blob_bytes
+    unchecked = verify_bundle(result.path)
+    assert unchecked.signed and unchecked.signed_by is None
+    summary = inspect_bundle(result.path, keys=[pub])
+    assert summary.signature_valid and summary.key_id == key_id(pub)
+    assert summary.sbom_components == 2 + 3
+    assert summary.unique_size == result.unique_blob_bytes
+    assert summary.total_size > summary.unique_size - 5000  # shared base layer counted twice
+    assert {i.reference for i in summary.images} == {
+        "registry.k8s.io/pause:3.9",
+        "docker.io/library/busybox:1.36",
+    }
+    assert inspect_bundle(result.path, keys=[other]).signature_valid is False
+
+
+def test_flipped_byte_in_a_blob_is_named(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    result = _write(tmp_path, content)
+    kubeadm = next(f for f in content[1].files if f.name == "kubeadm")
+    _flip(result.path, _member_offset(result.path, blob_member(kubeadm.digest)) + 12345)
+    problems = _problems(result.path)
+    assert len(problems) == 1
+    assert kubeadm.digest in problems[0] and "sha256 mismatch" in problems[0]
+    assert kubeadm.url in problems[0]
+
+
+def test_flipped_byte_in_a_layer_names_the_image(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    result = _write(tmp_path, content)
+    layer = content[1].images[1].blobs[-1]
+    _flip(result.path, _member_offset(result.path, blob_member(layer.digest)) + 3)
+    (problem,) = _problems(result.path)
+    assert layer.digest in problem and "docker.io/library/busybox:1.36" in problem
+
+
+def test_flipped_byte_in_index_json(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    result = _write(tmp_path, content)
+    _flip(result.path, _member_offset(result.path, INDEX_JSON) + 40)
+    problems = _problems(result.path)
+    assert problems[0].startswith("index.json sha256 mismatch")
+
+
+def test_flipped_byte_in_airlock_json_fails_the_signature(tmp_path: Path, content, keys) -> None:  # type: ignore[no-untyped-def]
+    priv, pub = keys
+    result = _write(tmp_path, content, key=priv)
+    data = result.path.read_bytes()
+    at = data.index(b'"channel":"stable"') + len('"channel":"st')
+    _flip(result.path, at)  # still valid JSON: only the signature can tell
+    problems = _problems(result.path, keys=[pub])
+    assert problems == (f"signature of airlock.json does not verify with {pub}",)
+
+
+def test_unsigned_bundle_with_a_key_is_refused(tmp_path: Path, content, keys) -> None:  # type: ignore[no-untyped-def]
+    _, pub = keys
+    result = _write(tmp_path, content)
+    assert "not signed" in _problems(result.path, keys=[pub])[0]
+    report = verify_bundle(result.path, keys=[pub], allow_unsigned=True)
+    assert report.ok and not report.signed and report.signed_by is None
+    with pytest.raises(UsageError, match="no public key"):
+        verify_bundle(result.path, require_signature=True)
+
+
+def test_missing_volume_is_named(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    result = _write(tmp_path, content, split=MiB)
+    result.volumes[2].unlink()
+    problems = _problems(result.path)
+    assert problems == ("volume lab.airlock.tar.002 missing",)
+
+
+def test_swapped_volumes_are_named(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    result = _write(tmp_path, content, split=MiB)
+    one, two = result.volumes[1], result.volumes[2]
+    tmp = one.with_name("swap")
+    one.rename(tmp)
+    two.rename(one)
+    tmp.rename(two)
+    problems = _problems(result.path)
+    assert len(problems) == 2
+    assert problems[0].startswith("volume lab.airlock.tar.001 sha256 mismatch")
+    assert "holds the bytes of lab.airlock.tar.002" in problems[0]
+
+
+def test_damaged_volume_is_named(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    result = _write(tmp_path, content, split=MiB)
+    _flip(result.volumes[3], 10)
+    assert _problems(result.volumes[0]) == (
+        "volume lab.airlock.tar.003 sha256 mismatch (damaged medium or copy)",
+    )
+    report_ok = _write(tmp_path / "again", content, split=MiB)
+    assert verify_bundle(report_ok.path).volumes_checked == 4
+
+
+def test_graph_names_a_layer_missing_from_a_manifest(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    """A manifest whose layer airlock.json does not carry (and does not list as omitted)."""
+    store, c = content
+    busybox = c.images[1]
+    layer = busybox.blobs[-1]
+    broken = type(busybox)(**{**busybox.__dict__, "blobs": busybox.blobs[:-1]})
+    result = write_bundle(
+        BundleContent(**{**c.__dict__, "images": [c.images[0], broken]}),
+        blobs=store,
+        out=tmp_path / "g",
+    )
+    (problem,) = _problems(result.path)
+    assert problem == (
+        f"image docker.io/library/busybox:1.36: layer {layer.digest} is missing from the bundle"
+    )
+    # the same gap is fine when a delta bundle lists the layer as omitted
+    result = write_bundle(
+        BundleContent(**{**c.__dict__, "omitted": [layer.digest]}), blobs=store, out=tmp_path / "d"
+    )
+    assert verify_bundle(result.path).ok
+
+
+def test_platforms_not_carried_are_not_required(tmp_path: Path) -> None:
+    from airlock.bundle.testing import Layer, put_image, put_index
+
+    store = BlobStore(tmp_path / "store")
+    amd64 = put_image(store, "example.com/app:1", [Layer({"a": b"a"})])
+    index = put_index(store, "example.com/app:1", [amd64], extra_platforms=2)
+    c = sample_content(store, big_file_size=10)
+    result = write_bundle(
+        BundleContent(**{**c.__dict__, "images": [index]}), blobs=store, out=tmp_path
+    )
+    assert verify_bundle(result.path).ok
+
+
+def test_archive_missing_a_listed_blob(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    """Rewrite the tar without one blob: verify names it as missing (not a crash)."""
+    result = _write(tmp_path, content)
+    victim = content[1].files[1].digest
+    cut = tmp_path / "cut.airlock.tar"
+    with tarfile.open(result.path) as src, tarfile.open(cut, "w") as dst:
+        for m in src.getmembers():
+            if m.name != blob_member(victim):
+                dst.addfile(m, src.extractfile(m) if m.isreg() else None)
+    problems = _problems(cut)
+    assert f"blob {victim} (file of" in problems[0] and "missing from the archive" in problems[0]
+    assert AIRLOCK_JSON  # the airlock.json of the original still indexes
