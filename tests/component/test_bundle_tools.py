@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -110,8 +111,6 @@ def test_openssl_verifies_the_signature(bundle: tuple[WriteResult, Path], tmp_pa
         capture_output=True,
         check=True,
     ).stdout
-    import hashlib
-
     assert key_id(pub) == "sha256:" + hashlib.sha256(der).hexdigest()
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from airlock.bundle.inspect import inspect_bundle
-from airlock.bundle.layout import AIRLOCK_JSON, INDEX_JSON, blob_member
+from airlock.bundle.layout import INDEX_JSON, blob_member
 from airlock.bundle.reader import open_bundle
 from airlock.bundle.signing import generate_keypair, key_id
-from airlock.bundle.testing import sample_content
+from airlock.bundle.testing import Layer, put_image, put_index, sample_content
 from airlock.bundle.verify import BundleVerificationError, verify_bundle
 from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
 from airlock.errors import EXIT_VERIFY, UsageError
@@ -183,8 +183,6 @@ def test_graph_names_a_layer_missing_from_a_manifest(tmp_path: Path, content) ->
 
 
 def test_platforms_not_carried_are_not_required(tmp_path: Path) -> None:
-    from airlock.bundle.testing import Layer, put_image, put_index
-
     store = BlobStore(tmp_path / "store")
     amd64 = put_image(store, "example.com/app:1", [Layer({"a": b"a"})])
     index = put_index(store, "example.com/app:1", [amd64], extra_platforms=2)
@@ -206,4 +204,3 @@ def test_archive_missing_a_listed_blob(tmp_path: Path, content) -> None:  # type
                 dst.addfile(m, src.extractfile(m) if m.isreg() else None)
     problems = _problems(cut)
     assert f"blob {victim} (file of" in problems[0] and "missing from the archive" in problems[0]
-    assert AIRLOCK_JSON  # the airlock.json of the original still indexes

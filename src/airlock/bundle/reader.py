@@ -38,6 +38,7 @@ from airlock.errors import VerificationError
 __all__ = ["BundleReader", "Member", "bundle_paths", "open_bundle"]
 
 _SMALL_MEMBER_MAX = 4096  # oci-layout, airlock.json.sig
+_MAX_HEADER_READ = 1 << 20  # largest single read while indexing (pax / long-name data)
 _HOSTILE_HINT = "the archive was not written by airlock or was altered; do not extract it"
 
 
@@ -221,7 +222,7 @@ def _read_at(stream: ConcatReader, offset: int, size: int) -> bytes:
     stream.seek(offset)
     data = bytearray()
     while len(data) < size:
-        chunk = stream.read(size - len(data))
+        chunk = stream.read(min(size - len(data), _MAX_HEADER_READ))
         if not chunk:
             break
         data += chunk
@@ -233,6 +234,7 @@ def open_bundle(path: Path, *, max_members: int = MAX_MEMBERS) -> BundleReader:
     volumes = locate_volumes(Path(path))
     where = volumes.display()
     stream = ConcatReader(volumes.paths)
+    stream.max_read = _MAX_HEADER_READ
     try:
         return _index(volumes, stream, where, max_members)
     except BaseException:
@@ -315,6 +317,7 @@ def _index(volumes: VolumeSet, stream: ConcatReader, where: str, max_members: in
             signature = _read_at(stream, info.offset_data, info.size)
         # tarfile keeps every TarInfo; we only need our own index.
         tar.members.clear()  # type: ignore[attr-defined]
+    stream.max_read = None
     return BundleReader(volumes, stream, manifest_bytes, manifest, signature, members)
 
 

@@ -211,6 +211,7 @@ class ConcatReader(io.RawIOBase):
         self.size = sum(s for _, s in self.volumes)
         self._pos = 0
         self._files: dict[int, io.FileIO] = {}
+        self.max_read: int | None = None
 
     def readable(self) -> bool:
         return True
@@ -240,6 +241,16 @@ class ConcatReader(io.RawIOBase):
         if fh is None:
             fh = self._files[i] = io.FileIO(self.volumes[i][0], "rb")
         return fh
+
+    def read(self, size: int | None = -1) -> bytes:
+        # tarfile reads a pax or GNU long-name header's data in one call: a hostile archive
+        # could declare gigabytes there, so single reads are bounded while indexing.
+        if self.max_read is not None and (size is None or size < 0 or size > self.max_read):
+            raise VerificationError(
+                f"unsafe bundle: a tar header asks to read {size} bytes at offset {self._pos}",
+                "the archive was not written by airlock or was altered; do not extract it",
+            )
+        return super().read(size if size is not None else -1) or b""
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(b).cast("B")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from airlock.cli._stub import not_yet
-from airlock.cli.output import json_option, use_json
+from airlock.cli.output import json_option, state, use_json
 
 __all__ = ["register"]
 
@@ -46,4 +46,14 @@ def upstream(
     sources_out: Path | None = typer.Option(None, "--sources-out"),
 ) -> None:
     """Run the simulated upstream in the foreground; write the `sources:` block for a spec."""
-    not_yet("lab upstream", ISSUE)
+    from airlock.lab.upstream import Upstream, serve_forever
+
+    def ready(up: Upstream) -> None:
+        state.info(f"files at {up.files_url}")
+        for host, url in sorted(up.registries.items()):
+            state.info(f"registry {host} at {url}")
+        if sources_out:
+            state.info(f"wrote the sources block to {sources_out}")
+        state.info("serving until interrupted (Ctrl-C or SIGTERM)")
+
+    serve_forever(workdir, sources_out=sources_out, ready=ready)

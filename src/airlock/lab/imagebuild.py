@@ -16,7 +16,6 @@ import dataclasses
 import gzip
 import hashlib
 import io
-import json
 import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,8 +38,12 @@ from airlock.oci.media import (
 )
 
 __all__ = [
+    "AMD64",
+    "ARCH_NOTE_LABEL",
+    "ARM64",
     "BUSYBOX_APPLETS",
     "BUSYBOX_PATH",
+    "STANDIN_LABEL",
     "BuiltImage",
     "Descriptor",
     "ImageBuilder",
@@ -524,9 +527,3 @@ def build_seed_images(
         built = builder.add_image(seed.ref, variants, force_index=len(variants) > 1)
         images.append(dataclasses.replace(built, push_as=seed.push_as))
     return images
-
-
-def manifest_json(layout: OciLayout, digest: str) -> dict[str, Any]:
-    """A manifest or index read back from the layout (tests and the upstream use it)."""
-    data: dict[str, Any] = json.loads(layout.read(digest))
-    return data

@@ -791,10 +791,12 @@ def serve_forever(
             if ready is not None:
                 ready(up)
             while not stop.wait(1.0):
-                if not up.alive():
+                dead = [r for r in up._registries.values() if not r.process.alive()]
+                if dead:
+                    tail = dead[0].log.read_text(errors="replace")[-1500:].strip()
                     raise SystemCommandError(
-                        "a registry of the simulated upstream exited",
-                        hint=f"see the logs under {up.run_dir}",
+                        f"the simulated upstream's registry for {dead[0].host} exited: {tail}",
+                        hint="start it again; the build is cached, so that takes seconds",
                     )
     finally:
         for signum, handler in previous.items():
