@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import airlock.bundle.wheelhouse as wheelhouse
-from airlock.bundle.wheelhouse import build_wheelhouse, runtime_requirements
+from airlock.bundle.wheelhouse import build_wheelhouse, runtime_requirements, source_tree
 
 pytestmark = pytest.mark.component
 
@@ -26,8 +27,15 @@ def test_runtime_requirements_follow_the_target() -> None:
 def test_wheelhouse_installs_airlock_offline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A snapshot of the source tree: others may edit the live tree while this test runs, and
+    # any change there (rightly) invalidates the cached airlock wheel.
+    live = source_tree()
+    assert live is not None, "tests run from an editable install of the source tree"
+    src = tmp_path / "src-snapshot"
+    shutil.copytree(live / "src" / "airlock", src / "src" / "airlock")
+    shutil.copy2(live / "pyproject.toml", src / "pyproject.toml")
     cache = tmp_path / "cache"
-    wheels = build_wheelhouse(tmp_path / "wh", cache=cache)
+    wheels = build_wheelhouse(tmp_path / "wh", cache=cache, source=src)
     names = [w.name for w in wheels]
     assert any(n.startswith("airlock-") for n in names)
     assert any(n.startswith("pydantic_core-") and "manylinux" in n for n in names)
@@ -38,7 +46,7 @@ def test_wheelhouse_installs_airlock_offline(
         raise AssertionError("pip ran although the wheelhouse is cached")
 
     monkeypatch.setattr(wheelhouse, "run", no_pip)
-    again = build_wheelhouse(tmp_path / "wh2", cache=cache)
+    again = build_wheelhouse(tmp_path / "wh2", cache=cache, source=src)
     assert [w.name for w in again] == names
 
     venv = tmp_path / "venv"

@@ -127,10 +127,14 @@ def build_wheelhouse(
     python_versions: Sequence[str] = ("3.11",),
     platforms: Sequence[str] = ("manylinux2014_x86_64",),
     cache: Path | None = None,
+    source: Path | None = None,
 ) -> list[Path]:
-    """airlock's wheel plus every runtime dependency as binary wheels, copied into `dest`."""
+    """airlock's wheel plus every runtime dependency as binary wheels, copied into `dest`.
+
+    `source` is the tree to build airlock's wheel from (default: the tree airlock runs from).
+    """
     cache = cache or default_cache_dir()
-    src = source_tree()
+    src = source or source_tree()
     if src is None:
         raise AirlockError(
             "cannot build airlock's wheel: it is not running from a source tree",

@@ -95,21 +95,114 @@ def create(
 
 
 @bundle_app.command("inspect")
-def inspect(bundle: Path = typer.Argument(...), json_out: bool = json_option()) -> None:
+def inspect(
+    bundle: Path = typer.Argument(...),
+    key: list[Path] = typer.Option([], "--key", help="Public key(s) to check the signature."),
+    json_out: bool = json_option(),
+) -> None:
     """List contents, sizes, sources, SBOM summary."""
     use_json(json_out)
-    not_yet("bundle inspect", BUNDLE_ISSUE)
+    import dataclasses
+
+    from airlock.bundle.inspect import inspect_bundle
+    from airlock.cli.sizes import format_size
+
+    summary = inspect_bundle(bundle, keys=key)
+
+    def text() -> None:
+        s = summary
+        sig = "unsigned"
+        if s.signed:
+            sig = {
+                None: "signed (no key given to check)",
+                True: f"signed by {s.key_id}",
+                False: "signature INVALID for the given keys",
+            }[s.signature_valid]
+        state.line(
+            f"{s.name} (channel {s.channel}, sequence {s.sequence}), airlock {s.tool_version}, {sig}"
+        )
+        state.line(
+            f"{format_size(s.archive_size)} in {max(s.volumes, 1)} volume(s); "
+            f"{s.blob_count} blobs, {format_size(s.unique_size)} unique "
+            f"({format_size(s.total_size)} if shared layers were repeated); "
+            f"SBOM: {s.sbom_components} components"
+        )
+        state.table(
+            ["image", "platforms", "size", "digest"],
+            [
+                (i.reference, ",".join(i.platforms), format_size(i.size), i.digest[:19])
+                for i in s.images
+            ],
+            title=f"images ({len(s.images)})",
+        )
+        state.table(
+            ["file", "kind", "version", "size", "checksum", "source"],
+            [
+                (
+                    f.name,
+                    f.kind,
+                    f.version,
+                    format_size(f.size),
+                    f.checksum.source if f.checksum else "none published",
+                    f.url,
+                )
+                for f in s.files
+            ],
+            title=f"files ({len(s.files)})",
+        )
+
+    state.emit(dataclasses.asdict(summary), text)
 
 
 @bundle_app.command("verify")
 def verify(
     bundle: Path = typer.Argument(...),
     key: list[Path] = typer.Option([], "--key", help="Trusted public key(s)."),
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="Accept no signature."),
     json_out: bool = json_option(),
 ) -> None:
     """Check every digest, the signature and every volume; name what is wrong."""
     use_json(json_out)
-    not_yet("bundle verify", BUNDLE_ISSUE)
+    from airlock.bundle.verify import BundleVerificationError, verify_bundle
+    from airlock.cli.sizes import format_size
+
+    try:
+        report = verify_bundle(
+            bundle,
+            keys=key,
+            require_signature=bool(key) and not allow_unsigned,
+            allow_unsigned=allow_unsigned,
+        )
+    except BundleVerificationError as exc:
+        if state.json:
+            state.emit({"ok": False, "problems": list(exc.report.problems)})
+        else:
+            for problem in exc.report.problems:
+                state.err.print(f"[red]✗[/] {problem}")
+        raise
+    data = {
+        "ok": True,
+        "name": report.name,
+        "sequence": report.sequence,
+        "signed": report.signed,
+        "signedBy": report.signed_by,
+        "blobs": report.blobs_checked,
+        "bytes": report.bytes_checked,
+        "volumes": report.volumes_checked,
+    }
+
+    def text() -> None:
+        signed = (
+            f"signature OK ({report.signed_by})"
+            if report.signed_by
+            else ("signed, not checked (no --key)" if report.signed else "unsigned")
+        )
+        state.line(
+            f"OK {bundle}: {report.blobs_checked} blobs, {format_size(report.bytes_checked)} "
+            f"hashed, {report.volumes_checked} volumes; {signed}"
+        )
+
+    state.emit(data, text)
 
 
 @keys_app.command("generate")
@@ -119,15 +212,39 @@ def keys_generate(
 ) -> None:
     """Generate an ed25519 key pair (PEM)."""
     use_json(json_out)
-    not_yet("keys generate", BUNDLE_ISSUE)
+    from airlock.bundle.signing import generate_keypair, key_id
+
+    private, public = generate_keypair(out)
+    data = {"private": str(private), "public": str(public), "keyId": key_id(public)}
+    state.emit(
+        data, lambda: state.line(f"wrote {private} (keep it secret) and {public} ({data['keyId']})")
+    )
 
 
 def load(
     bundle: Path = typer.Argument(...),
     store: Path = typer.Option(Path("/var/lib/airlock/store"), "--store", help="The store."),
     key: list[Path] = typer.Option([], "--key", help="Trusted public key(s)."),
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="Accept no signature."),
     json_out: bool = json_option(),
 ) -> None:
     """Verify the bundle, then merge it into the store (idempotent)."""
     use_json(json_out)
-    not_yet("load", LOAD_ISSUE)
+    from airlock.cli.sizes import format_size
+    from airlock.verbs.load import LoadOptions, load_bundle
+
+    result = load_bundle(
+        bundle, store_dir=store, options=LoadOptions(keys=key, allow_unsigned=allow_unsigned)
+    )
+
+    def text() -> None:
+        if not result.changed:
+            state.line(f"{store} already holds everything in {bundle}; nothing changed")
+            return
+        state.line(
+            f"loaded {bundle} into {store}: {result.blobs_added} new blobs "
+            f"({format_size(result.bytes_added)}), {result.blobs_present} already present, "
+            f"{len(result.images)} images"
+        )
+
+    state.emit(result.to_json(), text)

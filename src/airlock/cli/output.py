@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["Output", "json_option", "state", "use_json"]
@@ -38,7 +39,7 @@ class Output:
 
     def line(self, message: str) -> None:
         if not self.json:
-            self.console.print(message)
+            self.console.print(escape(message))
 
     def info(self, message: str) -> None:
         """Progress notes go to stderr so stdout stays clean for data."""
@@ -53,7 +54,7 @@ class Output:
     ) -> None:
         t = Table(*columns, title=title, show_lines=False, header_style="bold")
         for row in rows:
-            t.add_row(*("" if c is None else str(c) for c in row))
+            t.add_row(*("" if c is None else escape(str(c)) for c in row))
         self.console.print(t)
 
 

@@ -1,0 +1,129 @@
+"""`airlock load`: verify a bundle, then merge it into the node's store (an OCI layout).
+
+Order, so that a crash at any point leaves a valid store and a rerun completes:
+1. verify everything (volumes, signature, index, every blob, the graph): refuse before the
+   store changes; a delta's omitted blobs must already be in the store (named if missing);
+2. check free disk for the blobs the store does not have;
+3. copy each missing blob (verified again while streaming: the bytes stored are the bytes
+   checked) with temp file, fsync, rename;
+4. record the bundle's airlock.json under `airlock/bundles/`, then merge index.json (atomic).
+Loading the same bundle twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airlock.atomic import write_atomic
+from airlock.bundle.layout import INDEX_JSON
+from airlock.bundle.reader import open_bundle
+from airlock.bundle.verify import VerifyReport, verify_bundle
+from airlock.errors import AirlockError, VerificationError
+from airlock.oci.blobstore import BlobStore
+from airlock.oci.layout import OciLayout
+
+__all__ = ["DEFAULT_STORE", "LoadOptions", "LoadResult", "load_bundle", "store_meta_dir"]
+
+DEFAULT_STORE = Path("/var/lib/airlock/store")
+_COPY_CHUNK = 1 << 20
+_DISK_MARGIN = 64 << 20
+
+
+def store_meta_dir(store: Path) -> Path:
+    """Where the store keeps what airlock knows about it (loaded bundles, sequence numbers)."""
+    return store / "airlock"
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    keys: Sequence[Path] = ()
+    allow_unsigned: bool = False
+
+
+@dataclass
+class LoadResult:
+    bundle: Path
+    store: Path
+    verify: VerifyReport
+    blobs_added: int = 0
+    bytes_added: int = 0
+    blobs_present: int = 0
+    index_entries_changed: int = 0
+    images: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.blobs_added or self.index_entries_changed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bundle": str(self.bundle),
+            "store": str(self.store),
+            "name": self.verify.name,
+            "sequence": self.verify.sequence,
+            "signedBy": self.verify.signed_by,
+            "blobsAdded": self.blobs_added,
+            "bytesAdded": self.bytes_added,
+            "blobsPresent": self.blobs_present,
+            "indexEntriesChanged": self.index_entries_changed,
+            "changed": self.changed,
+            "images": self.images,
+        }
+
+
+def _check_free_space(store: OciLayout, needed: int) -> None:
+    free = BlobStore.free_bytes(store.root)
+    if free < needed + _DISK_MARGIN:
+        raise AirlockError(
+            f"not enough free disk for {store.root}: {needed} bytes of new blobs "
+            f"(+{_DISK_MARGIN} margin) needed, {free} free",
+            hint="free space, or load into another --store",
+        )
+
+
+def load_bundle(
+    bundle: Path, *, store_dir: Path = DEFAULT_STORE, options: LoadOptions
+) -> LoadResult:
+    report = verify_bundle(
+        bundle,
+        keys=options.keys,
+        require_signature=bool(options.keys) and not options.allow_unsigned,
+        allow_unsigned=options.allow_unsigned,
+    )
+    store = OciLayout(store_dir)
+    result = LoadResult(bundle=bundle, store=store_dir, verify=report)
+    with open_bundle(bundle) as reader:
+        manifest = reader.manifest
+        missing_base = [d for d in manifest.omitted if not store.has(d)]
+        if missing_base:
+            shown = ", ".join(missing_base[:5]) + (" ..." if len(missing_base) > 5 else "")
+            raise VerificationError(
+                f"delta bundle {bundle} needs {len(missing_base)} blobs the store {store_dir} "
+                f"does not have: {shown}",
+                hint="load the bundle this delta was built on first (or build a full bundle)",
+            )
+        carried = [b for b in manifest.blobs if reader.has_blob(b.digest)]
+        new = [b for b in carried if not store.has(b.digest)]
+        _check_free_space(store, sum(b.size for b in new))
+        store.init()
+        store.remove_temp_files()
+        for entry in new:
+            with reader.open_blob(entry.digest) as src, store.writer(entry.digest) as w:
+                while chunk := src.read(_COPY_CHUNK):
+                    w.write(chunk)
+                w.commit(f"blob {entry.digest} from {bundle}")
+            result.blobs_added += 1
+            result.bytes_added += entry.size
+        result.blobs_present = len(carried) - len(new)
+        record = store_meta_dir(store_dir) / "bundles" / f"{manifest.name}.{manifest.sequence}.json"
+        raw = manifest.to_bytes()
+        if not record.exists() or record.read_bytes() != raw:
+            write_atomic(record, raw)
+        index = json.loads(reader.read_member(INDEX_JSON))
+        result.index_entries_changed = store.merge_index(list(index.get("manifests", [])))
+        result.images = sorted(i.reference for i in manifest.images)
+    return result
