@@ -22,6 +22,9 @@ def test_runtime_requirements_follow_the_target() -> None:
     assert {"pydantic", "cryptography", "backports.zstd"} <= names
     assert not any("pytest" in r for r in reqs)  # dev extras are not runtime
     assert "backports.zstd" not in " ".join(runtime_requirements("3.14", "manylinux2014_x86_64"))
+    assert runtime_requirements("3.11", "manylinux2014_x86_64", source=source_tree()) == sorted(
+        runtime_requirements("3.11", "manylinux2014_x86_64", source=source_tree())
+    )
 
 
 def test_wheelhouse_installs_airlock_offline(

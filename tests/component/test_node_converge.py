@@ -48,8 +48,10 @@ PLAT = "linux/amd64"
 def require(*binaries: str) -> None:
     missing = [b for b in binaries if system.which(b) is None]
     if missing:
-        pytest.fail(f"required binaries missing: {', '.join(missing)} "
-                    "(apt-get install debootstrap containerd runc containernetworking-plugins)")
+        pytest.fail(
+            f"required binaries missing: {', '.join(missing)} "
+            "(apt-get install debootstrap containerd runc containernetworking-plugins)"
+        )
 
 
 def apt_mirror() -> str:
@@ -62,7 +64,12 @@ def apt_mirror() -> str:
         for stanza in re.split(r"\n\s*\n", text):
             uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
             suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
-            if uris and suites and "bookworm" in suites.group(1).split() and "security" not in uris.group(1):
+            if (
+                uris
+                and suites
+                and "bookworm" in suites.group(1).split()
+                and "security" not in uris.group(1)
+            ):
                 return uris.group(1)
         for line in text.splitlines():
             parts = line.split()
@@ -73,10 +80,16 @@ def apt_mirror() -> str:
 
 def handmade_debian(root: Path) -> None:
     (root / "etc").mkdir(parents=True)
-    (root / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n')
+    (root / "etc/os-release").write_text(
+        'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+    )
     (root / "var/lib/dpkg").mkdir(parents=True)
-    (root / "var/lib/dpkg/status").write_text("Package: base-files\nStatus: install ok installed\nVersion: 12.4\n")
-    (root / "etc/fstab").write_text("# <file system> <mount point> <type> <options> <dump> <pass>\n")
+    (root / "var/lib/dpkg/status").write_text(
+        "Package: base-files\nStatus: install ok installed\nVersion: 12.4\n"
+    )
+    (root / "etc/fstab").write_text(
+        "# <file system> <mount point> <type> <options> <dump> <pass>\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +103,9 @@ def debian_tar() -> Path | None:
     try:
         subprocess.run(
             ["debootstrap", "--variant=minbase", "bookworm", str(build), apt_mirror()],
-            check=True, capture_output=True, timeout=DEBOOTSTRAP_LIMIT,
+            check=True,
+            capture_output=True,
+            timeout=DEBOOTSTRAP_LIMIT,
         )
     except subprocess.TimeoutExpired:
         warnings.warn(
@@ -142,7 +157,9 @@ def test_prepare_converges_on_debootstrap_debian(debian_root: Path) -> None:
     assert second.empty, second.render()
     assert any("ufw is not installed" in w for w in second.warnings)  # minbase has no ufw
     assert (debian_root / "etc/modules-load.d/k8s.conf").read_text().splitlines()[1:] == [
-        "overlay", "br_netfilter"]
+        "overlay",
+        "br_netfilter",
+    ]
 
 
 def fedora_tree(root: Path) -> None:
@@ -168,7 +185,7 @@ def test_prepare_converges_on_fedora_like_tree(tmp_path: Path) -> None:
     def make() -> list:  # type: ignore[type-arg]
         return prepare_resources(root=root, os_info=info, options=PrepareOptions())
 
-    first, second = converge(make, root)
+    _, second = converge(make, root)
     assert second.empty, second.render()
     assert "#/dev/mapper/swap none swap defaults 0 0" in (root / "etc/fstab").read_text()
     assert (root / "etc/systemd/zram-generator.conf").exists()
@@ -207,7 +224,7 @@ def targz_bytes(members: dict[str, bytes]) -> bytes:
 
 
 def standin(name: str) -> bytes:
-    return f"#!/bin/sh\n# airlock test stand-in for {name} (not the real binary)\necho {name}-standin \"$@\"\n".encode()
+    return f'#!/bin/sh\n# airlock test stand-in for {name} (not the real binary)\necho {name}-standin "$@"\n'.encode()
 
 
 @pytest.fixture(scope="module")
@@ -216,29 +233,58 @@ def real_source(tmp_path_factory: pytest.TempPathFactory) -> StoreSource:
     cni = sorted(p for p in Path("/usr/lib/cni").iterdir() if p.is_file())
     if not cni:
         pytest.fail("no CNI plugins in /usr/lib/cni (apt-get install containernetworking-plugins)")
-    bins = {f"bin/{n}": Path(system.which(n) or "") for n in ("containerd", "ctr", "containerd-shim-runc-v2")}
+    bins = {
+        f"bin/{n}": Path(system.which(n) or "")
+        for n in ("containerd", "ctr", "containerd-shim-runc-v2")
+    }
     data = ilr.files("airlock") / "data"
     gh = "https://github.com"
     files: dict[str, tuple[str, bytes, str]] = {
-        "kubeadm": ("https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubeadm", standin("kubeadm"), "1.27.3"),
-        "kubelet": ("https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubelet", standin("kubelet"), "1.27.3"),
-        "kubectl": ("https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubectl",
-                    Path(system.which("kubectl") or "").read_bytes(), "1.27.3"),
-        "runc.amd64": (f"{gh}/opencontainers/runc/releases/download/v1.1.5/runc.amd64",
-                       Path(system.which("runc") or "").read_bytes(), "v1.1.5"),
+        "kubeadm": (
+            "https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubeadm",
+            standin("kubeadm"),
+            "1.27.3",
+        ),
+        "kubelet": (
+            "https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubelet",
+            standin("kubelet"),
+            "1.27.3",
+        ),
+        "kubectl": (
+            "https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubectl",
+            Path(system.which("kubectl") or "").read_bytes(),
+            "1.27.3",
+        ),
+        "runc.amd64": (
+            f"{gh}/opencontainers/runc/releases/download/v1.1.5/runc.amd64",
+            Path(system.which("runc") or "").read_bytes(),
+            "v1.1.5",
+        ),
         "crictl-v1.27.0-linux-amd64.tar.gz": (
             f"{gh}/kubernetes-sigs/cri-tools/releases/download/v1.27.0/crictl-v1.27.0-linux-amd64.tar.gz",
-            targz_bytes({"crictl": standin("crictl")}), "v1.27.0"),
+            targz_bytes({"crictl": standin("crictl")}),
+            "v1.27.0",
+        ),
         "containerd-1.6.20-linux-amd64.tar.gz": (
             f"{gh}/containerd/containerd/releases/download/v1.6.20/containerd-1.6.20-linux-amd64.tar.gz",
-            targz_of(bins), "1.6.20"),
+            targz_of(bins),
+            "1.6.20",
+        ),
         "cni-plugins-linux-amd64-v1.3.0.tgz": (
             f"{gh}/containernetworking/plugins/releases/download/v1.3.0/cni-plugins-linux-amd64-v1.3.0.tgz",
-            targz_of({f"./{p.name}": p for p in cni}), "v1.3.0"),
-        "kubelet.service": ("https://raw.githubusercontent.com/kubernetes/release/x/kubelet.service",
-                            (data / "upstream-kubelet.service").read_bytes(), ""),
-        "10-kubeadm.conf": ("https://raw.githubusercontent.com/kubernetes/release/x/10-kubeadm.conf",
-                            (data / "upstream-10-kubeadm.conf").read_bytes(), ""),
+            targz_of({f"./{p.name}": p for p in cni}),
+            "v1.3.0",
+        ),
+        "kubelet.service": (
+            "https://raw.githubusercontent.com/kubernetes/release/x/kubelet.service",
+            (data / "upstream-kubelet.service").read_bytes(),
+            "",
+        ),
+        "10-kubeadm.conf": (
+            "https://raw.githubusercontent.com/kubernetes/release/x/10-kubeadm.conf",
+            (data / "upstream-10-kubeadm.conf").read_bytes(),
+            "",
+        ),
     }
     store = BlobStore(tmp_path_factory.mktemp("source") / "store")
     records = []
@@ -251,13 +297,18 @@ def real_source(tmp_path_factory: pytest.TempPathFactory) -> StoreSource:
 
 def install_for(source: StoreSource, root: Path) -> list:  # type: ignore[type-arg]
     return install_resources(
-        source, root=root, registry_addrs=["127.0.0.1:5000"],
+        source,
+        root=root,
+        registry_addrs=["127.0.0.1:5000"],
         sandbox_image="registry.k8s.io/pause:3.9",
-        upstreams=["docker.io", "registry.k8s.io"], platform=PLAT,
+        upstreams=["docker.io", "registry.k8s.io"],
+        platform=PLAT,
     )
 
 
-def test_install_real_binaries_run_from_the_sysroot(debian_root: Path, real_source: StoreSource) -> None:
+def test_install_real_binaries_run_from_the_sysroot(
+    debian_root: Path, real_source: StoreSource
+) -> None:
     root = debian_root
     config = root / "etc/containerd/config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
@@ -267,7 +318,9 @@ def test_install_real_binaries_run_from_the_sysroot(debian_root: Path, real_sour
     )
     ctx = Context(root=root)
     first = plan(install_for(real_source, root), ctx)
-    diff = next(i for i in first.changes if i.resource.id == "file:/etc/containerd/config.toml").change.diff
+    diff = next(
+        i for i in first.changes if i.resource.id == "file:/etc/containerd/config.toml"
+    ).change.diff
     assert '+config_path = "/etc/containerd/certs.d"' in diff.splitlines()
     # mirrors.py re-writes the TOML (indentation is not kept), but every user setting is:
     # each removed line comes back as an added one with the same content.
@@ -283,14 +336,22 @@ def test_install_real_binaries_run_from_the_sysroot(debian_root: Path, real_sour
     second = plan(install_for(real_source, root), Context(root=root))
     assert second.empty, second.render()
 
-    runc = subprocess.run([str(root / "usr/local/sbin/runc"), "--version"], capture_output=True, text=True)
+    runc = subprocess.run(
+        [str(root / "usr/local/sbin/runc"), "--version"], capture_output=True, text=True
+    )
     assert runc.returncode == 0 and "runc version" in runc.stdout, runc.stderr
-    bridge = subprocess.run([str(root / "opt/cni/bin/bridge")], env={"CNI_COMMAND": "VERSION"},
-                            capture_output=True, text=True)
+    bridge = subprocess.run(
+        [str(root / "opt/cni/bin/bridge")],
+        env={"CNI_COMMAND": "VERSION"},
+        capture_output=True,
+        text=True,
+    )
     assert bridge.returncode == 0 and "supportedVersions" in bridge.stdout, bridge.stderr
     dump = subprocess.run(
         [str(root / "usr/local/bin/containerd"), "--config", str(config), "config", "dump"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert dump.returncode == 0, dump.stderr
     assert '[plugins."io.containerd.grpc.v1.cri"]' in dump.stdout
@@ -298,8 +359,9 @@ def test_install_real_binaries_run_from_the_sysroot(debian_root: Path, real_sour
     assert "SystemdCgroup = true" in dump.stdout
     assert 'sandbox_image = "registry.k8s.io/pause:3.9"' in dump.stdout
     assert 'level = "debug"' in dump.stdout and 'snapshotter = "native"' in dump.stdout
-    kubectl = subprocess.run([str(root / "usr/local/bin/kubectl"), "version", "--client"],
-                             capture_output=True, text=True)
+    kubectl = subprocess.run(
+        [str(root / "usr/local/bin/kubectl"), "version", "--client"], capture_output=True, text=True
+    )
     assert kubectl.returncode == 0, kubectl.stderr
 
 
@@ -342,7 +404,9 @@ def test_immutable_file_refused_before_any_write(tmp_path: Path) -> None:
     subprocess.run(["chattr", "+i", str(target)], check=True)
     try:
         ctx = Context(root=tmp_path)
-        p = plan([File("/etc/first.conf", content="1\n"), File("/etc/locked.conf", content="new\n")], ctx)
+        p = plan(
+            [File("/etc/first.conf", content="1\n"), File("/etc/locked.conf", content="new\n")], ctx
+        )
         with pytest.raises(NodeError, match="/etc/locked.conf: Operation not permitted"):
             apply(p, ctx)
         assert not (tmp_path / "etc/first.conf").exists()
@@ -351,7 +415,9 @@ def test_immutable_file_refused_before_any_write(tmp_path: Path) -> None:
         subprocess.run(["chattr", "-i", str(target)], check=True)
 
 
-def test_local_deb_package_installs_into_debootstrap_root(debian_root: Path, tmp_path: Path) -> None:
+def test_local_deb_package_installs_into_debootstrap_root(
+    debian_root: Path, tmp_path: Path
+) -> None:
     """Package: a local .deb installed offline with dpkg --root; the second plan is empty."""
     require("dpkg", "dpkg-deb")
     if not (debian_root / "var/lib/dpkg/status").read_text().count("Package: dpkg\n"):
@@ -365,8 +431,11 @@ def test_local_deb_package_installs_into_debootstrap_root(debian_root: Path, tmp
     (pkg / "usr/share/airlock-test").mkdir(parents=True)
     (pkg / "usr/share/airlock-test/hello").write_text("hello\n")
     deb = tmp_path / "airlock-test-hello_1.0-1_all.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(pkg), str(deb)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "--build", str(pkg), str(deb)],
+        check=True,
+        capture_output=True,
+    )
     from airlock.node.resources import BytesPayload, Package
 
     def make() -> list:  # type: ignore[type-arg]

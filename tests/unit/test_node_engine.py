@@ -152,8 +152,10 @@ def test_directory_symlink_absent(tmp_path: Path) -> None:
 def test_sysctl_and_modules_record_live_actions_in_sysroot(tmp_path: Path) -> None:
     values = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
     ctx = converge(
-        [KernelModule("/etc/modules-load.d/k8s.conf", ["overlay", "br_netfilter"]),
-         Sysctl("/etc/sysctl.d/99-k8s-cri.conf", values)],
+        [
+            KernelModule("/etc/modules-load.d/k8s.conf", ["overlay", "br_netfilter"]),
+            Sysctl("/etc/sysctl.d/99-k8s-cri.conf", values),
+        ],
         tmp_path,
     )
     assert [str(a) for a in ctx.actions] == [
@@ -182,10 +184,20 @@ def test_swap_fstab_and_zram(tmp_path: Path) -> None:
     assert [str(a) for a in ctx.actions] == ["swapoff -a"]
 
 
-@given(st.lists(st.sampled_from([
-    "UUID=1 / ext4 defaults 0 1", "/dev/sda2 none swap sw 0 0", "#/x none swap sw 0 0",
-    "  /dev/zram0   none   swap  defaults 0 0", "tmpfs /tmp tmpfs defaults 0 0", "",
-])))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "UUID=1 / ext4 defaults 0 1",
+                "/dev/sda2 none swap sw 0 0",
+                "#/x none swap sw 0 0",
+                "  /dev/zram0   none   swap  defaults 0 0",
+                "tmpfs /tmp tmpfs defaults 0 0",
+                "",
+            ]
+        )
+    )
+)
 def test_comment_swap_lines_is_idempotent_and_total(lines: list[str]) -> None:
     text = "\n".join(lines) + "\n"
     once = comment_swap_lines(text)
@@ -198,19 +210,29 @@ def test_comment_swap_lines_is_idempotent_and_total(lines: list[str]) -> None:
 
 def test_service_enable_then_restart_when_its_unit_changes(tmp_path: Path) -> None:
     unit = "/etc/systemd/system/demo.service"
-    resources: list[Resource] = [File(unit, content="[Service]\nExecStart=/bin/true\n"),
-                                 Service("demo.service", unit_path=unit)]
+    resources: list[Resource] = [
+        File(unit, content="[Service]\nExecStart=/bin/true\n"),
+        Service("demo.service", unit_path=unit),
+    ]
     ctx = converge(resources, tmp_path)
     link = tmp_path / "etc/systemd/system/multi-user.target.wants/demo.service"
     assert os.readlink(link) == unit
-    assert [str(a) for a in ctx.actions] == ["systemctl daemon-reload", "systemctl restart demo.service"]
-    changed: list[Resource] = [File(unit, content="[Service]\nExecStart=/bin/false\n"),
-                               Service("demo.service", unit_path=unit)]
+    assert [str(a) for a in ctx.actions] == [
+        "systemctl daemon-reload",
+        "systemctl restart demo.service",
+    ]
+    changed: list[Resource] = [
+        File(unit, content="[Service]\nExecStart=/bin/false\n"),
+        Service("demo.service", unit_path=unit),
+    ]
     p = plan(changed, Context(root=tmp_path))
     assert [i.change.msg for i in p.changes] == ["update", "daemon-reload, restart"]
     ctx2 = Context(root=tmp_path)
     apply(plan(changed, ctx2), ctx2)
-    assert [str(a) for a in ctx2.actions] == ["systemctl daemon-reload", "systemctl restart demo.service"]
+    assert [str(a) for a in ctx2.actions] == [
+        "systemctl daemon-reload",
+        "systemctl restart demo.service",
+    ]
     assert plan(changed, Context(root=tmp_path)).empty
 
 

@@ -49,30 +49,73 @@ def bundle_files() -> dict[str, tuple[str, bytes, str]]:
     """name -> (upstream url, bytes, platform)"""
     gh = "https://github.com"
     return {
-        "kubeadm": ("https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubeadm", script("kubeadm"), PLAT),
-        "kubelet": ("https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubelet", script("kubelet"), PLAT),
-        "kubectl": ("https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubectl", script("kubectl"), PLAT),
-        "runc.amd64": (f"{gh}/opencontainers/runc/releases/download/v1.1.7/runc.amd64", script("runc"), PLAT),
+        "kubeadm": (
+            "https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubeadm",
+            script("kubeadm"),
+            PLAT,
+        ),
+        "kubelet": (
+            "https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubelet",
+            script("kubelet"),
+            PLAT,
+        ),
+        "kubectl": (
+            "https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubectl",
+            script("kubectl"),
+            PLAT,
+        ),
+        "runc.amd64": (
+            f"{gh}/opencontainers/runc/releases/download/v1.1.7/runc.amd64",
+            script("runc"),
+            PLAT,
+        ),
         "crictl-v1.27.0-linux-amd64.tar.gz": (
             f"{gh}/kubernetes-sigs/cri-tools/releases/download/v1.27.0/crictl-v1.27.0-linux-amd64.tar.gz",
-            targz({"crictl": (script("crictl"), 0o755)}), PLAT),
+            targz({"crictl": (script("crictl"), 0o755)}),
+            PLAT,
+        ),
         "containerd-1.7.2-linux-amd64.tar.gz": (
             f"{gh}/containerd/containerd/releases/download/v1.7.2/containerd-1.7.2-linux-amd64.tar.gz",
-            targz({"bin/containerd": (script("containerd"), 0o755),
-                   "bin/ctr": (script("ctr"), 0o755),
-                   "bin/containerd-shim-runc-v2": (script("shim"), 0o755)}), PLAT),
+            targz(
+                {
+                    "bin/containerd": (script("containerd"), 0o755),
+                    "bin/ctr": (script("ctr"), 0o755),
+                    "bin/containerd-shim-runc-v2": (script("shim"), 0o755),
+                }
+            ),
+            PLAT,
+        ),
         "cni-plugins-linux-amd64-v1.3.0.tgz": (
             f"{gh}/containernetworking/plugins/releases/download/v1.3.0/cni-plugins-linux-amd64-v1.3.0.tgz",
-            targz({"./bridge": (script("bridge"), 0o755), "./loopback": (script("lo"), 0o755),
-                   "./LICENSE": (b"Apache\n", 0o644)}), PLAT),
+            targz(
+                {
+                    "./bridge": (script("bridge"), 0o755),
+                    "./loopback": (script("lo"), 0o755),
+                    "./LICENSE": (b"Apache\n", 0o644),
+                }
+            ),
+            PLAT,
+        ),
         "helm-v3.12.1-linux-amd64.tar.gz": (
             "https://get.helm.sh/helm-v3.12.1-linux-amd64.tar.gz",
-            targz({"linux-amd64/helm": (script("helm"), 0o755),
-                   "linux-amd64/LICENSE": (b"x\n", 0o644)}), PLAT),
-        "kubelet.service": ("https://raw.githubusercontent.com/x/kubelet.service",
-                            data_file("upstream-kubelet.service"), ""),
-        "10-kubeadm.conf": ("https://raw.githubusercontent.com/x/10-kubeadm.conf",
-                            data_file("upstream-10-kubeadm.conf"), ""),
+            targz(
+                {
+                    "linux-amd64/helm": (script("helm"), 0o755),
+                    "linux-amd64/LICENSE": (b"x\n", 0o644),
+                }
+            ),
+            PLAT,
+        ),
+        "kubelet.service": (
+            "https://raw.githubusercontent.com/x/kubelet.service",
+            data_file("upstream-kubelet.service"),
+            "",
+        ),
+        "10-kubeadm.conf": (
+            "https://raw.githubusercontent.com/x/10-kubeadm.conf",
+            data_file("upstream-10-kubeadm.conf"),
+            "",
+        ),
     }
 
 
@@ -103,20 +146,38 @@ def test_install_places_everything_and_converges(tmp_path: Path) -> None:
     ctx = Context(root=root)
     first = plan(resources_for(source, root), ctx)
     result = apply(first, ctx)
-    for path in ["usr/local/bin/kubeadm", "usr/local/bin/kubelet", "usr/local/bin/kubectl",
-                 "usr/local/bin/crictl", "usr/local/bin/helm", "usr/local/bin/containerd",
-                 "usr/local/bin/ctr", "usr/local/bin/containerd-shim-runc-v2",
-                 "usr/local/sbin/runc", "opt/cni/bin/bridge", "opt/cni/bin/loopback"]:
+    for path in [
+        "usr/local/bin/kubeadm",
+        "usr/local/bin/kubelet",
+        "usr/local/bin/kubectl",
+        "usr/local/bin/crictl",
+        "usr/local/bin/helm",
+        "usr/local/bin/containerd",
+        "usr/local/bin/ctr",
+        "usr/local/bin/containerd-shim-runc-v2",
+        "usr/local/sbin/runc",
+        "opt/cni/bin/bridge",
+        "opt/cni/bin/loopback",
+    ]:
         assert (root / path).stat().st_mode & 0o777 == 0o755, path
     assert (root / "opt/cni/bin/LICENSE").stat().st_mode & 0o777 == 0o644
     assert (root / "usr/local/bin/helm").read_bytes() == script("helm")
-    assert "runtime-endpoint: unix:///run/containerd/containerd.sock" in (root / "etc/crictl.yaml").read_text()
+    assert (
+        "runtime-endpoint: unix:///run/containerd/containerd.sock"
+        in (root / "etc/crictl.yaml").read_text()
+    )
     dropin = (root / "etc/systemd/system/kubelet.service.d/10-kubeadm.conf").read_text()
     assert "ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS" in dropin
     assert "/usr/bin/" not in dropin
-    assert "ExecStart=/usr/local/bin/kubelet\n" in (root / "etc/systemd/system/kubelet.service").read_text()
+    assert (
+        "ExecStart=/usr/local/bin/kubelet\n"
+        in (root / "etc/systemd/system/kubelet.service").read_text()
+    )
     reg = (root / "etc/systemd/system/airlock-registry.service").read_text()
-    assert "ExecStart=/usr/local/bin/airlock registry serve --store /var/lib/airlock/store --listen 0.0.0.0:5000" in reg
+    assert (
+        "ExecStart=/usr/local/bin/airlock registry serve --store /var/lib/airlock/store --listen 0.0.0.0:5000"
+        in reg
+    )
     assert "Before=containerd.service kubelet.service" in reg
     hosts = (root / "etc/containerd/certs.d/registry.k8s.io/hosts.toml").read_text()
     assert '[host."http://127.0.0.1:5000/v2/registry.k8s.io"]' in hosts
@@ -227,21 +288,45 @@ def test_store_source_reads_files_artifact(tmp_path: Path) -> None:
     layout.init()
     data = script("kubeadm")
     digest = layout.put_bytes(data)
-    manifest = canonical_json({
-        "schemaVersion": 2, "artifactType": FILES_ARTIFACT_TYPE,
-        "layers": [{"digest": digest, "size": len(data), "mediaType": "x",
-                    "annotations": {"org.opencontainers.image.title": "kubeadm",
-                                    ANNOTATION_FILE_KIND: "binary",
-                                    ANNOTATION_FILE_URL: "https://dl.k8s.io/kubeadm",
-                                    ANNOTATION_FILE_PLATFORM: PLAT}},
-                   {"digest": digest, "size": len(data), "mediaType": "y",
-                    "annotations": {"org.opencontainers.image.title": "sbom.cdx.json"}}],
-    })
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "artifactType": FILES_ARTIFACT_TYPE,
+            "layers": [
+                {
+                    "digest": digest,
+                    "size": len(data),
+                    "mediaType": "x",
+                    "annotations": {
+                        "org.opencontainers.image.title": "kubeadm",
+                        ANNOTATION_FILE_KIND: "binary",
+                        ANNOTATION_FILE_URL: "https://dl.k8s.io/kubeadm",
+                        ANNOTATION_FILE_PLATFORM: PLAT,
+                    },
+                },
+                {
+                    "digest": digest,
+                    "size": len(data),
+                    "mediaType": "y",
+                    "annotations": {"org.opencontainers.image.title": "sbom.cdx.json"},
+                },
+            ],
+        }
+    )
     mdigest = layout.put_bytes(manifest)
-    layout.write_index([{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                         "artifactType": FILES_ARTIFACT_TYPE, "digest": mdigest,
-                         "size": len(manifest),
-                         "annotations": {"org.opencontainers.image.ref.name": "airlock.local/bundle/files:lab"}}])
+    layout.write_index(
+        [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": FILES_ARTIFACT_TYPE,
+                "digest": mdigest,
+                "size": len(manifest),
+                "annotations": {
+                    "org.opencontainers.image.ref.name": "airlock.local/bundle/files:lab"
+                },
+            }
+        ]
+    )
     src = store_source(tmp_path / "store")
     assert [(f.name, f.platform, f.digest) for f in src.files()] == [("kubeadm", PLAT, digest)]
     with src.open(digest) as fh:

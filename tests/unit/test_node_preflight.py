@@ -26,7 +26,7 @@ from airlock.node.prepare import prepare_resources
 from airlock.oci.layout import OciLayout, image_descriptor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_node_install import make_source, resources_for  # noqa: E402
+from test_node_install import make_source, resources_for
 
 
 def by_name(results: list) -> dict:  # type: ignore[type-arg]
@@ -62,8 +62,13 @@ def test_sysroot_checks_fail_then_pass_after_prepare_and_install(tmp_path: Path)
     (root / "etc/hosts").write_text("127.0.0.1 localhost\n10.0.0.1 node1\n")
     after = run_preflight(root=root, options=opts)
     assert {r.name: r.status for r in after} == {
-        "swap": "ok", "modules": "ok", "sysctls": "ok", "cgroups": "ok",
-        "binaries": "ok", "hostname": "ok", "disk": "ok",
+        "swap": "ok",
+        "modules": "ok",
+        "sysctls": "ok",
+        "cgroups": "ok",
+        "binaries": "ok",
+        "hostname": "ok",
+        "disk": "ok",
     }
     assert summary(after)["status"] == "ok"
 
@@ -109,8 +114,17 @@ def test_registry_unreachable_names_url() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    res = by_name(run_preflight(root=Path("/nonexistent-root"), options=PreflightOptions(
-        registry_url=url, images=("registry.k8s.io/pause:3.9",), live=False, min_free_bytes=1)))
+    res = by_name(
+        run_preflight(
+            root=Path("/nonexistent-root"),
+            options=PreflightOptions(
+                registry_url=url,
+                images=("registry.k8s.io/pause:3.9",),
+                live=False,
+                min_free_bytes=1,
+            ),
+        )
+    )
     assert res["registry"].status == "fail" and url in res["registry"].message
     assert res["images"].status == "fail"
 
@@ -133,15 +147,23 @@ def test_inventory_of_a_sysroot(tmp_path: Path) -> None:
     inv = collect_inventory(root=root)
     assert inv["os"]["id"] == "debian" and inv["kernel"] is None
     assert inv["packages"] == [
-        {"name": "bash", "version": "5.2.15-2"}, {"name": "zlib1g", "version": "1:1.2.13"}
+        {"name": "bash", "version": "5.2.15-2"},
+        {"name": "zlib1g", "version": "1:1.2.13"},
     ]
     paths = [b["path"] for b in inv["binaries"]]
-    assert paths == sorted(paths) and "/usr/local/sbin/runc" in paths and "/opt/cni/bin/bridge" in paths
+    assert (
+        paths == sorted(paths)
+        and "/usr/local/sbin/runc" in paths
+        and "/opt/cni/bin/bridge" in paths
+    )
     assert inv["store"]["blobs"] == [digest]
     assert inv["store"]["images"] == {"registry.k8s.io/pause:3.9": digest}
     assert [m["upstream"] for m in inv["mirrors"]] == ["docker.io", "registry.k8s.io"]
     assert inv["mirrors"][1]["hosts"] == [
-        "http://127.0.0.1:5000/v2/registry.k8s.io", "https://10.0.0.2:5000/v2/registry.k8s.io"
+        "http://127.0.0.1:5000/v2/registry.k8s.io",
+        "https://10.0.0.2:5000/v2/registry.k8s.io",
     ]
     # Deterministic: the same node gives the same bytes.
-    assert json.dumps(inv, sort_keys=True) == json.dumps(collect_inventory(root=root), sort_keys=True)
+    assert json.dumps(inv, sort_keys=True) == json.dumps(
+        collect_inventory(root=root), sort_keys=True
+    )

@@ -47,8 +47,12 @@ def write(root: Path, rel: str, text: str) -> None:
 
 
 def fedora_tree(root: Path) -> None:
-    write(root, "/etc/os-release", 'NAME="Fedora Linux"\nID=fedora\nVERSION_ID=38\n'
-          'PRETTY_NAME="Fedora Linux 38 (Server Edition)"\n')
+    write(
+        root,
+        "/etc/os-release",
+        'NAME="Fedora Linux"\nID=fedora\nVERSION_ID=38\n'
+        'PRETTY_NAME="Fedora Linux 38 (Server Edition)"\n',
+    )
     write(root, "/etc/fstab", "UUID=abc / xfs defaults 0 0\n/dev/zram0 none swap defaults 0 0\n")
     write(root, "/usr/lib/systemd/zram-generator.conf", "[zram0]\nzram-size = min(ram, 8192)\n")
     write(root, "/etc/firewalld/firewalld.conf", "DefaultZone=FedoraServer\n")
@@ -143,8 +147,7 @@ def test_fedora_prepare_plan_exact_and_converges(tmp_path: Path) -> None:
         '+  <port protocol="tcp" port="5000"/>',
         "-SELINUX=enforcing",
         "+SELINUX=permissive",
-        "~ swap:off: /etc/fstab: update; /etc/systemd/zram-generator.conf: create; "
-        "then swapoff -a",
+        "~ swap:off: /etc/fstab: update; /etc/systemd/zram-generator.conf: create; then swapoff -a",
     ]:
         assert line in text.splitlines(), line
     # The /etc zone file is new (copied from /usr/lib with the ports); 6443 was open: once.
@@ -158,7 +161,9 @@ def test_fedora_prepare_plan_exact_and_converges(tmp_path: Path) -> None:
     ctx = Context(root=tmp_path)
     result = apply(plan(resources, ctx), ctx)
     assert "firewall-cmd --reload" in result.recorded and "setenforce 0" in result.recorded
-    again = plan(prepare_resources(root=tmp_path, os_info=info, options=opts), Context(root=tmp_path))
+    again = plan(
+        prepare_resources(root=tmp_path, os_info=info, options=opts), Context(root=tmp_path)
+    )
     assert again.empty, again.render()
 
 
@@ -180,7 +185,11 @@ def test_debian_ufw_and_warnings(tmp_path: Path) -> None:
     write(tmp_path, "/etc/os-release", "ID=debian\nVERSION_ID=12\n")
     write(tmp_path, "/etc/ufw/ufw.conf", "ENABLED=yes\n")
     write(tmp_path, "/etc/ufw/user.rules", UFW_RULES)
-    write(tmp_path, "/etc/ufw/user6.rules", UFW_RULES.replace("ufw-", "ufw6-").replace("0.0.0.0/0", "::/0"))
+    write(
+        tmp_path,
+        "/etc/ufw/user6.rules",
+        UFW_RULES.replace("ufw-", "ufw6-").replace("0.0.0.0/0", "::/0"),
+    )
     info = read_os_info(root=tmp_path)
     resources = prepare_resources(root=tmp_path, os_info=info)
     ctx = Context(root=tmp_path)

@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -67,10 +68,23 @@ def _marker_env(python_version: str, platform: str) -> dict[str, str]:
     }
 
 
-def runtime_requirements(python_version: str, platform: str) -> list[str]:
-    """airlock's runtime requirements whose markers hold on the target (no extras)."""
+def _declared_requirements(source: Path | None) -> list[str]:
+    # The wheel gets its metadata from pyproject.toml, which may be newer than the installed
+    # metadata (an editable install is not refreshed when dependencies change).
+    if source is not None and (source / "pyproject.toml").is_file():
+        with (source / "pyproject.toml").open("rb") as fh:
+            project = tomllib.load(fh).get("project", {})
+        return [str(r) for r in project.get("dependencies", [])]
+    return list(importlib.metadata.requires("airlock") or [])
+
+
+def runtime_requirements(
+    python_version: str, platform: str, *, source: Path | None = None
+) -> list[str]:
+    """airlock's runtime requirements whose markers hold on the target (no extras), from the
+    source tree's pyproject.toml when given, else from the installed metadata."""
     out: list[str] = []
-    for text in importlib.metadata.requires("airlock") or []:
+    for text in _declared_requirements(source):
         try:
             req = Requirement(text)
         except InvalidRequirement as exc:
@@ -153,7 +167,7 @@ def build_wheelhouse(
 
     wheels = _fill(own_dir, build_own)
     for py in python_versions:
-        reqs = runtime_requirements(py, platforms[0])
+        reqs = runtime_requirements(py, platforms[0], source=src)
         key = hashlib.sha256(canonical_json([reqs, py, sorted(platforms)])).hexdigest()[:16]
 
         def download(tmp: Path, reqs: list[str] = reqs, py: str = py) -> None:

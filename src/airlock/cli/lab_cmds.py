@@ -6,12 +6,10 @@ from pathlib import Path
 
 import typer
 
-from airlock.cli._stub import not_yet
 from airlock.cli.output import json_option, state, use_json
 
 __all__ = ["register"]
 
-ISSUE = "The air-gap lab, end to end: `make demo` and the e2e tests"
 lab_app = typer.Typer(help="The air-gap lab (network namespaces).", no_args_is_help=True)
 
 
@@ -23,21 +21,55 @@ def register(app: typer.Typer) -> None:
 def up(nodes: int = typer.Option(1, "--nodes"), json_out: bool = json_option()) -> None:
     """Create the gap namespace(s), veth and blackhole default route."""
     use_json(json_out)
-    not_yet("lab up", ISSUE)
+    from airlock.lab.gap import lab_up
+
+    st = lab_up(nodes=nodes)
+    state.emit(
+        st.to_json(),
+        lambda: state.line(
+            f"gap up: {', '.join(st.namespaces)}; host {st.host_ip} <-> gap {st.gap_ip}; "
+            "default route inside: blackhole"
+        ),
+    )
 
 
 @lab_app.command("down")
 def down(json_out: bool = json_option()) -> None:
     """Remove everything `lab up` made (idempotent, also after a crash)."""
     use_json(json_out)
-    not_yet("lab down", ISSUE)
+    from airlock.lab.gap import lab_down
+
+    removed = lab_down()
+    state.emit(
+        {"removed": removed},
+        lambda: state.line(
+            "removed " + (", ".join(removed) if removed else "nothing (already down)")
+        ),
+    )
 
 
 @lab_app.command("status")
-def status(json_out: bool = json_option()) -> None:
+def status(
+    upstream_port: list[int] = typer.Option([], "--upstream-port", help="Ports to probe."),
+    json_out: bool = json_option(),
+) -> None:
     """Prove the gap: upstream unreachable from inside, the host's veth reachable."""
     use_json(json_out)
-    not_yet("lab status", ISSUE)
+    from airlock.lab.gap import lab_status
+
+    st = lab_status(upstream_ports=upstream_port)
+
+    def text() -> None:
+        if not st["up"]:
+            state.line("lab is down")
+            return
+        for target, answer in st["probes"].items():
+            state.line(f"from the gap to {target}: {answer}")
+        state.line(f"host reachable: {st['hostReachable']}; gap holds: {st['gapHolds']}")
+
+    state.emit(st, text)
+    if st["up"] and not (st["hostReachable"] and st["gapHolds"]):
+        raise typer.Exit(1)
 
 
 @lab_app.command("upstream")

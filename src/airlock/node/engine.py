@@ -281,3 +281,12 @@ def plan_json(the_plan: Plan) -> str:
 
 
 __all__ += ["plan_json"]
+
+
+def plan_and_apply(resources: Sequence[Resource], ctx: Context) -> tuple[Plan, ApplyResult]:
+    """What `airlock node prepare|install` does: plan, then apply unless `ctx.dry_run`."""
+    the_plan = plan(resources, ctx)
+    return the_plan, apply(the_plan, ctx)
+
+
+__all__ += ["plan_and_apply"]
