@@ -363,6 +363,7 @@ class _Sink:
 
     def _open_next(self) -> BinaryIO:
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + self.final.name + ".", dir=self.final.parent)
+        os.fchmod(fd, 0o644)  # a bundle is not secret (it is signed), and is carried around
         self.temps.append(Path(tmp))
         self._fh = os.fdopen(fd, "wb")
         self._vol_hash = hashlib.sha256()

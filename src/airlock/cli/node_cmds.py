@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
-from airlock.cli._stub import not_yet
 from airlock.cli.output import json_option, state, use_json
+from airlock.errors import AirlockError
 
 __all__ = ["register"]
 
-NODE_ISSUE = "Node preparation and installation as an idempotent plan, then apply"
-MIRROR_ISSUE = "Offline side: load the bundle, serve it as a registry, mirror containerd to it"
+STORE = Path("/var/lib/airlock/store")
 node_app = typer.Typer(help="Host changes on the offline node.", no_args_is_help=True)
 
 
@@ -21,34 +21,71 @@ def register(app: typer.Typer) -> None:
     app.command("inventory")(inventory)
 
 
+def _render(result: object, *, dry_run: bool) -> None:
+    from airlock.verbs.node import NodeResult
+
+    assert isinstance(result, NodeResult)
+
+    def text() -> None:
+        if result.plan.empty:
+            state.line("nothing to change: the node already matches the plan")
+            return
+        state.console.print(result.plan.render(), markup=False, highlight=False)
+        if dry_run:
+            state.line(f"dry run: {len(result.plan.changes)} changes planned, none applied")
+        elif result.applied:
+            state.line(f"applied {len(result.applied.changed)} changes")
+            for action in result.applied.actions:
+                verb = "ran" if action.ran else "recorded (sysroot)"
+                state.line(f"  {verb}: {' '.join(action.argv)}")
+
+    state.emit(result.to_json(), text)
+
+
 @node_app.command("prepare")
 def prepare(
     root: Path = typer.Option(Path("/"), "--root", help="Apply into a sysroot."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan only."),
+    firewall: str = typer.Option("open", "--firewall", help="open (the ports), disable, skip."),
+    selinux_permissive: bool = typer.Option(False, "--selinux-permissive"),
     json_out: bool = json_option(),
 ) -> None:
     """Kernel modules, sysctls, swap, firewall: the blog's node preparation."""
     use_json(json_out)
-    not_yet("node prepare", NODE_ISSUE)
+    from airlock.node.prepare import PrepareOptions
+    from airlock.verbs.node import prepare_node
+
+    if firewall not in ("open", "disable", "skip"):
+        raise AirlockError(f"--firewall {firewall!r}: choose open, disable or skip")
+    options = PrepareOptions(firewall=firewall, selinux_permissive=selinux_permissive)  # type: ignore[arg-type]
+    _render(prepare_node(root=root, dry_run=dry_run, options=options), dry_run=dry_run)
 
 
 @node_app.command("install")
 def install(
-    bundle: Path = typer.Argument(...),
+    bundle: Path | None = typer.Argument(None, help="The bundle (default: what the store holds)."),
     root: Path = typer.Option(Path("/"), "--root", help="Apply into a sysroot."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan only."),
+    registry: str = typer.Option("127.0.0.1:5000", "--registry", help="ADDR[,ADDR...] mirrors."),
+    listen: str = typer.Option("0.0.0.0:5000", "--listen", help="The registry unit's address."),
+    store: Path = typer.Option(STORE, "--store"),
     json_out: bool = json_option(),
 ) -> None:
     """Binaries, CNI plugins, containerd, kubelet units, mirrors, from the bundle."""
     use_json(json_out)
-    not_yet("node install", NODE_ISSUE)
+    from airlock.verbs.node import InstallOptions, install_node
+
+    options = InstallOptions(
+        registries=[r for r in registry.split(",") if r], registry_listen=listen, store=store
+    )
+    _render(install_node(bundle, root=root, dry_run=dry_run, options=options), dry_run=dry_run)
 
 
 @node_app.command("mirrors")
 def mirrors(
     registry: str = typer.Option(..., "--registry", help="ADDR[,ADDR...] of local registries."),
     root: Path = typer.Option(Path("/"), "--root"),
-    store: Path = typer.Option(Path("/var/lib/airlock/store"), "--store"),
+    store: Path = typer.Option(STORE, "--store"),
     ca: Path | None = typer.Option(None, "--ca", help="CA file for https registries."),
     upstream: list[str] = typer.Option(
         [], "--upstream", help="Upstream registry hosts (default: every one in the store)."
@@ -84,17 +121,48 @@ def mirrors(
 
 
 @node_app.command("check")
-def check(json_out: bool = json_option()) -> None:
+def check(
+    root: Path = typer.Option(Path("/"), "--root"),
+    registry: str | None = typer.Option(None, "--registry", help="Local registry URL to check."),
+    store: Path = typer.Option(STORE, "--store"),
+    json_out: bool = json_option(),
+) -> None:
     """Preflight: a superset of kubeadm's, each failure with its fix."""
     use_json(json_out)
-    not_yet("node check", NODE_ISSUE)
+    from airlock.node.preflight import summary
+    from airlock.verbs.mirrors import registry_url
+    from airlock.verbs.node import check_node
+
+    url = registry_url(registry, tls=False) if registry else None
+    results = check_node(root=root, registry_url=url, store=store)
+    data = summary(results)
+
+    def text() -> None:
+        marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+        for r in results:
+            state.console.print(f"{marks.get(r.status, r.status)} {r.name}: {r.message}")
+            if r.status != "ok" and r.fix:
+                state.console.print(f"     fix: {r.fix}", markup=False)
+
+    state.emit(data, text)
+    if any(r.status == "fail" for r in results):
+        raise typer.Exit(1)
 
 
 def inventory(
     root: Path = typer.Option(Path("/"), "--root"),
+    store: Path | None = typer.Option(None, "--store"),
     output: Path | None = typer.Option(None, "-o", "--output"),
     json_out: bool = json_option(),
 ) -> None:
     """What this node already holds (carried back: the next bundle is a delta)."""
     use_json(json_out)
-    not_yet("inventory", NODE_ISSUE)
+    from airlock.atomic import write_atomic
+    from airlock.verbs.node import inventory as collect
+
+    data = collect(root=root, store=store)
+    if output is not None:
+        write_atomic(output, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+        state.line(f"wrote {output} ({output.stat().st_size} bytes)")
+    else:
+        state.emit(data)

@@ -107,7 +107,7 @@ def required_base_status(
                 for f in ("Package", "Version", "Architecture")
             )
             if key in chosen:
-                chosen.discard(key)  # type: ignore[arg-type]
+                chosen.discard(key)
                 lines = para.splitlines()
                 lines.insert(1, "Status: install ok installed")
                 out.append("\n".join(lines))

@@ -67,8 +67,20 @@ Fetch = Callable[[str], bytes]
 PackageFormat = Literal["deb", "rpm"]
 
 _MAX_METADATA = 512 << 20
-_DEB_ARCH = {"amd64": "amd64", "arm64": "arm64", "arm": "armhf", "ppc64le": "ppc64el", "s390x": "s390x"}
-_RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "arm": "armv7hl", "ppc64le": "ppc64le", "s390x": "s390x"}
+_DEB_ARCH = {
+    "amd64": "amd64",
+    "arm64": "arm64",
+    "arm": "armhf",
+    "ppc64le": "ppc64el",
+    "s390x": "s390x",
+}
+_RPM_ARCH = {
+    "amd64": "x86_64",
+    "arm64": "aarch64",
+    "arm": "armv7hl",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+}
 _REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 
 
@@ -217,7 +229,15 @@ def gpg_verify(
         t = Path(tmp)
         data = t / "data"
         data.write_bytes(signed)
-        argv = ["gpgv", "--homedir", str(t), "--keyring", str(keyring.resolve()), "--status-fd", "1"]
+        argv = [
+            "gpgv",
+            "--homedir",
+            str(t),
+            "--keyring",
+            str(keyring.resolve()),
+            "--status-fd",
+            "1",
+        ]
         if signature is None:
             out = t / "out"
             argv += ["--output", str(out), str(data)]
@@ -314,9 +334,7 @@ def _decompress(data: bytes, name: str) -> bytes:
     return data
 
 
-def _release_text(
-    fetch: Fetch, suite_url: str, *, keyring: Path | None
-) -> tuple[str, bool]:
+def _release_text(fetch: Fetch, suite_url: str, *, keyring: Path | None) -> tuple[str, bool]:
     inrelease = _try(fetch, suite_url + "InRelease")
     if inrelease is not None:
         if keyring is not None:
@@ -430,9 +448,7 @@ def load_apt_lists(
             dest = workdir / _slug(pk.name.split("_Packages")[0] + "_Packages")
             dest.write_bytes(data)
             out.append(
-                RepoMetadata(
-                    "deb", f"{archive} {suite} {comp}", archive, dest, keyring is not None
-                )
+                RepoMetadata("deb", f"{archive} {suite} {comp}", archive, dest, keyring is not None)
             )
     if not out:
         raise UsageError(

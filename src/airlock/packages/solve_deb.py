@@ -43,9 +43,8 @@ def _installed_status_only(path: str, out_path: str) -> None:
     for para in re.split(r"\n\s*\n", text):
         m = re.search(r"^Status:\s*(\S+)\s+(\S+)\s+(\S+)", para, re.M)
         # `config-files`, `half-installed`, ...: files may be left but the package is not there
-        if m is None or m.group(3) in ("installed",):
-            if para.strip():
-                keep.append(para.strip("\n"))
+        if (m is None or m.group(3) == "installed") and para.strip():
+            keep.append(para.strip("\n"))
     with open(out_path, "w", encoding="utf-8") as fh:
         fh.write("\n\n".join(keep) + "\n")
 
@@ -252,7 +251,9 @@ def solve(solv: Any, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    import solv  # the system's python3-solv; only available outside the venv
+    import importlib
+
+    solv = importlib.import_module("solv")  # the system's python3-solv, outside the venv
 
     request = json.load(sys.stdin)
     try:

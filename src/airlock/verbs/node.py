@@ -1,0 +1,127 @@
+"""`airlock node prepare|install|check` and `airlock inventory`: inputs -> resources -> plan.
+
+With `dry_run` only the plan is computed (nothing on the host changes); otherwise the plan is
+applied and a second run finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airlock.bundle.reader import open_bundle
+from airlock.node import engine
+from airlock.node.install import ArtifactSource, BundleSource, install_resources, store_source
+from airlock.node.inventory import collect_inventory
+from airlock.node.osinfo import read_os_info
+from airlock.node.preflight import CheckResult, PreflightOptions, run_preflight
+from airlock.node.prepare import PrepareOptions, prepare_resources
+from airlock.oci.ref import parse_reference
+from airlock.verbs.load import DEFAULT_STORE
+
+__all__ = [
+    "InstallOptions",
+    "NodeResult",
+    "check_node",
+    "install_node",
+    "inventory",
+    "prepare_node",
+]
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    plan: engine.Plan
+    applied: engine.ApplyResult | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.to_json(),
+            "applied": self.applied.to_json() if self.applied else None,
+        }
+
+
+def _run(resources: Sequence[engine.Resource], *, root: Path, dry_run: bool) -> NodeResult:
+    ctx = engine.Context(root=root, dry_run=dry_run)
+    the_plan = engine.plan(resources, ctx)
+    if dry_run or the_plan.empty:
+        return NodeResult(the_plan, None)
+    return NodeResult(the_plan, engine.apply(the_plan, ctx))
+
+
+def prepare_node(*, root: Path, dry_run: bool, options: PrepareOptions | None = None) -> NodeResult:
+    resources = prepare_resources(
+        root=root, os_info=read_os_info(root=root), options=options or PrepareOptions()
+    )
+    return _run(resources, root=root, dry_run=dry_run)
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    registries: Sequence[str] = ("127.0.0.1:5000",)
+    registry_listen: str = "0.0.0.0:5000"
+    store: Path = DEFAULT_STORE
+    platform: str | None = None
+
+
+@contextlib.contextmanager
+def _source(
+    bundle: Path | None, store: Path
+) -> Iterator[tuple[ArtifactSource, dict[str, Any], list[str]]]:
+    """The files to install, the resolved versions and the image references."""
+    if bundle is None:
+        import json
+
+        from airlock.verbs.load import store_meta_dir
+
+        records = sorted((store_meta_dir(store) / "bundles").glob("*.json"))
+        meta = json.loads(records[-1].read_bytes()) if records else {}
+        images = [i["reference"] for i in meta.get("images", [])]
+        yield store_source(store), meta.get("resolved", {}), images
+        return
+    with open_bundle(bundle) as reader:
+        m = reader.manifest
+        yield BundleSource(reader), dict(m.resolved), [i.reference for i in m.images]
+
+
+def install_node(
+    bundle: Path | None, *, root: Path, dry_run: bool, options: InstallOptions
+) -> NodeResult:
+    with _source(bundle, options.store) as (source, resolved, images):
+        upstreams = sorted({parse_reference(r).registry for r in images})
+        pause = next(
+            (r for r in images if parse_reference(r).name == "registry.k8s.io/pause"), None
+        )
+        resources = install_resources(
+            source,
+            root=root,
+            registry_addrs=list(options.registries),
+            containerd_version=resolved.get("containerd"),
+            sandbox_image=pause or "registry.k8s.io/pause:3.9",
+            upstreams=upstreams,
+            platform=options.platform,
+            registry_listen=options.registry_listen,
+            store=str(options.store),
+        )
+        return _run(resources, root=root, dry_run=dry_run)
+
+
+def check_node(*, root: Path, registry_url: str | None, store: Path) -> list[CheckResult]:
+    images: tuple[str, ...] = ()
+    records = sorted((store / "airlock" / "bundles").glob("*.json"))
+    if records:
+        import json
+
+        resolved = json.loads(records[-1].read_bytes()).get("resolved", {})
+        images = tuple(r for r in resolved.get("images", []) if r.startswith("registry.k8s.io/"))
+    return run_preflight(
+        root=root,
+        options=PreflightOptions(registry_url=registry_url, images=images, store=str(store)),
+    )
+
+
+def inventory(*, root: Path, store: Path | None) -> dict[str, Any]:
+    return collect_inventory(root=root, store=store)
