@@ -116,18 +116,18 @@ def _checksum(solv: Any, s: Any) -> dict[str, str] | None:
     return {"algorithm": chk.typestr(), "value": chk.hex()}
 
 
-def _explain(solver: Any, s: Any) -> tuple[Any | None, str]:
+def _explain(solver: Any, s: Any, label: str = "Depends") -> tuple[Any | None, str]:
     """The package whose dependency decided `s` (None for a requested one) and that dep."""
     reason, rule = solver.describe_decision(s)
     if reason in (solver.SOLVER_REASON_WEAKDEP, solver.SOLVER_REASON_RECOMMENDED):
-        for _r, parent, dep in solver.describe_weakdep_decision_raw(s):
+        for _type, parent, dep in solver.describe_weakdep_decision(s):
             return parent, f"Recommends: {dep}"
         return None, "recommended"
     if rule is None:
         return None, "requested"
     for info in rule.allinfos():
         if info.type == solver.SOLVER_RULE_PKG_REQUIRES and info.solvable is not None:
-            return info.solvable, f"Depends: {info.dep}"
+            return info.solvable, f"{label}: {info.dep}"
         if info.type == solver.SOLVER_RULE_JOB:
             return None, "requested"
     return None, "requested"
@@ -185,7 +185,8 @@ def solve(solv: Any, request: dict[str, Any]) -> dict[str, Any]:
                             lines.append(text)
                 texts.append("\n".join(lines))
             return {"packages": [], "missing": [], "already_installed": already, "problems": texts}
-        new = [s for s in solver.transaction().newsolvables()]
+        transaction = solver.transaction()
+        new = list(transaction.newsolvables())
         extra = []
         if fmt == "deb":
             for s in new:
@@ -207,7 +208,8 @@ def solve(solv: Any, request: dict[str, Any]) -> dict[str, Any]:
         jobs += extra
 
     by_id = {s.id: s for s in new}
-    explained = {s.id: _explain(solver, s) for s in new}
+    label = "Depends" if fmt == "deb" else "Requires"
+    explained = {s.id: _explain(solver, s, label) for s in new}
     chains: dict[int, list[str]] = {}
 
     def chain_of(s: Any, depth: int = 0) -> list[str]:
@@ -225,7 +227,7 @@ def solve(solv: Any, request: dict[str, Any]) -> dict[str, Any]:
     out = []
     for s in sorted(new, key=lambda x: (x.name, x.evr, x.arch)):
         location, _medianr = s.lookup_location()
-        replaced = [o for o in system.solvables if o.name == s.name]
+        replaced = transaction.othersolvable(s)
         out.append(
             {
                 "name": s.name,
@@ -237,7 +239,7 @@ def solve(solv: Any, request: dict[str, Any]) -> dict[str, Any]:
                 "size": s.lookup_num(solv.SOLVABLE_DOWNLOADSIZE),
                 "chain": chain_of(s),
                 "dep": explained[s.id][1],
-                "replaces": replaced[0].evr if replaced else None,
+                "replaces": str(replaced) if replaced is not None and replaced.id else None,
             }
         )
     if fmt == "deb":
