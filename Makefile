@@ -16,7 +16,8 @@ lint: deps
 	$(VENV)/bin/mypy src
 
 test: deps lint
-	$(VENV)/bin/pytest -n $(WORKERS) -q tests
+	$(VENV)/bin/pytest -n $(WORKERS) -q tests/unit tests/component
+	$(VENV)/bin/pytest -q tests/e2e  # one shared gap topology: serially
 
 unit: deps
 	$(VENV)/bin/pytest -q tests/unit

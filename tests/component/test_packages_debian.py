@@ -132,7 +132,7 @@ def test_seed_closure_equals_apt(bookworm: list[RepoMetadata], base_status: Path
     assert ours == expected, f"only airlock: {ours - expected}; only apt: {expected - ours}"
     # nothing installed is carried; every file is a full URL with a sha256 and a size
     installed = set(re.findall(r"^Package: (\S+)", base_status.read_text(), re.M))
-    assert not {p.name for p in closure.packages} & installed - {"libssl3"}
+    assert not {p.name for p in closure.packages if p.replaces is None} & installed
     assert all(p.size > 0 and len(p.checksum.value) == 64 for p in closure.packages)
     assert closure.total_size == sum(p.size for p in closure.packages)
     by_name = {p.name: p for p in closure.packages}
@@ -408,7 +408,7 @@ def apt_on_toy(url: str, tmp: Path, names: list[str]) -> set[str]:
 
 @pytest.mark.parametrize(
     ("request_", "chosen"),
-    [(["a"], "zeta"), (["b"], "alpha"), (["c"], "zeta"), (["d"], "zeta")],
+    [(["a"], "zeta"), (["b"], "alpha"), (["c"], "zeta")],
 )
 def test_alternatives_chosen_as_apt_does(
     toy_archive: str, tmp_path: Path, request_: list[str], chosen: str
@@ -417,6 +417,20 @@ def test_alternatives_chosen_as_apt_does(
     apt = apt_on_toy(toy_archive, tmp_path / "apt", request_)
     assert ours == apt
     assert chosen in ours
+
+
+def test_alternative_already_needed_elsewhere_differs_from_apt(
+    toy_archive: str, tmp_path: Path
+) -> None:
+    """`Depends: alpha | zeta, zeta`: apt walks the groups in order and marks alpha for the first
+    before it sees that zeta (needed by the second) satisfies it too, so it installs both;
+    libsolv installs only zeta. A known, harmless difference: airlock carries one package less,
+    and what it carries still satisfies every dependency.
+    """
+    ours = closure_names(toy_archive, tmp_path / "airlock", ["d"])
+    apt = apt_on_toy(toy_archive, tmp_path / "apt", ["d"])
+    assert ours == {"d", "zeta"}
+    assert apt - ours == {"alpha"} and ours <= apt
 
 
 def test_reason_chain_and_versions(toy_archive: str, tmp_path: Path) -> None:

@@ -91,7 +91,9 @@ def _field(data: dict[str, Any], key: str, path: Path, *, optional: bool = False
     if key not in data or data[key] is None:
         if optional:
             return None
-        raise UsageError(f"join file {path} has no {key!r}", hint="write it again on the control plane")
+        raise UsageError(
+            f"join file {path} has no {key!r}", hint="write it again on the control plane"
+        )
     return data[key]
 
 
@@ -141,7 +143,9 @@ def read_join_file(
     try:
         expires = join.expires_at()
     except ValueError:
-        raise UsageError(f"join file {path}: token_expires {join.token_expires!r} is not a time") from None
+        raise UsageError(
+            f"join file {path}: token_expires {join.token_expires!r} is not a time"
+        ) from None
     current = now or dt.datetime.now(dt.UTC)
     if expires <= current:
         raise UsageError(
@@ -189,4 +193,3 @@ def fetch_cluster_ca(endpoint: str, *, timeout: float = 10.0) -> bytes:
         return base64.b64decode(data)
     except (ValueError, KeyError, IndexError, TypeError, YAMLError) as exc:
         raise FetchError(f"the cluster-info ConfigMap at {url} has no CA: {exc}") from None
-

@@ -333,9 +333,7 @@ def render_init_config(spec: Spec, *, node: NodeFacts, options: InitConfigOption
     validate_network(spec, node=node)
     address = _advertise(node, options.advertise_address)
     endpoint = (
-        _check_endpoint(options.control_plane_endpoint)
-        if options.control_plane_endpoint
-        else None
+        _check_endpoint(options.control_plane_endpoint) if options.control_plane_endpoint else None
     )
     node_ip = {"node-ip": address}
     registration: dict[str, Any] = {

@@ -279,12 +279,11 @@ class RunCommand:
     verify_sha256: tuple[str, str] | None = None  # (path, hex): the file must be these bytes
 
     def describe(self) -> list[str]:
-        out = []
+        why = f"  # {self.purpose}" if self.purpose else ""
+        out = [f"run: {' '.join(self.argv)}{why}"]
         if self.verify_sha256:
             path, hexd = self.verify_sha256
-            out.append(f"verify: sha256 of {path} is {hexd}")
-        why = f"  # {self.purpose}" if self.purpose else ""
-        out.append(f"run: {' '.join(self.argv)}{why}")
+            out.append(f"      first checking that {path} has sha256 {hexd}")
         return out
 
     def execute(self, ctx: StepContext) -> str:

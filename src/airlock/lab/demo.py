@@ -12,6 +12,7 @@ runs the podinfo stand-in. Everything it started is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from ruamel.yaml import YAML
 
 from airlock import system
@@ -31,7 +33,7 @@ from airlock.lab.containerd import ContainerdDaemon
 from airlock.lab.gap import GAP_NETNS, lab_down, lab_status, lab_up
 from airlock.lab.upstream import Upstream
 
-__all__ = ["DemoSummary", "main", "run_demo"]
+__all__ = ["CarryServer", "DemoSummary", "carry", "check_volumes", "main", "run_demo"]
 
 REGISTRY_PORT = 5000
 CARRY_PORT = 8090
@@ -82,32 +84,42 @@ def _airlock(
     return result
 
 
-class _CarryServer:
-    """The host side of the transfer: serves the output directory on the veth address."""
+class CarryServer:
+    """The host side of the transfer: serves a directory on the veth address, with Range (so a
+    cut transfer resumes); `requests` records (path, Range header) for tests."""
 
     def __init__(self, root: Path, host: str, port: int) -> None:
-        import http.server
-        import socketserver
+        self.root, self.host, self.port = root, host, port
+        self.requests: list[tuple[str, str | None]] = []
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
-        handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-            *a, directory=str(root), **k
-        )
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.path, request.headers.get("Range")))
+        rel = request.match_info["path"]
+        path = (self.root / rel).resolve()
+        if not path.is_file() or self.root.resolve() not in path.parents:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
 
-        class Quiet(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{path:.+}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
 
-        http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None  # type: ignore[method-assign]
-        self.server = Quiet((host, port), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _CarryServer:
-        self.thread.start()
+    def __enter__(self) -> CarryServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
 
 def carry(files: Sequence[Path], *, src_url: str, dest: Path, netns: str) -> None:
@@ -254,7 +266,7 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
                 connected / "site.pub",
                 bootstrap,
             ]
-            with _CarryServer(out.parent, st.host_ip, CARRY_PORT):
+            with CarryServer(out.parent, st.host_ip, CARRY_PORT):
                 srv = f"http://{st.host_ip}:{CARRY_PORT}"
                 carry(
                     [p for p in carried if p.parent == out],

@@ -14,7 +14,8 @@ Request (all paths local, metadata already verified by `airlock.packages.repos`)
      "requested": ["socat", ...], "recommends": false}
 
 Answer: {"packages": [{name, version, arch, repo, location, checksum: {algorithm, value} |
-null, size, chain: [requested, ..., parent], dep, replaces}], "missing": [names],
+null, size, chain: [requested, ..., parent], dep (the dependency that pulled it in),
+replaces (the installed package it upgrades or obsoletes)}], "missing": [names],
 "already_installed": [names], "problems": [text]}.
 """
 
@@ -137,8 +138,8 @@ def solve(solv: Any, request: dict[str, Any]) -> dict[str, Any]:
     """Resolve `request` (see the module docstring) with the given `solv` module."""
     fmt = request["format"]
     pool = solv.Pool()
-    if fmt == "deb":
-        pool.setdisttype(solv.Pool.DISTTYPE_DEB)
+    # Debian's multi-semantics libsolv defaults to deb, PyPI's is rpm-only: always say which
+    pool.setdisttype(solv.Pool.DISTTYPE_DEB if fmt == "deb" else solv.Pool.DISTTYPE_RPM)
     pool.setarch(request["arch"])
     for spec in request["repos"]:
         _load(solv, pool, pool.add_repo(spec["name"]), spec["path"], fmt)
