@@ -234,7 +234,23 @@ def _scalar(value: Any) -> str:
     text = str(value)
     if _PLAIN.match(text) and not _TYPED.match(text) and not text.endswith(":"):
         return text
-    return json.dumps(text)  # a JSON string is a valid YAML double-quoted scalar
+    return _quote(text)
+
+
+def _quote(text: str) -> str:
+    """A YAML double-quoted scalar (also valid JSON for printable text)."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable() and ch not in "\u2028\u2029\ufeff":
+            out.append(ch)
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    out.append('"')
+    return "".join(out)
 
 
 def _emit_map(data: Mapping[str, Any], indent: int) -> list[str]:
