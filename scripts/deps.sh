@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(docker-registry skopeo umoci containerd runc containernetworking-plugins busybox-static
-      iproute2 openssl python3-solv debootstrap python3-venv curl util-linux procps)
+      iproute2 openssl python3-solv debootstrap python3-venv curl util-linux procps
+      gpgv gpg lz4 xz-utils rpm createrepo-c dnf e2fsprogs)
 
 missing=()
 for p in "${PKGS[@]}"; do

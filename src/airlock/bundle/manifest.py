@@ -140,6 +140,16 @@ class BundleManifest(_Model):
     sbom: Digest
     base: BaseRef | None = None
     omitted: tuple[Digest, ...] = ()
+    expires: str | None = None  # ISO date (YYYY-MM-DD); loading refuses the bundle after it
+
+    @field_validator("expires")
+    @classmethod
+    def _iso_date(cls, v: str | None) -> str | None:
+        if v is not None:
+            import datetime
+
+            datetime.date.fromisoformat(v)
+        return v
 
     @field_validator("name")
     @classmethod

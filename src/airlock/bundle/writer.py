@@ -105,6 +105,7 @@ class BundleContent:
     wheelhouse: Sequence[FileArtifact] = ()
     base: str | None = None  # digest of the inventory a delta bundle was built against
     omitted: Sequence[str] = ()  # digests the target already holds (not carried)
+    expires: str | None = None  # ISO date after which `load` refuses the bundle
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,7 @@ def build_manifest(content: BundleContent) -> _Generated:
         sbom=sbom_digest,
         base=BaseRef(inventory=content.base) if content.base else None,
         omitted=tuple(sorted(omitted)),
+        expires=content.expires,
     )
     return _Generated(manifest, index_bytes, generated)
 

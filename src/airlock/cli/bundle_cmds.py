@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -33,6 +34,7 @@ def create(
     since: Path | None = typer.Option(None, "--since", help="Inventory or old bundle: a delta."),
     cache: Path | None = typer.Option(None, "--cache", help="Download cache directory."),
     sequence: int = typer.Option(1, "--sequence", help="Sequence number (rollback guard)."),
+    expires: str | None = typer.Option(None, "--expires", help="YYYY-MM-DD: refuse loads after."),
     json_out: bool = json_option(),
 ) -> None:
     """Fetch every artifact (verified, cached, parallel) and write the bundle."""
@@ -57,6 +59,7 @@ def create(
                 sign_key=sign,
                 split=parse_size(split) if split else None,
                 sequence=sequence,
+                expires=expires,
                 progress=progress,
             ),
         )
@@ -166,6 +169,9 @@ def verify(
     from airlock.bundle.verify import BundleVerificationError, verify_bundle
     from airlock.cli.sizes import format_size
 
+    from airlock.trust import trusted_keys
+
+    key = trusted_keys(key)
     try:
         report = verify_bundle(
             bundle,
@@ -226,6 +232,12 @@ def load(
     store: Path = typer.Option(Path("/var/lib/airlock/store"), "--store", help="The store."),
     key: list[Path] = typer.Option([], "--key", help="Trusted public key(s)."),
     allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="Accept no signature."),
+    allow_downgrade: bool = typer.Option(
+        False, "--allow-downgrade", help="Accept an older sequence than the store has loaded."
+    ),
+    scan: str | None = typer.Option(
+        None, "--scan", help="Scanner command run over every file and layer (dir appended)."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Verify the bundle, then merge it into the store (idempotent)."""
@@ -234,7 +246,14 @@ def load(
     from airlock.verbs.load import LoadOptions, load_bundle
 
     result = load_bundle(
-        bundle, store_dir=store, options=LoadOptions(keys=key, allow_unsigned=allow_unsigned)
+        bundle,
+        store_dir=store,
+        options=LoadOptions(
+            keys=key,
+            allow_unsigned=allow_unsigned,
+            allow_downgrade=allow_downgrade,
+            scan=shlex.split(scan) if scan else (),
+        ),
     )
 
     def text() -> None:

@@ -298,7 +298,7 @@ def parse_debian_repo_url(url: str) -> tuple[str, str, list[str]]:
     if m is None:
         raise UsageError(
             f"not a Debian repository URL: {url}",
-            hint="name the suite: https://deb.debian.org/debian/dists/bookworm#main",
+            hint="name the suite: https://MIRROR/debian/dists/bookworm#main",
         )
     comps = [c for c in frag.split(",") if c] or ["main"]
     return m.group(1).rstrip("/") + "/", m.group(2), comps

@@ -64,6 +64,7 @@ class CreateOptions:
     sign_key: Path | None = None
     split: int | None = None
     sequence: int = 1
+    expires: str | None = None
     concurrency: int = 8
     wheelhouse: bool = True
     progress: ProgressSink | None = None
@@ -289,6 +290,7 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
         images=images,
         files=files,
         wheelhouse=wheels,
+        expires=options.expires,
     )
     out = options.output or Path.cwd()
     written = write_bundle(

@@ -13,18 +13,30 @@ Loading the same bundle twice changes nothing.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airlock import system
 from airlock.atomic import write_atomic
 from airlock.bundle.layout import INDEX_JSON
-from airlock.bundle.reader import open_bundle
+from airlock.bundle.manifest import BlobEntry, BundleManifest
+from airlock.bundle.reader import BundleReader, open_bundle
 from airlock.bundle.verify import VerifyReport, verify_bundle
 from airlock.errors import AirlockError, VerificationError
 from airlock.oci.blobstore import BlobStore
+from airlock.oci.digest import digest_hex, sha256_digest
 from airlock.oci.layout import OciLayout
+from airlock.trust import (
+    ChannelState,
+    check_expiry,
+    check_sequence,
+    record_sequence,
+    trusted_keys,
+)
 
 __all__ = ["DEFAULT_STORE", "LoadOptions", "LoadResult", "load_bundle", "store_meta_dir"]
 
@@ -40,8 +52,10 @@ def store_meta_dir(store: Path) -> Path:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    keys: Sequence[Path] = ()
+    keys: Sequence[Path] = ()  # none: the trusted-keys directory, if it has keys
     allow_unsigned: bool = False
+    allow_downgrade: bool = False
+    scan: Sequence[str] = ()  # a scanner command; the directory of staged content is appended
 
 
 @dataclass
@@ -88,16 +102,27 @@ def _check_free_space(store: OciLayout, needed: int) -> None:
 def load_bundle(
     bundle: Path, *, store_dir: Path = DEFAULT_STORE, options: LoadOptions
 ) -> LoadResult:
+    keys = trusted_keys(options.keys)
     report = verify_bundle(
         bundle,
-        keys=options.keys,
-        require_signature=bool(options.keys) and not options.allow_unsigned,
+        keys=keys,
+        require_signature=bool(keys) and not options.allow_unsigned,
         allow_unsigned=options.allow_unsigned,
     )
     store = OciLayout(store_dir)
     result = LoadResult(bundle=bundle, store=store_dir, verify=report)
+    meta = store_meta_dir(store_dir)
     with open_bundle(bundle) as reader:
         manifest = reader.manifest
+        manifest_digest = sha256_digest(manifest.to_bytes())
+        check_expiry(manifest.expires)
+        check_sequence(
+            meta,
+            channel=manifest.channel,
+            sequence=manifest.sequence,
+            manifest_digest=manifest_digest,
+            allow_downgrade=options.allow_downgrade,
+        )
         missing_base = [d for d in manifest.omitted if not store.has(d)]
         if missing_base:
             shown = ", ".join(missing_base[:5]) + (" ..." if len(missing_base) > 5 else "")
@@ -108,9 +133,11 @@ def load_bundle(
             )
         carried = [b for b in manifest.blobs if reader.has_blob(b.digest)]
         new = [b for b in carried if not store.has(b.digest)]
-        _check_free_space(store, sum(b.size for b in new))
+        _check_free_space(store, sum(b.size for b in new) * (2 if options.scan else 1))
         store.init()
         store.remove_temp_files()
+        if options.scan:
+            scan_content(reader, manifest, new, scanner=options.scan, workdir=store.root)
         for entry in new:
             with reader.open_blob(entry.digest) as src, store.writer(entry.digest) as w:
                 while chunk := src.read(_COPY_CHUNK):
@@ -126,4 +153,40 @@ def load_bundle(
         index = json.loads(reader.read_member(INDEX_JSON))
         result.index_entries_changed = store.merge_index(list(index.get("manifests", [])))
         result.images = sorted(i.reference for i in manifest.images)
+        record_sequence(
+            meta,
+            channel=manifest.channel,
+            state=ChannelState(manifest.sequence, manifest_digest, manifest.name),
+        )
     return result
+
+
+_SCANNED_ROLES = {"file", "image-layer", "sbom"}
+
+
+def scan_content(
+    reader: BundleReader,
+    manifest: BundleManifest,
+    entries: Sequence[BlobEntry],
+    *,
+    scanner: Sequence[str],
+    workdir: Path,
+) -> None:
+    """Stage every new file and image layer in a directory and run the user's scanner over it
+    (ClamAV, Trivy offline, ...); a non-zero exit refuses the load before the store changes."""
+    titles = {f.digest: f.name for f in manifest.files}
+    with tempfile.TemporaryDirectory(prefix=".scan-", dir=workdir) as tmp:
+        staged = Path(tmp)
+        for entry in entries:
+            if entry.role not in _SCANNED_ROLES:
+                continue
+            name = titles.get(entry.digest) or f"{digest_hex(entry.digest)}.layer.tar.gz"
+            with reader.open_blob(entry.digest) as src, (staged / name).open("wb") as dst:
+                shutil.copyfileobj(src, dst, _COPY_CHUNK)
+        result = system.run([*scanner, str(staged)], check=False, timeout=3600)
+        if result.returncode != 0:
+            out = (result.stdout + result.stderr).strip()[-1500:]
+            raise VerificationError(
+                f"the scanner `{' '.join(scanner)}` refused the bundle (exit {result.returncode}): {out}",
+                hint="nothing was loaded; inspect the findings before carrying the bundle again",
+            )
