@@ -160,7 +160,17 @@ class ExtraFile(_Model):
 class Packages(_Model):
     os: str
     names: list[str] = []
-    repositories: list[Url] = []
+    repositories: list[str] = []  # Debian: <archive>/dists/<suite>[#main,contrib]; RPM: repo dir
+    keys: list[str] = []  # signing keys (files) the repository metadata must verify against
+    installed: str = "minimal"  # the target's base: "minimal", or a dpkg status file
+    recommends: bool = False
+
+    @field_validator("repositories")
+    @classmethod
+    def _repo_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            _http_url(url.split("#", 1)[0])
+        return v
 
 
 class RegistrySource(_Model):

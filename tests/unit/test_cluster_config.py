@@ -335,7 +335,7 @@ def test_extra_args_map_in_v1beta3_list_in_v1beta4() -> None:
     out = {}
     for text in ("seed", "current"):
         cfg = render_init_config(
-            parse_spec(preset_text(text)),  # type: ignore[arg-type]
+            parse_spec(preset_text(text)),
             node=CP,
             options=InitConfigOptions(token=TOKEN, certificate_key=KEY, api_server_extra_args=args),
         )

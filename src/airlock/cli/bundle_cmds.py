@@ -168,7 +168,6 @@ def verify(
     use_json(json_out)
     from airlock.bundle.verify import BundleVerificationError, verify_bundle
     from airlock.cli.sizes import format_size
-
     from airlock.trust import trusted_keys
 
     key = trusted_keys(key)

@@ -10,7 +10,7 @@ __all__ = ["render_plan"]
 
 def render_plan(plan: Plan) -> None:
     def text() -> None:
-        files = plan.files()
+        files = [a for a in plan.files() if a.kind != "package"]
         state.table(
             ["kind", "name", "version", "platform", "source"],
             [(a.kind, a.name, a.version, a.platform, a.source) for a in files],

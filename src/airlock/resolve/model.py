@@ -19,6 +19,7 @@ class Artifact:
     sha256: str | None = None  # pinned in the spec or in the plan
     platform: str = ""
     found_in: tuple[str, ...] = ()  # how it was discovered: "kubeadm table v1.27.3", ...
+    size: int | None = None  # when the metadata says (OS packages)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -38,7 +39,13 @@ class Plan:
         return [a for a in self.artifacts if a.kind == "image"]
 
     def files(self) -> list[Artifact]:
-        return [a for a in self.artifacts if a.kind not in ("image", "package")]
+        """Everything fetched as a file: binaries, archives, manifests, charts, OS packages
+        resolved to files (a package known by name only is not a file)."""
+        return [
+            a
+            for a in self.artifacts
+            if a.kind != "image" and not (a.kind == "package" and not a.fetch_url)
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -166,7 +166,14 @@ def resolve_plan_with(spec: Spec, fetcher: Fetcher) -> Plan:
                 found_in=tuple(images[ref]),
             )
         )
-    if spec.packages:
+    if spec.packages and spec.packages.repositories and spec.packages.names:
+        plan.artifacts += _package_closure(spec, plan.warnings.append)
+    elif spec.packages:
+        if spec.packages.names:
+            plan.warnings.append(
+                "packages.repositories is empty: OS packages are listed by name only; "
+                "add repositories to carry their exact dependency closure"
+            )
         for name in spec.packages.names:
             plan.artifacts.append(
                 Artifact(
@@ -178,6 +185,58 @@ def resolve_plan_with(spec: Spec, fetcher: Fetcher) -> Plan:
                 )
             )
     return plan
+
+
+def _package_closure(spec: Spec, warn: Callable[[str], None]) -> list[Artifact]:
+    """The exact package files the target needs (libsolv), each with why it is needed."""
+    import tempfile
+    from pathlib import Path
+
+    from airlock.packages.closure import Installed, load_repositories, resolve_closure
+
+    pkgs = spec.packages
+    assert pkgs is not None
+    installed = (
+        Installed(base="minimal")
+        if pkgs.installed == "minimal"
+        else Installed(dpkg_status=Path(pkgs.installed))
+    )
+    out: list[Artifact] = []
+    for platform in spec.platforms:
+        with tempfile.TemporaryDirectory(prefix="airlock-repos-") as tmp:
+            repos = load_repositories(
+                pkgs,
+                workdir=Path(tmp),
+                platform=platform,
+                keys=[Path(k) for k in pkgs.keys],
+                mirrors=spec.sources.files,
+            )
+            if not pkgs.keys:
+                warn(
+                    "packages.keys is empty: repository metadata was used without a signature check"
+                )
+            closure = resolve_closure(
+                pkgs,
+                installed=installed,
+                repos=repos,
+                platform=platform,
+                recommends=pkgs.recommends,
+            )
+        for p in closure.packages:
+            out.append(
+                Artifact(
+                    kind="package",
+                    name=p.name,
+                    version=p.version,
+                    source=p.url,
+                    fetch_url=apply_mirror(p.url, spec.sources.files),
+                    sha256=p.checksum.value if p.checksum.algorithm == "sha256" else None,
+                    platform=platform,
+                    found_in=(p.reason,),
+                    size=p.size,
+                )
+            )
+    return out
 
 
 def resolve_plan(spec: Spec) -> Plan:
