@@ -506,9 +506,12 @@ async def fetch_files(
         policy=RetryPolicy(retries=retries, base_delay=backoff),
         progress=progress,
     )
-    by_url: dict[str, asyncio.Task[FetchedFile]] = {}
+    # The same URL is fetched once per distinct expected checksum: a checksum pinned in the spec
+    # must still be checked when the same URL also comes from the release layout.
+    by_key: dict[tuple[str, UpstreamChecksum | None], asyncio.Task[FetchedFile]] = {}
     for req in requests:
-        if req.url not in by_url:
-            by_url[req.url] = asyncio.create_task(fetcher.fetch(req))
-    results = dict(zip(by_url, await gather_or_cancel(list(by_url.values())), strict=True))
-    return [dataclasses.replace(results[r.url], request=r) for r in requests]
+        key = (req.url, req.checksum)
+        if key not in by_key:
+            by_key[key] = asyncio.create_task(fetcher.fetch(req))
+    results = dict(zip(by_key, await gather_or_cancel(list(by_key.values())), strict=True))
+    return [dataclasses.replace(results[(r.url, r.checksum)], request=r) for r in requests]

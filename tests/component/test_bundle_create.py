@@ -1,0 +1,292 @@
+"""`airlock bundle create` against the simulated upstream: the whole connected side, with the
+independent readers (skopeo, umoci, openssl) and the bad inputs of the bundle issue."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+from test_packages_debian import _para, make_repo, serve
+
+from airlock.lab.upstream import Upstream
+
+AIRLOCK = str(Path(sys.executable).with_name("airlock"))
+
+
+def run(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [AIRLOCK, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"airlock {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def write_spec(tmp: Path, upstream: Upstream, **changes: object) -> Path:
+    from airlock.presets import preset_text
+
+    doc = YAML().load(preset_text("seed"))
+    doc["sources"] = upstream.sources()
+    for key, value in changes.items():
+        doc[key] = value
+    spec = tmp / "airlock.yaml"
+    with spec.open("w") as fh:
+        YAML().dump(doc, fh)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def built(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    tmp = tmp_path_factory.mktemp("create")
+    spec = write_spec(tmp, upstream)
+    run("keys", "generate", "--out", str(tmp / "k"))
+    out = json.loads(
+        run(
+            "bundle",
+            "create",
+            "-f",
+            str(spec),
+            "--cache",
+            str(tmp / "cache"),
+            "--sign",
+            str(tmp / "k.key"),
+            "-o",
+            str(tmp / "a"),
+            "--json",
+        ).stdout
+    )
+    again = json.loads(
+        run(
+            "bundle",
+            "create",
+            "-f",
+            str(spec),
+            "--cache",
+            str(tmp / "cache"),
+            "--sign",
+            str(tmp / "k.key"),
+            "-o",
+            str(tmp / "b"),
+            "--json",
+        ).stdout
+    )
+    return {"tmp": tmp, "spec": spec, "first": out, "second": again}
+
+
+def test_seed_bundle_contents(built: dict[str, object]) -> None:
+    first = built["first"]
+    assert isinstance(first, dict)
+    assert first["images"] == 11 and first["signed"]
+    assert "confirmed by the fetched kubeadm binary" in first["kubeadmImageList"]
+    # the seed names Fedora packages without repositories: said plainly, not guessed
+    assert [w.split(":")[0] for w in first["warnings"]] == ["packages.repositories is empty"]
+
+
+def test_reproducible_and_warm_cache(built: dict[str, object]) -> None:
+    first, second = built["first"], built["second"]
+    assert isinstance(first, dict) and isinstance(second, dict)
+    assert Path(first["bundle"]).read_bytes() == Path(second["bundle"]).read_bytes()
+    assert second["bytesDownloaded"] == 0 and second["filesFromCache"] == second["files"]
+
+
+def test_independent_readers_accept_it(built: dict[str, object], tmp_path: Path) -> None:
+    first = built["first"]
+    assert isinstance(first, dict)
+    bundle = Path(first["bundle"])
+    ref = "registry.k8s.io/kube-apiserver:v1.27.3"
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci-archive:{bundle}:{ref}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    assert json.loads(raw)["schemaVersion"] == 2
+    subprocess.run(
+        ["skopeo", "copy", "-q", f"oci-archive:{bundle}:{ref}", f"oci:{tmp_path / 'copy'}:x"],
+        check=True,
+        timeout=120,
+    )
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    subprocess.run(["tar", "-xf", str(bundle), "-C", str(layout)], check=True, timeout=120)
+    listed = subprocess.run(
+        ["umoci", "ls", "--layout", str(layout)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert ref in listed and "ghcr.io/stefanprodan/podinfo:6.4.0" in listed
+    tmp = built["tmp"]
+    assert isinstance(tmp, Path)
+    subprocess.run(
+        [
+            "openssl",
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            str(tmp / "k.pub"),
+            "-rawin",
+            "-in",
+            str(layout / "airlock.json"),
+            "-sigfile",
+            str(layout / "airlock.json.sig"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def test_checksum_mismatch_names_url_expected_actual(upstream: Upstream, tmp_path: Path) -> None:
+    url = "https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kubeadm"
+    spec = write_spec(
+        tmp_path, upstream, files=[{"url": url, "sha256": "0" * 64, "name": "kubeadm-pinned"}]
+    )
+    proc = run(
+        "bundle",
+        "create",
+        "-f",
+        str(spec),
+        "--cache",
+        str(tmp_path / "c"),
+        "-o",
+        str(tmp_path / "o"),
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert url in proc.stderr and "0" * 64 in proc.stderr
+    assert not list((tmp_path / "o").glob("*.airlock.tar")) if (tmp_path / "o").exists() else True
+
+
+def test_missing_tag_names_the_reference(upstream: Upstream, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, upstream, images=["ghcr.io/stefanprodan/podinfo:9.9.9"])
+    proc = run(
+        "bundle",
+        "create",
+        "-f",
+        str(spec),
+        "--cache",
+        str(tmp_path / "c"),
+        "-o",
+        str(tmp_path / "o"),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "ghcr.io/stefanprodan/podinfo:9.9.9" in proc.stderr
+
+
+def test_split_below_1mib_refused(upstream: Upstream, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, upstream)
+    proc = run(
+        "bundle",
+        "create",
+        "-f",
+        str(spec),
+        "--split",
+        "512K",
+        "-o",
+        str(tmp_path / "o"),
+        "--cache",
+        str(tmp_path / "c"),
+        check=False,
+    )
+    assert proc.returncode == 2 and "1 MiB" in proc.stderr
+
+
+def test_ctrl_c_then_create_again_downloads_nothing_twice(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path, upstream)
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(
+        [
+            AIRLOCK,
+            "bundle",
+            "create",
+            "-f",
+            str(spec),
+            "--cache",
+            str(cache),
+            "-o",
+            str(tmp_path / "o"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any((cache / "blobs" / "sha256").glob("*")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(60)
+    before = {p.name for p in (cache / "blobs" / "sha256").glob("*") if not p.name.startswith(".")}
+    assert before, "the interrupt came before any download finished"
+    done = json.loads(
+        run(
+            "bundle",
+            "create",
+            "-f",
+            str(spec),
+            "--cache",
+            str(cache),
+            "-o",
+            str(tmp_path / "o"),
+            "--json",
+        ).stdout
+    )
+    total_files = sum(p.stat().st_size for p in (cache / "blobs" / "sha256").glob("*"))
+    assert done["bytesDownloaded"] < total_files  # what the first run stored was not fetched again
+    assert not list((tmp_path / "o").glob(".tmp-*"))
+
+
+def test_os_packages_closure_travels(upstream: Upstream, tmp_path: Path) -> None:
+    paragraphs = [
+        _para("app", Depends="libdep (>= 1.0)"),
+        _para("libdep", "1.2"),
+        _para("unrelated"),
+    ]
+    root = make_repo(tmp_path / "repo", paragraphs)
+    for name, version in (("app", "1.0"), ("libdep", "1.2"), ("unrelated", "1.0")):
+        pool = root / "pool" / f"{name}_{version}_amd64.deb"
+        pool.parent.mkdir(exist_ok=True)
+        pool.write_bytes(f"{name} {version}".encode())
+    with serve(root) as url:
+        packages = {"os": "debian-12", "names": ["app"], "repositories": [f"{url}dists/toy"]}
+        spec = write_spec(tmp_path, upstream, packages=packages)
+        plan = json.loads(run("plan", "-f", str(spec), "--json").stdout)
+        rows = {a["name"]: a for a in plan if a["kind"] == "package"}
+        assert set(rows) == {"app", "libdep"}
+        assert rows["libdep"]["found_in"][0].startswith("app (Depends: libdep")  # why it travels
+        out = json.loads(
+            run(
+                "bundle",
+                "create",
+                "-f",
+                str(spec),
+                "--cache",
+                str(tmp_path / "c"),
+                "-o",
+                str(tmp_path / "o"),
+                "--json",
+            ).stdout
+        )
+    summary = json.loads(run("bundle", "inspect", out["bundle"], "--json").stdout)
+    carried = {f["name"]: f for f in summary["files"] if f["kind"] == "package"}
+    assert set(carried) == {"app_1.0_amd64.deb", "libdep_1.2_amd64.deb"}
+    assert (
+        carried["libdep_1.2_amd64.deb"]["digest"]
+        == "sha256:" + hashlib.sha256(b"libdep 1.2").hexdigest()
+    )
