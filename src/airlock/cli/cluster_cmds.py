@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from airlock.cli._stub import not_yet
-from airlock.cli.output import json_option, use_json
+from airlock.cli.output import json_option, state, use_json
 
 __all__ = ["register"]
 
-ISSUE = "Cluster bring-up: kubeadm init, join and reset, the CNI, and apps from the bundle"
 UPGRADE_ISSUE = "Deltas across the gap: inventory round trip, delta bundles, upgrades"
+STORE = Path("/var/lib/airlock/store")
 cluster_app = typer.Typer(help="kubeadm, the CNI, readiness.", no_args_is_help=True)
 app_app = typer.Typer(help="Helm charts from the bundle.", no_args_is_help=True)
 
@@ -22,15 +24,49 @@ def register(app: typer.Typer) -> None:
     app.add_typer(app_app, name="app")
 
 
+def _render(result: Any) -> None:
+    data = dataclasses.asdict(result)
+
+    def text() -> None:
+        state.console.print(result.plan_text, markup=False, highlight=False, end="")
+        if result.message:
+            state.line(result.message)
+        if getattr(result, "standin", False):
+            state.warn("a STAND-IN ran (not real kubeadm/helm): no real cluster was changed")
+
+    state.emit(data, text)
+
+
 @cluster_app.command("init")
 def init(
-    dry_run: bool = typer.Option(False, "--dry-run"),
-    force: bool = typer.Option(False, "--force"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print every command and file."),
+    force: bool = typer.Option(False, "--force", help="Reset a stale cluster first."),
+    store: Path = typer.Option(STORE, "--store"),
+    spec_file: Path | None = typer.Option(
+        None, "-f", "--file", help="Spec (default: the bundle's)."
+    ),
+    advertise_address: str | None = typer.Option(None, "--advertise-address"),
+    control_plane_endpoint: str | None = typer.Option(None, "--control-plane-endpoint"),
+    registry: str = typer.Option("", "--registry", help="ADDR[,ADDR...] for the join file."),
+    root: Path = typer.Option(Path("/"), "--root"),
     json_out: bool = json_option(),
 ) -> None:
     """kubeadm init, the CNI, wait for Ready, write a join file."""
     use_json(json_out)
-    not_yet("cluster init", ISSUE)
+    from airlock.cluster.init import InitOptions
+    from airlock.verbs.cluster import cluster_init
+
+    options = InitOptions(
+        cni_manifest="",
+        root=root,
+        advertise_address=advertise_address,
+        control_plane_endpoint=control_plane_endpoint,
+        single_node=control_plane_endpoint is None,
+        registries=tuple(r for r in registry.split(",") if r),
+        force=force,
+        dry_run=dry_run,
+    )
+    _render(cluster_init(store=store, spec_file=spec_file, options=options))
 
 
 @cluster_app.command("join")
@@ -38,18 +74,33 @@ def join(
     file: Path = typer.Argument(...),
     control_plane: bool = typer.Option(False, "--control-plane"),
     dry_run: bool = typer.Option(False, "--dry-run"),
+    force: bool = typer.Option(False, "--force"),
+    ca_file: Path | None = typer.Option(None, "--ca-file", help="The cluster CA to pin against."),
+    root: Path = typer.Option(Path("/"), "--root"),
     json_out: bool = json_option(),
 ) -> None:
     """Join this node with a join file."""
     use_json(json_out)
-    not_yet("cluster join", ISSUE)
+    from airlock.cluster.join import JoinOptions, join_cluster
+
+    options = JoinOptions(
+        root=root, control_plane=control_plane, force=force, dry_run=dry_run, ca_file=ca_file
+    )
+    _render(join_cluster(file, options=options))
 
 
 @cluster_app.command("reset")
-def reset(dry_run: bool = typer.Option(False, "--dry-run"), json_out: bool = json_option()) -> None:
+def reset(
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    root: Path = typer.Option(Path("/"), "--root"),
+    store: Path = typer.Option(STORE, "--store"),
+    json_out: bool = json_option(),
+) -> None:
     """kubeadm reset, CNI state, kubelet state; keeps the store."""
     use_json(json_out)
-    not_yet("cluster reset", ISSUE)
+    from airlock.cluster.reset import ResetOptions, reset_cluster
+
+    _render(reset_cluster(options=ResetOptions(root=root, store=str(store), dry_run=dry_run)))
 
 
 @cluster_app.command("upgrade")
@@ -65,15 +116,27 @@ def upgrade(
 def deploy(
     name: str = typer.Argument(...),
     set_: list[str] = typer.Option([], "--set"),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    store: Path = typer.Option(STORE, "--store"),
     json_out: bool = json_option(),
 ) -> None:
     """Install a Helm chart from the bundle, images from the local registry."""
     use_json(json_out)
-    not_yet("app deploy", ISSUE)
+    from airlock.verbs.cluster import app_deploy
+
+    _render(app_deploy(name, store=store, sets=tuple(set_), dry_run=dry_run))
 
 
 @app_app.command("list")
-def list_apps(json_out: bool = json_option()) -> None:
+def list_apps(store: Path = typer.Option(STORE, "--store"), json_out: bool = json_option()) -> None:
     """Charts carried in the store."""
     use_json(json_out)
-    not_yet("app list", ISSUE)
+    from airlock.verbs.cluster import app_list
+
+    apps = app_list(store=store)
+    state.emit(
+        [dataclasses.asdict(a) for a in apps],
+        lambda: state.table(
+            ["chart", "version", "images"], [(a.name, a.version, ", ".join(a.images)) for a in apps]
+        ),
+    )

@@ -414,15 +414,34 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             _say(
                 f"   podinfo (stand-in image, real container under runc) answered: {answer.strip()[:120]}"
             )
-        with _stage(summary, "12. cluster init --dry-run (kubeadm is a stand-in here)"):
+        with _stage(
+            summary,
+            "12. cluster init and app deploy, --dry-run (kubeadm and helm are stand-ins here)",
+        ):
             res = _airlock(
-                gap_airlock, "cluster", "init", "--dry-run", netns=GAP_NETNS, check=False
+                gap_airlock,
+                "cluster",
+                "init",
+                "--dry-run",
+                "--store",
+                str(store),
+                "--advertise-address",
+                st.gap_ip,
+                "--registry",
+                registry_addr,
+                netns=GAP_NETNS,
             )
-            summary.cluster_plan = (res.stdout + res.stderr).strip()
-            if res.returncode != 0:
-                summary.notes.append(
-                    "cluster init --dry-run: " + summary.cluster_plan.splitlines()[-1][:200]
-                )
+            summary.cluster_plan = res.stdout
+            _airlock(
+                gap_airlock,
+                "app",
+                "deploy",
+                "podinfo",
+                "--dry-run",
+                "--store",
+                str(store),
+                netns=GAP_NETNS,
+            )
         with _stage(summary, "13. the gap held: probes, and no request reached the upstream"):
             status = lab_status(upstream_ports=[int(up.files_url.rsplit(":", 1)[1].strip("/"))])
             summary.gap_probes = status.get("probes", {})

@@ -1,0 +1,112 @@
+"""`airlock cluster init|join|reset` and `airlock app deploy|list`, fed from the node's store.
+
+On the offline node the spec and the files come from what `airlock load` put in the store:
+the spec inside the newest bundle's airlock.json, the CNI manifest and the charts as blobs
+(checked by digest). kubeadm and helm are whatever is installed; in tests and the demo they
+are airlock's named stand-ins, and the results say so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airlock.cluster.apps import (
+    AppDeployOptions,
+    AppResult,
+    deploy_app,
+    list_apps,
+    registry_images_in_store,
+)
+from airlock.cluster.init import InitOptions, InitResult, init_cluster
+from airlock.errors import UsageError
+from airlock.node.install import store_source
+from airlock.spec import Spec, load_spec
+from airlock.verbs.load import store_meta_dir
+
+__all__ = ["ClusterInputs", "app_deploy", "app_list", "cluster_init", "store_inputs"]
+
+
+@dataclass(frozen=True)
+class ClusterInputs:
+    spec: Spec
+    cni_manifest: Path
+    cni_digest: str
+    charts: dict[str, tuple[Path, str]]  # chart name -> (blob path, digest)
+
+
+def _newest_manifest(store: Path) -> dict[str, Any]:
+    records = sorted(
+        (store_meta_dir(store) / "bundles").glob("*.json"), key=lambda p: p.stat().st_mtime
+    )
+    if not records:
+        raise UsageError(
+            f"the store {store} holds no bundle", hint="run `airlock load BUNDLE` first"
+        )
+    data: dict[str, Any] = json.loads(records[-1].read_bytes())
+    return data
+
+
+def store_inputs(store: Path, *, spec_file: Path | None = None) -> ClusterInputs:
+    manifest = _newest_manifest(store)
+    spec = load_spec(spec_file) if spec_file else Spec.model_validate(manifest["spec"])
+    source = store_source(store)
+    files = list(source.files())
+    cni = next((f for f in files if f.kind == "manifest"), None)
+    if cni is None:
+        raise UsageError(f"the store {store} carries no CNI manifest", hint="rebuild the bundle")
+    charts = {}
+    for f in files:
+        if f.kind == "chart":
+            charts[f.name.rsplit("-", 1)[0]] = (source.store.path(f.digest), f.digest)
+    return ClusterInputs(spec, source.store.path(cni.digest), cni.digest, charts)
+
+
+def cluster_init(*, store: Path, spec_file: Path | None, options: InitOptions) -> InitResult:
+    inputs = store_inputs(store, spec_file=spec_file)
+    opts = InitOptions(
+        **{
+            **options.__dict__,
+            "cni_manifest": str(inputs.cni_manifest),
+            "cni_manifest_sha256": inputs.cni_digest.removeprefix("sha256:"),
+            "store": str(store),
+        }
+    )
+    return init_cluster(inputs.spec, options=opts)
+
+
+@contextmanager
+def _named_charts(charts: dict[str, tuple[Path, str]]) -> Iterator[dict[str, Path]]:
+    """Charts under their own names (helm wants NAME-VERSION.tgz), copied from their blobs."""
+    with tempfile.TemporaryDirectory(prefix="airlock-charts-") as tmp:
+        out = {}
+        for name, (blob, _) in charts.items():
+            dest = Path(tmp) / f"{name}.tgz"
+            shutil.copyfile(blob, dest)
+            out[name] = dest
+        yield out
+
+
+def app_list(*, store: Path) -> list[Any]:
+    with _named_charts(store_inputs(store).charts) as charts:
+        return list_apps(charts=charts)
+
+
+def app_deploy(name: str, *, store: Path, sets: tuple[str, ...], dry_run: bool) -> AppResult:
+    inputs = store_inputs(store)
+    with _named_charts(inputs.charts) as charts:
+        return deploy_app(
+            name,
+            options=AppDeployOptions(
+                charts=charts,
+                registry_images=registry_images_in_store(store),
+                sets=sets,
+                dry_run=dry_run,
+            ),
+        )
