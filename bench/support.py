@@ -18,7 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -302,3 +302,16 @@ def skopeo_copy(src: str, dest: str, *flags: str) -> None:
     """`skopeo copy` over plain HTTP on loopback (both ends), quietly."""
     tls = ["--src-tls-verify=false", "--dest-tls-verify=false"]
     run(["skopeo", "copy", "-q", *tls, *flags, src, dest], timeout=300)
+
+
+def parallel(argvs: Iterable[Sequence[str]], *, timeout: float = 600) -> float:
+    """Wall seconds for several commands started together, until the last one ends."""
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(list(a), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for a in argvs
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"{p.args!r} exited {p.returncode}: {err[-1000:]!r}")
+    return time.perf_counter() - t0

@@ -30,3 +30,13 @@ def upstream_cache_dir() -> Path:
 def upstream() -> Iterator[Upstream]:
     with Upstream.start(upstream_cache_dir()) as up:
         yield up
+
+
+# Fuzzing budget: bounded in `make test`, longer with `make fuzz` (HYPOTHESIS_PROFILE=long).
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("default", deadline=None, max_examples=100)
+settings.register_profile(
+    "long", deadline=None, max_examples=5000, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
