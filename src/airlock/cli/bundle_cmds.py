@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from airlock.cli._stub import not_yet
 from airlock.cli.output import json_option, state, use_json
 
 __all__ = ["register"]
@@ -32,6 +31,9 @@ def create(
     split: str | None = typer.Option(None, "--split", help="Volume size, e.g. 700M, 4G."),
     sign: Path | None = typer.Option(None, "--sign", help="ed25519 private key (PEM)."),
     since: Path | None = typer.Option(None, "--since", help="Inventory or old bundle: a delta."),
+    since_key: list[Path] = typer.Option(
+        [], "--since-key", help="Public key the --since inventory's signature must verify with."
+    ),
     cache: Path | None = typer.Option(None, "--cache", help="Download cache directory."),
     sequence: int = typer.Option(1, "--sequence", help="Sequence number (rollback guard)."),
     expires: str | None = typer.Option(None, "--expires", help="YYYY-MM-DD: refuse loads after."),
@@ -44,11 +46,10 @@ def create(
     from airlock.spec import load_spec
     from airlock.verbs.create import CreateOptions, create_bundle
 
-    if since is not None:
-        not_yet(
-            "bundle create --since",
-            "Deltas across the gap: inventory round trip, delta bundles, upgrades",
-        )
+    if since_key and since is None:
+        from airlock.errors import UsageError
+
+        raise UsageError("--since-key checks the --since inventory: give --since too")
     spec = load_spec(spec_file)
     with DownloadProgress() as progress:
         result = create_bundle(
@@ -61,6 +62,8 @@ def create(
                 sequence=sequence,
                 expires=expires,
                 progress=progress,
+                since=since,
+                since_keys=tuple(since_key),
             ),
         )
     w = result.write
@@ -79,10 +82,24 @@ def create(
         "kubeadmImageList": result.plan.image_list_source,
         "warnings": result.warnings,
     }
+    delta = result.delta
+    if delta is not None:
+        data["delta"] = {
+            "base": delta.base,
+            "since": delta.baseline,
+            "sinceKind": delta.kind,
+            "omittedBlobs": delta.omitted,
+            "omittedBytes": delta.omitted_bytes,
+        }
 
     def text() -> None:
         for warning in result.warnings:
             state.warn(warning)
+        if delta is not None:
+            state.line(
+                f"delta on {delta.baseline} ({delta.base[:19]}): {delta.omitted} blobs "
+                f"({format_size(delta.omitted_bytes)}) already on the far side, left out"
+            )
         state.line(
             f"wrote {w.path}: {format_size(w.size)}, {len(result.images)} images, "
             f"{len(result.files)} files, {w.blob_count} blobs"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -153,16 +152,37 @@ def inventory(
     root: Path = typer.Option(Path("/"), "--root"),
     store: Path | None = typer.Option(None, "--store"),
     output: Path | None = typer.Option(None, "-o", "--output"),
+    sign: Path | None = typer.Option(
+        None, "--sign", help="ed25519 private key: also write OUTPUT.sig."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """What this node already holds (carried back: the next bundle is a delta)."""
     use_json(json_out)
-    from airlock.atomic import write_atomic
+    from airlock.verbs.delta import write_inventory
     from airlock.verbs.node import inventory as collect
 
+    if sign is not None and output is None:
+        raise AirlockError("--sign needs -o FILE: the signature goes next to it as FILE.sig")
     data = collect(root=root, store=store)
-    if output is not None:
-        write_atomic(output, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-        state.line(f"wrote {output} ({output.stat().st_size} bytes)")
-    else:
+    if output is None:
         state.emit(data)
+        return
+    written = write_inventory(data, output, sign_key=sign)
+    summary = {
+        "inventory": str(written.path),
+        "size": written.size,
+        "sha256": written.digest,
+        "blobs": written.blobs,
+        "signature": str(written.signature) if written.signature else None,
+        "keyId": written.key_id,
+    }
+
+    def text() -> None:
+        signed = f", signed ({written.signature})" if written.signature else ", unsigned"
+        state.line(
+            f"wrote {written.path} ({written.size} bytes, {written.blobs} blobs){signed}; "
+            "carry it back: `airlock bundle create --since` builds the delta"
+        )
+
+    state.emit(summary, text)

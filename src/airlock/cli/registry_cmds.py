@@ -6,12 +6,10 @@ from pathlib import Path
 
 import typer
 
-from airlock.cli._stub import not_yet
 from airlock.cli.output import json_option, state, use_json
 
 __all__ = ["register"]
 
-ISSUE = "Offline side: load the bundle, serve it as a registry, mirror containerd to it"
 registry_app = typer.Typer(help="The local OCI registry.", no_args_is_help=True)
 
 
@@ -52,13 +50,43 @@ def serve(
 
 @registry_app.command("push")
 def push(
-    to: str = typer.Option(..., "--to", help="Target registry URL."),
+    to: str = typer.Option(..., "--to", help="Target registry URL (https://harbor.local)."),
     store: Path = typer.Option(Path("/var/lib/airlock/store"), "--store"),
+    ca: Path | None = typer.Option(None, "--ca", help="CA file to verify the target's TLS."),
+    insecure: bool = typer.Option(False, "--insecure", help="Do not verify the target's TLS."),
+    username: str | None = typer.Option(None, "--username", envvar="AIRLOCK_REGISTRY_USERNAME"),
+    password: str | None = typer.Option(
+        None, "--password", envvar="AIRLOCK_REGISTRY_PASSWORD", help="Better: the env variable."
+    ),
+    concurrency: int = typer.Option(8, "--concurrency"),
     json_out: bool = json_option(),
 ) -> None:
     """Copy the store into an existing registry (distribution, Harbor, Zot)."""
     use_json(json_out)
-    not_yet("registry push", ISSUE)
+    from airlock.oci.push import PushOptions, push_store
+
+    result = push_store(
+        store,
+        to=to,
+        options=PushOptions(
+            username=username,
+            password=password,
+            ca_file=ca,
+            insecure=insecure,
+            concurrency=concurrency,
+        ),
+    )
+
+    def text() -> None:
+        state.line(
+            f"pushed {len(result.images)} images to {to}: {result.blobs_uploaded} blobs uploaded "
+            f"({result.bytes_uploaded} bytes), {result.blobs_mounted} mounted, "
+            f"{result.blobs_present} already there, {result.manifests_put} manifests"
+        )
+        for note in result.notes:
+            state.warn(note)
+
+    state.emit(result.to_json(), text)
 
 
 @registry_app.command("certs")

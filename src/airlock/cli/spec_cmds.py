@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from airlock.cli.output import json_option, state, use_json
 from airlock.errors import UsageError
 from airlock.presets import PRESETS, preset_text
+
+if TYPE_CHECKING:
+    from airlock.spec import Spec
 
 __all__ = ["register"]
 
@@ -50,6 +54,9 @@ def plan(
     since: Path | None = typer.Option(
         None, "--since", help="An inventory: show only what travels."
     ),
+    since_key: list[Path] = typer.Option(
+        [], "--since-key", help="Public key the --since inventory's signature must verify with."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Resolve every artifact (URLs, image refs, where each was found); no artifact download."""
@@ -59,8 +66,50 @@ def plan(
     from airlock.spec import load_spec
 
     if since is not None:
-        from airlock.errors import NotImplementedYet
-
-        raise NotImplementedYet("plan --since", "Deltas across the gap")
+        _plan_since(load_spec(spec_file), since, since_key)
+        return
     result = resolve_plan(load_spec(spec_file))
     render_plan(result)
+
+
+def _plan_since(spec: Spec, since: Path, keys: list[Path]) -> None:
+    """What will travel on top of an inventory, and its size, from metadata only."""
+    from airlock.cli.sizes import format_size
+    from airlock.verbs.delta import plan_since, read_baseline
+
+    result = plan_since(spec, baseline=read_baseline(since, keys=keys))
+
+    def text() -> None:
+        order = {"travels": 0, "partial": 1, "unknown": 2, "present": 3}
+        rows = sorted(result.entries, key=lambda e: (order[e.status], e.kind == "image", e.name))
+        state.table(
+            ["status", "kind", "artifact", "platform", "travels", "present", "note"],
+            [
+                (
+                    e.status,
+                    e.kind,
+                    e.name,
+                    e.platform,
+                    format_size(e.travel_bytes),
+                    format_size(e.present_bytes),
+                    e.note,
+                )
+                for e in rows
+            ],
+            title=f"since {since} ({result.base[:19]})",
+        )
+        counts = result.counts()
+        state.line(
+            f"{format_size(result.travel_bytes)} will travel ({result.travel_bytes} bytes, shared "
+            f"blobs once); {format_size(result.present_bytes)} already on the far side; "
+            f"{counts['travels']} travel, {counts['partial']} partly, {counts['present']} present,"
+            f" {counts['unknown']} unknown"
+        )
+        state.line(
+            "not counted: airlock's wheelhouse (left out when unchanged) and the bundle's own "
+            "small metadata"
+        )
+        for w in result.warnings:
+            state.warn(w)
+
+    state.emit(result.to_json(), text)

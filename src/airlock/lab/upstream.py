@@ -29,8 +29,6 @@ import signal
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from airlock import system
 from airlock.atomic import write_atomic
 from airlock.errors import AirlockError, SystemCommandError, UsageError
 from airlock.lab import imagebuild, standins
+from airlock.lab.distribution import Distribution, start_distribution
 from airlock.lab.imagebuild import TarEntry, write_tgz
 from airlock.oci.layout import OciLayout
 from airlock.oci.ref import parse_reference
@@ -461,77 +460,7 @@ class _FileServer:
 # --- registries ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with _NO_PROXY.open(url, timeout=2) as resp:
-            return int(resp.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@dataclass
-class _Registry:
-    host: str
-    port: int
-    process: system.Process
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def _registry_config(storage: Path, port: int) -> str:
-    return (
-        "version: 0.1\n"
-        "log:\n  level: warn\n"
-        "storage:\n"
-        f"  filesystem:\n    rootdirectory: {storage}\n"
-        "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  secret: airlock-lab-upstream\n"
-    )
-
-
-def _start_registry(host: str, storage: Path, run_dir: Path) -> _Registry:
-    binary = system.which("docker-registry")
-    if binary is None:
-        raise UsageError(
-            "docker-registry not found: the simulated upstream runs one per registry host",
-            "install Debian's docker-registry (apt-get install docker-registry)",
-        )
-    storage.mkdir(parents=True, exist_ok=True)
-    last = ""
-    for _attempt in range(3):  # a free port can be taken between probe and bind: retry
-        port = _free_port()
-        config = run_dir / f"registry-{host}.yml"
-        config.write_text(_registry_config(storage, port))
-        log = run_dir / f"registry-{host}.log"
-        proc = system.spawn([binary, "serve", str(config)], log=log)
-        for _ in range(150):  # 15 s at most
-            if not proc.alive():
-                break
-            if _http_ok(f"http://127.0.0.1:{port}/v2/"):
-                return _Registry(host, port, proc, log)
-            time.sleep(0.1)
-        proc.stop()
-        last = log.read_text(errors="replace")[-1000:] if log.exists() else ""
-    raise SystemCommandError(
-        f"docker-registry for {host} did not become ready: {last.strip()}",
-        hint=f"see {run_dir}",
-    )
-
-
-def _push(image: imagebuild.BuiltImage, layout: Path, registry: _Registry) -> None:
+def _push(image: imagebuild.BuiltImage, layout: Path, registry: Distribution) -> None:
     ref = parse_reference(image.ref)
     argv = ["skopeo", "copy", "--all", "--quiet", "--dest-tls-verify=false"]
     if image.push_as == "docker":
@@ -555,7 +484,7 @@ class Upstream:
         kubernetes_versions: tuple[str, ...],
         images: list[str],
         file_server: _FileServer,
-        registry_procs: dict[str, _Registry],
+        registry_procs: dict[str, Distribution],
         in_use: TextIO | None = None,
     ) -> None:
         self.workdir = workdir
@@ -588,7 +517,7 @@ class Upstream:
         build_dir = workdir / f"build-{_cache_key(inputs, versions)}"
         run_dir = workdir / "run" / f"{os.getpid()}-{secrets.token_hex(4)}"
         run_dir.mkdir(parents=True)
-        registries: dict[str, _Registry] = {}
+        registries: dict[str, Distribution] = {}
         files: _FileServer | None = None
         built: list[imagebuild.BuiltImage] = []
         in_use: TextIO | None = None
@@ -606,7 +535,9 @@ class Upstream:
                     )
                     _build_files(build_dir / "files", inputs, versions)
                 for host in REGISTRY_HOSTS:
-                    registries[host] = _start_registry(host, build_dir / "registry" / host, run_dir)
+                    registries[host] = start_distribution(
+                        host, build_dir / "registry" / host, run_dir
+                    )
                 if not complete:
                     _push_all(built, build_dir / "oci", registries)
                     state = {"images": [i.ref for i in built], "versions": list(versions)}
@@ -721,7 +652,7 @@ class Upstream:
 
 
 def _push_all(
-    images: Sequence[imagebuild.BuiltImage], layout: Path, registries: dict[str, _Registry]
+    images: Sequence[imagebuild.BuiltImage], layout: Path, registries: dict[str, Distribution]
 ) -> None:
     def one(image: imagebuild.BuiltImage) -> None:
         host = parse_reference(image.ref).registry

@@ -15,6 +15,7 @@ import base64
 import re
 import time
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -110,7 +111,7 @@ class Authenticator:
         session: aiohttp.ClientSession,
         credentials: Credentials | None,
         policy: RetryPolicy,
-        ssl: bool,
+        ssl: bool | SSLContext,
     ) -> None:
         self.host = host
         self.session = session

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -30,6 +30,9 @@ from airlock.resolve.model import Artifact, Plan
 from airlock.resolve.plan import resolve_plan
 from airlock.resolve.urls import apply_mirror
 from airlock.spec import Spec
+
+if TYPE_CHECKING:
+    from airlock.verbs.delta import DeltaSummary
 
 __all__ = [
     "ANNOTATION_ARTIFACT",
@@ -68,6 +71,8 @@ class CreateOptions:
     concurrency: int = 8
     wheelhouse: bool = True
     progress: ProgressSink | None = None
+    since: Path | None = None  # an inventory or an old bundle: build a delta on it
+    since_keys: Sequence[Path] = ()  # the inventory's signature must verify with one of these
 
 
 @dataclass
@@ -79,6 +84,7 @@ class CreateResult:
     bytes_downloaded: int
     files_from_cache: int
     warnings: list[str] = field(default_factory=list)
+    delta: DeltaSummary | None = None  # with --since: what was left out
 
 
 def _file_requests(plan: Plan, mirrors: dict[str, str]) -> list[tuple[Artifact, FileRequest]]:
@@ -274,7 +280,18 @@ def _wheelhouse(cache: BlobStore) -> list[FileArtifact]:
 
 
 def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
-    """Resolve, fetch everything (verified, cached, concurrent) and write the bundle."""
+    """Resolve, fetch everything (verified, cached, concurrent) and write the bundle.
+
+    With `since`, the bundle is a delta: every blob the inventory (or old bundle) holds is left
+    out and listed as omitted. Unchanged blobs may still be downloaded into a cold cache (the
+    fetcher needs them to resolve and verify the images), but none of them goes into the bundle.
+    """
+    baseline = None
+    if options.since is not None:
+        from airlock.verbs.delta import read_baseline
+
+        # Read and verify the baseline first: a bad signature refuses before any download.
+        baseline = read_baseline(options.since, keys=options.since_keys)
     plan = resolve_plan(spec)
     cache = BlobStore(options.cache or default_cache_dir())
     cache.ensure()
@@ -292,6 +309,12 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
         wheelhouse=wheels,
         expires=options.expires,
     )
+    delta = None
+    if baseline is not None:
+        from airlock.verbs.delta import apply_baseline
+
+        content, delta = apply_baseline(content, baseline)
+        warnings.extend(baseline.warnings)
     out = options.output or Path.cwd()
     written = write_bundle(
         content, blobs=cache, out=out, sign_key=options.sign_key, split=options.split
@@ -304,4 +327,5 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
         bytes_downloaded=sum(f.bytes_downloaded for f in fetched),
         files_from_cache=sum(1 for f in fetched if f.from_cache),
         warnings=warnings,
+        delta=delta,
     )

@@ -1,0 +1,98 @@
+"""Debian's docker-registry (distribution 2.8.2, the blog's registry), started for the lab,
+the tests and the benchmarks on a free loopback port with its own storage, and stopped."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from airlock import system
+from airlock.errors import SystemCommandError, UsageError
+
+__all__ = ["Distribution", "free_port", "http_ok", "start_distribution"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with _NO_PROXY.open(url, timeout=2) as resp:
+            return int(resp.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Distribution:
+    host: str
+    port: int
+    process: system.Process
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def __enter__(self) -> Distribution:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _registry_config(storage: Path, port: int) -> str:
+    return (
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        "storage:\n"
+        f"  filesystem:\n    rootdirectory: {storage}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: airlock-lab-upstream\n"
+    )
+
+
+def start_distribution(host: str, storage: Path, run_dir: Path) -> Distribution:
+    binary = system.which("docker-registry")
+    if binary is None:
+        raise UsageError(
+            "docker-registry not found: the simulated upstream runs one per registry host",
+            "install Debian's docker-registry (apt-get install docker-registry)",
+        )
+    storage.mkdir(parents=True, exist_ok=True)
+    last = ""
+    for _attempt in range(3):  # a free port can be taken between probe and bind: retry
+        port = free_port()
+        config = run_dir / f"registry-{host}.yml"
+        config.write_text(_registry_config(storage, port))
+        log = run_dir / f"registry-{host}.log"
+        proc = system.spawn([binary, "serve", str(config)], log=log)
+        for _ in range(150):  # 15 s at most
+            if not proc.alive():
+                break
+            if http_ok(f"http://127.0.0.1:{port}/v2/"):
+                return Distribution(host, port, proc, log)
+            time.sleep(0.1)
+        proc.stop()
+        last = log.read_text(errors="replace")[-1000:] if log.exists() else ""
+    raise SystemCommandError(
+        f"docker-registry for {host} did not become ready: {last.strip()}",
+        hint=f"see {run_dir}",
+    )
