@@ -21,6 +21,7 @@ sha256, and the sha256 of the whole tar), written last.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import tarfile
@@ -366,6 +367,7 @@ class _Sink:
     def _open_next(self) -> BinaryIO:
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + self.final.name + ".", dir=self.final.parent)
         os.fchmod(fd, 0o644)  # a bundle is not secret (it is signed), and is carried around
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # marks it live for _remove_dead_temps
         self.temps.append(Path(tmp))
         self._fh = os.fdopen(fd, "wb")
         self._vol_hash = hashlib.sha256()
@@ -475,6 +477,23 @@ def _resolve_out(out: Path, name: str) -> Path:
     return out
 
 
+def _remove_dead_temps(final: Path) -> None:
+    """Temp files of an earlier writer of this bundle that died (kill -9, power loss): a live
+    writer holds a lock on its temp file, so only unlocked ones are removed."""
+    for tmp in final.parent.glob(f"{TMP_PREFIX}{final.name}.*"):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # another writer is at work on it
+        finally:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+
+
 def _remove_stale_volumes(final: Path, keep: int) -> None:
     """Volumes of an earlier, longer split of the same name would be taken as siblings."""
     n = keep
@@ -517,6 +536,7 @@ def write_bundle(
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AirlockError(f"cannot create {final.parent}: {exc.strerror}") from exc
+    _remove_dead_temps(final)
     sink = _Sink(final, split)
     published: list[Path] = []
     try:

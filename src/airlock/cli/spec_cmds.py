@@ -82,22 +82,15 @@ def _plan_since(spec: Spec, since: Path, keys: list[Path]) -> None:
     def text() -> None:
         order = {"travels": 0, "partial": 1, "unknown": 2, "present": 3}
         rows = sorted(result.entries, key=lambda e: (order[e.status], e.kind == "image", e.name))
-        state.table(
-            ["status", "kind", "artifact", "platform", "travels", "present", "note"],
-            [
-                (
-                    e.status,
-                    e.kind,
-                    e.name,
-                    e.platform,
-                    format_size(e.travel_bytes),
-                    format_size(e.present_bytes),
-                    e.note,
-                )
-                for e in rows
-            ],
-            title=f"since {since} ({result.base[:19]})",
-        )
+        state.line(f"since {since} ({result.base[:19]}):")
+        for e in rows:
+            size = format_size(e.travel_bytes) if e.status != "present" else "-"
+            where = f" [{e.platform}]" if e.platform else ""
+            note = f"  ({e.note})" if e.note and e.status != "present" else ""
+            state.line(
+                f"  {e.status:<8} {size:>10}  {e.kind:<8} {e.name}{where}"
+                f"  present: {format_size(e.present_bytes)}{note}"
+            )
         counts = result.counts()
         state.line(
             f"{format_size(result.travel_bytes)} will travel ({result.travel_bytes} bytes, shared "
