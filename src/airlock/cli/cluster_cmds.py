@@ -8,12 +8,10 @@ from typing import Any
 
 import typer
 
-from airlock.cli._stub import not_yet
 from airlock.cli.output import json_option, state, use_json
 
 __all__ = ["register"]
 
-UPGRADE_ISSUE = "Deltas across the gap: inventory round trip, delta bundles, upgrades"
 STORE = Path("/var/lib/airlock/store")
 cluster_app = typer.Typer(help="kubeadm, the CNI, readiness.", no_args_is_help=True)
 app_app = typer.Typer(help="Helm charts from the bundle.", no_args_is_help=True)
@@ -105,11 +103,46 @@ def reset(
 
 @cluster_app.command("upgrade")
 def upgrade(
-    dry_run: bool = typer.Option(False, "--dry-run"), json_out: bool = json_option()
+    to: str = typer.Option(..., "--to", help="The target version, e.g. v1.27.4."),
+    role: str | None = typer.Option(
+        None,
+        "--role",
+        help="first-control-plane | control-plane | worker (default: first-control-plane"
+        " where a kube-apiserver manifest exists, else worker).",
+    ),
+    from_version: str | None = typer.Option(
+        None, "--from", help="The version the node runs now (default: read from the node)."
+    ),
+    node: str | None = typer.Option(None, "--node", help="This node's name (default: hostname)."),
+    kubeconfig: str = typer.Option(
+        "/etc/kubernetes/admin.conf", "--kubeconfig", help="For drain/uncordon."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan only."),
+    store: Path = typer.Option(STORE, "--store"),
+    root: Path = typer.Option(Path("/"), "--root"),
+    json_out: bool = json_option(),
 ) -> None:
     """Upgrade one minor version at a time, in kubeadm's order."""
     use_json(json_out)
-    not_yet("cluster upgrade", UPGRADE_ISSUE)
+    from airlock.cluster.upgrade import ROLES, UpgradeOptions, upgrade_cluster
+    from airlock.errors import UsageError
+
+    if role is not None and role not in ROLES:
+        raise UsageError(f"--role {role!r}: choose one of {', '.join(ROLES)}")
+    options = UpgradeOptions(
+        target=to,
+        role=role,  # type: ignore[arg-type]  # checked above
+        current=from_version,
+        node_name=node,
+        root=root,
+        store=store,
+        kubeconfig=kubeconfig,
+        dry_run=dry_run,
+    )
+    result = upgrade_cluster(options=options, progress=state.info)
+    for warning in result.warnings:
+        state.warn(warning)
+    _render(result)
 
 
 @app_app.command("deploy")

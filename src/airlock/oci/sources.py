@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import tarfile
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from airlock.bundle.volumes import ConcatReader, Span, spans
 from airlock.errors import UsageError, VerificationError
 from airlock.oci.digest import is_digest
 from airlock.oci.layout import OciLayout
@@ -92,13 +92,7 @@ def split_ref_name(ref: str) -> tuple[str, str | None, str | None] | None:
     return name, tag, digest
 
 
-@dataclass(frozen=True)
-class Segment:
-    """`length` bytes at `offset` of the file `path`."""
-
-    path: Path
-    offset: int
-    length: int
+Segment = Span  # `length` bytes at `offset` of the file `path`
 
 
 @dataclass(frozen=True)
@@ -332,46 +326,6 @@ def bundle_volumes(path: Path) -> list[Path]:
     return volumes
 
 
-class _ConcatReader(io.RawIOBase):
-    """Several files read as one seekable stream (split bundle volumes)."""
-
-    def __init__(self, volumes: Sequence[tuple[Path, int, int]]) -> None:
-        self._volumes = volumes  # (path, start, size)
-        self._size = sum(v[2] for v in volumes)
-        self._pos = 0
-        self._handles = {p: p.open("rb") for p, _, _ in volumes}
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        for path, start, size in self._volumes:
-            if start <= self._pos < start + size:
-                fh = self._handles[path]
-                fh.seek(self._pos - start)
-                n = fh.readinto(view[: min(len(view), start + size - self._pos)]) or 0
-                self._pos += n
-                return n
-        return 0
-
-    def close(self) -> None:
-        for fh in self._handles.values():
-            fh.close()
-        super().close()
-
-
 class BundleSource:
     """A bundle tar (or its split volumes) served in place, indexed once."""
 
@@ -409,7 +363,7 @@ class BundleSource:
         self._catalog = build_catalog(manifests, _InfoCache(self.locate))
 
     def _index_tar(self) -> None:
-        reader = _ConcatReader(self._volumes)
+        reader = ConcatReader(self.paths)
         try:
             with tarfile.open(fileobj=io.BufferedReader(reader), mode="r:") as tf:
                 for member in tf:
@@ -433,12 +387,7 @@ class BundleSource:
             reader.close()
 
     def _segments(self, offset: int, length: int) -> list[Segment]:
-        out: list[Segment] = []
-        for path, start, size in self._volumes:
-            lo, hi = max(offset, start), min(offset + length, start + size)
-            if lo < hi:
-                out.append(Segment(path, lo - start, hi - lo))
-        return out
+        return spans([(p, size) for p, _, size in self._volumes], offset, length)
 
     @property
     def description(self) -> str:
