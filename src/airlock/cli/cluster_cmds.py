@@ -131,7 +131,7 @@ def upgrade(
         raise UsageError(f"--role {role!r}: choose one of {', '.join(ROLES)}")
     options = UpgradeOptions(
         target=to,
-        role=role,  # type: ignore[arg-type]  # checked above
+        role=role,  # checked above
         current=from_version,
         node_name=node,
         root=root,

@@ -352,7 +352,12 @@ def travel_summary(
     for item in items:
         t_bytes = p_bytes = t_n = p_n = 0
         unknown = False
+        seen: set[str] = set()
         for digest, size in item.blobs:
+            if digest is not None:
+                if digest in seen:
+                    continue  # a blob listed twice in one artifact counts once
+                seen.add(digest)
             n = size or 0
             if digest is None:
                 unknown = True
