@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from airlock.bundle.inspect import _component_count as sbom_component_count
 from airlock.bundle.layout import (
     EMPTY_CONFIG_DATA,
     EMPTY_CONFIG_DIGEST,
@@ -19,7 +20,7 @@ from airlock.bundle.layout import (
     volume_name,
 )
 from airlock.bundle.manifest import parse_manifest
-from airlock.bundle.sbom import build_sbom, sbom_component_count
+from airlock.bundle.sbom import build_sbom
 from airlock.bundle.testing import sample_content
 from airlock.bundle.volumes import ConcatReader, spans
 from airlock.bundle.writer import build_manifest

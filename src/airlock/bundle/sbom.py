@@ -13,7 +13,6 @@ import json
 import uuid
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 from cyclonedx.model import (
     ExternalReference,
@@ -33,7 +32,7 @@ from airlock.oci.digest import digest_hex, sha256_digest
 from airlock.oci.layout import canonical_json
 from airlock.oci.ref import parse_reference
 
-__all__ = ["SBOM_NAMESPACE", "build_sbom", "sbom_component_count"]
+__all__ = ["SBOM_NAMESPACE", "build_sbom"]
 
 # Namespace of the content-derived serial numbers (a fixed, arbitrary UUID).
 SBOM_NAMESPACE = uuid.UUID("8f0c7a4e-5a7b-4c52-9a53-2c1f7d3f7a10")
@@ -117,8 +116,3 @@ def build_sbom(
         warnings.simplefilter("ignore")  # the library warns about incomplete graphs
         text = JsonV1Dot6(bom).output_as_string()
     return canonical_json(json.loads(text))
-
-
-def sbom_component_count(data: bytes) -> int:
-    doc: dict[str, Any] = json.loads(data)
-    return len(doc.get("components", []))
