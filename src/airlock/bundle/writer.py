@@ -21,7 +21,6 @@ sha256, and the sha256 of the whole tar), written last.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import tarfile
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import airlock
-from airlock.atomic import TMP_PREFIX, fsync_dir, write_atomic
+from airlock.atomic import TMP_PREFIX, fsync_dir, lock_as_live, remove_dead_temps, write_atomic
 from airlock.bundle.layout import (
     AIRLOCK_JSON,
     ANNOTATION_BUNDLE_NAME,
@@ -367,7 +366,7 @@ class _Sink:
     def _open_next(self) -> BinaryIO:
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + self.final.name + ".", dir=self.final.parent)
         os.fchmod(fd, 0o644)  # a bundle is not secret (it is signed), and is carried around
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # marks it live for _remove_dead_temps
+        lock_as_live(fd)  # a rerun after a kill removes the temp only when no writer holds it
         self.temps.append(Path(tmp))
         self._fh = os.fdopen(fd, "wb")
         self._vol_hash = hashlib.sha256()
@@ -477,23 +476,6 @@ def _resolve_out(out: Path, name: str) -> Path:
     return out
 
 
-def _remove_dead_temps(final: Path) -> None:
-    """Temp files of an earlier writer of this bundle that died (kill -9, power loss): a live
-    writer holds a lock on its temp file, so only unlocked ones are removed."""
-    for tmp in final.parent.glob(f"{TMP_PREFIX}{final.name}.*"):
-        try:
-            fd = os.open(tmp, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # another writer is at work on it
-        finally:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
-
-
 def _remove_stale_volumes(final: Path, keep: int) -> None:
     """Volumes of an earlier, longer split of the same name would be taken as siblings."""
     n = keep
@@ -536,7 +518,7 @@ def write_bundle(
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AirlockError(f"cannot create {final.parent}: {exc.strerror}") from exc
-    _remove_dead_temps(final)
+    remove_dead_temps(final.parent, prefix=f"{TMP_PREFIX}{final.name}.")
     sink = _Sink(final, split)
     published: list[Path] = []
     try:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from airlock.atomic import TMP_PREFIX, fsync_dir
+from airlock.atomic import TMP_PREFIX, fsync_dir, lock_as_live, remove_dead_temps
 from airlock.errors import DigestMismatch
 from airlock.oci.digest import Hasher, digest_hex, file_digest
 
@@ -89,6 +89,7 @@ class BlobStore:
         """Stream bytes in; call `commit()` inside the block, else the temp file is dropped."""
         self.ensure()
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.blob_dir)
+        lock_as_live(fd)
         tmp_path = Path(tmp)
         fh = os.fdopen(fd, "wb")
         try:
@@ -123,13 +124,8 @@ class BlobStore:
             raise DigestMismatch(what or f"blob {digest} in {self.root}", digest, actual)
 
     def remove_temp_files(self) -> int:
-        if not self.blob_dir.is_dir():
-            return 0
-        n = 0
-        for p in self.blob_dir.glob(TMP_PREFIX + "*"):
-            p.unlink(missing_ok=True)
-            n += 1
-        return n
+        """Temp files a killed writer left (a live writer's, e.g. a registry upload, stay)."""
+        return remove_dead_temps(self.blob_dir)
 
     def copy_in(self, other: BlobStore, digest: str) -> None:
         """Copy a blob from another store (verified while copying)."""

@@ -13,19 +13,22 @@ Loading the same bundle twice changes nothing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from airlock import system
-from airlock.atomic import write_atomic
+from airlock.atomic import fsync_dir, write_atomic
 from airlock.bundle.layout import INDEX_JSON
 from airlock.bundle.manifest import BlobEntry, BundleManifest
 from airlock.bundle.reader import BundleReader, open_bundle
 from airlock.bundle.verify import VerifyReport, verify_bundle
+from airlock.bundle.volumes import check_volumes, locate_volumes
 from airlock.errors import AirlockError, VerificationError
 from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import digest_hex, sha256_digest
@@ -103,11 +106,14 @@ def load_bundle(
     bundle: Path, *, store_dir: Path = DEFAULT_STORE, options: LoadOptions
 ) -> LoadResult:
     keys = trusted_keys(options.keys)
+    # Structure, signature, index and graph now; every blob's bytes while it is staged below,
+    # so the bundle is read once.
     report = verify_bundle(
         bundle,
         keys=keys,
         require_signature=bool(keys) and not options.allow_unsigned,
         allow_unsigned=options.allow_unsigned,
+        hash_content=False,
     )
     store = OciLayout(store_dir)
     result = LoadResult(bundle=bundle, store=store_dir, verify=report)
@@ -134,17 +140,25 @@ def load_bundle(
         carried = [b for b in manifest.blobs if reader.has_blob(b.digest)]
         new = [b for b in carried if not store.has(b.digest)]
         _check_free_space(store, sum(b.size for b in new) * (2 if options.scan else 1))
+        existed = store_dir.exists()
+        try:
+            store_dir.mkdir(parents=True, exist_ok=True)
+            if options.scan:
+                scan_content(reader, manifest, new, scanner=options.scan, workdir=store_dir)
+            staging = BlobStore(store_dir / STAGING)
+            _stage(reader, new, staging, bundle=bundle)
+        except BaseException:
+            if not existed:  # refused: not even an empty store is left behind
+                shutil.rmtree(store_dir, ignore_errors=True)
+            raise
         store.init()
         store.remove_temp_files()
-        if options.scan:
-            scan_content(reader, manifest, new, scanner=options.scan, workdir=store.root)
-        for entry in new:
-            with reader.open_blob(entry.digest) as src, store.writer(entry.digest) as w:
-                while chunk := src.read(_COPY_CHUNK):
-                    w.write(chunk)
-                w.commit(f"blob {entry.digest} from {bundle}")
+        for entry in new:  # every byte checked: now they join the store, each atomically
+            os.replace(staging.path(entry.digest), store.path(entry.digest))
             result.blobs_added += 1
             result.bytes_added += entry.size
+        fsync_dir(store.blob_dir)
+        shutil.rmtree(store_dir / STAGING, ignore_errors=True)
         result.blobs_present = len(carried) - len(new)
         record = store_meta_dir(store_dir) / "bundles" / f"{manifest.name}.{manifest.sequence}.json"
         raw = manifest.to_bytes()
@@ -159,6 +173,40 @@ def load_bundle(
             state=ChannelState(manifest.sequence, manifest_digest, manifest.name),
         )
     return result
+
+
+STAGING = ".staging"  # blobs copied and checked, not yet in the store (kept for a rerun)
+
+
+def _stage(
+    reader: BundleReader, entries: Sequence[BlobEntry], staging: BlobStore, *, bundle: Path
+) -> None:
+    """Copy each blob beside the store, hashing it on the way (both cores); a mismatch names
+    the blob (and, for a split bundle, the volume that is damaged) and nothing joins the store."""
+    staging.ensure()
+    staging.remove_temp_files()
+
+    def one(entry: BlobEntry) -> None:
+        if staging.has(entry.digest):  # staged by an interrupted run: committed only if it matched
+            return
+        with reader.open_blob(entry.digest) as src, staging.writer(entry.digest) as w:
+            while chunk := src.read(_COPY_CHUNK):
+                w.write(chunk)
+            w.commit(
+                f"blob {entry.digest} ({entry.role}, {entry.source or 'no source'}) in {bundle}"
+            )
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            list(pool.map(one, sorted(entries, key=lambda e: -e.size)))
+    except VerificationError as exc:
+        shutil.rmtree(staging.root, ignore_errors=True)
+        volumes = locate_volumes(bundle)
+        bad, _ = check_volumes(volumes) if volumes.parts else ([], 0)
+        raise VerificationError(
+            exc.message + (f"; {'; '.join(bad)}" if bad else ""),
+            hint="nothing was loaded; copy the bundle (the named volume) again",
+        ) from exc
 
 
 _SCANNED_ROLES = {"file", "image-layer", "sbom"}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from airlock.atomic import remove_dead_temps
 from airlock.bundle.reader import open_bundle
 from airlock.node import engine
 from airlock.node.install import ArtifactSource, BundleSource, install_resources, store_source
@@ -20,6 +21,7 @@ from airlock.node.osinfo import read_os_info
 from airlock.node.preflight import CheckResult, PreflightOptions, run_preflight
 from airlock.node.prepare import PrepareOptions, prepare_resources
 from airlock.oci.ref import parse_reference
+from airlock.system import host_path
 from airlock.verbs.load import DEFAULT_STORE
 
 __all__ = [
@@ -46,6 +48,9 @@ class NodeResult:
 
 def _run(resources: Sequence[engine.Resource], *, root: Path, dry_run: bool) -> NodeResult:
     ctx = engine.Context(root=root, dry_run=dry_run)
+    if not dry_run:  # what an earlier run killed mid-write left beside the files it manages
+        for directory in sorted({host_path(p, root).parent for r in resources for p in r.writes()}):
+            remove_dead_temps(directory)
     the_plan = engine.plan(resources, ctx)
     if dry_run or the_plan.empty:
         return NodeResult(the_plan, None)
