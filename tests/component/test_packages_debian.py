@@ -28,6 +28,7 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 import pytest
@@ -211,10 +212,38 @@ def test_resolved_debs_install_with_dpkg(bookworm: list[RepoMetadata], tmp_path:
         repos=bookworm,
     )
 
-    async def download() -> list[Path]:
+    # apt fetches the files from this machine's configured archive (as when CI installs
+    # packages); airlock's own downloader then reads them from loopback only, by metadata
+    # checksum, through a `sources`-style mirror of each package's upstream URL.
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    pool.chmod(0o777)
+    subprocess.run(
+        [
+            "apt-get",
+            "download",
+            "-q",
+            "-o",
+            "APT::Sandbox::User=root",
+            *(f"{p.name}={p.version}" for p in closure.packages),
+        ],
+        cwd=pool,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    by_name = {p.name: p for p in closure.packages}
+    for f in pool.iterdir():  # apt names files with an escaped epoch: rename as the metadata does
+        name = f.name.split("_", 1)[0]
+        f.rename(pool / by_name[name].filename)
+
+    async def download(url: str) -> list[Path]:
         cache = BlobStore(tmp_path / "cache")
+        mirrors = {p.url.rsplit("/", 1)[0] + "/": url for p in closure.packages}
         async with aiohttp.ClientSession() as session:
-            got = await fetch_files(closure_file_requests(closure), cache=cache, session=session)
+            got = await fetch_files(
+                closure_file_requests(closure, mirrors=mirrors), cache=cache, session=session
+            )
         debs = tmp_path / "debs"
         debs.mkdir()
         out = []
@@ -225,13 +254,28 @@ def test_resolved_debs_install_with_dpkg(bookworm: list[RepoMetadata], tmp_path:
             out.append(dest)
         return out
 
-    debs = asyncio.run(download())
-    subprocess.run(
-        ["dpkg", f"--root={sysroot}", "-i", *map(str, debs)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    with serve(pool) as url:
+        debs = asyncio.run(download(url))
+    # the node engine's offline install: one dpkg transaction, then nothing left to do
+    from airlock.node import engine
+    from airlock.node.resources import Package, PackageSet
+
+    class _Local:
+        def __init__(self, path: Path) -> None:
+            self.path = path
+            self.label = path.name
+
+        def digest(self) -> str:
+            return "sha256:" + hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+        def open(self) -> contextlib.AbstractContextManager[BinaryIO]:
+            return self.path.open("rb")
+
+    pkgs = PackageSet([Package(_Local(d), filename=d.name, family="deb") for d in debs])
+    ctx = engine.Context(root=sysroot)
+    first, _ = engine.plan_and_apply([pkgs], ctx)
+    assert first.changes and f"install {len(debs)} packages offline" in first.changes[0].change.msg
+    assert engine.plan([pkgs], ctx).empty
     audit = subprocess.run(["dpkg", f"--root={sysroot}", "--audit"], capture_output=True, text=True)
     assert audit.returncode == 0 and audit.stdout.strip() == "", audit.stdout
     listed = subprocess.run(

@@ -37,7 +37,7 @@ from airlock.bundle.reader import BundleReader
 from airlock.errors import DigestMismatch, NodeError, VerificationError
 from airlock.node.engine import Resource
 from airlock.node.mirrors import Mirror, mirror_files, render_containerd_config
-from airlock.node.resources import Directory, File, Service
+from airlock.node.resources import Directory, File, Package, PackageSet, Service
 from airlock.node.units import (
     CONTAINERD_UNIT,
     REGISTRY_UNIT_NAME,
@@ -444,7 +444,19 @@ def install_resources(
         raise VerificationError("the kubelet unit in the bundle is not text") from exc
 
     exe = 0o755
+    package_files = [
+        f
+        for f in source.files()
+        if f.kind == "package" and f.platform in ("", plat) and f.name.endswith((".deb", ".rpm"))
+    ]
+    for f in package_files:  # checked against the manifest before dpkg or rpm sees it
+        _verify_stream(source, f)
+    packages = [
+        Package(BlobPayload(source, f), filename=f.name, family=f.name.rsplit(".", 1)[-1])
+        for f in package_files
+    ]
     out: list[Resource] = [
+        *([PackageSet(packages)] if packages else []),
         Directory(LOCAL_BIN),
         Directory("/usr/local/sbin"),
         Directory("/opt/cni"),

@@ -755,6 +755,57 @@ class Package(Resource):
             system.run(argv)
 
 
+class PackageSet(Resource):
+    """The OS packages a bundle carries (the libsolv closure), installed offline in one
+    transaction: dpkg (or rpm) orders them by their dependencies itself. Each file is checked
+    by name and version, so a second run finds nothing to do."""
+
+    kind = "packages"
+
+    def __init__(self, packages: Sequence[Package]) -> None:
+        families = {p.family for p in packages}
+        if len(families) > 1:
+            raise NodeError("the bundle mixes .deb and .rpm packages", "build it for one OS")
+        self.packages = list(packages)
+        self.family = families.pop() if families else "deb"
+
+    @property
+    def name(self) -> str:
+        return f"{len(self.packages)} OS packages"
+
+    def _missing(self, ctx: Context) -> list[Package]:
+        return [p for p in self.packages if p.check(ctx).changed]
+
+    def check(self, ctx: Context) -> Change:
+        missing = self._missing(ctx)
+        if not missing:
+            return Change(False)
+        names = ", ".join(f"{n} {v}" for n, v in (p._identity() for p in missing))
+        return Change(True, msg=f"install {len(missing)} packages offline: {names}")
+
+    def apply(self, ctx: Context) -> None:
+        missing = self._missing(ctx)
+        if not missing:
+            return
+        with tempfile.TemporaryDirectory(prefix="airlock-pkgs-") as tmp:
+            paths = []
+            for p in missing:
+                path = Path(tmp) / p.filename
+                with p.source.open() as src, path.open("wb") as out:
+                    shutil.copyfileobj(src, out)
+                paths.append(str(path))
+            if self.family == "deb":
+                argv = [
+                    "dpkg",
+                    *([f"--root={ctx.root}"] if ctx.is_sysroot else []),
+                    "--install",
+                    *paths,
+                ]
+            else:
+                argv = ["rpm", "-U", "--root", str(ctx.root), *paths]
+            system.run(argv, timeout=1800)
+
+
 class ManagedFile(_Composite):
     """A file plus live actions that make the running system pick it up (`firewall-cmd
     --reload`, `ufw reload`, `setenforce 0`), run only when the file changes."""
