@@ -6,6 +6,10 @@ airlock's simulated one (`airlock.lab.upstream`), on loopback; every daemon star
 stopped here. Performance is measured here, never asserted in tests.
 
     .venv/bin/python bench/run.py [--rounds 3] [--work bench/work] [--out bench/results.json]
+                                  [--load-seconds 60] [--only FIGURE]
+
+`--only FIGURE` builds the seed bundle, then measures that figure (and the figures it needs)
+only, and writes bench/work/results-FIGURE.json unless --out is given: for iterating on one.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from load import LoadOptions, registry_under_load
 from ruamel.yaml import YAML
 from support import (
     airlock_registry,
@@ -66,7 +71,16 @@ HEAVY_DIRS = (
     "dist-registry",
     "blog-registry",
     "ctd",
+    "load-store",
+    "load-dist",
 )
+# A figure measured with --only also needs these (they fill Bench fields it reads).
+NEEDS = {
+    "media_to_pullable_ratio": ("bundle_vs_docker_archive_ratio",),
+    "verify_vs_openssl_ratio": ("create_peak_rss_mib",),
+    "serve_vs_distribution_ratio": ("media_to_pullable_ratio",),
+    "concurrent_pull_errors": ("media_to_pullable_ratio",),
+}
 
 
 # --- the shared setup ----------------------------------------------------------------------
@@ -92,6 +106,7 @@ class Built:
 class Bench:
     work: Path
     rounds: int
+    load_seconds: float
     up: Upstream
     spec: Path
     key: Path
@@ -114,7 +129,7 @@ def fresh(path: Path) -> Path:
     return path
 
 
-def setup(up: Upstream, work: Path, rounds: int) -> Bench:
+def setup(up: Upstream, work: Path, rounds: int, load_seconds: float) -> Bench:
     sources = work / "sources.yaml"
     with sources.open("w") as fh:
         YAML().dump({"sources": up.sources()}, fh)
@@ -128,6 +143,7 @@ def setup(up: Upstream, work: Path, rounds: int) -> Bench:
     return Bench(
         work=work,
         rounds=rounds,
+        load_seconds=load_seconds,
         up=up,
         spec=spec,
         key=work / "site.key",
@@ -741,6 +757,72 @@ def fig_concurrent_pull_errors(b: Bench, ours: str, theirs: str) -> dict[str, An
     )
 
 
+# --- 10. the registry under load ---------------------------------------------------------------
+
+
+def fig_registry_under_load(b: Bench) -> dict[str, Any]:
+    seed = b.seed
+    assert seed is not None
+    source = b.store
+    if source is None:  # --only: load the seed bundle as a user does
+        source = fresh(b.work / "store")
+        run([AIRLOCK, "load", str(seed.path), "--store", str(source), "--key", str(b.pub)])
+    # The load pushes blobs into both registries: give each a copy of its own (hard links for
+    # the store: blobs are immutable and every write there is a rename, never in place).
+    store = b.work / "load-store"
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.copytree(source, store, copy_function=os.link)
+    dist = fresh(b.work / "load-dist")
+    with docker_registry(dist, b.work / "logs") as url:
+        say("   filling docker-registry with the same images (skopeo)")
+        _fill_distribution(b, url)
+    opts = LoadOptions(seconds=b.load_seconds)
+    raw = registry_under_load(
+        airlock=AIRLOCK,
+        store=store,
+        dist_storage=dist,
+        refs=b.images,
+        logs=b.work / "logs",
+        options=opts,
+        say=say,
+    )
+    ours, theirs = raw["airlock"], raw["distribution"]
+    tput = ours["req_per_s"] / theirs["req_per_s"]
+    bad = ours["http_5xx"] + ours["corrupt_bytes"] + ours["corrupt_responses"]
+    return figure(
+        tput,
+        unit="ratio",
+        definition=f"{opts.clients} concurrent aiohttp clients (one keep-alive connection each) "
+        f"for {opts.seconds:g} s (cap {opts.max_requests} requests), each looping over a "
+        "random mix: GET manifest by tag 22% (body sha256 = the tag's digest), HEAD manifest "
+        "by tag or digest 16%, GET whole blob 20% (sha256 checked), GET a random Range of a "
+        "blob (<= 1 MiB) 22% (bytes = that slice of the blob file), HEAD blob 18% "
+        "(Content-Length), push 2% (POST upload, PUT a random 1 B-64 KiB blob with its digest, "
+        "HEAD it back) into a scratch repository; against `airlock registry serve --store` and "
+        "then, alone, Debian's docker-registry holding the same images under the same names; "
+        "value is requests/s airlock / docker-registry",
+        goal="0 5xx and 0 corrupt bytes on airlock, memory flat (ratio: >= 1.0 if possible)",
+        meets=bad == 0 and bool(ours["rss"]["flat"]),
+        raw={
+            "airlock": ours,
+            "distribution": theirs,
+            "throughput_ratio_req_per_s": round(tput, 4),
+            "throughput_ratio_bytes_per_s": round(ours["mib_per_s"] / theirs["mib_per_s"], 4),
+            "p99_ratio": round(ours["p99_ms"] / theirs["p99_ms"], 4),
+            "p50_ratio": round(ours["p50_ms"] / theirs["p50_ms"], 4),
+            "same_items": raw["same_items"],
+            "how": "one load process (this one, asyncio) drives both sides with the same seeded "
+            "mix; before each side every manifest and blob is GET once (not measured) so both "
+            "start with a warm page cache; a side's latency is per HTTP request (a push is "
+            "three); the server's VmRSS is read from /proc/PID/status every second; memory "
+            "is flat when the end RSS <= 1.25x and the peak <= 1.5x the steady RSS (the "
+            "median of the samples in the run's second quarter); docker-registry uses "
+            "both cores (Go), airlock's registry is one Python process, and the load "
+            "generator shares the same 2 cores with both",
+        },
+    )
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -815,15 +897,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="airlock's benchmarks")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--work", type=Path, default=HERE / "work")
-    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--load-seconds", type=float, default=60.0, help="registry_under_load, per side"
+    )
+    parser.add_argument("--only", default=None, help="measure this figure (and its needs) only")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    wanted: set[str] | None = None
+    if args.only is not None:
+        wanted, todo = set(), [args.only]
+        while todo:
+            name = todo.pop()
+            wanted.add(name)
+            todo.extend(NEEDS.get(name, ()))
+    if args.out is None:
+        args.out = (
+            HERE / "results.json" if args.only is None else work / f"results-{args.only}.json"
+        )
+
+    def want(*names: str) -> bool:
+        return wanted is None or any(n in wanted for n in names)
+
     started = time.monotonic()
     results: dict[str, Any] = {}
     stage_seconds: dict[str, float] = {}
 
     def step(name: str, fn: Callable[[], dict[str, Any]]) -> None:
+        if not want(name):
+            return
         say(f"\n== {name}")
         t0 = time.monotonic()
         results[name] = fn()
@@ -832,19 +935,20 @@ def main() -> int:
         say(f"   {name} = {results[name]['value']} {results[name]['unit']}")
 
     with Upstream.start(UPSTREAM_CACHE) as up:
-        b = setup(up, work, args.rounds)
+        b = setup(up, work, args.rounds, args.load_seconds)
         say(
             f"== seed bundle (CLI, signed, cold cache): {len(b.images)} images, {len(b.fetch_urls)} files"
         )
         b.seed = cli_create(b, b.spec, "seed")
         step("bundle_overhead_ratio", lambda: fig_bundle_overhead(b))
         step("bundle_vs_docker_archive_ratio", lambda: fig_bundle_vs_docker_archive(b))
-        say("\n== create rounds (cold, warm, skopeo + curl)")
-        t0 = time.monotonic()
-        rounds = measure_create_rounds(b)
-        stage_seconds["create_rounds"] = round(time.monotonic() - t0, 1)
-        step("create_vs_skopeo_ratio", lambda: fig_create_vs_skopeo(b, rounds))
-        step("create_warm_ratio", lambda: fig_create_warm(b, rounds))
+        if want("create_vs_skopeo_ratio", "create_warm_ratio"):
+            say("\n== create rounds (cold, warm, skopeo + curl)")
+            t0 = time.monotonic()
+            rounds = measure_create_rounds(b)
+            stage_seconds["create_rounds"] = round(time.monotonic() - t0, 1)
+            step("create_vs_skopeo_ratio", lambda: fig_create_vs_skopeo(b, rounds))
+            step("create_warm_ratio", lambda: fig_create_warm(b, rounds))
         big: list[Built] = []
 
         def rss() -> dict[str, Any]:
@@ -857,16 +961,21 @@ def main() -> int:
         for d in ("big-cache", "big-out"):
             shutil.rmtree(work / d, ignore_errors=True)
         step("media_to_pullable_ratio", lambda: fig_media_to_pullable(b))
-        with (
-            airlock_registry(
-                AIRLOCK, ["--store", str(b.store)], work / "logs" / "serve8.log"
-            ) as ours,
-            docker_registry(fresh(work / "dist-registry"), work / "logs") as theirs,
-        ):
-            say("\n== filling docker-registry with the same images (skopeo)")
-            _fill_distribution(b, theirs)
-            step("serve_vs_distribution_ratio", lambda: fig_serve_vs_distribution(b, ours, theirs))
-            step("concurrent_pull_errors", lambda: fig_concurrent_pull_errors(b, ours, theirs))
+        if want("serve_vs_distribution_ratio", "concurrent_pull_errors"):
+            with (
+                airlock_registry(
+                    AIRLOCK, ["--store", str(b.store)], work / "logs" / "serve8.log"
+                ) as ours,
+                docker_registry(fresh(work / "dist-registry"), work / "logs") as theirs,
+            ):
+                say("\n== filling docker-registry with the same images (skopeo)")
+                _fill_distribution(b, theirs)
+                step(
+                    "serve_vs_distribution_ratio",
+                    lambda: fig_serve_vs_distribution(b, ours, theirs),
+                )
+                step("concurrent_pull_errors", lambda: fig_concurrent_pull_errors(b, ours, theirs))
+        step("registry_under_load", lambda: fig_registry_under_load(b))
 
     for heavy in HEAVY_DIRS:  # keep logs and specs, drop the bulk (make clean drops the rest)
         shutil.rmtree(work / heavy, ignore_errors=True)

@@ -146,25 +146,29 @@ def _read_limited(path: Path) -> bytes:
     return data
 
 
-def _check_signature(path: Path, data: bytes, sig: bytes | None, keys: Sequence[Path]) -> str:
-    what = f"inventory {path}" if path.suffix == ".json" else f"bundle {path}"
+def _check_signature(
+    what: str, path: Path, data: bytes, sig: bytes | None, keys: Sequence[Path]
+) -> str:
+    """`what` is "inventory" or "bundle"; returns the key id that verified."""
+    inventory = what == "inventory"
+    what = f"{what} {path}"
     if sig is None:
         raise VerificationError(
             f"{what} is not signed, but --since-key was given",
             f"sign it on the far side: airlock inventory -o {path.name} --sign KEY"
-            if "inventory" in what
+            if inventory
             else "build the old bundle with --sign, or drop --since-key",
         )
     try:
-        verify_signature(data, sig, keys)
+        good = verify_signature(data, sig, keys)
     except VerificationError as exc:
         names = ", ".join(str(k) for k in keys)
         raise VerificationError(
-            f"the signature of {what} does not verify with {names}: {exc.message}",
+            f"the signature of {what} does not verify with {names}",
             "it was changed after signing, or signed with another key; take the inventory "
             "again on the far side and carry both files",
         ) from exc
-    return key_id(keys[0]) if len(keys) == 1 else ", ".join(key_id(k) for k in keys)
+    return key_id(good)
 
 
 def _inventory_baseline(
@@ -174,7 +178,7 @@ def _inventory_baseline(
     if keys:
         sig_file = signature_path(path)
         sig = sig_file.read_bytes() if sig_file.is_file() else None
-        signed_by = _check_signature(path, raw, sig, keys)
+        signed_by = _check_signature("inventory", path, raw, sig, keys)
     store = doc.get("store")
     if not isinstance(store, dict):
         raise UsageError(f"inventory {path} has no `store` section", "take the inventory again")
@@ -209,7 +213,9 @@ def _bundle_baseline(path: Path, keys: Sequence[Path]) -> Baseline:
         manifest = reader.manifest
         signed_by = None
         if keys:
-            signed_by = _check_signature(path, reader.manifest_bytes, reader.signature, keys)
+            signed_by = _check_signature(
+                "bundle", path, reader.manifest_bytes, reader.signature, keys
+            )
         carried = {b.digest for b in manifest.blobs}
         return Baseline(
             kind="bundle",
