@@ -243,3 +243,19 @@ def test_travel_plus_present_is_the_unique_content(
     for e, item in zip(entries, items, strict=True):
         if e.status == "present":
             assert all(dg in present for dg, _ in item.blobs)
+
+
+def test_next_sequence_is_one_above_what_the_far_side_loaded(tmp_path: Path) -> None:
+    import json as _json
+
+    from airlock.verbs.delta import next_sequence, read_baseline
+
+    inv = tmp_path / "inventory.json"
+    inv.write_text(
+        _json.dumps(
+            {"store": {"present": True, "blobs": [], "images": {}, "channels": {"stable": 4}}}
+        )
+    )
+    baseline = read_baseline(inv)
+    assert next_sequence(baseline, "stable") == 5
+    assert next_sequence(baseline, "edge") == 1

@@ -35,7 +35,12 @@ def create(
         [], "--since-key", help="Public key the --since inventory's signature must verify with."
     ),
     cache: Path | None = typer.Option(None, "--cache", help="Download cache directory."),
-    sequence: int = typer.Option(1, "--sequence", help="Sequence number (rollback guard)."),
+    sequence: int | None = typer.Option(
+        None,
+        "--sequence",
+        help="Sequence number (rollback guard); default 1, or with --since "
+        "one above what the far side loaded.",
+    ),
     expires: str | None = typer.Option(None, "--expires", help="YYYY-MM-DD: refuse loads after."),
     json_out: bool = json_option(),
 ) -> None:

@@ -20,6 +20,7 @@ from airlock.node.install import CERTS_DIR, CNI_BIN, LOCAL_BIN, RUNC_PATH
 from airlock.node.osinfo import read_os_info
 from airlock.node.resources import dpkg_status
 from airlock.oci.layout import OciLayout
+from airlock.trust import read_channels
 
 __all__ = ["INVENTORY_SCHEMA", "collect_inventory"]
 
@@ -76,9 +77,12 @@ def _store(store: Path) -> dict[str, Any]:
     if not (store / "index.json").exists() and not (store / "blobs").exists():
         return {"path": str(store), "present": False, "blobs": [], "images": {}}
     layout = OciLayout(store)
+    channels = read_channels(store / "airlock")
     return {
         "path": str(store),
         "present": True,
+        # the newest sequence loaded per channel: the next bundle needs a higher one
+        "channels": {ch: st.sequence for ch, st in sorted(channels.items())},
         "blobs": layout.digests(),
         "images": {ref: d["digest"] for ref, d in sorted(layout.images().items())},
     }

@@ -66,7 +66,7 @@ class CreateOptions:
     cache: Path | None = None
     sign_key: Path | None = None
     split: int | None = None
-    sequence: int = 1
+    sequence: int | None = None  # None: one above the baseline's (with --since), else 1
     expires: str | None = None
     concurrency: int = 8
     wheelhouse: bool = True
@@ -279,6 +279,16 @@ def _wheelhouse(cache: BlobStore) -> list[FileArtifact]:
     return out
 
 
+def _sequence(options: CreateOptions, baseline: Any, channel: str) -> int:
+    if options.sequence is not None:
+        return options.sequence
+    if baseline is not None:
+        from airlock.verbs.delta import next_sequence
+
+        return next_sequence(baseline, channel)
+    return 1
+
+
 def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     """Resolve, fetch everything (verified, cached, concurrent) and write the bundle.
 
@@ -301,7 +311,7 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     content = BundleContent(
         name=spec.metadata.name,
         channel=spec.metadata.channel,
-        sequence=options.sequence,
+        sequence=_sequence(options, baseline, spec.metadata.channel),
         spec=spec.model_dump(by_alias=True, mode="json", exclude_none=True),
         resolved=_resolved(spec, plan),
         images=images,

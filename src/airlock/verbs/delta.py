@@ -133,6 +133,7 @@ class Baseline:
     images: Mapping[str, str] = field(default_factory=dict)  # reference -> digest
     signed_by: str | None = None  # the key that verified it, when keys were given
     warnings: tuple[str, ...] = ()
+    channels: Mapping[str, int] = field(default_factory=dict)  # newest sequence per channel
 
 
 def _read_limited(path: Path) -> bytes:
@@ -203,6 +204,7 @@ def _inventory_baseline(
         images={str(k): str(v) for k, v in images.items()},
         signed_by=signed_by,
         warnings=warnings,
+        channels=_channels(doc),
     )
 
 
@@ -225,6 +227,7 @@ def _bundle_baseline(path: Path, keys: Sequence[Path]) -> Baseline:
             blobs=frozenset(carried | set(manifest.omitted)),
             images={i.reference: i.digest for i in manifest.images},
             signed_by=signed_by,
+            channels={manifest.channel: manifest.sequence},
         )
 
 
@@ -606,3 +609,14 @@ def plan_since(
         present_bytes=present,
         warnings=warnings,
     )
+
+
+def _channels(inventory: Any) -> dict[str, int]:
+    store = inventory.get("store") if isinstance(inventory, dict) else None
+    raw = store.get("channels", {}) if isinstance(store, dict) else {}
+    return {str(k): int(v) for k, v in raw.items() if isinstance(v, int)}
+
+
+def next_sequence(baseline: Baseline, channel: str) -> int:
+    """One above the newest sequence the far side loaded on `channel` (1 when it has none)."""
+    return baseline.channels.get(channel, 0) + 1
