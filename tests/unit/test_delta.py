@@ -253,7 +253,10 @@ def test_next_sequence_is_one_above_what_the_far_side_loaded(tmp_path: Path) -> 
     inv = tmp_path / "inventory.json"
     inv.write_text(
         _json.dumps(
-            {"store": {"present": True, "blobs": [], "images": {}, "channels": {"stable": 4}}}
+            {
+                "schema": "airlock.inventory/v1",
+                "store": {"present": True, "blobs": [], "images": {}, "channels": {"stable": 4}},
+            }
         )
     )
     baseline = read_baseline(inv)
