@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -205,3 +206,40 @@ def test_plan_seed() -> None:
 def test_plan_missing_cni_manifest_names_url() -> None:
     with pytest.raises(FetchError, match="kube-flannel.yml"):
         resolve_plan_with(parse_spec(preset_text("seed")), FakeFetcher({}))
+
+
+def test_plan_adds_images_only_helm_template_shows() -> None:
+    fetcher = FakeFetcher(
+        {
+            "https://github.com/flannel-io/flannel/releases/download/v0.22.0/kube-flannel.yml": FLANNEL.encode(),
+            "https://stefanprodan.github.io/podinfo/index.yaml": INDEX.encode(),
+            "https://stefanprodan.github.io/podinfo/podinfo-6.4.0.tgz": PODINFO,
+        }
+    )
+    rendered = (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: podinfo}\nspec:\n  template:\n"
+        "    spec:\n      containers:\n      - {name: podinfo, image: ghcr.io/stefanprodan/podinfo:6.4.0}\n"
+        "      - {name: redis, image: docker.io/library/redis:7.0.7}\n"
+    )
+    seen: list[str] = []
+
+    def render(chart: bytes, label: str) -> str:
+        seen.append(label)
+        assert chart == PODINFO
+        return rendered
+
+    plan = resolve_plan_with(parse_spec(preset_text("seed")), fetcher, render=render)
+    images = {a.source: a for a in plan.images()}
+    assert seen == ["podinfo-6.4.0"]
+    assert images["docker.io/library/redis:7.0.7"].found_in == (
+        "helm template podinfo: Deployment default/podinfo containers[redis]",
+    )
+
+
+def test_helm_template_without_helm_is_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from airlock.resolve.plan import helm_template
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert helm_template(PODINFO, "podinfo-6.4.0") is None

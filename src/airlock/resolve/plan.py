@@ -43,7 +43,10 @@ def _kubeadm_list(spec: Spec, fetcher: Fetcher, warn: Callable[[str], None]) -> 
     return listed
 
 
-def resolve_plan_with(spec: Spec, fetcher: Fetcher) -> Plan:
+ChartRenderer = Callable[[bytes, str], "str | None"]  # chart archive, label -> manifests
+
+
+def resolve_plan_with(spec: Spec, fetcher: Fetcher, *, render: ChartRenderer | None = None) -> Plan:
     plan = Plan(spec.metadata.name, spec.kubernetes.version)
     mirrors = spec.sources.files
 
@@ -139,10 +142,16 @@ def resolve_plan_with(spec: Spec, fetcher: Fetcher) -> Plan:
                 found=f"{index_url}",
             )
         )
-        for ref, where in chart_images(
-            fetcher.get(entry.url), chart=f"{chart.name}-{chart.version}"
-        ):
+        chart_tgz = fetcher.get(entry.url)
+        for ref, where in chart_images(chart_tgz, chart=f"{chart.name}-{chart.version}"):
             add_image(ref, where)
+        if render is not None:  # what the chart really deploys with its default values
+            rendered = render(chart_tgz, f"{chart.name}-{chart.version}")
+            if rendered is not None:
+                for ref, where in images_in_manifest(
+                    rendered, source=f"helm template {chart.name}"
+                ):
+                    add_image(ref, where)
 
     for i, ref in enumerate(spec.images):
         add_image(ref, f"spec images[{i}]")
@@ -242,4 +251,24 @@ def _package_closure(spec: Spec, warn: Callable[[str], None]) -> list[Artifact]:
 def resolve_plan(spec: Spec) -> Plan:
     from airlock.fetch.metadata import MetadataFetcher
 
-    return resolve_plan_with(spec, MetadataFetcher(spec.sources.files))
+    return resolve_plan_with(spec, MetadataFetcher(spec.sources.files), render=helm_template)
+
+
+def helm_template(chart_tgz: bytes, label: str) -> str | None:
+    """`helm template` of a chart when a real helm is on PATH (airlock's stand-in renders
+    nothing); None when there is no helm or it fails (values and annotations still count)."""
+    import tempfile
+    from pathlib import Path
+
+    from airlock import system
+
+    helm = system.which("helm")
+    if helm is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="airlock-helm-") as tmp:
+        chart = Path(tmp) / f"{label}.tgz"
+        chart.write_bytes(chart_tgz)
+        result = system.run(
+            [helm, "template", "airlock-plan", str(chart)], check=False, timeout=120
+        )
+    return result.stdout if result.returncode == 0 and result.stdout.strip() else None
