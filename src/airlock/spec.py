@@ -50,11 +50,11 @@ __all__ = [
 API_VERSION = "airlock/v1alpha1"
 SUPPORTED_CNIS = ("flannel", "calico")
 
-_SEMVER_V = re.compile(r"^v\d+\.\d+\.\d+$")
-_SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
-_PLATFORM = re.compile(r"^linux/(amd64|arm64|arm|ppc64le|s390x)(/v[5-8])?$")
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_SHA256 = re.compile(r"^[a-f0-9]{64}$")
+_SEMVER_V = re.compile(r"^v\d+\.\d+\.\d+\Z")
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+\Z")
+_PLATFORM = re.compile(r"^linux/(amd64|arm64|arm|ppc64le|s390x)(/v[5-8])?\Z")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_SHA256 = re.compile(r"^[a-f0-9]{64}\Z")
 
 
 def _exact_v(value: str) -> str:

@@ -116,9 +116,9 @@ FILE_KIND_MEDIA_TYPES: dict[str, str] = {
     "wheel": "application/vnd.airlock.file.wheel.v1+zip",
 }
 
-BUNDLE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # also a valid OCI tag
+BUNDLE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")  # also a valid OCI tag
 # A file title is a plain file name: ORAS-style tools write it as a path when pulling.
-FILE_NAME_RE = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.+@=,~-]{1,255}$")
+FILE_NAME_RE = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.+@=,~-]{1,255}\Z")
 
 
 def file_media_type(kind: str, media_type: str) -> str:

@@ -38,8 +38,8 @@ __all__ = [
     "run_app_deploy",
 ]
 
-_RELEASE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
-_SET_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\[\]-]*$")
+_RELEASE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?\Z")
+_SET_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\[\]-]*\Z")
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,9 @@ __all__ = [
 ]
 
 JOIN_FILE_FORMAT = "airlock/join/v1"
-_TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
-_KEY_RE = re.compile(r"^[a-f0-9]{64}$")
-_HASH_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+_TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}\Z")
+_KEY_RE = re.compile(r"^[a-f0-9]{64}\Z")
+_HASH_RE = re.compile(r"^sha256:[a-f0-9]{64}\Z")
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,10 @@ CRI_SOCKET = "unix:///var/run/containerd/containerd.sock"
 API_PORT = 6443
 TOKEN_GROUPS = ("system:bootstrappers:kubeadm:default-node-token",)
 TOKEN_USAGES = ("signing", "authentication")
-_TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
-_KEY_RE = re.compile(r"^[a-f0-9]{64}$")
-_HASH_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
-_ENDPOINT_RE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:(\d{1,5}))?$")
+_TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}\Z")
+_KEY_RE = re.compile(r"^[a-f0-9]{64}\Z")
+_HASH_RE = re.compile(r"^sha256:[a-f0-9]{64}\Z")
+_ENDPOINT_RE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:(\d{1,5}))?\Z")
 
 
 def kubeadm_api_version(kubernetes_version: str) -> str:
@@ -214,7 +214,7 @@ def _check_endpoint(endpoint: str) -> str:
 
 # --- YAML -------------------------------------------------------------------------------------
 
-_PLAIN = re.compile(r"^[A-Za-z0-9_./@+\[\]][A-Za-z0-9_./:@+=,\[\]-]*$")
+_PLAIN = re.compile(r"^[A-Za-z0-9_./@+\[\]][A-Za-z0-9_./:@+=,\[\]-]*\Z")
 _TYPED = re.compile(
     r"^([-+]?(\d[\d_]*)?(\.\d*)?([eE][-+]?\d+)?|0x[0-9a-fA-F]+|0o[0-7]+|\d+(:[0-5]?\d)+"
     r"|\.inf|\.nan|true|false|yes|no|on|off|y|n|null|~)$",

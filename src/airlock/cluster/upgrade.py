@@ -79,7 +79,7 @@ ROLES: tuple[Role, ...] = ("first-control-plane", "control-plane", "worker")
 APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 TOOLS = ("kubeadm", "kubelet", "kubectl")
-_VERSION_RE = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+_VERSION_RE = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\Z")
 _APISERVER_IMAGE_RE = re.compile(r"image:\s*\S*kube-apiserver:(v\d+\.\d+\.\d+)\b")
 _CHUNK = 1 << 20
 

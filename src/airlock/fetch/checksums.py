@@ -35,8 +35,8 @@ __all__ = [
 
 # hex length -> algorithm; only these two are accepted (md5/sha1 are not integrity checks)
 ALGORITHMS: dict[int, str] = {64: "sha256", 128: "sha512"}
-_HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
-_BSD_RE = re.compile(r"^(SHA256|SHA512|SHA2-256|SHA2-512)\s*\((.+)\)\s*=\s*([0-9a-fA-F]+)$")
+_HEX_RE = re.compile(r"^[0-9a-fA-F]+\Z")
+_BSD_RE = re.compile(r"^(SHA256|SHA512|SHA2-256|SHA2-512)\s*\((.+)\)\s*=\s*([0-9a-fA-F]+)\Z")
 _BSD_ALGO = {"SHA256": "sha256", "SHA2-256": "sha256", "SHA512": "sha512", "SHA2-512": "sha512"}
 
 

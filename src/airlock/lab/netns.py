@@ -39,7 +39,7 @@ __all__ = [
 
 LAB_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
 NETNS_DIR = Path("/run/netns")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # IFNAMSIZ is 16 with the NUL
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")  # IFNAMSIZ is 16 with the NUL
 
 
 def _check_name(name: str, what: str) -> None:

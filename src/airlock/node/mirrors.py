@@ -325,7 +325,7 @@ def _set_registry(registry: dict[str, Any], config_path: str) -> None:
 
 # --- a small TOML writer -----------------------------------------------------------------
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+\Z")
 _ESCAPES = {
     '"': '\\"',
     "\\": "\\\\",
@@ -338,7 +338,7 @@ _ESCAPES = {
 
 
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)  # `$` would let "a\n" pass
 
 
 def _toml_string(text: str) -> str:

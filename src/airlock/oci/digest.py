@@ -17,7 +17,7 @@ __all__ = [
     "sha256_digest",
 ]
 
-DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}\Z")
 _CHUNK = 1 << 20
 
 

@@ -84,13 +84,13 @@ REALM = "airlock"
 UPLOADS_DIR = "uploads"
 _CHUNK = 1 << 20
 _PUSH_TYPES = frozenset({OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST})
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_UPLOAD_RE = re.compile(r"^(?P<name>.+)/blobs/uploads/(?P<id>[^/]*)$")
-_BLOB_RE = re.compile(r"^(?P<name>.+)/blobs/(?P<digest>[^/]+)$")
-_MANIFEST_RE = re.compile(r"^(?P<name>.+)/manifests/(?P<ref>[^/]+)$")
-_TAGS_RE = re.compile(r"^(?P<name>.+)/tags/list$")
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
-_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+_UPLOAD_RE = re.compile(r"^(?P<name>.+)/blobs/uploads/(?P<id>[^/]*)\Z")
+_BLOB_RE = re.compile(r"^(?P<name>.+)/blobs/(?P<digest>[^/]+)\Z")
+_MANIFEST_RE = re.compile(r"^(?P<name>.+)/manifests/(?P<ref>[^/]+)\Z")
+_TAGS_RE = re.compile(r"^(?P<name>.+)/tags/list\Z")
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)\Z")
+_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)\Z")
 # A client that goes away mid-body surfaces as one of these while the body is read.
 _CLIENT_GONE = (OSError, HttpProcessingError)
 

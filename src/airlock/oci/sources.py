@@ -58,7 +58,7 @@ MAX_MANIFEST_SIZE = 4 << 20
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 # The first component may carry a port (`localhost:5000/app`), as distribution's name grammar.
 _REPO_RE = re.compile(rf"^{_COMPONENT}(?::[0-9]+)?(?:/{_COMPONENT})*$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}\Z")
 _MAX_NAME = 255
 
 

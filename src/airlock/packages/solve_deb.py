@@ -33,7 +33,7 @@ __all__ = ["main", "solve"]
 # adds at least one favour, so this bounds the loop on a pathological repository.
 _MAX_ROUNDS = 25
 _DEB_OPS = {">=": ("GT", "EQ"), "<=": ("LT", "EQ"), ">>": ("GT",), "<<": ("LT",), "=": ("EQ",)}
-_ALT_RE = re.compile(r"^\s*([^\s(]+)\s*(?:\(\s*(>=|<=|>>|<<|=)\s*([^)\s]+)\s*\))?\s*$")
+_ALT_RE = re.compile(r"^\s*([^\s(]+)\s*(?:\(\s*(>=|<=|>>|<<|=)\s*([^)\s]+)\s*\))?\s*\Z")
 
 
 def _installed_status_only(path: str, out_path: str) -> None:
