@@ -39,9 +39,11 @@ __all__ = [
     "Packages",
     "RegistrySource",
     "Runtime",
+    "SignedPrefix",
     "Sources",
     "Spec",
     "Tools",
+    "Verify",
     "dump_spec",
     "load_spec",
     "parse_spec",
@@ -190,6 +192,18 @@ class Sources(_Model):
         return v
 
 
+class SignedPrefix(_Model):
+    """Files under `prefix` have a detached signature at URL + `suffix`, made with `key`."""
+
+    prefix: Url
+    key: str  # path of the PEM public key (cosign.pub)
+    suffix: str = ".sig"
+
+
+class Verify(_Model):
+    signatures: list[SignedPrefix] = []
+
+
 def _image(value: str) -> str:
     try:
         parse_reference(value)
@@ -214,6 +228,7 @@ class Spec(_Model):
     charts: list[Chart] = []
     files: list[ExtraFile] = []
     packages: Packages | None = None
+    verify: Verify = Verify()
     sources: Sources = Sources()
 
     @field_validator("platforms")

@@ -290,3 +290,48 @@ def test_os_packages_closure_travels(upstream: Upstream, tmp_path: Path) -> None
         carried["libdep_1.2_amd64.deb"]["digest"]
         == "sha256:" + hashlib.sha256(b"libdep 1.2").hexdigest()
     )
+
+
+def test_upstream_signatures_checked_and_recorded(upstream: Upstream, tmp_path: Path) -> None:
+    key = upstream.release_key(tmp_path / "release.pub")
+    signed = [{"prefix": "https://dl.k8s.io/", "key": str(key)}]
+    spec = write_spec(tmp_path, upstream, verify={"signatures": signed})
+    out = json.loads(
+        run(
+            "bundle",
+            "create",
+            "-f",
+            str(spec),
+            "--cache",
+            str(tmp_path / "c"),
+            "-o",
+            str(tmp_path / "o"),
+            "--json",
+        ).stdout
+    )
+    files = json.loads(run("bundle", "inspect", out["bundle"], "--json").stdout)["files"]
+    signed_files = {f["name"] for f in files if f["signature_key"]}
+    assert signed_files == {"kubeadm", "kubelet", "kubectl"}
+    # a key that did not sign them: refused, naming the file
+    from airlock.bundle.signing import generate_keypair
+
+    _, other = generate_keypair(tmp_path / "other")
+    spec = write_spec(
+        tmp_path,
+        upstream,
+        verify={"signatures": [{"prefix": "https://dl.k8s.io/", "key": str(other)}]},
+    )
+    proc = run(
+        "bundle",
+        "create",
+        "-f",
+        str(spec),
+        "--cache",
+        str(tmp_path / "c"),
+        "-o",
+        str(tmp_path / "o2"),
+        check=False,
+    )
+    assert proc.returncode == 3
+    assert "https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kube" in proc.stderr
+    assert "does not verify" in proc.stderr

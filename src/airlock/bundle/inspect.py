@@ -43,6 +43,7 @@ class FileSummary:
     platform: str
     checksum: ChecksumEntry | None
     carried: bool
+    signature_key: str | None = None  # the key that verified the upstream's signature
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ def inspect_bundle(path: Path, *, keys: Sequence[Path] = ()) -> BundleSummary:
                 platform=f.platform,
                 checksum=f.checksum,
                 carried=f.digest in sizes,
+                signature_key=f.annotations.get("io.airlock.signature.key"),
             )
             for f in m.files
         )

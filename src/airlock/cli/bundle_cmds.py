@@ -168,7 +168,8 @@ def inspect(
                     f.kind,
                     f.version,
                     format_size(f.size),
-                    f.checksum.source if f.checksum else "none published",
+                    (f.checksum.source if f.checksum else "none published")
+                    + (f"; signed ({f.signature_key[:19]})" if f.signature_key else ""),
                     f.url,
                 )
                 for f in s.files

@@ -18,6 +18,7 @@ the Debian inputs, so a second start only starts the daemons.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -38,6 +39,8 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from airlock import system
 from airlock.atomic import write_atomic
@@ -224,6 +227,20 @@ def _sum_line(path: Path) -> bytes:
     return f"{_sha256_hex(path)}  {path.name}\n".encode()
 
 
+def release_signing_key() -> Ed25519PrivateKey:
+    """The simulated upstream's release key (a fixed seed: builds stay cacheable and the
+    public key is known to tests; it signs nothing outside the lab)."""
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"airlock lab release key").digest())
+
+
+def release_public_key_pem() -> bytes:
+    return (
+        release_signing_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
 def _build_files(root: Path, inputs: _DebianInputs, versions: Sequence[str]) -> None:
     """The upstream file hosts, as `root/<host>/<path>` (see the module docstring)."""
     # dl.k8s.io: kubeadm/kubelet stand-ins, the real kubectl; `.sha256` holds the hex only.
@@ -237,6 +254,9 @@ def _build_files(root: Path, inputs: _DebianInputs, versions: Sequence[str]) -> 
         ]
         for b in binaries:
             _put(b.with_name(b.name + ".sha256"), _sha256_hex(b).encode())
+            # a detached signature as `cosign sign-blob --key` writes it (base64, beside it)
+            sig = release_signing_key().sign(b.read_bytes())
+            _put(b.with_name(b.name + ".sig"), base64.b64encode(sig))
     # kubeadm's constants.go at each tag: airlock's second source for the image list.
     for v in versions:
         constants = f"kubernetes/kubernetes/{v}/cmd/kubeadm/app/constants/constants.go"
@@ -605,6 +625,11 @@ class Upstream:
         """The OCI layout the images were built in (before the push; docker-flavoured images
         are converted to v2s2 on push, so their registry digests differ from these)."""
         return OciLayout(self.build_dir / "oci")
+
+    def release_key(self, dest: Path) -> Path:
+        """Write the upstream's release public key (PEM) to `dest`: the spec's verify key."""
+        dest.write_bytes(release_public_key_pem())
+        return dest
 
     @property
     def registries(self) -> dict[str, str]:

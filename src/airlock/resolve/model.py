@@ -20,6 +20,8 @@ class Artifact:
     platform: str = ""
     found_in: tuple[str, ...] = ()  # how it was discovered: "kubeadm table v1.27.3", ...
     size: int | None = None  # when the metadata says (OS packages)
+    signature_url: str | None = None  # an upstream detached signature to check (spec `verify`)
+    signature_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

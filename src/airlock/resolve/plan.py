@@ -61,6 +61,7 @@ def resolve_plan_with(spec: Spec, fetcher: Fetcher, *, render: ChartRenderer | N
         sha256: str | None = None,
         found: str,
     ) -> Artifact:
+        signed = next((p for p in spec.verify.signatures if url.startswith(p.prefix)), None)
         return Artifact(
             kind=kind,
             name=name,
@@ -71,6 +72,8 @@ def resolve_plan_with(spec: Spec, fetcher: Fetcher, *, render: ChartRenderer | N
             sha256=sha256,
             platform=platform,
             found_in=(found,),
+            signature_url=url + signed.suffix if signed else None,
+            signature_key=signed.key if signed else None,
         )
 
     rt = spec.runtime

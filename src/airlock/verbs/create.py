@@ -12,7 +12,7 @@ import os
 import platform as host_platform
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +125,41 @@ def _file_artifacts(pairs: Sequence[tuple[Artifact, FetchedFile]]) -> list[FileA
     return out
 
 
+ANNOTATION_SIGNATURE_URL = "io.airlock.signature.url"
+ANNOTATION_SIGNATURE_KEY = "io.airlock.signature.key"
+
+
+def _check_signatures(
+    files: list[FileArtifact],
+    artifacts: Sequence[Artifact],
+    cache: BlobStore,
+    mirrors: dict[str, str],
+) -> list[FileArtifact]:
+    """Upstream detached signatures (spec `verify.signatures`), checked over the bytes fetched;
+    each verified file records the signature URL and the key id in airlock.json."""
+    from airlock.fetch.metadata import MetadataFetcher
+    from airlock.fetch.signatures import verify_detached
+
+    fetcher = MetadataFetcher(mirrors)
+    out = []
+    for f, a in zip(files, artifacts, strict=True):
+        if a.signature_url and a.signature_key:
+            with cache.path(f.digest).open("rb") as data:
+                key_id = verify_detached(
+                    data, fetcher.get(a.signature_url), Path(a.signature_key), what=a.source
+                )
+            f = replace(
+                f,
+                annotations={
+                    **f.annotations,
+                    ANNOTATION_SIGNATURE_URL: a.signature_url,
+                    ANNOTATION_SIGNATURE_KEY: key_id,
+                },
+            )
+        out.append(f)
+    return out
+
+
 def _endpoints(spec: Spec) -> dict[str, Endpoint]:
     return {
         host: Endpoint(src.url.rstrip("/"), insecure=src.insecure)
@@ -206,6 +241,7 @@ async def _fetch_all(
             await asyncio.gather(files_task, images_task, return_exceptions=True)
             raise
         files = _file_artifacts([(a, f) for (a, _), f in zip(pairs, fetched, strict=True)])
+        files = _check_signatures(files, [a for a, _ in pairs], cache, dict(spec.sources.files))
         listed = _kubeadm_listed(files, cache, spec.kubernetes.version)
         if listed is not None:
             have = {a.source for a in plan.images()}
