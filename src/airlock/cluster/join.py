@@ -35,7 +35,7 @@ from airlock.cluster.runner import (
     execute_steps,
     render_steps,
 )
-from airlock.errors import AirlockError, NodeError, UsageError
+from airlock.errors import NodeError, UsageError
 from airlock.system import host_path
 
 __all__ = [
@@ -172,12 +172,7 @@ def run_join(
         preflight=preflight,
         progress=progress,
     )
-    try:
-        execute_steps(plan.steps, ctx)
-    except AirlockError as exc:
-        if ctx.standin:
-            exc.message += " [with airlock's STAND-IN kubeadm]"
-        raise
+    execute_steps(plan.steps, ctx)
     c = plan.config
     role = "control-plane node" if plan.control_plane else "worker"
     if ctx.standin:

@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 
 from airlock import system
 from airlock.atomic import write_atomic
-from airlock.errors import NodeError, SystemCommandError, VerificationError
+from airlock.errors import AirlockError, NodeError, SystemCommandError, VerificationError
 
 __all__ = [
     "ADMIN_CONF",
@@ -382,7 +382,13 @@ def render_steps(steps: Sequence[Step]) -> list[str]:
 
 
 def execute_steps(steps: Sequence[Step], ctx: StepContext) -> list[str]:
-    for n, step in enumerate(steps, 1):
-        ctx.say(f"[{n}/{len(steps)}] {step.describe()[0]}")
-        ctx.done.append(step.execute(ctx))
+    """Run the steps in order; a failure while a stand-in ran says so in its message."""
+    try:
+        for n, step in enumerate(steps, 1):
+            ctx.say(f"[{n}/{len(steps)}] {step.describe()[0]}")
+            ctx.done.append(step.execute(ctx))
+    except AirlockError as exc:
+        if ctx.standin:
+            exc.message += " [with airlock's STAND-IN kubeadm]"
+        raise
     return ctx.done

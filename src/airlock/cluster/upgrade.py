@@ -46,7 +46,7 @@ from airlock.cluster.runner import (
     execute_steps,
     render_steps,
 )
-from airlock.errors import AirlockError, DigestMismatch, NodeError, UsageError
+from airlock.errors import DigestMismatch, NodeError, UsageError
 from airlock.node.install import LOCAL_BIN, host_platform
 from airlock.oci.layout import OciLayout
 from airlock.oci.media import ANNOTATION_TITLE
@@ -452,12 +452,7 @@ def run_upgrade(
         log_dir=log_dir or host_path(opts.log_dir, opts.root),
         progress=progress,
     )
-    try:
-        execute_steps(plan.steps, ctx)
-    except AirlockError as exc:
-        if ctx.standin:
-            exc.message += " [with airlock's STAND-IN kubeadm]"
-        raise
+    execute_steps(plan.steps, ctx)
     if ctx.standin:
         message = (
             f"upgrade to {plan.target} ran with airlock's STAND-IN kubeadm: files were written"
