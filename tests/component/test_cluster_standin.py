@@ -43,8 +43,8 @@ pytestmark = pytest.mark.component
 
 TOKEN = "abcdef.0123456789abcdef"
 KEY = "0123456789abcdef" * 4
-CP = NodeFacts("cp-1", (("lo", "127.0.0.1/8"), ("eth0", "192.0.2.2/24")), "eth0", "192.0.2.2")
-WORKER = NodeFacts("worker-1", (("eth0", "192.0.2.3/24"),), "eth0", "192.0.2.3")
+CP = NodeFacts("cp-1", (("lo", "127.0.0.1/8"), ("eth0", "198.18.2.2/24")), "eth0", "198.18.2.2")
+WORKER = NodeFacts("worker-1", (("eth0", "198.18.2.3/24"),), "eth0", "198.18.2.3")
 FLANNEL = "/var/lib/airlock/files/kube-flannel.yml"
 
 
@@ -141,7 +141,7 @@ def test_generated_join_config_passes_the_standin(
     kubeadm = kubeadm_standin(tmp_path, version)
     cfg = render_join_config(
         kubernetes_version=version,
-        api_endpoint="192.0.2.2:6443",
+        api_endpoint="198.18.2.2:6443",
         token=TOKEN,
         ca_cert_hash="sha256:" + "c" * 64,
         node=WORKER,
@@ -202,10 +202,10 @@ def test_v1beta3_field_in_a_v1beta4_config_is_refused(tmp_path: Path) -> None:
 
 def test_extra_args_map_in_v1beta4_is_refused(tmp_path: Path) -> None:
     text = current_config().replace(
-        "  kubeletExtraArgs:\n  - name: node-ip\n    value: 192.0.2.2\n",
-        "  kubeletExtraArgs:\n    node-ip: 192.0.2.2\n",
+        "  kubeletExtraArgs:\n  - name: node-ip\n    value: 198.18.2.2\n",
+        "  kubeletExtraArgs:\n    node-ip: 198.18.2.2\n",
     )
-    assert "node-ip: 192.0.2.2" in text
+    assert "node-ip: 198.18.2.2" in text
     err = refused(tmp_path, "v1.34.1", text)
     assert "nodeRegistration.kubeletExtraArgs" in err and "list of {name, value}" in err
 
@@ -287,7 +287,7 @@ def init_options(root: Path, sha: str, **kw: object) -> InitOptions:
         root=root,
         token=TOKEN,
         certificate_key=KEY,
-        registries=("192.0.2.2:5000",),
+        registries=("198.18.2.2:5000",),
         poll_interval=0.0,
         **kw,  # type: ignore[arg-type]
     )
@@ -337,8 +337,8 @@ def test_init_end_to_end_against_the_standin(tmp_path: Path) -> None:
     ca = (root / "etc/kubernetes/pki/ca.crt").read_bytes()
     join = read_join_file(join_path, ca_pem=ca)
     assert join.ca_cert_hash == openssl_hash(root / "etc/kubernetes/pki/ca.crt")
-    assert (join.token, join.certificate_key, join.api_endpoint) == (TOKEN, KEY, "192.0.2.2:6443")
-    assert join.registries == ("192.0.2.2:5000",)
+    assert (join.token, join.certificate_key, join.api_endpoint) == (TOKEN, KEY, "198.18.2.2:6443")
+    assert join.registries == ("198.18.2.2:5000",)
 
 
 def test_edited_cni_manifest_is_refused(tmp_path: Path) -> None:
@@ -474,7 +474,7 @@ def test_join_end_to_end_against_the_standin(tmp_path: Path) -> None:
         runner=runner,
     )
     assert result.standin and "STAND-IN" in result.message and "joined NOTHING" in result.message
-    assert result.registries == ("192.0.2.2:5000",)
+    assert result.registries == ("198.18.2.2:5000",)
     assert (worker / "etc/kubernetes/pki/ca.crt").read_bytes() == ca.read_bytes()
     log = (worker / "var/log/airlock/kubeadm-join.log").read_text()
     assert "matches the pinned hash" in log
@@ -502,7 +502,7 @@ def test_join_with_a_foreign_ca_is_refused(tmp_path: Path) -> None:
     # the stand-in itself refuses the same mismatch, as kubeadm's discovery does
     cfg = render_join_config(
         kubernetes_version="v1.27.3",
-        api_endpoint="192.0.2.2:6443",
+        api_endpoint="198.18.2.2:6443",
         token=TOKEN,
         ca_cert_hash=ca_cert_hash((cp / "etc/kubernetes/pki/ca.crt").read_bytes()),
         node=WORKER,
@@ -548,7 +548,7 @@ def test_token_create_and_upgrade_against_the_standin(tmp_path: Path) -> None:
     res = run([kubeadm, "token", "create", "--print-join-command"], **env)
     assert res.returncode == 0, res.stderr
     words = res.stdout.split()
-    assert words[:3] == ["kubeadm", "join", "192.0.2.2:6443"]
+    assert words[:3] == ["kubeadm", "join", "198.18.2.2:6443"]
     assert words[words.index("--discovery-token-ca-cert-hash") + 1] == ca_cert_hash(
         (cp / "etc/kubernetes/pki/ca.crt").read_bytes()
     )

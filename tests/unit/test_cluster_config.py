@@ -30,8 +30,8 @@ from airlock.spec import Spec, parse_spec
 
 TOKEN = "abcdef.0123456789abcdef"
 KEY = "0123456789abcdef" * 4
-CP = NodeFacts("CP-1", (("lo", "127.0.0.1/8"), ("eth0", "192.0.2.2/24")), "eth0", "192.0.2.2")
-WORKER = NodeFacts("worker-1", (("eth0", "192.0.2.3/24"),), "eth0", "192.0.2.3")
+CP = NodeFacts("CP-1", (("lo", "127.0.0.1/8"), ("eth0", "198.18.2.2/24")), "eth0", "198.18.2.2")
+WORKER = NodeFacts("worker-1", (("eth0", "198.18.2.3/24"),), "eth0", "198.18.2.3")
 
 
 def seed(**network: str) -> Spec:
@@ -49,7 +49,7 @@ def options(tmp_path: Path, **kw: Any) -> InitOptions:
         "root": tmp_path,
         "token": TOKEN,
         "certificate_key": KEY,
-        "registries": ("192.0.2.2:5000",),
+        "registries": ("198.18.2.2:5000",),
     }
     return InitOptions(**{**base, **kw})
 
@@ -77,7 +77,7 @@ def test_api_version_rule_follows_the_minor(minor: int, patch: int) -> None:
 
 SEED_INIT_PLAN = """\
 airlock cluster init: Kubernetes v1.27.3, kubeadm config kubeadm.k8s.io/v1beta3
-node cp-1: advertise address 192.0.2.2 (eth0), API endpoint 192.0.2.2:6443
+node cp-1: advertise address 198.18.2.2 (eth0), API endpoint 198.18.2.2:6443
  1. check: no cluster on this node yet (/etc/kubernetes/admin.conf, /etc/kubernetes/manifests/*.yaml)
  2. preflight: airlock's node checks
  3. write /etc/airlock/kubeadm-init.yaml (mode 0600):
@@ -93,14 +93,14 @@ node cp-1: advertise address 192.0.2.2 (eth0), API endpoint 192.0.2.2:6443
         - authentication
       certificateKey: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
       localAPIEndpoint:
-        advertiseAddress: 192.0.2.2
+        advertiseAddress: 198.18.2.2
         bindPort: 6443
       nodeRegistration:
         name: cp-1
         criSocket: unix:///var/run/containerd/containerd.sock
         imagePullPolicy: IfNotPresent
         kubeletExtraArgs:
-          node-ip: 192.0.2.2
+          node-ip: 198.18.2.2
         taints: []
       ---
       apiVersion: kubeadm.k8s.io/v1beta3
@@ -123,12 +123,12 @@ node cp-1: advertise address 192.0.2.2 (eth0), API endpoint 192.0.2.2:6443
  7. wait: node cp-1 Ready, up to 300s
  8. wait: CoreDNS available (kube-system/coredns), up to 300s
  9. write /etc/airlock/join.json (mode 0600): the join file
-      api_endpoint: 192.0.2.2:6443
+      api_endpoint: 198.18.2.2:6443
       token: abcdef.0123456789abcdef
       ca_cert_hash: sha256 of the SubjectPublicKeyInfo of /etc/kubernetes/pki/ca.crt
       certificate_key: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
       kubernetes_version: v1.27.3
-      registries: 192.0.2.2:5000
+      registries: 198.18.2.2:5000
       token_expires: 24h after this step
 """
 
@@ -141,7 +141,7 @@ def test_seed_init_dry_run_is_exact(tmp_path: Path) -> None:
 
 CURRENT_HA_INIT_PLAN = """\
 airlock cluster init: Kubernetes v1.34.1, kubeadm config kubeadm.k8s.io/v1beta4
-node cp-1: advertise address 192.0.2.2 (eth0), API endpoint k8s-api.lab:6443
+node cp-1: advertise address 198.18.2.2 (eth0), API endpoint k8s-api.lab:6443
  1. check: no cluster on this node yet (/etc/kubernetes/admin.conf, /etc/kubernetes/manifests/*.yaml)
  2. preflight: airlock's node checks
  3. write /etc/airlock/kubeadm-init.yaml (mode 0600):
@@ -157,7 +157,7 @@ node cp-1: advertise address 192.0.2.2 (eth0), API endpoint k8s-api.lab:6443
         - authentication
       certificateKey: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
       localAPIEndpoint:
-        advertiseAddress: 192.0.2.2
+        advertiseAddress: 198.18.2.2
         bindPort: 6443
       nodeRegistration:
         name: cp-1
@@ -165,7 +165,7 @@ node cp-1: advertise address 192.0.2.2 (eth0), API endpoint k8s-api.lab:6443
         imagePullPolicy: IfNotPresent
         kubeletExtraArgs:
         - name: node-ip
-          value: 192.0.2.2
+          value: 198.18.2.2
       timeouts:
         controlPlaneComponentHealthCheck: 4m0s
       ---
@@ -194,7 +194,7 @@ node cp-1: advertise address 192.0.2.2 (eth0), API endpoint k8s-api.lab:6443
       ca_cert_hash: sha256 of the SubjectPublicKeyInfo of /etc/kubernetes/pki/ca.crt
       certificate_key: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
       kubernetes_version: v1.34.1
-      registries: 192.0.2.2:5000
+      registries: 198.18.2.2:5000
       token_expires: 24h after this step
 """
 
@@ -216,8 +216,8 @@ def test_v1_31_plus_ha_init_dry_run_is_exact(tmp_path: Path) -> None:
 
 SEED_JOIN_PLAN = """\
 airlock cluster join as a worker: Kubernetes v1.27.3, kubeadm config kubeadm.k8s.io/v1beta3
-node worker-1: address 192.0.2.3 (eth0), API endpoint 192.0.2.2:6443
-registries for this node's mirrors: 192.0.2.2:5000
+node worker-1: address 198.18.2.3 (eth0), API endpoint 198.18.2.2:6443
+registries for this node's mirrors: 198.18.2.2:5000
  1. check: this node has not joined a cluster (/etc/kubernetes/kubelet.conf)
  2. preflight: airlock's node checks
  3. write /etc/airlock/kubeadm-join.yaml (mode 0600):
@@ -225,7 +225,7 @@ registries for this node's mirrors: 192.0.2.2:5000
       kind: JoinConfiguration
       discovery:
         bootstrapToken:
-          apiServerEndpoint: 192.0.2.2:6443
+          apiServerEndpoint: 198.18.2.2:6443
           token: abcdef.0123456789abcdef
           caCertHashes:
           - sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc
@@ -235,14 +235,14 @@ registries for this node's mirrors: 192.0.2.2:5000
         criSocket: unix:///var/run/containerd/containerd.sock
         imagePullPolicy: IfNotPresent
         kubeletExtraArgs:
-          node-ip: 192.0.2.3
+          node-ip: 198.18.2.3
  4. run: kubeadm join --config /etc/airlock/kubeadm-join.yaml  # output to /var/log/airlock/kubeadm-join.log
 """
 
 CURRENT_CP_JOIN_PLAN = """\
 airlock cluster join as a control-plane node: Kubernetes v1.34.1, kubeadm config kubeadm.k8s.io/v1beta4
-node worker-1: address 192.0.2.3 (eth0), API endpoint 192.0.2.2:6443
-registries for this node's mirrors: 192.0.2.2:5000
+node worker-1: address 198.18.2.3 (eth0), API endpoint 198.18.2.2:6443
+registries for this node's mirrors: 198.18.2.2:5000
  1. check: this node has not joined a cluster (/etc/kubernetes/kubelet.conf)
  2. preflight: airlock's node checks
  3. write /etc/airlock/kubeadm-join.yaml (mode 0600):
@@ -250,7 +250,7 @@ registries for this node's mirrors: 192.0.2.2:5000
       kind: JoinConfiguration
       discovery:
         bootstrapToken:
-          apiServerEndpoint: 192.0.2.2:6443
+          apiServerEndpoint: 198.18.2.2:6443
           token: abcdef.0123456789abcdef
           caCertHashes:
           - sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc
@@ -262,10 +262,10 @@ registries for this node's mirrors: 192.0.2.2:5000
         imagePullPolicy: IfNotPresent
         kubeletExtraArgs:
         - name: node-ip
-          value: 192.0.2.3
+          value: 198.18.2.3
       controlPlane:
         localAPIEndpoint:
-          advertiseAddress: 192.0.2.3
+          advertiseAddress: 198.18.2.3
           bindPort: 6443
         certificateKey: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
  4. run: kubeadm join --config /etc/airlock/kubeadm-join.yaml  # output to /var/log/airlock/kubeadm-join.log
@@ -274,13 +274,13 @@ registries for this node's mirrors: 192.0.2.2:5000
 
 def joinfile(version: str) -> JoinFile:
     return JoinFile(
-        api_endpoint="192.0.2.2:6443",
+        api_endpoint="198.18.2.2:6443",
         token=TOKEN,
         ca_cert_hash="sha256:" + "c" * 64,
         token_expires="2030-01-01T00:00:00Z",
         kubernetes_version=version,
         certificate_key=KEY,
-        registries=("192.0.2.2:5000",),
+        registries=("198.18.2.2:5000",),
     )
 
 
@@ -376,14 +376,14 @@ def test_pod_subnet_overlapping_the_nodes_network_is_refused(tmp_path: Path) -> 
 
 def test_advertise_address_not_on_the_node_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
-        plan_init(seed(), node=CP, options=options(tmp_path, advertise_address="192.0.2.99"))
-    assert "192.0.2.99 is not an address of this node" in err.value.message
-    assert "192.0.2.2 on eth0" in err.value.message
+        plan_init(seed(), node=CP, options=options(tmp_path, advertise_address="198.18.2.99"))
+    assert "198.18.2.99 is not an address of this node" in err.value.message
+    assert "198.18.2.2 on eth0" in err.value.message
 
 
 def test_given_advertise_address_on_another_interface_is_used(tmp_path: Path) -> None:
     node = NodeFacts(
-        "cp-1", (("eth0", "192.0.2.2/24"), ("eth1", "198.18.0.5/24")), "eth0", "192.0.2.2"
+        "cp-1", (("eth0", "198.18.2.2/24"), ("eth1", "198.18.0.5/24")), "eth0", "198.18.2.2"
     )
     plan = plan_init(seed(), node=node, options=options(tmp_path, advertise_address="198.18.0.5"))
     assert plan.config.advertise_address == "198.18.0.5"
@@ -391,7 +391,7 @@ def test_given_advertise_address_on_another_interface_is_used(tmp_path: Path) ->
 
 
 def test_no_default_route_and_no_address_is_refused(tmp_path: Path) -> None:
-    node = NodeFacts("cp-1", (("eth0", "192.0.2.2/24"),), None, None)
+    node = NodeFacts("cp-1", (("eth0", "198.18.2.2/24"),), None, None)
     with pytest.raises(NodeError, match="no default route"):
         plan_init(seed(), node=node, options=options(tmp_path))
 
@@ -429,8 +429,8 @@ def test_stale_cluster_is_refused_without_force(tmp_path: Path) -> None:
 
 ROUTES = json.dumps(
     [
-        {"dst": "default", "gateway": "192.0.2.1", "dev": "eth0", "flags": []},
-        {"dst": "192.0.2.0/24", "dev": "eth0", "prefsrc": "192.0.2.2", "flags": []},
+        {"dst": "default", "gateway": "198.18.2.1", "dev": "eth0", "flags": []},
+        {"dst": "198.18.2.0/24", "dev": "eth0", "prefsrc": "198.18.2.2", "flags": []},
     ]
 )
 ADDRS = json.dumps(
@@ -440,7 +440,7 @@ ADDRS = json.dumps(
             "ifname": "eth0",
             "addr_info": [
                 {"family": "inet6", "local": "fe80::1", "prefixlen": 64},
-                {"family": "inet", "local": "192.0.2.2", "prefixlen": 24},
+                {"family": "inet", "local": "198.18.2.2", "prefixlen": 24},
             ],
         },
         {
@@ -454,10 +454,10 @@ ADDRS = json.dumps(
 def test_node_facts_from_ip_json() -> None:
     facts = node_facts_from_ip(hostname="Node-A", route_json=ROUTES, addr_json=ADDRS)
     assert facts.default_interface == "eth0"
-    assert facts.default_address == "192.0.2.2"
+    assert facts.default_address == "198.18.2.2"
     assert facts.node_name == "node-a"
     assert facts.interface_of("198.18.0.5") == "eth1"
-    assert [str(n) for _, n in facts.networks()] == ["192.0.2.0/24", "198.18.0.0/15"]
+    assert [str(n) for _, n in facts.networks()] == ["198.18.2.0/24", "198.18.0.0/15"]
 
 
 def test_node_facts_without_default_route() -> None:

@@ -48,13 +48,13 @@ def make_ca(name: str = "kubernetes") -> tuple[bytes, bytes]:
 
 def sample(ca_pem: bytes, *, expires: dt.datetime = NOW + dt.timedelta(hours=24)) -> JoinFile:
     return JoinFile(
-        api_endpoint="192.0.2.2:6443",
+        api_endpoint="198.18.2.2:6443",
         token="abcdef.0123456789abcdef",
         ca_cert_hash=ca_cert_hash(ca_pem),
         token_expires=expires.isoformat().replace("+00:00", "Z"),
         kubernetes_version="v1.27.3",
         certificate_key="0123456789abcdef" * 4,
-        registries=("192.0.2.2:5000", "192.0.2.3:5000"),
+        registries=("198.18.2.2:5000", "198.18.2.3:5000"),
     )
 
 

@@ -20,7 +20,7 @@ SAVED = """\
 :KUBE-POSTROUTING - [0:0]
 -A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
 -A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
--A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE
+-A POSTROUTING -s 198.19.0.0/16 -j MASQUERADE
 -A POSTROUTING -j DOCKER-LIKE
 -A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -j KUBE-SVC-NPX46M4PTMTKRN6Y
 -A FLANNEL-POSTRTG -s 10.244.0.0/16 -j RETURN
@@ -43,7 +43,7 @@ def test_strip_chains_keeps_everything_else() -> None:
         ":PREROUTING ACCEPT [0:0]\n"
         ":POSTROUTING ACCEPT [0:0]\n"
         ":DOCKER-LIKE - [0:0]\n"
-        "-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE\n"
+        "-A POSTROUTING -s 198.19.0.0/16 -j MASQUERADE\n"
         "-A POSTROUTING -j DOCKER-LIKE\n"
         "COMMIT\n"
         "*filter\n"

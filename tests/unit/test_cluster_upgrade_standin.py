@@ -31,8 +31,8 @@ from airlock.presets import preset_text
 from airlock.spec import parse_spec
 from airlock.system import CommandResult
 
-CP = NodeFacts("cp-1", (("eth0", "192.0.2.2/24"),), "eth0", "192.0.2.2")
-WORKER = NodeFacts("worker-1", (("eth0", "192.0.2.3/24"),), "eth0", "192.0.2.3")
+CP = NodeFacts("cp-1", (("eth0", "198.18.2.2/24"),), "eth0", "198.18.2.2")
+WORKER = NodeFacts("worker-1", (("eth0", "198.18.2.3/24"),), "eth0", "198.18.2.3")
 TOKEN = "abcdef.0123456789abcdef"
 KEY = "0123456789abcdef" * 4
 KUBECTL_427 = b"#!/bin/sh\n# kubectl v1.27.4 (test stand-in)\necho 'Client Version: v1.27.4'\n"
@@ -171,7 +171,7 @@ def test_worker_upgrade_runs_upgrade_node(tmp_path: Path) -> None:
     root = tmp_path / "w"
     cfg = render_join_config(
         kubernetes_version="v1.27.3",
-        api_endpoint="192.0.2.2:6443",
+        api_endpoint="198.18.2.2:6443",
         token=TOKEN,
         ca_cert_hash="sha256:" + "c" * 64,
         node=WORKER,

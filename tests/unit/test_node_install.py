@@ -132,7 +132,7 @@ def resources_for(source: StoreSource, root: Path) -> list:  # type: ignore[type
     return install_resources(
         source,
         root=root,
-        registry_addrs=["127.0.0.1:5000", "https://10.0.0.2:5000"],
+        registry_addrs=["127.0.0.1:5000", "https://198.18.1.2:5000"],
         sandbox_image="registry.k8s.io/pause:3.9",
         upstreams=UPSTREAMS,
         platform=PLAT,
@@ -181,7 +181,7 @@ def test_install_places_everything_and_converges(tmp_path: Path) -> None:
     assert "Before=containerd.service kubelet.service" in reg
     hosts = (root / "etc/containerd/certs.d/registry.k8s.io/hosts.toml").read_text()
     assert '[host."http://127.0.0.1:5000/v2/registry.k8s.io"]' in hosts
-    assert '[host."https://10.0.0.2:5000/v2/registry.k8s.io"]' in hosts
+    assert '[host."https://198.18.1.2:5000/v2/registry.k8s.io"]' in hosts
     assert (root / "etc/containerd/certs.d/docker.io/hosts.toml").exists()
     config = (root / "etc/containerd/config.toml").read_text()
     assert 'config_path = "/etc/containerd/certs.d"' in config and "SystemdCgroup = true" in config

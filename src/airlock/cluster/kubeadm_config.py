@@ -79,7 +79,7 @@ class NodeFacts:
     """What the config needs to know about this node."""
 
     hostname: str
-    # every address with its prefix and interface: ("eth0", "192.0.2.2/24")
+    # every address with its prefix and interface: ("eth0", "198.18.2.2/24")
     addresses: tuple[tuple[str, str], ...] = ()
     default_interface: str | None = None
     default_address: str | None = None

@@ -84,7 +84,7 @@ class Mirror:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise UsageError(
                 f"invalid registry URL {self.url!r}",
-                "give the scheme and address, e.g. https://10.0.0.5:5000 or http://127.0.0.1:5000",
+                "give the scheme and address, e.g. https://198.18.1.1:5000 or http://127.0.0.1:5000",
             )
         if parts.query or parts.fragment or "@" in parts.netloc:
             raise UsageError(
