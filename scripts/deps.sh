@@ -8,6 +8,10 @@ PKGS=(docker-registry skopeo umoci containerd runc containernetworking-plugins b
       iproute2 openssl python3-solv debootstrap python3-venv curl util-linux procps
       gpgv gpg lz4 xz-utils rpm createrepo-c dnf e2fsprogs)
 
+# kubectl: Debian's kubernetes-client, unless a kubectl is already there (another package may
+# own /usr/bin/kubectl, and the two conflict)
+command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
