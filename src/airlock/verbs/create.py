@@ -315,7 +315,7 @@ def _wheelhouse(cache: BlobStore) -> list[FileArtifact]:
     return out
 
 
-def _sequence(options: CreateOptions, baseline: Any, channel: str) -> int:
+def _sequence(options: CreateOptions, baseline: Baseline | None, channel: str) -> int:
     if options.sequence is not None:
         return options.sequence
     if baseline is not None:
