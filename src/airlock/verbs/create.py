@@ -32,7 +32,7 @@ from airlock.resolve.urls import apply_mirror
 from airlock.spec import Spec
 
 if TYPE_CHECKING:
-    from airlock.verbs.delta import DeltaSummary
+    from airlock.verbs.delta import Baseline, DeltaSummary
 
 __all__ = [
     "ANNOTATION_ARTIFACT",
