@@ -21,7 +21,7 @@ from airlock.lab.upstream import Upstream
 from airlock.presets import preset_text
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
-ROUNDS = int(os.environ.get("AIRLOCK_FAULT_ROUNDS", "4"))
+ROUNDS = int(os.environ.get("AIRLOCK_FAULT_ROUNDS", "8"))
 
 
 def run(*args: str) -> str:
@@ -30,18 +30,28 @@ def run(*args: str) -> str:
     return out.stdout
 
 
-def kill_randomly(argv: list[str], *, rounds: int, rng: random.Random, lo: float, hi: float) -> int:
+def kill_randomly(argv: list[str], *, rounds: int, rng: random.Random, duration: float) -> int:
+    """Run `argv` up to `rounds` times, SIGKILL at a random moment within `duration` (an
+    uninterrupted run's time); stop after three kills. Returns how many runs were killed."""
     kills = 0
     for _ in range(rounds):
         proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        time.sleep(rng.uniform(lo, hi))
+        time.sleep(rng.uniform(0.05, 0.9) * duration)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait(30)
+        if kills >= 3:
+            break
     return kills
+
+
+def timed(*args: str) -> tuple[str, float]:
+    started = time.monotonic()
+    out = run(*args)
+    return out, time.monotonic() - started
 
 
 def tree_digests(root: Path) -> dict[str, str]:
@@ -69,22 +79,21 @@ def spec(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_bundle_create_killed_then_rerun_is_identical(spec: Path, tmp_path: Path) -> None:
-    reference = json.loads(
-        run(
-            "bundle",
-            "create",
-            "-f",
-            str(spec),
-            "--cache",
-            str(tmp_path / "c0"),
-            "-o",
-            str(tmp_path / "ref"),
-            "--json",
-        )
+    out0, duration = timed(
+        "bundle",
+        "create",
+        "-f",
+        str(spec),
+        "--cache",
+        str(tmp_path / "c0"),
+        "-o",
+        str(tmp_path / "ref"),
+        "--json",
     )
+    reference = json.loads(out0)
     cache, out = tmp_path / "cache", tmp_path / "out"
     argv = [AIRLOCK, "bundle", "create", "-f", str(spec), "--cache", str(cache), "-o", str(out)]
-    kills = kill_randomly(argv, rounds=ROUNDS, rng=random.Random(11), lo=0.5, hi=6.0)
+    kills = kill_randomly(argv, rounds=ROUNDS, rng=random.Random(11), duration=duration)
     final = json.loads(
         run("bundle", "create", "-f", str(spec), "--cache", str(cache), "-o", str(out), "--json")
     )
@@ -111,10 +120,10 @@ def test_node_install_killed_then_rerun_converges(spec: Path, tmp_path: Path) ->
     store = tmp_path / "store"
     run("load", created["bundle"], "--store", str(store))
     reference = tmp_path / "ref-root"
-    run("node", "install", "--store", str(store), "--root", str(reference))
+    _, duration = timed("node", "install", "--store", str(store), "--root", str(reference))
     root = tmp_path / "root"
     argv = [AIRLOCK, "node", "install", "--store", str(store), "--root", str(root)]
-    kills = kill_randomly(argv, rounds=ROUNDS, rng=random.Random(5), lo=0.3, hi=2.5)
+    kills = kill_randomly(argv, rounds=ROUNDS, rng=random.Random(5), duration=duration)
     run("node", "install", "--store", str(store), "--root", str(root))
     again = json.loads(
         run("node", "install", "--store", str(store), "--root", str(root), "--dry-run", "--json")

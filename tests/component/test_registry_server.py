@@ -34,6 +34,7 @@ import pytest
 
 from airlock import system
 from airlock.errors import UsageError, VerificationError
+from airlock.node.units import render_registry_unit
 from airlock.oci.certs import generate_certs, server_ssl_context
 from airlock.oci.digest import sha256_digest
 from airlock.oci.htpasswd import hash_password
@@ -47,7 +48,7 @@ from airlock.oci.media import (
     OCI_LAYER_GZIP,
     OCI_MANIFEST,
 )
-from airlock.oci.server import RunningServer, render_systemd_unit, start_server
+from airlock.oci.server import RunningServer, start_server
 from airlock.oci.sources import BundleSource, ContentSource, StoreSource
 
 pytestmark = pytest.mark.component
@@ -1032,15 +1033,15 @@ def test_serve_reports_url_and_stops_on_sigterm(content: Content, tmp_path: Path
 
 
 def test_systemd_unit_starts_before_kubelet() -> None:
-    unit = render_systemd_unit(
-        exec_path="/usr/local/bin/airlock",
-        store=Path("/var/lib/airlock/store"),
+    unit = render_registry_unit(
+        airlock_bin="/usr/local/bin/airlock",
+        store="/var/lib/airlock/store",
         listen="0.0.0.0:5000",
-        tls_cert=Path("/etc/airlock/pki/registry.crt"),
-        tls_key=Path("/etc/airlock/pki/registry.key"),
+        tls_cert="/etc/airlock/pki/registry.crt",
+        tls_key="/etc/airlock/pki/registry.key",
     )
     lines = unit.splitlines()
-    assert "Before=kubelet.service" in lines
+    assert "Before=containerd.service kubelet.service" in lines
     assert "WantedBy=multi-user.target" in lines
     assert "Restart=always" in lines
     assert "Type=notify" in lines
@@ -1049,12 +1050,12 @@ def test_systemd_unit_starts_before_kubelet() -> None:
         "--listen 0.0.0.0:5000 --tls-cert /etc/airlock/pki/registry.crt "
         "--tls-key /etc/airlock/pki/registry.key"
     ) in lines
-    odd = render_systemd_unit(
-        exec_path="/opt/my tools/airlock", store=Path("/srv/100%"), listen="[::]:5000"
+    odd = render_registry_unit(
+        airlock_bin="/opt/my tools/airlock", store="/srv/100%", listen="[::]:5000"
     )
     assert (
         'ExecStart="/opt/my tools/airlock" registry serve --store /srv/100%% --listen [::]:5000'
         in odd
     )
     with pytest.raises(UsageError):
-        render_systemd_unit(exec_path="/a", store=Path("/s"), listen="nope")
+        render_registry_unit(airlock_bin="/a", store="/s", listen="nope")

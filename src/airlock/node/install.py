@@ -35,9 +35,17 @@ from airlock.bundle.layout import (
 )
 from airlock.bundle.reader import BundleReader
 from airlock.errors import DigestMismatch, NodeError, VerificationError
-from airlock.node.engine import Resource
+from airlock.node.engine import Context, Resource
 from airlock.node.mirrors import Mirror, mirror_files, render_containerd_config
-from airlock.node.resources import Directory, File, Package, PackageSet, Service
+from airlock.node.resources import (
+    Directory,
+    File,
+    Package,
+    PackageSet,
+    Probe,
+    Service,
+    Symlink,
+)
 from airlock.node.units import (
     CONTAINERD_UNIT,
     REGISTRY_UNIT_NAME,
@@ -409,6 +417,19 @@ def _version(entry: FileRecordLike) -> str:
     return m.group(1).rstrip(".")
 
 
+AIRLOCK_VENV = "/opt/airlock/venv"
+AIRLOCK_LINK = "/usr/local/bin/airlock"
+
+
+def _airlock_installed(ctx: Context) -> list[str]:
+    if ctx.path(f"{AIRLOCK_VENV}/bin/airlock").exists():
+        return []
+    return [
+        f"{AIRLOCK_VENV}/bin/airlock is missing: airlock-registry.service needs it; run "
+        f"`python3 airlock-bootstrap.py BUNDLE --venv {AIRLOCK_VENV}` on this node"
+    ]
+
+
 def install_resources(
     source: ArtifactSource,
     *,
@@ -515,6 +536,10 @@ def install_resources(
     containerd_unit = f"{SYSTEMD_DIR}/containerd.service"
     registry_unit = f"{SYSTEMD_DIR}/{REGISTRY_UNIT_NAME}"
     out += [
+        # airlock itself: installed into /opt/airlock/venv by airlock-bootstrap.py from the
+        # bundle's wheelhouse; the registry unit runs it through this link
+        Probe("airlock installed (airlock-bootstrap.py)", _airlock_installed),
+        Symlink(AIRLOCK_LINK, target=f"{AIRLOCK_VENV}/bin/airlock"),
         File(containerd_unit, content=CONTAINERD_UNIT),
         File(registry_unit, content=render_registry_unit(listen=registry_listen, store=store)),
         File(KUBELET_UNIT, content=kubelet_text),

@@ -4,8 +4,6 @@ registry's, and the kubelet unit and drop-in from the bundle with their binary p
 
 from __future__ import annotations
 
-import shlex
-
 __all__ = [
     "CONTAINERD_UNIT",
     "REGISTRY_UNIT_NAME",
@@ -48,6 +46,13 @@ WantedBy=multi-user.target
 """
 
 
+def _systemd_quote(arg: str) -> str:
+    escaped = arg.replace("%", "%%").replace("$", "$$")
+    if escaped and not any(c in escaped for c in " \t\n\"'\\;"):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def render_registry_unit(
     *,
     listen: str,
@@ -55,24 +60,39 @@ def render_registry_unit(
     airlock_bin: str = "/usr/local/bin/airlock",
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    htpasswd: str | None = None,
 ) -> str:
-    """airlock-registry.service: serves the store before containerd and kubelet start, so
-    kubeadm's image pulls resolve through the mirrors from the first boot."""
+    """airlock-registry.service: serves the store (Type=notify: the server says when it is
+    ready) before the kubelet starts, so kubeadm's image pulls resolve through the mirrors from
+    the first boot."""
+    from airlock.oci.server import parse_listen  # the same check the server makes at start
+
+    parse_listen(listen)
     argv = [airlock_bin, "registry", "serve", "--store", store, "--listen", listen]
     if tls_cert and tls_key:
         argv += ["--tls-cert", tls_cert, "--tls-key", tls_key]
+    if htpasswd:
+        argv += ["--htpasswd", htpasswd]
+    exec_start = " ".join(_systemd_quote(a) for a in argv)
     return f"""\
 # Managed by airlock: the node's local OCI registry (images by their upstream names).
 [Unit]
-Description=airlock local OCI registry
+Description=airlock registry: serves the offline image store to containerd
 After=network-online.target local-fs.target
 Wants=network-online.target
 Before=containerd.service kubelet.service
 
 [Service]
-ExecStart={shlex.join(argv)}
+Type=notify
+NotifyAccess=main
+ExecStart={exec_start}
 Restart=always
 RestartSec=2
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=read-only
+PrivateTmp=yes
+ReadWritePaths={_systemd_quote(store)}
 
 [Install]
 WantedBy=multi-user.target

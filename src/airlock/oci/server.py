@@ -72,7 +72,6 @@ __all__ = [
     "RunningServer",
     "make_app",
     "parse_listen",
-    "render_systemd_unit",
     "serve",
     "start_server",
 ]
@@ -996,51 +995,3 @@ def serve(
                 loop.remove_signal_handler(sig)
 
     asyncio.run(main())
-
-
-def _systemd_quote(arg: str) -> str:
-    escaped = arg.replace("%", "%%").replace("$", "$$")
-    if escaped and not any(c in escaped for c in " \t\n\"'\\;"):
-        return escaped
-    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def render_systemd_unit(
-    *,
-    exec_path: str,
-    store: Path,
-    listen: str,
-    tls_cert: Path | None = None,
-    tls_key: Path | None = None,
-    htpasswd: Path | None = None,
-) -> str:
-    """`airlock-registry.service`: up (Type=notify) before containerd pulls and kubeadm runs."""
-    parse_listen(listen)
-    argv = [exec_path, "registry", "serve", "--store", str(store), "--listen", listen]
-    if tls_cert is not None and tls_key is not None:
-        argv += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
-    if htpasswd is not None:
-        argv += ["--htpasswd", str(htpasswd)]
-    exec_start = " ".join(_systemd_quote(a) for a in argv)
-    return f"""\
-[Unit]
-Description=airlock registry: serves the offline image store to containerd
-After=network-online.target local-fs.target
-Wants=network-online.target
-Before=kubelet.service
-
-[Service]
-Type=notify
-NotifyAccess=main
-ExecStart={exec_start}
-Restart=always
-RestartSec=2
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=read-only
-PrivateTmp=yes
-ReadWritePaths={_systemd_quote(str(store))}
-
-[Install]
-WantedBy=multi-user.target
-"""
