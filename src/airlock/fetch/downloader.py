@@ -353,6 +353,10 @@ class _Fetcher:
                 expected = await self._fetch_checksum(req)
             hit = self._cache_hit(req, expected)
             if hit is not None:
+                # an earlier run killed after committing, before it removed its partial file
+                partial = self.cache.root / "partial" / _url_key(req.url)
+                partial.unlink(missing_ok=True)
+                partial.with_name(partial.name + ".json").unlink(missing_ok=True)
                 return hit
             record = self.urls.get(req.url)
             revalidate = (
