@@ -78,7 +78,10 @@ def test_deploy_runs_helm_upgrade_install(charts: dict[str, Path], tmp_path: Pat
         log_dir=tmp_path,
     )
     result = deploy_app("podinfo", options=opts, runner=runner)
-    assert runner.calls == [
+    assert runner.calls[1:] == [
+        ("kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "pods", "-A", "-o", "json")
+    ]  # after helm: what the pods ask for, compared with the registry
+    assert runner.calls[:1] == [
         (
             "helm",
             "upgrade",
@@ -129,3 +132,44 @@ def test_dry_run_renders_the_command(charts: dict[str, Path]) -> None:
         f"run: helm upgrade --install podinfo {charts['podinfo']} --wait --kubeconfig"
         " /etc/kubernetes/admin.conf --namespace apps --create-namespace\n"
     )
+
+
+class PodsRunner(RecordingRunner):
+    def __init__(self, pods_json: str) -> None:
+        super().__init__()
+        self.pods_json = pods_json
+
+    def run(
+        self, argv: Sequence[str], *, log: Path | None = None, input: str | None = None
+    ) -> CommandResult:
+        self.calls.append(tuple(argv))
+        out = self.pods_json if argv[0] == "kubectl" else "deployed\n"
+        return CommandResult(tuple(argv), 0, out, "")
+
+
+def test_after_deploy_a_pod_image_the_registry_lacks_is_named(
+    charts: dict[str, Path], tmp_path: Path
+) -> None:
+    import json
+
+    pods = {
+        "items": [
+            {
+                "spec": {
+                    "initContainers": [{"name": "init", "image": "busybox:1.36"}],
+                    "containers": [
+                        {"name": "podinfo", "image": "ghcr.io/stefanprodan/podinfo:6.4.0"}
+                    ],
+                }
+            },
+            {"spec": {"containers": [{"name": "redis", "image": "redis:7.0.7"}]}},
+        ]
+    }
+    opts = AppDeployOptions(charts=charts, registry_images=HELD, log_dir=tmp_path)
+    with pytest.raises(NodeError) as err:
+        deploy_app("podinfo", options=opts, runner=PodsRunner(json.dumps(pods)))
+    assert "busybox:1.36" in err.value.message  # only the init image nobody carried
+    assert "redis" not in err.value.message and "podinfo:6.4.0" not in err.value.message
+    ok = {"items": pods["items"][1:]}
+    result = deploy_app("podinfo", options=opts, runner=PodsRunner(json.dumps(ok)))
+    assert result.message.startswith("deployed podinfo")

@@ -10,6 +10,7 @@ sit in ImagePullBackOff behind a `--wait` that only times out. Then
 from __future__ import annotations
 
 import io
+import json
 import re
 import tarfile
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -21,7 +22,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from airlock.cluster.runner import ADMIN_CONF, CommandRunner, SystemRunner, used_standin
-from airlock.errors import NodeError, UsageError
+from airlock.errors import AirlockError, NodeError, UsageError
 from airlock.oci.layout import OciLayout
 from airlock.oci.ref import parse_reference
 from airlock.resolve.charts import chart_images
@@ -56,6 +57,7 @@ class AppPlan:
     release: str
     chart: AppInfo
     argv: tuple[str, ...]
+    kubeconfig: str = ADMIN_CONF
 
     def render(self) -> str:
         lines = [
@@ -188,10 +190,53 @@ def plan_app_deploy(
         argv += ["--namespace", namespace, "--create-namespace"]
     for s in sets:
         argv += ["--set", s]
-    return AppPlan(name, info, tuple(argv))
+    return AppPlan(name, info, tuple(argv), kubeconfig)
 
 
-def run_app_deploy(plan: AppPlan, *, runner: CommandRunner, log_dir: Path) -> AppResult:
+def images_not_held(pods: Mapping[str, Any], held: Collection[str]) -> list[str]:
+    """Images the cluster's pods ask for (containers and initContainers) that the local
+    registry does not hold: the image a chart pulls at run time but nobody carried."""
+    have = {_normal(r) for r in held}
+    wanted: set[str] = set()
+    for pod in pods.get("items", []):
+        spec = pod.get("spec", {}) if isinstance(pod, dict) else {}
+        for group in ("initContainers", "containers", "ephemeralContainers"):
+            for c in spec.get(group) or []:
+                if isinstance(c, dict) and isinstance(c.get("image"), str):
+                    wanted.add(c["image"])
+    missing = []
+    for image in sorted(wanted):
+        try:
+            if _normal(image) not in have:
+                missing.append(image)
+        except AirlockError:
+            missing.append(image)
+    return missing
+
+
+def _check_pod_images(
+    plan: AppPlan, runner: CommandRunner, held: Collection[str], log_dir: Path
+) -> None:
+    argv = ("kubectl", "--kubeconfig", plan.kubeconfig, "get", "pods", "-A", "-o", "json")
+    result = runner.run(argv, log=log_dir / f"pods-{plan.release}.log")
+    if result.returncode != 0:
+        return  # the deploy itself succeeded; the comparison is a diagnostic
+    try:
+        pods = json.loads(result.stdout)
+    except ValueError:
+        return
+    missing = images_not_held(pods, held)
+    if missing:
+        raise NodeError(
+            f"{plan.release} is deployed, but pods ask for images the local registry does not hold:"
+            f" {', '.join(missing)}",
+            hint="add them to the spec's images, carry a delta bundle and `airlock load` it",
+        )
+
+
+def run_app_deploy(
+    plan: AppPlan, *, runner: CommandRunner, log_dir: Path, registry_images: Collection[str] = ()
+) -> AppResult:
     log = log_dir / f"helm-{plan.release}.log"
     result = runner.run(plan.argv, log=log)
     standin = used_standin(result.stdout + result.stderr)
@@ -207,9 +252,10 @@ def run_app_deploy(plan: AppPlan, *, runner: CommandRunner, log_dir: Path) -> Ap
     if standin:
         message = (
             f"helm ran as airlock's STAND-IN: chart {plan.chart.name} {plan.chart.version} and"
-            " the values were checked, NOTHING was deployed"
+            " the values were checked, NOTHING was deployed (no pods to compare)"
         )
     else:
+        _check_pod_images(plan, runner, registry_images, log_dir)
         message = f"deployed {plan.release}: chart {plan.chart.name} {plan.chart.version}"
     return AppResult(
         release=plan.release,
@@ -254,4 +300,9 @@ def deploy_app(
         )
     if progress:
         progress(f"helm upgrade --install {plan.release}")
-    return run_app_deploy(plan, runner=runner or SystemRunner(), log_dir=options.log_dir)
+    return run_app_deploy(
+        plan,
+        runner=runner or SystemRunner(),
+        log_dir=options.log_dir,
+        registry_images=options.registry_images,
+    )
