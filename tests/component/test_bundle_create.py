@@ -335,3 +335,18 @@ def test_upstream_signatures_checked_and_recorded(upstream: Upstream, tmp_path: 
     assert proc.returncode == 3
     assert "https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kube" in proc.stderr
     assert "does not verify" in proc.stderr
+
+
+def test_ctr_images_import_reads_the_bundle(built: dict[str, object], tmp_path: Path) -> None:
+    """containerd's own importer takes the bundle as it is (its root is an OCI layout whose
+    index names every image by its full reference)."""
+    from airlock.lab.containerd import ContainerdDaemon
+
+    first = built["first"]
+    assert isinstance(first, dict)
+    with ContainerdDaemon(tmp_path / "ctd") as ctd:
+        ctd.import_archive(Path(first["bundle"]))
+        images = set(ctd.images())
+    assert "registry.k8s.io/kube-apiserver:v1.27.3" in images
+    assert "docker.io/flannel/flannel:v0.22.0" in images
+    assert not any(i.startswith("airlock.local/") for i in images)  # the files are not an image

@@ -87,7 +87,6 @@ def test_umoci_lists_the_extracted_layout(bundle: tuple[WriteResult, Path], tmp_
     assert set(refs) == {
         "registry.k8s.io/pause:3.9",
         "docker.io/library/busybox:1.36",
-        "airlock.local/bundle/files:lab",
     }
 
 

@@ -15,7 +15,6 @@ from airlock.bundle.layout import (
     EMPTY_CONFIG_DATA,
     EMPTY_CONFIG_DIGEST,
     file_media_type,
-    files_ref,
     parts_path_for,
     volume_name,
 )
@@ -33,7 +32,6 @@ def test_layout_names() -> None:
     assert parts_path_for("lab.airlock.tar") == "lab.airlock.parts.json"
     assert parts_path_for("x.tar") == "x.parts.json"
     assert volume_name("lab.airlock.tar", 2) == "lab.airlock.tar.002"
-    assert files_ref("lab") == "airlock.local/bundle/files:lab"
     assert sha256_digest(EMPTY_CONFIG_DATA) == EMPTY_CONFIG_DIGEST
     assert file_media_type("wheel", "application/octet-stream").endswith("wheel.v1+zip")
     assert file_media_type("binary", "text/x-custom") == "text/x-custom"

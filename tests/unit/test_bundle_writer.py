@@ -89,12 +89,15 @@ def test_tar_layout(tmp_path: Path, store: BlobStore, content: BundleContent) ->
     assert set(all_image_blobs) <= {b.digest for b in manifest.blobs}
 
     index = json.loads(index_bytes)
-    by_ref = {d["annotations"][ANNOTATION_REF_NAME]: d for d in index["manifests"]}
+    by_ref = {d["annotations"].get(ANNOTATION_REF_NAME, ""): d for d in index["manifests"]}
     pause = by_ref["registry.k8s.io/pause:3.9"]
     assert pause["annotations"][ANNOTATION_CONTAINERD_NAME] == "registry.k8s.io/pause:3.9"
     assert pause["mediaType"] == "application/vnd.oci.image.index.v1+json"
-    files_desc = by_ref["airlock.local/bundle/files:lab"]
-    assert ANNOTATION_CONTAINERD_NAME not in files_desc["annotations"]
+    files_desc = by_ref[""]  # no reference name: no tool takes the files for an image
+    assert files_desc["annotations"] == {
+        "io.airlock.bundle.name": "lab",
+        "io.airlock.bundle.sequence": "1",
+    }
     assert files_desc["digest"] == manifest.files_manifest
     fm = json.loads(store.read(manifest.files_manifest))
     assert fm["artifactType"] == "application/vnd.airlock.files.v1"

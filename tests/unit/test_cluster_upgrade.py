@@ -15,7 +15,6 @@ from airlock.bundle.layout import (
     ANNOTATION_FILE_URL,
     ANNOTATION_FILE_VERSION,
     FILES_ARTIFACT_TYPE,
-    files_ref,
 )
 from airlock.cluster.upgrade import (
     UpgradeOptions,
@@ -27,7 +26,7 @@ from airlock.cluster.upgrade import (
 from airlock.errors import NodeError, UsageError
 from airlock.oci.digest import sha256_digest
 from airlock.oci.layout import OciLayout, canonical_json, image_descriptor
-from airlock.oci.media import ANNOTATION_REF_NAME, ANNOTATION_TITLE, OCI_MANIFEST
+from airlock.oci.media import ANNOTATION_TITLE, OCI_MANIFEST
 from airlock.resolve.kubernetes import kubeadm_images
 from airlock.system import CommandResult
 
@@ -86,7 +85,7 @@ def fake_store(
             "artifactType": FILES_ARTIFACT_TYPE,
             "digest": digest,
             "size": len(manifest),
-            "annotations": {ANNOTATION_REF_NAME: files_ref(bundle)},
+            "annotations": {"io.airlock.bundle.name": bundle},
         }
     ]
     if images:

@@ -321,9 +321,7 @@ def test_store_source_reads_files_artifact(tmp_path: Path) -> None:
                 "artifactType": FILES_ARTIFACT_TYPE,
                 "digest": mdigest,
                 "size": len(manifest),
-                "annotations": {
-                    "org.opencontainers.image.ref.name": "airlock.local/bundle/files:lab"
-                },
+                "annotations": {"io.airlock.bundle.name": "lab", "io.airlock.bundle.sequence": "1"},
             }
         ]
     )

@@ -11,9 +11,9 @@ signature) first:
 
 Files (binaries, charts, wheels, the SBOM...) are the layers of one OCI artifact manifest
 (artifactType FILES_ARTIFACT_TYPE, config = the OCI empty descriptor), each layer titled with
-`org.opencontainers.image.title`. Its index.json entry is named `files_ref(bundle name)`
-(`airlock.local/bundle/files:<name>`) in `org.opencontainers.image.ref.name` only: it carries
-no `io.containerd.image.name`, so `ctr images import` does not try to unpack it as an image.
+`org.opencontainers.image.title`. Its index.json entry carries no reference name (only
+`io.airlock.bundle.name` and `.sequence`): `ctr images import` names an image after any
+`org.opencontainers.image.ref.name` and would then fail to unpack the files as layers.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ __all__ = [
     "EMPTY_CONFIG_DESCRIPTOR",
     "EMPTY_CONFIG_DIGEST",
     "FILES_ARTIFACT_TYPE",
-    "FILES_REF_REGISTRY",
     "FILE_KIND_MEDIA_TYPES",
     "FILE_NAME_RE",
     "INDEX_JSON",
@@ -57,7 +56,6 @@ __all__ = [
     "blob_member",
     "bundle_filename",
     "file_media_type",
-    "files_ref",
     "parts_path_for",
     "volume_name",
 ]
@@ -84,11 +82,11 @@ MAX_JSON_BLOB_BYTES = 16 << 20  # manifests, indexes and configs walked by verif
 MAX_MEMBERS = 1_000_000
 
 FILES_ARTIFACT_TYPE = "application/vnd.airlock.files.v1"
-FILES_REF_REGISTRY = "airlock.local/bundle/files"
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 SBOM_TITLE = "sbom.cdx.json"
 
 ANNOTATION_BUNDLE_NAME = "io.airlock.bundle.name"
+ANNOTATION_BUNDLE_SEQUENCE = "io.airlock.bundle.sequence"
 ANNOTATION_FILE_KIND = "io.airlock.file.kind"
 ANNOTATION_FILE_URL = "io.airlock.file.url"
 ANNOTATION_FILE_VERSION = "io.airlock.file.version"
@@ -125,10 +123,6 @@ def file_media_type(kind: str, media_type: str) -> str:
     if media_type and media_type != "application/octet-stream":
         return media_type
     return FILE_KIND_MEDIA_TYPES.get(kind, "application/octet-stream")
-
-
-def files_ref(bundle_name: str) -> str:
-    return f"{FILES_REF_REGISTRY}:{bundle_name}"
 
 
 def blob_member(digest: str) -> str:

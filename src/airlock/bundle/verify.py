@@ -25,7 +25,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from airlock.bundle.layout import INDEX_JSON, MAX_JSON_BLOB_BYTES, blob_member, files_ref
+from airlock.bundle.layout import (
+    FILES_ARTIFACT_TYPE,
+    INDEX_JSON,
+    MAX_JSON_BLOB_BYTES,
+    blob_member,
+)
 from airlock.bundle.manifest import BundleManifest
 from airlock.bundle.reader import BundleReader, open_bundle
 from airlock.bundle.signing import key_id, verify_signature
@@ -187,9 +192,11 @@ def _check_graph(
                 f"image {ref} is {got.get('digest')} in index.json but {image.digest} "
                 "in airlock.json"
             )
-    fref = files_ref(manifest.name)
-    if refs.get(fref, {}).get("digest") != manifest.files_manifest:
-        problems.append(f"index.json does not name the files manifest {fref}")
+    if not any(
+        d.get("digest") == manifest.files_manifest and d.get("artifactType") == FILES_ARTIFACT_TYPE
+        for d in index.get("manifests", [])
+    ):
+        problems.append(f"index.json does not list the files manifest {manifest.files_manifest}")
 
 
 def verify_bundle(

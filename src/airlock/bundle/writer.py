@@ -35,6 +35,7 @@ from airlock.atomic import TMP_PREFIX, fsync_dir, lock_as_live, remove_dead_temp
 from airlock.bundle.layout import (
     AIRLOCK_JSON,
     ANNOTATION_BUNDLE_NAME,
+    ANNOTATION_BUNDLE_SEQUENCE,
     ANNOTATION_FILE_KIND,
     ANNOTATION_FILE_PLATFORM,
     ANNOTATION_FILE_URL,
@@ -56,7 +57,6 @@ from airlock.bundle.layout import (
     blob_member,
     bundle_filename,
     file_media_type,
-    files_ref,
 )
 from airlock.bundle.manifest import (
     BaseRef,
@@ -276,10 +276,14 @@ def build_manifest(content: BundleContent) -> _Generated:
             "artifactType": FILES_ARTIFACT_TYPE,
             "digest": fm_digest,
             "size": len(files_manifest),
-            "annotations": {ANNOTATION_REF_NAME: files_ref(content.name)},
+            # no ref name: `ctr images import` would take it for an image and fail to unpack it
+            "annotations": {
+                ANNOTATION_BUNDLE_NAME: content.name,
+                ANNOTATION_BUNDLE_SEQUENCE: str(content.sequence),
+            },
         }
     )
-    descriptors.sort(key=lambda d: (d["annotations"][ANNOTATION_REF_NAME], d["digest"]))
+    descriptors.sort(key=lambda d: (d["annotations"].get(ANNOTATION_REF_NAME, ""), d["digest"]))
     index_bytes = canonical_json(
         {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
     )

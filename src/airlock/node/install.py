@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
 from airlock.bundle.layout import (
+    ANNOTATION_BUNDLE_SEQUENCE,
     ANNOTATION_FILE_KIND,
     ANNOTATION_FILE_PLATFORM,
     ANNOTATION_FILE_URL,
@@ -163,7 +164,12 @@ def store_source(store_dir: Path) -> StoreSource:
     """The files of every bundle loaded into a store (its files artifact manifests)."""
     layout = OciLayout(store_dir)
     records: dict[str, FileRecord] = {}
-    for desc in layout.manifests():
+    # oldest bundle first, so a file of a newer bundle (same name) wins
+    descs = sorted(
+        layout.manifests(),
+        key=lambda d: int(d.get("annotations", {}).get(ANNOTATION_BUNDLE_SEQUENCE, "0") or 0),
+    )
+    for desc in descs:
         if desc.get("artifactType") not in (None, FILES_ARTIFACT_TYPE):
             continue
         digest = desc.get("digest", "")

@@ -245,7 +245,7 @@ class _Pusher:
 
 
 async def _push(store: OciLayout, url: str, options: PushOptions, result: PushResult) -> None:
-    images = {ref: d for ref, d in store.images().items() if not ref.startswith("airlock.local/")}
+    images = store.images()
     if options.images:
         images = {r: d for r, d in images.items() if r in options.images}
     async with aiohttp.ClientSession() as session:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airlock.bundle.layout import FILES_REF_REGISTRY
 from airlock.errors import UsageError
 from airlock.node.mirrors import (
     DEFAULT_CONFIG_PATH,
@@ -21,8 +20,6 @@ from airlock.node.mirrors import (
 )
 from airlock.oci.layout import OciLayout
 from airlock.system import host_path
-
-FILES_REF_HOST = FILES_REF_REGISTRY.split("/", 1)[0]  # the bundle's own files, not an upstream
 
 __all__ = ["MirrorOptions", "MirrorResult", "configure_mirrors", "registry_url"]
 
@@ -61,9 +58,7 @@ class MirrorResult:
 def configure_mirrors(*, root: Path, store: Path, options: MirrorOptions) -> MirrorResult:
     if not options.registries:
         raise UsageError("no registry given", hint="--registry 198.18.0.1:5000[,ADDR...]")
-    upstreams = options.upstreams or [
-        u for u in upstreams_in_store(OciLayout(store)) if u != FILES_REF_HOST
-    ]
+    upstreams = options.upstreams or upstreams_in_store(OciLayout(store))
     if not upstreams:
         raise UsageError(
             f"the store {store} holds no images, so there is no upstream to mirror",
