@@ -3,7 +3,6 @@
     AirlockError                      exit 1: something failed
     ├── UsageError                    exit 2: the command line or input is wrong
     │   └── SpecError                 a spec field is wrong (file, line, field)
-    ├── NotImplementedYet             exit 1: a command a later issue fills in
     ├── FetchError                    a download failed (URL named)
     │   └── RegistryError             an OCI registry answered an error (reference named)
     ├── SystemCommandError            an external command failed (command and output named)
@@ -26,7 +25,6 @@ __all__ = [
     "DigestMismatch",
     "FetchError",
     "NodeError",
-    "NotImplementedYet",
     "RegistryError",
     "SpecError",
     "SystemCommandError",
@@ -64,14 +62,6 @@ class SpecError(UsageError):
     def __init__(self, problems: list[str], hint: str | None = None) -> None:
         self.problems = problems
         super().__init__("invalid spec:\n  " + "\n  ".join(problems), hint)
-
-
-class NotImplementedYet(AirlockError):
-    def __init__(self, command: str, issue: str) -> None:
-        super().__init__(
-            f"`airlock {command}` is not implemented yet",
-            hint=f"it is planned in the issue '{issue}'; nothing was changed",
-        )
 
 
 class FetchError(AirlockError):
