@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from airlock.cli.output import json_option, state, use_json
 
@@ -206,7 +207,7 @@ def verify(
             state.emit({"ok": False, "problems": list(exc.report.problems)})
         else:
             for problem in exc.report.problems:
-                state.err.print(f"[red]✗[/] {problem}")
+                state.err.print(f"[red]✗[/] {escape(problem)}")
         raise
     data = {
         "ok": True,

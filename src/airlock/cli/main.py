@@ -6,6 +6,7 @@ import sys
 import traceback
 
 import typer
+from rich.markup import escape
 
 from airlock import __version__
 from airlock.cli import bundle_cmds, cluster_cmds, lab_cmds, node_cmds, registry_cmds, spec_cmds
@@ -57,9 +58,10 @@ def _report(exc: AirlockError) -> None:
 
         payload = {"error": exc.message, "hint": exc.hint, "exitCode": exc.exit_code}
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-    state.err.print(f"[red bold]error:[/] {exc.message}", markup=True, highlight=False)
+    # messages name things like `containers[kube-flannel]`: never read them as markup
+    state.err.print(f"[red bold]error:[/] {escape(exc.message)}", highlight=False)
     if exc.hint:
-        state.err.print(f"[dim]hint:[/] {exc.hint}")
+        state.err.print(f"[dim]hint:[/] {escape(exc.hint)}")
 
 
 def run() -> None:
@@ -81,6 +83,6 @@ def run() -> None:
     except Exception as exc:
         if state.debug:
             traceback.print_exc()
-        state.err.print(f"[red bold]internal error:[/] {type(exc).__name__}: {exc}")
+        state.err.print(f"[red bold]internal error:[/] {type(exc).__name__}: {escape(str(exc))}")
         state.err.print("[dim]hint:[/] rerun with --debug for a traceback, and report it")
         sys.exit(EXIT_FAILED)

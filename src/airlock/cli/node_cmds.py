@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from airlock.cli.output import json_option, state, use_json
 from airlock.errors import AirlockError
@@ -139,7 +140,9 @@ def check(
     def text() -> None:
         marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
         for r in results:
-            state.console.print(f"{marks.get(r.status, r.status)} {r.name}: {r.message}")
+            state.console.print(
+                f"{marks.get(r.status, r.status)} {escape(r.name)}: {escape(r.message)}"
+            )
             if r.status != "ok" and r.fix:
                 state.console.print(f"     fix: {r.fix}", markup=False)
 

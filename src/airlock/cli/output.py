@@ -44,10 +44,10 @@ class Output:
     def info(self, message: str) -> None:
         """Progress notes go to stderr so stdout stays clean for data."""
         if self.verbose or not self.json:
-            self.err.print(message)
+            self.err.print(escape(message))
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/] {message}")
+        self.err.print(f"[yellow]warning:[/] {escape(message)}")
 
     def table(
         self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None

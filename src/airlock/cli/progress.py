@@ -65,7 +65,7 @@ class DownloadProgress:
         if self._live and name in self._tasks:
             self._progress.remove_task(self._tasks.pop(name))
         elif not state.json and state.verbose:
-            state.err.print(f"fetched {name} ({self._totals.get(name, 0)} bytes)")
+            state.err.print(f"fetched {name} ({self._totals.get(name, 0)} bytes)", markup=False)
 
     def summary(self) -> dict[str, Any]:
         return {"artifacts": len(self._totals), "bytes": sum(self._totals.values())}
