@@ -98,7 +98,7 @@ def test_bundle_create_killed_then_rerun_is_identical(spec: Path, tmp_path: Path
         run("bundle", "create", "-f", str(spec), "--cache", str(cache), "-o", str(out), "--json")
     )
     assert Path(final["bundle"]).read_bytes() == Path(reference["bundle"]).read_bytes()
-    assert temp_leftovers(out) == []
+    assert temp_leftovers(out, cache) == []
     assert not list((cache / "partial").glob("*")) if (cache / "partial").exists() else True
     assert kills >= 1
 

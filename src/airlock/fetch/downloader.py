@@ -352,17 +352,20 @@ class _Fetcher:
             if expected is None and req.checksum_url:
                 expected = await self._fetch_checksum(req)
             hit = self._cache_hit(req, expected)
-            if hit is not None:
-                # an earlier run killed after committing, before it removed its partial file
-                partial = self.cache.root / "partial" / _url_key(req.url)
-                partial.unlink(missing_ok=True)
-                partial.with_name(partial.name + ".json").unlink(missing_ok=True)
-                return hit
-            record = self.urls.get(req.url)
-            revalidate = (
-                record if expected is None and record and self.cache.has(record.digest) else None
-            )
-            return await self._download(req, expected, revalidate)
+            if hit is None:
+                record = self.urls.get(req.url)
+                revalidate = (
+                    record
+                    if expected is None and record and self.cache.has(record.digest)
+                    else None
+                )
+                hit = await self._download(req, expected, revalidate)
+            # the file is in the cache: a partial left by an earlier run that was killed after
+            # its commit (or before a 304 revalidation made it moot) has no use any more
+            partial = self.cache.root / "partial" / _url_key(req.url)
+            partial.unlink(missing_ok=True)
+            partial.with_name(partial.name + ".json").unlink(missing_ok=True)
+            return hit
 
     def _cache_hit(self, req: FileRequest, expected: UpstreamChecksum | None) -> FetchedFile | None:
         if expected is None:

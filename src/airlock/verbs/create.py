@@ -341,6 +341,7 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     plan = resolve_plan(spec)
     cache = BlobStore(options.cache or default_cache_dir())
     cache.ensure()
+    cache.remove_temp_files()  # blobs a killed run was writing (a live writer's are locked)
     warnings = list(plan.warnings)
     files, images, fetched = asyncio.run(_fetch_all(spec, plan, cache, options, warnings))
     wheels = _wheelhouse(cache) if options.wheelhouse else []
