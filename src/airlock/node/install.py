@@ -526,7 +526,8 @@ def install_resources(
     )
     # Mirrors: one hosts.toml per upstream registry, then config.toml pointing at them.
     mirrors = [_as_mirror(a) for a in registry_addrs]
-    for rel, text in sorted(mirror_files(upstreams, mirrors).items()):
+    # no fallback to the real upstream: on an air-gapped node it could only time out (or leak)
+    for rel, text in sorted(mirror_files(upstreams, mirrors, upstream_fallback=False).items()):
         out.append(File(f"{CERTS_DIR}/{rel}", content=text))
     version = containerd_version or _version(containerd.entry)
 
