@@ -30,6 +30,7 @@ import pytest
 from airlock import system
 from airlock.errors import SystemCommandError
 from airlock.lab.containerd import ContainerdDaemon, installed_containerd_version
+from airlock.lab.distribution import free_port, start_distribution
 from airlock.lab.netns import NetnsLab, netns_exists
 from airlock.node.mirrors import (
     Mirror,
@@ -52,13 +53,6 @@ def require(*binaries: str) -> None:
             f"required binaries missing: {', '.join(missing)} (apt-get install "
             "docker-registry skopeo umoci containerd runc busybox-static iproute2)"
         )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_port(host: str, port: int, *, timeout: float = 20) -> None:
@@ -86,23 +80,10 @@ def http_get(url: str, *, timeout: float = 20) -> str:
 
 
 @contextlib.contextmanager
-def docker_registry(storage: Path, host: str, port: int) -> Iterator[str]:
-    """Debian's docker-registry on host:port, storing under `storage`; yields its URL."""
-    config = storage.parent / f"registry-{host}-{port}.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: warn}\n"
-        f"storage: {{filesystem: {{rootdirectory: {storage}}}}}\n"
-        f"http: {{addr: '{host}:{port}'}}\n"
-    )
-    proc = system.spawn(
-        ["docker-registry", "serve", str(config)], log=storage.parent / f"registry-{port}.log"
-    )
-    try:
-        wait_port(host, port)
-        yield f"http://{host}:{port}"
-    finally:
-        proc.stop()
+def docker_registry(storage: Path, host: str) -> Iterator[tuple[str, int]]:
+    """Debian's docker-registry on a free port of `host`, storing under `storage`."""
+    with start_distribution(f"mirror-{host}", storage, storage.parent, address=host) as reg:
+        yield reg.url, reg.port
 
 
 @dataclass(frozen=True)
@@ -150,8 +131,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     layout = build_test_image(work, token)
     storage = work / "storage"
     storage.mkdir()
-    port = free_port()
-    with docker_registry(storage, "127.0.0.1", port) as url:
+    with docker_registry(storage, "127.0.0.1") as (url, port):
         subprocess.run(
             [
                 "skopeo", "copy", "--quiet", "--dest-tls-verify=false",
@@ -315,10 +295,9 @@ def test_containerd_in_gap_namespace_pulls_from_host_registry(
 ) -> None:
     """The blog's topology: the node sees only the registry host over a veth."""
     name = lab_name("c")
-    with NetnsLab(name, index=os.getpid() % 1000 + 3000) as lab:
-        port = free_port(lab.veth.host_ip)
+    with NetnsLab(name, index=os.getpid() % 1000 + 3000) as lab:  # noqa: SIM117 (lab first)
         # A second registry process on the veth address, serving the same storage.
-        with docker_registry(served.storage, lab.veth.host_ip, port) as url:
+        with docker_registry(served.storage, lab.veth.host_ip) as (url, _port):
             daemon = ContainerdDaemon(tmp_path / "ctd", netns=name)
             # Default fallback: the upstream is listed, but the gap blackholes it.
             write_mirrors(daemon.hosts_dir, mirror_files([UPSTREAM], [Mirror(url)]))

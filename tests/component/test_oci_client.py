@@ -18,8 +18,6 @@ import os
 import socket
 import subprocess
 import tarfile
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from aiohttp import web
 
 from airlock.content import BlobRole, ImageArtifact
 from airlock.errors import DigestMismatch, RegistryError
+from airlock.lab.distribution import start_distribution
 from airlock.oci.blobstore import BlobStore
 from airlock.oci.client import Endpoint, pull_images
 from airlock.oci.digest import sha256_digest
@@ -152,29 +151,9 @@ def real_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRegi
         if not any((Path(d) / tool).exists() for d in os.environ["PATH"].split(":")):
             pytest.fail(f"{tool} is required for this test (apt-get install {tool})")
     root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        "log:\n  level: error\n"
-    )
-    log = (root / "registry.log").open("wb")
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
+    reg = start_distribution("client-test", root / "data", root)
+    url, port = reg.url, reg.port
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/v2/", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()}")
-            time.sleep(0.1)
         layout = OciLayout(root / "layout")
         layout.init()
         base = os.urandom(300_000)
@@ -197,13 +176,7 @@ def real_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRegi
             )  # fmt: skip
         yield RealRegistry(url, layout, single, multi, amd64, arm64)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        reg.stop()
 
 
 def test_pull_single_arch_from_docker_registry(real_registry: RealRegistry, tmp_path: Path) -> None:

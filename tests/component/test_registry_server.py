@@ -24,7 +24,6 @@ import sys
 import tarfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import pytest
 
 from airlock import system
 from airlock.errors import UsageError, VerificationError
+from airlock.lab.distribution import start_distribution
 from airlock.node.units import render_registry_unit
 from airlock.oci.certs import generate_certs, server_ssl_context
 from airlock.oci.digest import sha256_digest
@@ -317,32 +317,9 @@ class DockerRegistry:
 @contextlib.contextmanager
 def docker_registry(tmp: Path) -> Iterator[DockerRegistry]:
     """Debian's docker-registry (distribution 2.8) on a free loopback port, its own storage."""
-    require("docker-registry")
-    port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
-    config = tmp / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: warn}\n"
-        f"storage: {{filesystem: {{rootdirectory: {tmp / 'data'}}}, delete: {{enabled: false}}}}\n"
-        f"http: {{addr: '127.0.0.1:{port}'}}\n"
-    )
-    proc = system.spawn(["docker-registry", "serve", str(config)], log=tmp / "registry.log")
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if not proc.alive() or time.monotonic() > deadline:
-                pytest.fail(f"docker-registry did not start:\n{(tmp / 'registry.log').read_text()}")
-            time.sleep(0.1)
-        yield DockerRegistry(port, proc)
-    finally:
-        proc.stop()
+    with start_distribution("conformance", tmp / "data", tmp, delete=False) as reg:
+        yield DockerRegistry(reg.port, reg.process)
 
 
 # -- fixtures -----------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from airlock.errors import SystemCommandError, UsageError
 __all__ = ["Distribution", "free_port", "http_ok", "start_distribution"]
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -37,14 +37,15 @@ def http_ok(url: str) -> bool:
 
 @dataclass
 class Distribution:
-    host: str
+    host: str  # the name it stands for (an upstream host, or any label)
     port: int
     process: system.Process
     log: Path
+    address: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def stop(self) -> None:
         self.process.stop()
@@ -58,18 +59,27 @@ class Distribution:
         self.stop()
 
 
-def _registry_config(storage: Path, port: int) -> str:
+def _registry_config(storage: Path, address: str, port: int, *, delete: bool) -> str:
     return (
         "version: 0.1\n"
         "log:\n  level: warn\n"
         "storage:\n"
         f"  filesystem:\n    rootdirectory: {storage}\n"
-        "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  secret: airlock-lab-upstream\n"
+        f"  delete:\n    enabled: {'true' if delete else 'false'}\n"
+        f"http:\n  addr: {address}:{port}\n  secret: airlock-lab\n"
     )
 
 
-def start_distribution(host: str, storage: Path, run_dir: Path) -> Distribution:
+def start_distribution(
+    host: str,
+    storage: Path,
+    run_dir: Path,
+    *,
+    address: str = "127.0.0.1",
+    delete: bool = True,
+) -> Distribution:
+    """Start one on a free port of `address` (loopback, or a lab veth address), storing under
+    `storage`; config and log go to `run_dir`. Waits (bounded) until /v2/ answers."""
     binary = system.which("docker-registry")
     if binary is None:
         raise UsageError(
@@ -79,16 +89,16 @@ def start_distribution(host: str, storage: Path, run_dir: Path) -> Distribution:
     storage.mkdir(parents=True, exist_ok=True)
     last = ""
     for _attempt in range(3):  # a free port can be taken between probe and bind: retry
-        port = free_port()
+        port = free_port(address)
         config = run_dir / f"registry-{host}.yml"
-        config.write_text(_registry_config(storage, port))
+        config.write_text(_registry_config(storage, address, port, delete=delete))
         log = run_dir / f"registry-{host}.log"
         proc = system.spawn([binary, "serve", str(config)], log=log)
         for _ in range(150):  # 15 s at most
             if not proc.alive():
                 break
-            if http_ok(f"http://127.0.0.1:{port}/v2/"):
-                return Distribution(host, port, proc, log)
+            if http_ok(f"http://{address}:{port}/v2/"):
+                return Distribution(host, port, proc, log, address)
             time.sleep(0.1)
         proc.stop()
         last = log.read_text(errors="replace")[-1000:] if log.exists() else ""
