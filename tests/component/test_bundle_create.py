@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,24 @@ def run(*args: str, check: bool = True, timeout: float = 600) -> subprocess.Comp
     return proc
 
 
+def create(
+    spec: Path, *, cache: Path, out: Path, extra: Sequence[str] = (), check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`airlock bundle create -f SPEC --cache CACHE -o OUT [extra...]`."""
+    return run(
+        "bundle",
+        "create",
+        "-f",
+        str(spec),
+        "--cache",
+        str(cache),
+        "-o",
+        str(out),
+        *extra,
+        check=check,
+    )
+
+
 def write_spec(tmp: Path, upstream: Upstream, **changes: object) -> Path:
     from airlock.presets import preset_text
 
@@ -51,33 +70,27 @@ def built(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[
     spec = write_spec(tmp, upstream)
     run("keys", "generate", "--out", str(tmp / "k"))
     out = json.loads(
-        run(
-            "bundle",
-            "create",
-            "-f",
-            str(spec),
-            "--cache",
-            str(tmp / "cache"),
-            "--sign",
-            str(tmp / "k.key"),
-            "-o",
-            str(tmp / "a"),
-            "--json",
+        create(
+            spec,
+            cache=tmp / "cache",
+            out=tmp / "a",
+            extra=(
+                "--sign",
+                str(tmp / "k.key"),
+                "--json",
+            ),
         ).stdout
     )
     again = json.loads(
-        run(
-            "bundle",
-            "create",
-            "-f",
-            str(spec),
-            "--cache",
-            str(tmp / "cache"),
-            "--sign",
-            str(tmp / "k.key"),
-            "-o",
-            str(tmp / "b"),
-            "--json",
+        create(
+            spec,
+            cache=tmp / "cache",
+            out=tmp / "b",
+            extra=(
+                "--sign",
+                str(tmp / "k.key"),
+                "--json",
+            ),
         ).stdout
     )
     return {"tmp": tmp, "spec": spec, "first": out, "second": again}
@@ -155,17 +168,7 @@ def test_checksum_mismatch_names_url_expected_actual(upstream: Upstream, tmp_pat
     spec = write_spec(
         tmp_path, upstream, files=[{"url": url, "sha256": "0" * 64, "name": "kubeadm-pinned"}]
     )
-    proc = run(
-        "bundle",
-        "create",
-        "-f",
-        str(spec),
-        "--cache",
-        str(tmp_path / "c"),
-        "-o",
-        str(tmp_path / "o"),
-        check=False,
-    )
+    proc = create(spec, cache=tmp_path / "c", out=tmp_path / "o", check=False)
     assert proc.returncode == 3, proc.stderr
     assert url in proc.stderr and "0" * 64 in proc.stderr
     assert not list((tmp_path / "o").glob("*.airlock.tar")) if (tmp_path / "o").exists() else True
@@ -173,34 +176,21 @@ def test_checksum_mismatch_names_url_expected_actual(upstream: Upstream, tmp_pat
 
 def test_missing_tag_names_the_reference(upstream: Upstream, tmp_path: Path) -> None:
     spec = write_spec(tmp_path, upstream, images=["ghcr.io/stefanprodan/podinfo:9.9.9"])
-    proc = run(
-        "bundle",
-        "create",
-        "-f",
-        str(spec),
-        "--cache",
-        str(tmp_path / "c"),
-        "-o",
-        str(tmp_path / "o"),
-        check=False,
-    )
+    proc = create(spec, cache=tmp_path / "c", out=tmp_path / "o", check=False)
     assert proc.returncode != 0
     assert "ghcr.io/stefanprodan/podinfo:9.9.9" in proc.stderr
 
 
 def test_split_below_1mib_refused(upstream: Upstream, tmp_path: Path) -> None:
     spec = write_spec(tmp_path, upstream)
-    proc = run(
-        "bundle",
-        "create",
-        "-f",
-        str(spec),
-        "--split",
-        "512K",
-        "-o",
-        str(tmp_path / "o"),
-        "--cache",
-        str(tmp_path / "c"),
+    proc = create(
+        spec,
+        cache=tmp_path / "c",
+        out=tmp_path / "o",
+        extra=(
+            "--split",
+            "512K",
+        ),
         check=False,
     )
     assert proc.returncode == 2 and "1 MiB" in proc.stderr
@@ -234,19 +224,7 @@ def test_ctrl_c_then_create_again_downloads_nothing_twice(
     proc.wait(60)
     before = {p.name for p in (cache / "blobs" / "sha256").glob("*") if not p.name.startswith(".")}
     assert before, "the interrupt came before any download finished"
-    done = json.loads(
-        run(
-            "bundle",
-            "create",
-            "-f",
-            str(spec),
-            "--cache",
-            str(cache),
-            "-o",
-            str(tmp_path / "o"),
-            "--json",
-        ).stdout
-    )
+    done = json.loads(create(spec, cache=cache, out=tmp_path / "o", extra=("--json",)).stdout)
     total_files = sum(p.stat().st_size for p in (cache / "blobs" / "sha256").glob("*"))
     assert done["bytesDownloaded"] < total_files  # what the first run stored was not fetched again
     assert not list((tmp_path / "o").glob(".tmp-*"))
@@ -271,17 +249,7 @@ def test_os_packages_closure_travels(upstream: Upstream, tmp_path: Path) -> None
         assert set(rows) == {"app", "libdep"}
         assert rows["libdep"]["found_in"][0].startswith("app (Depends: libdep")  # why it travels
         out = json.loads(
-            run(
-                "bundle",
-                "create",
-                "-f",
-                str(spec),
-                "--cache",
-                str(tmp_path / "c"),
-                "-o",
-                str(tmp_path / "o"),
-                "--json",
-            ).stdout
+            create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=("--json",)).stdout
         )
     summary = json.loads(run("bundle", "inspect", out["bundle"], "--json").stdout)
     carried = {f["name"]: f for f in summary["files"] if f["kind"] == "package"}
@@ -297,17 +265,7 @@ def test_upstream_signatures_checked_and_recorded(upstream: Upstream, tmp_path: 
     signed = [{"prefix": "https://dl.k8s.io/", "key": str(key)}]
     spec = write_spec(tmp_path, upstream, verify={"signatures": signed})
     out = json.loads(
-        run(
-            "bundle",
-            "create",
-            "-f",
-            str(spec),
-            "--cache",
-            str(tmp_path / "c"),
-            "-o",
-            str(tmp_path / "o"),
-            "--json",
-        ).stdout
+        create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=("--json",)).stdout
     )
     files = json.loads(run("bundle", "inspect", out["bundle"], "--json").stdout)["files"]
     signed_files = {f["name"] for f in files if f["signature_key"]}
@@ -321,17 +279,7 @@ def test_upstream_signatures_checked_and_recorded(upstream: Upstream, tmp_path: 
         upstream,
         verify={"signatures": [{"prefix": "https://dl.k8s.io/", "key": str(other)}]},
     )
-    proc = run(
-        "bundle",
-        "create",
-        "-f",
-        str(spec),
-        "--cache",
-        str(tmp_path / "c"),
-        "-o",
-        str(tmp_path / "o2"),
-        check=False,
-    )
+    proc = create(spec, cache=tmp_path / "c", out=tmp_path / "o2", check=False)
     assert proc.returncode == 3
     assert "https://dl.k8s.io/release/v1.27.3/bin/linux/amd64/kube" in proc.stderr
     assert "does not verify" in proc.stderr
