@@ -267,3 +267,18 @@ def test_kill_9_at_random_points_then_rerun(tmp_path: Path) -> None:
     assert store_state(store) == store_state(reference)
     assert leftovers(store) == [] and not (store / ".staging").exists()
     assert kills >= 1  # the harness really interrupted something
+
+
+def test_newest_bundle_record_is_the_highest_sequence(tmp_path: Path) -> None:
+    from airlock.verbs.load import newest_bundle_record
+
+    store = tmp_path / "store"
+    assert newest_bundle_record(store) is None
+    load_bundle(make_bundle(tmp_path, sequence=10), store_dir=store, options=LoadOptions())
+    load_bundle(
+        make_bundle(tmp_path, sequence=9, big=2 << 20),
+        store_dir=store,
+        options=LoadOptions(allow_downgrade=True),
+    )
+    newest = newest_bundle_record(store)
+    assert newest is not None and newest["sequence"] == 10  # not "lab.9" > "lab.10" by name

@@ -8,7 +8,6 @@ are airlock's named stand-ins, and the results say so.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from airlock.cluster.init import InitOptions, InitResult, init_cluster
 from airlock.errors import UsageError
 from airlock.node.install import store_source
 from airlock.spec import Spec, load_spec
-from airlock.verbs.load import store_meta_dir
+from airlock.verbs.load import newest_bundle_record
 
 __all__ = ["ClusterInputs", "app_deploy", "app_list", "cluster_init", "store_inputs"]
 
@@ -42,14 +41,11 @@ class ClusterInputs:
 
 
 def _newest_manifest(store: Path) -> dict[str, Any]:
-    records = sorted(
-        (store_meta_dir(store) / "bundles").glob("*.json"), key=lambda p: p.stat().st_mtime
-    )
-    if not records:
+    data = newest_bundle_record(store)
+    if data is None:
         raise UsageError(
             f"the store {store} holds no bundle", hint="run `airlock load BUNDLE` first"
         )
-    data: dict[str, Any] = json.loads(records[-1].read_bytes())
     return data
 
 

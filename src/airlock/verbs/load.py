@@ -41,7 +41,14 @@ from airlock.trust import (
     trusted_keys,
 )
 
-__all__ = ["DEFAULT_STORE", "LoadOptions", "LoadResult", "load_bundle", "store_meta_dir"]
+__all__ = [
+    "DEFAULT_STORE",
+    "LoadOptions",
+    "LoadResult",
+    "load_bundle",
+    "newest_bundle_record",
+    "store_meta_dir",
+]
 
 DEFAULT_STORE = Path("/var/lib/airlock/store")
 _COPY_CHUNK = 1 << 20
@@ -51,6 +58,19 @@ _DISK_MARGIN = 64 << 20
 def store_meta_dir(store: Path) -> Path:
     """Where the store keeps what airlock knows about it (loaded bundles, sequence numbers)."""
     return store / "airlock"
+
+
+def newest_bundle_record(store: Path) -> dict[str, Any] | None:
+    """The airlock.json of the newest bundle loaded into `store` (highest sequence, then the
+    most recently loaded), or None when nothing was loaded."""
+    best: tuple[int, float] | None = None
+    newest: dict[str, Any] | None = None
+    for path in (store_meta_dir(store) / "bundles").glob("*.json"):
+        data: dict[str, Any] = json.loads(path.read_bytes())
+        key = (int(data.get("sequence", 0)), path.stat().st_mtime)
+        if best is None or key > best:
+            best, newest = key, data
+    return newest
 
 
 @dataclass(frozen=True)

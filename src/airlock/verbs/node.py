@@ -22,7 +22,7 @@ from airlock.node.preflight import CheckResult, PreflightOptions, run_preflight
 from airlock.node.prepare import PrepareOptions, prepare_resources
 from airlock.oci.ref import parse_reference
 from airlock.system import host_path
-from airlock.verbs.load import DEFAULT_STORE
+from airlock.verbs.load import DEFAULT_STORE, newest_bundle_record
 
 __all__ = [
     "InstallOptions",
@@ -78,12 +78,7 @@ def _source(
 ) -> Iterator[tuple[ArtifactSource, dict[str, Any], list[str]]]:
     """The files to install, the resolved versions and the image references."""
     if bundle is None:
-        import json
-
-        from airlock.verbs.load import store_meta_dir
-
-        records = sorted((store_meta_dir(store) / "bundles").glob("*.json"))
-        meta = json.loads(records[-1].read_bytes()) if records else {}
+        meta = newest_bundle_record(store) or {}
         images = [i["reference"] for i in meta.get("images", [])]
         yield store_source(store), meta.get("resolved", {}), images
         return
@@ -115,13 +110,8 @@ def install_node(
 
 
 def check_node(*, root: Path, registry_url: str | None, store: Path) -> list[CheckResult]:
-    images: tuple[str, ...] = ()
-    records = sorted((store / "airlock" / "bundles").glob("*.json"))
-    if records:
-        import json
-
-        resolved = json.loads(records[-1].read_bytes()).get("resolved", {})
-        images = tuple(r for r in resolved.get("images", []) if r.startswith("registry.k8s.io/"))
+    resolved = (newest_bundle_record(store) or {}).get("resolved", {})
+    images = tuple(r for r in resolved.get("images", []) if r.startswith("registry.k8s.io/"))
     return run_preflight(
         root=root,
         options=PreflightOptions(registry_url=registry_url, images=images, store=str(store)),
