@@ -11,9 +11,9 @@ deps:
 	@scripts/deps.sh
 
 lint: deps
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
-	$(VENV)/bin/mypy src
+	$(VENV)/bin/ruff check src lab/src tests bench
+	$(VENV)/bin/ruff format --check src lab/src tests bench
+	$(VENV)/bin/mypy
 
 test: deps lint
 	$(VENV)/bin/pytest -n $(WORKERS) -q tests/unit tests/component
@@ -29,7 +29,7 @@ e2e: deps
 	$(VENV)/bin/pytest -q tests/e2e
 
 demo: deps
-	$(PY) -m airlock.lab.demo
+	$(PY) -m airlock_lab.demo
 
 bench: deps
 	$(PY) bench/run.py

@@ -24,13 +24,13 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from airlock.bundle.signing import generate_keypair
-from airlock.lab.upstream import Upstream
 from airlock.node.inventory import collect_inventory
 from airlock.presets import preset_text
 from airlock.spec import Spec, load_spec
 from airlock.verbs.create import CreateOptions, CreateResult, create_bundle
 from airlock.verbs.delta import plan_since, read_baseline, write_inventory
 from airlock.verbs.load import LoadOptions, load_bundle
+from airlock_lab.upstream import Upstream
 
 
 def spec_for(path: Path, up: Upstream, version: str) -> Spec:

@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 from support import MANIFEST_TYPES, Daemon, discover, free_port, split_ref, wait_http
 
-from airlock.lab.distribution import start_distribution
+from airlock_lab.distribution import start_distribution
 
 __all__ = [
     "LoadOptions",

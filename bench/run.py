@@ -2,7 +2,7 @@
 
 Each figure is a ratio (airlock / peer, same machine, same upstream, same minute), from a few
 interleaved rounds; results.json keeps the median ratio and every raw number. The upstream is
-airlock's simulated one (`airlock.lab.upstream`), on loopback; every daemon started here is
+airlock's simulated one (`airlock_lab.upstream`), on loopback; every daemon started here is
 stopped here. Performance is measured here, never asserted in tests.
 
     .venv/bin/python bench/run.py [--rounds 3] [--work bench/work] [--out bench/results.json]
@@ -49,10 +49,10 @@ from support import (
 )
 
 from airlock.bundle.reader import open_bundle
-from airlock.lab.containerd import ContainerdDaemon
-from airlock.lab.demo import CarryServer
-from airlock.lab.upstream import Upstream
 from airlock.verbs.mirrors import MirrorOptions, configure_mirrors
+from airlock_lab.containerd import ContainerdDaemon
+from airlock_lab.demo import CarryServer
+from airlock_lab.upstream import Upstream
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable

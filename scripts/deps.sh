@@ -18,6 +18,9 @@ for p in "${PKGS[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
+  # one apt at a time on this machine (several checkouts may run make at once)
+  exec 9>/tmp/airlock-apt.lock
+  flock 9
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq </dev/null
   # the packages' own services are not wanted: tests start the daemons they need themselves
@@ -31,8 +34,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.airlock-deps
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ lab/pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip </dev/null
-  .venv/bin/python -m pip install -q -e '.[dev]' </dev/null
+  .venv/bin/python -m pip install -q -e '.[dev]' -e lab </dev/null
   touch "$stamp"
 fi

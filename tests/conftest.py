@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from airlock.lab.upstream import Upstream
+from airlock_lab.upstream import Upstream
 
 
 def upstream_cache_dir() -> Path:

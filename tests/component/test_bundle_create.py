@@ -17,7 +17,7 @@ import pytest
 from ruamel.yaml import YAML
 from test_packages_debian import _para, make_repo, serve
 
-from airlock.lab.upstream import Upstream
+from airlock_lab.upstream import Upstream
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 
@@ -288,7 +288,7 @@ def test_upstream_signatures_checked_and_recorded(upstream: Upstream, tmp_path: 
 def test_ctr_images_import_reads_the_bundle(built: dict[str, object], tmp_path: Path) -> None:
     """containerd's own importer takes the bundle as it is (its root is an OCI layout whose
     index names every image by its full reference)."""
-    from airlock.lab.containerd import ContainerdDaemon
+    from airlock_lab.containerd import ContainerdDaemon
 
     first = built["first"]
     assert isinstance(first, dict)

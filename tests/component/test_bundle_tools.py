@@ -14,11 +14,11 @@ import pytest
 
 from airlock.bundle.layout import AIRLOCK_JSON, SIGNATURE
 from airlock.bundle.signing import generate_keypair, key_id
-from airlock.bundle.testing import sample_content
 from airlock.bundle.verify import verify_bundle
 from airlock.bundle.writer import WriteResult, write_bundle
 from airlock.errors import AirlockError
 from airlock.oci.blobstore import BlobStore
+from airlock_lab.bundle_testing import sample_content
 
 pytestmark = pytest.mark.component
 MiB = 1 << 20

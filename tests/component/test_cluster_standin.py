@@ -33,11 +33,11 @@ from airlock.cluster.kubeadm_config import (
 from airlock.cluster.reset import ResetOptions, reset_cluster
 from airlock.cluster.runner import SystemRunner
 from airlock.errors import NodeError, VerificationError
-from airlock.lab import standins
 from airlock.presets import preset_text
 from airlock.resolve.kubernetes import kubeadm_images
 from airlock.spec import Spec, parse_spec
 from airlock.system import CommandResult
+from airlock_lab import standins
 
 pytestmark = pytest.mark.component
 
@@ -273,7 +273,7 @@ class StandinRunner:
 
 
 def flannel_manifest(root: Path) -> tuple[bytes, str]:
-    data = (resources.files("airlock") / "data" / "upstream-kube-flannel.yml").read_bytes()
+    data = (resources.files("airlock_lab") / "data" / "upstream-kube-flannel.yml").read_bytes()
     path = root / FLANNEL.lstrip("/")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)

@@ -29,15 +29,15 @@ import pytest
 
 from airlock import system
 from airlock.errors import SystemCommandError
-from airlock.lab.containerd import ContainerdDaemon, installed_containerd_version
-from airlock.lab.distribution import free_port, start_distribution
-from airlock.lab.netns import NetnsLab, netns_exists
 from airlock.node.mirrors import (
     Mirror,
     mirror_files,
     render_containerd_config,
     write_mirrors,
 )
+from airlock_lab.containerd import ContainerdDaemon, installed_containerd_version
+from airlock_lab.distribution import free_port, start_distribution
+from airlock_lab.netns import NetnsLab, netns_exists
 
 pytestmark = pytest.mark.component
 

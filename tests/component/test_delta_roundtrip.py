@@ -22,7 +22,6 @@ from airlock.bundle.reader import open_bundle
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.verify import verify_bundle
 from airlock.errors import VerificationError
-from airlock.lab.upstream import Upstream
 from airlock.node.inventory import collect_inventory
 from airlock.oci.layout import OciLayout
 from airlock.presets import preset_text
@@ -30,6 +29,7 @@ from airlock.spec import Spec, load_spec
 from airlock.verbs.create import CreateOptions, CreateResult, create_bundle
 from airlock.verbs.delta import plan_since, read_baseline, write_inventory
 from airlock.verbs.load import LoadOptions, load_bundle
+from airlock_lab.upstream import Upstream
 
 pytestmark = pytest.mark.component
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from airlock.lab.upstream import Upstream
 from airlock.presets import preset_text
+from airlock_lab.upstream import Upstream
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 ROUNDS = int(os.environ.get("AIRLOCK_FAULT_ROUNDS", "8"))

@@ -237,7 +237,7 @@ def real_source(tmp_path_factory: pytest.TempPathFactory) -> StoreSource:
         f"bin/{n}": Path(system.which(n) or "")
         for n in ("containerd", "ctr", "containerd-shim-runc-v2")
     }
-    data = ilr.files("airlock") / "data"
+    data = ilr.files("airlock_lab") / "data"
     gh = "https://github.com"
     files: dict[str, tuple[str, bytes, str]] = {
         "kubeadm": (

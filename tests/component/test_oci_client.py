@@ -30,7 +30,6 @@ from aiohttp import web
 
 from airlock.content import BlobRole, ImageArtifact
 from airlock.errors import DigestMismatch, RegistryError
-from airlock.lab.distribution import start_distribution
 from airlock.oci.blobstore import BlobStore
 from airlock.oci.client import Endpoint, pull_images
 from airlock.oci.digest import sha256_digest
@@ -44,6 +43,7 @@ from airlock.oci.media import (
     OCI_MANIFEST,
 )
 from airlock.oci.ref import parse_reference
+from airlock_lab.distribution import start_distribution
 
 pytestmark = pytest.mark.component
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bundle.testing import sample_content
 from airlock.bundle.writer import write_bundle
-from airlock.lab.distribution import Distribution, start_distribution
 from airlock.oci.blobstore import BlobStore
 from airlock.oci.layout import OciLayout
 from airlock.verbs.load import LoadOptions, load_bundle
+from airlock_lab.bundle_testing import sample_content
+from airlock_lab.distribution import Distribution, start_distribution
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 

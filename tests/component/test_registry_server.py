@@ -33,7 +33,6 @@ import pytest
 
 from airlock import system
 from airlock.errors import UsageError, VerificationError
-from airlock.lab.distribution import start_distribution
 from airlock.node.units import render_registry_unit
 from airlock.oci.certs import generate_certs, server_ssl_context
 from airlock.oci.digest import sha256_digest
@@ -50,6 +49,7 @@ from airlock.oci.media import (
 )
 from airlock.oci.server import RunningServer, start_server
 from airlock.oci.sources import BundleSource, ContentSource, StoreSource
+from airlock_lab.distribution import start_distribution
 
 pytestmark = pytest.mark.component
 

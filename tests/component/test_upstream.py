@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from airlock.lab import standins
-from airlock.lab.upstream import FILE_HOSTS, REGISTRY_HOSTS, Upstream, serve_forever
 from airlock.oci.media import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 from airlock.oci.ref import parse_reference
+from airlock_lab import standins
+from airlock_lab.upstream import FILE_HOSTS, REGISTRY_HOSTS, Upstream, serve_forever
 
 pytestmark = pytest.mark.component
 
@@ -409,7 +409,7 @@ def _free_port() -> int:
 
 def test_podinfo_and_pause_run_under_containerd(upstream: Upstream, tmp_path: Path) -> None:
     """Pulled by original name from the upstream registries, run by containerd + runc."""
-    from airlock.lab.containerd import ContainerdDaemon
+    from airlock_lab.containerd import ContainerdDaemon
 
     daemon = ContainerdDaemon(tmp_path / "ctd")
     for host, url in upstream.registries.items():

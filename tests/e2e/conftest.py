@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from airlock.lab.gap import LabState, lab_down, lab_up
-from airlock.lab.upstream import Upstream
+from airlock_lab.gap import LabState, lab_down, lab_up
+from airlock_lab.upstream import Upstream
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 

@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 from airlock import system
-from airlock.lab.containerd import ContainerdDaemon
-from airlock.lab.demo import CarryServer, carry
-from airlock.lab.gap import GAP_NETNS, LabState
 from airlock.verbs.mirrors import MirrorOptions, configure_mirrors
+from airlock_lab.containerd import ContainerdDaemon
+from airlock_lab.demo import CarryServer, carry
+from airlock_lab.gap import GAP_NETNS, LabState
 from conftest import AIRLOCK, SeedBundle, airlock
 
 PORT = 8093

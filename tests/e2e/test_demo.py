@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from airlock.lab.demo import run_demo
-from airlock.lab.gap import GAP_NETNS
-from airlock.lab.netns import netns_exists
+from airlock_lab.demo import run_demo
+from airlock_lab.gap import GAP_NETNS
+from airlock_lab.netns import netns_exists
 
 CACHE = Path(os.environ.get("AIRLOCK_TEST_CACHE", "/tmp/airlock-test-cache"))
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from airlock import system
-from airlock.lab.containerd import ContainerdDaemon
-from airlock.lab.demo import CarryServer, carry, check_volumes
-from airlock.lab.gap import GAP_NETNS, STATE_FILE, LabState, lab_down, lab_status, lab_up
-from airlock.lab.netns import link_exists, netns_exists
 from airlock.verbs.mirrors import MirrorOptions, configure_mirrors
+from airlock_lab.containerd import ContainerdDaemon
+from airlock_lab.demo import CarryServer, carry, check_volumes
+from airlock_lab.gap import GAP_NETNS, STATE_FILE, LabState, lab_down, lab_status, lab_up
+from airlock_lab.netns import link_exists, netns_exists
 from conftest import AIRLOCK, SeedBundle, airlock
 
 PORT = 8091

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from test_gap_faults import _serve
 
-from airlock.lab.containerd import ContainerdDaemon
-from airlock.lab.gap import BRIDGE_NET, GAP_NETNS, LabState, node_netns
 from airlock.verbs.mirrors import MirrorOptions, configure_mirrors
+from airlock_lab.containerd import ContainerdDaemon
+from airlock_lab.gap import BRIDGE_NET, GAP_NETNS, LabState, node_netns
 from conftest import SeedBundle, airlock
 
 

@@ -20,12 +20,12 @@ from airlock.bundle.layout import (
 )
 from airlock.bundle.manifest import parse_manifest
 from airlock.bundle.sbom import build_sbom
-from airlock.bundle.testing import sample_content
 from airlock.bundle.volumes import ConcatReader, spans
 from airlock.bundle.writer import build_manifest
 from airlock.errors import VerificationError
 from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import sha256_digest
+from airlock_lab.bundle_testing import sample_content
 
 
 def test_layout_names() -> None:

@@ -11,11 +11,11 @@ from airlock.bundle.inspect import inspect_bundle
 from airlock.bundle.layout import INDEX_JSON, blob_member
 from airlock.bundle.reader import open_bundle
 from airlock.bundle.signing import generate_keypair, key_id
-from airlock.bundle.testing import Layer, put_image, put_index, sample_content
 from airlock.bundle.verify import BundleVerificationError, verify_bundle
 from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
 from airlock.errors import EXIT_VERIFY, UsageError
 from airlock.oci.blobstore import BlobStore
+from airlock_lab.bundle_testing import Layer, put_image, put_index, sample_content
 
 MiB = 1 << 20
 

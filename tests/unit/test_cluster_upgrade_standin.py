@@ -26,10 +26,10 @@ from airlock.cluster.kubeadm_config import (
 from airlock.cluster.runner import SystemRunner
 from airlock.cluster.upgrade import UpgradeOptions, upgrade_cluster
 from airlock.errors import NodeError
-from airlock.lab import standins
 from airlock.presets import preset_text
 from airlock.spec import parse_spec
 from airlock.system import CommandResult
+from airlock_lab import standins
 
 CP = NodeFacts("cp-1", (("eth0", "198.18.2.2/24"),), "eth0", "198.18.2.2")
 WORKER = NodeFacts("worker-1", (("eth0", "198.18.2.3/24"),), "eth0", "198.18.2.3")

@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from airlock.bundle.signing import generate_keypair
-from airlock.bundle.testing import put_file, sample_content
 from airlock.bundle.verify import verify_bundle
 from airlock.bundle.writer import write_bundle
 from airlock.errors import UsageError, VerificationError
@@ -29,6 +28,7 @@ from airlock.verbs.delta import (
     write_inventory,
 )
 from airlock.verbs.load import LoadOptions, load_bundle
+from airlock_lab.bundle_testing import put_file, sample_content
 
 
 def inventory_doc(blobs: list[str], images: dict[str, str] | None = None) -> dict[str, object]:

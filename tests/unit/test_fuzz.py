@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from airlock.bundle.reader import open_bundle
 from airlock.bundle.signing import generate_keypair
-from airlock.bundle.testing import sample_content
 from airlock.bundle.verify import verify_bundle
 from airlock.bundle.writer import write_bundle
 from airlock.errors import AirlockError
@@ -24,6 +23,7 @@ from airlock.oci.layout import OciLayout
 from airlock.oci.ref import parse_reference
 from airlock.oci.server import make_app
 from airlock.oci.sources import StoreSource
+from airlock_lab.bundle_testing import sample_content
 
 _TMP = Path(tempfile.mkdtemp(prefix="airlock-fuzz-"))
 _BLOBS = BlobStore(_TMP / "blobs")

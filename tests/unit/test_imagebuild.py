@@ -15,8 +15,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airlock.lab import standins
-from airlock.lab.imagebuild import (
+from airlock.oci.layout import OciLayout
+from airlock.oci.media import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+)
+from airlock_lab import standins
+from airlock_lab.imagebuild import (
     ARCH_NOTE_LABEL,
     ImageBuilder,
     ImageConfig,
@@ -27,16 +37,6 @@ from airlock.lab.imagebuild import (
     gzip_bytes,
     seed_image_refs,
     tar_bytes,
-)
-from airlock.oci.layout import OciLayout
-from airlock.oci.media import (
-    DOCKER_CONFIG,
-    DOCKER_LAYER,
-    DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
-    OCI_INDEX,
-    OCI_LAYER_GZIP,
-    OCI_MANIFEST,
 )
 
 VERSIONS = ("v1.27.3", "v1.27.4")

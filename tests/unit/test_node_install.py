@@ -42,7 +42,7 @@ def targz(members: dict[str, tuple[bytes, int]]) -> bytes:
 
 
 def data_file(name: str) -> bytes:
-    return (ilr.files("airlock") / "data" / name).read_bytes()
+    return (ilr.files("airlock_lab") / "data" / name).read_bytes()
 
 
 def bundle_files() -> dict[str, tuple[str, bytes, str]]:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from airlock import __version__
-from airlock.cli import bundle_cmds, cluster_cmds, lab_cmds, node_cmds, registry_cmds, spec_cmds
+from airlock.cli import bundle_cmds, cluster_cmds, node_cmds, registry_cmds, spec_cmds
 from airlock.cli.output import state
 from airlock.errors import EXIT_FAILED, AirlockError
 
@@ -49,7 +49,21 @@ bundle_cmds.register(app)
 registry_cmds.register(app)
 node_cmds.register(app)
 cluster_cmds.register(app)
-lab_cmds.register(app)
+
+
+def _register_plugins(group: str = "airlock.commands") -> None:
+    """Command groups other distributions add (the lab's `airlock lab ...` among them).
+
+    The production package knows no plugin by name: an installed distribution declares an
+    entry point `NAME = module:register` and its `register(app)` adds its commands.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+        ep.load()(app)
+
+
+_register_plugins()
 
 
 def _report(exc: AirlockError) -> None:

@@ -120,7 +120,7 @@ def _header(program: str, version: str) -> str:
     return (
         "#!/bin/sh\n"
         f"# {program} {version}: {STANDIN_MARKER}, not the real {program}.\n"
-        "# Written by airlock's simulated upstream (airlock.lab.standins) for tests on a machine\n"
+        "# Written by airlock's simulated upstream (airlock_lab.standins) for tests on a machine\n"
         f"# that cannot obtain {program}. Its success is never a real result.\n"
     )
 

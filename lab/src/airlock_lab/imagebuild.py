@@ -24,7 +24,6 @@ from typing import Any, BinaryIO, Literal
 
 from airlock.atomic import atomic_writer
 from airlock.errors import UsageError
-from airlock.lab import standins
 from airlock.oci.layout import OciLayout, canonical_json, image_descriptor
 from airlock.oci.media import (
     DOCKER_CONFIG,
@@ -36,6 +35,7 @@ from airlock.oci.media import (
     OCI_LAYER_GZIP,
     OCI_MANIFEST,
 )
+from airlock_lab import standins
 
 __all__ = [
     "AMD64",

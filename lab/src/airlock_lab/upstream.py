@@ -45,11 +45,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from airlock import system
 from airlock.atomic import write_atomic
 from airlock.errors import AirlockError, SystemCommandError, UsageError
-from airlock.lab import imagebuild, standins
-from airlock.lab.distribution import Distribution, start_distribution
-from airlock.lab.imagebuild import TarEntry, write_tgz
 from airlock.oci.layout import OciLayout
 from airlock.oci.ref import parse_reference
+from airlock_lab import imagebuild, standins
+from airlock_lab.distribution import Distribution, start_distribution
+from airlock_lab.imagebuild import TarEntry, write_tgz
 
 __all__ = [
     "CNI_VERSION",
@@ -158,7 +158,7 @@ class _DebianInputs:
 
 
 def _data(name: str) -> bytes:
-    return (resources.files("airlock") / "data" / name).read_bytes()
+    return (resources.files("airlock_lab") / "data" / name).read_bytes()
 
 
 def _cache_key(inputs: _DebianInputs, versions: Sequence[str]) -> str:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,9 @@ from aiohttp import web
 from ruamel.yaml import YAML
 
 from airlock import system
-from airlock.lab.containerd import ContainerdDaemon
-from airlock.lab.gap import GAP_NETNS, lab_down, lab_status, lab_up
-from airlock.lab.upstream import Upstream
+from airlock_lab.containerd import ContainerdDaemon
+from airlock_lab.gap import GAP_NETNS, lab_down, lab_status, lab_up
+from airlock_lab.upstream import Upstream
 
 __all__ = ["CarryServer", "DemoSummary", "carry", "check_volumes", "main", "run_demo"]
 
@@ -259,7 +260,7 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
         hits_before = _upstream_hits(up)
         with _stage(summary, "6. carry the bundle across (HTTP over the veth, resumable, checked)"):
             bootstrap = connected / "airlock-bootstrap.py"
-            shutil.copy(Path(__file__).parents[1] / "bootstrap.py", bootstrap)
+            bootstrap.write_bytes((resources.files("airlock") / "bootstrap.py").read_bytes())
             carried = [
                 *map(Path, created["volumes"]),
                 Path(created["bundle"]),

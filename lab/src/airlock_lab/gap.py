@@ -21,7 +21,7 @@ from typing import Any
 
 from airlock import system
 from airlock.atomic import write_atomic
-from airlock.lab.netns import (
+from airlock_lab.netns import (
     add_blackhole_default,
     create_netns,
     create_veth,

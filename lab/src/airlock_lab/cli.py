@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 def up(nodes: int = typer.Option(1, "--nodes"), json_out: bool = json_option()) -> None:
     """Create the gap namespace(s), veth and blackhole default route."""
     use_json(json_out)
-    from airlock.lab.gap import lab_up
+    from airlock_lab.gap import lab_up
 
     st = lab_up(nodes=nodes)
     state.emit(
@@ -37,7 +37,7 @@ def up(nodes: int = typer.Option(1, "--nodes"), json_out: bool = json_option()) 
 def down(json_out: bool = json_option()) -> None:
     """Remove everything `lab up` made (idempotent, also after a crash)."""
     use_json(json_out)
-    from airlock.lab.gap import lab_down
+    from airlock_lab.gap import lab_down
 
     removed = lab_down()
     state.emit(
@@ -55,7 +55,7 @@ def status(
 ) -> None:
     """Prove the gap: upstream unreachable from inside, the host's veth reachable."""
     use_json(json_out)
-    from airlock.lab.gap import lab_status
+    from airlock_lab.gap import lab_status
 
     st = lab_status(upstream_ports=upstream_port)
 
@@ -78,7 +78,7 @@ def upstream(
     sources_out: Path | None = typer.Option(None, "--sources-out"),
 ) -> None:
     """Run the simulated upstream in the foreground; write the `sources:` block for a spec."""
-    from airlock.lab.upstream import Upstream, serve_forever
+    from airlock_lab.upstream import Upstream, serve_forever
 
     def ready(up: Upstream) -> None:
         state.info(f"files at {up.files_url}")
