@@ -20,6 +20,7 @@ from test_registry_server import (
     APISERVER,
     FLANNEL,
     PAUSE,
+    PUSH,
     Content,
     DockerRegistry,
     Reply,
@@ -65,14 +66,16 @@ DIFFERENCES: dict[str, tuple[tuple[int, str | None], tuple[int, str | None], str
         "same as above, for an OCI image manifest",
     ),
     "manifest by malformed digest": (
-        (400, "DIGEST_INVALID"),
+        (404, "MANIFEST_UNKNOWN"),
         (500, "UNKNOWN"),
-        "distribution treats `sha256:abc` as a tag and fails on the path; a 400 names the input",
+        "distribution treats `sha256:abc` as a tag and fails on the path; a reference that "
+        "does not resolve is unknown (the OCI conformance suite expects 404)",
     ),
     "manifest by invalid tag": (
-        (400, "TAG_INVALID"),
+        (404, "MANIFEST_UNKNOWN"),
         (404, None),
-        "distribution's router does not match the route and answers a text 404",
+        "distribution's router does not match the route and answers a text 404; airlock "
+        "answers the same status with the spec's JSON error",
     ),
     "uppercase repository": (
         (400, "NAME_INVALID"),
@@ -261,7 +264,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     tmp = tmp_path_factory.mktemp("conformance")
     content = build_store(tmp / "store")
     with (
-        running(StoreSource(OciLayout(content.root))) as ours,
+        running(StoreSource(OciLayout(content.root)), options=PUSH) as ours,
         docker_registry(tmp / "dr") as theirs,
     ):
         for img in content.images.values():

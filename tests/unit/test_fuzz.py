@@ -20,8 +20,9 @@ from airlock.bundle.writer import write_bundle
 from airlock.errors import AirlockError
 from airlock.oci.blobstore import BlobStore
 from airlock.oci.layout import OciLayout
+from airlock.oci.limits import Limits
 from airlock.oci.ref import parse_reference
-from airlock.oci.server import make_app
+from airlock.oci.server import RegistryOptions, make_app
 from airlock.oci.sources import StoreSource
 from airlock_lab.bundle_testing import sample_content
 
@@ -80,6 +81,8 @@ def test_fuzz_bundle_reader_mutations(flips: list[tuple[int, int]], cut: int | N
 
 _STORE = OciLayout(_TMP / "store")
 _STORE.init()
+# every handler reachable: pushes and deletes on, no free-space floor (the disk is not fuzzed)
+_OPTIONS = RegistryOptions(push=True, delete=True, limits=Limits(floor_bytes=0, floor_percent=0))
 
 _segments = st.sampled_from(
     [
@@ -118,7 +121,7 @@ def test_fuzz_registry_requests_never_5xx(
     assume(parts[0] != "")  # `//x` is a scheme-relative URL, not a path
 
     async def one() -> int:
-        app = make_app(StoreSource(_STORE), upload_dir=_TMP / "uploads")
+        app = make_app(StoreSource(_STORE), upload_dir=_TMP / "uploads", options=_OPTIONS)
         async with TestClient(TestServer(app)) as client:
             headers.pop("Content-Length", None)  # aiohttp sets it from the body
             resp = await client.request(method, "/" + "/".join(parts), headers=headers, data=body)

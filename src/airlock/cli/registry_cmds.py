@@ -1,12 +1,16 @@
-"""`airlock registry serve|push|certs`."""
+"""`airlock registry serve|push|certs|gc`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from airlock.cli.output import json_option, state, use_json
+
+if TYPE_CHECKING:
+    from airlock.oci.limits import Limits
 
 __all__ = ["register"]
 
@@ -21,31 +25,75 @@ def register(app: typer.Typer) -> None:
 def serve(
     store: Path = typer.Option(Path("/var/lib/airlock/store"), "--store"),
     bundle: Path | None = typer.Option(None, "--bundle", help="Serve straight from a bundle."),
-    listen: str = typer.Option("127.0.0.1:5000", "--listen"),
+    listen: list[str] = typer.Option(
+        ["127.0.0.1:5000"], "--listen", help="ADDRESS:PORT; repeat for several addresses."
+    ),
     tls_cert: Path | None = typer.Option(None, "--tls-cert"),
     tls_key: Path | None = typer.Option(None, "--tls-key"),
     htpasswd: Path | None = typer.Option(None, "--htpasswd"),
+    push: bool = typer.Option(
+        False, "--push", help="Accept pushes into the store (needs TLS and --htpasswd)."
+    ),
+    delete: bool = typer.Option(
+        False, "--delete", help="Accept manifest and blob DELETE (needs TLS and --htpasswd)."
+    ),
+    max_manifest: str = typer.Option("4MiB", "--max-manifest", help="Largest manifest."),
+    max_upload: str = typer.Option("16GiB", "--max-upload", help="Largest single blob."),
+    max_uploads: int = typer.Option(32, "--max-uploads", help="Uploads in flight at once."),
+    free_floor: str = typer.Option(
+        "2GiB", "--free-floor", help="Refuse pushes below this much free space..."
+    ),
+    free_floor_percent: float = typer.Option(
+        5.0, "--free-floor-percent", help="...or below this share of the filesystem."
+    ),
 ) -> None:
-    """Serve an OCI registry from the store (or a bundle)."""
+    """Serve an OCI registry from the store (or a bundle); pull-only unless --push."""
     from airlock.oci.layout import OciLayout
+    from airlock.oci.server import RegistryOptions
     from airlock.oci.server import serve as serve_registry
     from airlock.oci.sources import BundleSource, ContentSource, StoreSource
 
+    options = RegistryOptions(
+        push=push,
+        delete=delete,
+        limits=_limits(max_manifest, max_upload, max_uploads, free_floor, free_floor_percent),
+    )
     source: ContentSource
     if bundle is not None:
         source = BundleSource(bundle)
     else:
         layout = OciLayout(store)
-        layout.init()
+        if push or delete or not layout.index_path.exists():
+            layout.init()
         source = StoreSource(layout)
+    mode = "pull and push" if push else "pull only"
     serve_registry(
         source,
         listen=listen,
         tls_cert=tls_cert,
         tls_key=tls_key,
         htpasswd=htpasswd,
-        ready=lambda url: state.info(f"serving {source.description} at {url}"),
+        options=options,
+        ready=lambda url: state.info(f"serving {source.description} at {url} ({mode})"),
     )
+
+
+def _limits(
+    max_manifest: str, max_upload: str, max_uploads: int, floor: str, floor_percent: float
+) -> Limits:
+    from airlock.errors import UsageError
+    from airlock.oci.limits import Limits, parse_size
+
+    try:
+        return Limits(
+            manifest_bytes=parse_size(max_manifest),
+            upload_bytes=parse_size(max_upload),
+            uploads_in_flight=max_uploads,
+            floor_bytes=parse_size(floor),
+            floor_percent=floor_percent,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc), "sizes take binary units: 4MiB, 16GiB") from exc
 
 
 @registry_app.command("push")
@@ -94,12 +142,75 @@ def certs(
     out: Path = typer.Option(Path("/etc/airlock/pki"), "--out"),
     name: list[str] = typer.Option([], "--name", help="DNS names for the certificate."),
     address: list[str] = typer.Option([], "--address", help="IP addresses for the certificate."),
+    htpasswd_user: str | None = typer.Option(
+        None, "--htpasswd-user", help="Also write push credentials for this user (0600 files)."
+    ),
+    show_secrets: bool = typer.Option(
+        False, "--show-secrets", help="Print the generated password too."
+    ),
     json_out: bool = json_option(),
 ) -> None:
-    """A CA and a server certificate for the node's names and addresses."""
+    """A CA and a server certificate for the node's names and addresses (and push credentials)."""
     use_json(json_out)
     from airlock.oci.certs import generate_certs
+    from airlock.oci.htpasswd import ensure_credentials
 
     paths = generate_certs(out, names=name or ["localhost"], addresses=address or ["127.0.0.1"])
-    data = {k: str(v) if isinstance(v, Path) else v for k, v in vars(paths).items()}
-    state.emit(data, lambda: state.line(f"CA {paths.ca_cert}, server certificate {paths.cert}"))
+    data: dict[str, object] = {
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(paths).items()
+    }
+    creds = ensure_credentials(out, user=htpasswd_user) if htpasswd_user else None
+    if creds is not None:
+        data.update(
+            user=creds.user,
+            htpasswd=str(creds.htpasswd),
+            password_file=str(creds.password_file),
+            credentials_created=creds.created,
+        )
+        if show_secrets:
+            data["password"] = creds.password
+
+    def text() -> None:
+        state.line(f"CA {paths.ca_cert}, server certificate {paths.cert}")
+        if creds is not None:
+            state.line(
+                f"push credentials for {creds.user}: htpasswd {creds.htpasswd}, "
+                f"password in {creds.password_file} (0600)"
+            )
+            if show_secrets:
+                state.line(f"password: {creds.password}")
+
+    state.emit(data, text)
+
+
+@registry_app.command("gc")
+def gc(
+    store: Path = typer.Option(Path("/var/lib/airlock/store"), "--store"),
+    apply: bool = typer.Option(
+        False, "--apply", help="Remove the blobs (without it: a dry run that only reports)."
+    ),
+    grace: float = typer.Option(
+        3600.0, "--grace", help="Spare blobs younger than this many seconds (uploads in progress)."
+    ),
+    json_out: bool = json_option(),
+) -> None:
+    """Remove blobs that nothing in the store references (a dry run unless --apply)."""
+    use_json(json_out)
+    from airlock.oci.gc import GcOptions, collect_garbage
+
+    result = collect_garbage(store, options=GcOptions(dry_run=not apply, grace_seconds=grace))
+
+    def text() -> None:
+        verb = "removed" if apply else "would remove"
+        state.line(
+            f"{verb} {len(result.removed)} blobs ({result.bytes_freed} bytes); kept "
+            f"{result.kept} referenced and {result.young} younger than {grace:g} s"
+        )
+        for digest in result.removed:
+            state.line(f"  {digest}")
+        for digest in result.missing:
+            state.warn(f"referenced but missing from the store: {digest}")
+        if not apply and result.removed:
+            state.line("dry run: nothing removed; run again with --apply")
+
+    state.emit(result.to_json(), text)

@@ -11,14 +11,28 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
 
+from airlock.atomic import write_atomic
 from airlock.errors import UsageError
 
-__all__ = ["Htpasswd", "hash_password", "load_htpasswd", "parse_htpasswd"]
+__all__ = [
+    "HTPASSWD_FILE",
+    "PASSWORD_FILE",
+    "Credentials",
+    "Htpasswd",
+    "ensure_credentials",
+    "hash_password",
+    "load_htpasswd",
+    "parse_htpasswd",
+]
+
+HTPASSWD_FILE = "htpasswd"
+PASSWORD_FILE = "registry-password"
 
 _BCRYPT_PREFIXES = ("$2y$", "$2a$", "$2b$")
 _SHA_PREFIX = "{SHA}"
@@ -109,3 +123,34 @@ def load_htpasswd(path: Path) -> Htpasswd:
     except OSError as exc:
         raise UsageError(f"cannot read htpasswd file {path}: {exc.strerror}") from exc
     return parse_htpasswd(text, source=str(path))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Push credentials: the htpasswd file the registry reads, the password file for clients
+    (both 0600). The password is never part of the repr, so it cannot reach a log."""
+
+    user: str
+    htpasswd: Path
+    password_file: Path
+    created: bool
+    password: str = field(repr=False)
+
+
+def ensure_credentials(out_dir: Path, *, user: str) -> Credentials:
+    """A random password for `user` in `out_dir/registry-password` and its bcrypt entry in
+    `out_dir/htpasswd`, both 0600; an existing pair is kept (a rerun does not lock clients out).
+    """
+    if not user or ":" in user or any(c.isspace() for c in user):
+        raise UsageError(f"invalid user name {user!r}", "use letters, digits, `-` or `_`")
+    htpasswd, password_file = out_dir / HTPASSWD_FILE, out_dir / PASSWORD_FILE
+    if htpasswd.exists() and password_file.exists():
+        password = password_file.read_text().strip()
+        users = load_htpasswd(htpasswd)
+        if users.verify(user, password):
+            return Credentials(user, htpasswd, password_file, False, password)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    write_atomic(password_file, (password + "\n").encode(), mode=0o600)
+    write_atomic(htpasswd, f"{user}:{hash_password(password)}\n".encode(), mode=0o600)
+    return Credentials(user, htpasswd, password_file, True, password)

@@ -12,7 +12,12 @@ from typing import Any
 
 from airlock.atomic import write_atomic
 from airlock.oci.blobstore import BlobStore
-from airlock.oci.media import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_INDEX
+from airlock.oci.media import (
+    ANNOTATION_CONTAINERD_NAME,
+    ANNOTATION_REF_NAME,
+    ANNOTATION_REPOSITORY,
+    OCI_INDEX,
+)
 
 __all__ = ["OCI_LAYOUT_CONTENT", "OciLayout", "canonical_json", "image_descriptor"]
 
@@ -33,8 +38,24 @@ def image_descriptor(ref: str, media_type: str, digest: str, size: int) -> dict[
     }
 
 
-def _sort_key(d: dict[str, Any]) -> tuple[str, str]:
-    return (d.get("annotations", {}).get(ANNOTATION_REF_NAME, ""), d["digest"])
+def _sort_key(d: dict[str, Any]) -> tuple[str, str, str]:
+    annotations = d.get("annotations") or {}
+    return (
+        annotations.get(ANNOTATION_REF_NAME, ""),
+        annotations.get(ANNOTATION_REPOSITORY, ""),
+        d["digest"],
+    )
+
+
+def _entry_key(d: dict[str, Any]) -> str:
+    """Identity of an index.json entry: its ref name; a registry push by digest is one per
+    repository and digest; anything else by digest."""
+    annotations = d.get("annotations") or {}
+    name = annotations.get(ANNOTATION_REF_NAME)
+    if name:
+        return str(name)
+    repo = annotations.get(ANNOTATION_REPOSITORY)
+    return f"{repo}@{d['digest']}" if repo else str(d["digest"])
 
 
 class OciLayout(BlobStore):
@@ -78,10 +99,10 @@ class OciLayout(BlobStore):
 
     def merge_index(self, new: list[dict[str, Any]]) -> int:
         """Add or replace descriptors by reference name; returns how many entries changed."""
-        current = {(_sort_key(d)[0] or d["digest"]): d for d in self.manifests()}
+        current = {_entry_key(d): d for d in self.manifests()}
         changed = 0
         for d in new:
-            key = _sort_key(d)[0] or d["digest"]
+            key = _entry_key(d)
             if current.get(key) != d:
                 current[key] = d
                 changed += 1

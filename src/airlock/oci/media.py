@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ANNOTATION_CONTAINERD_NAME",
     "ANNOTATION_REF_NAME",
+    "ANNOTATION_REPOSITORY",
     "ANNOTATION_TITLE",
     "DOCKER_CONFIG",
     "DOCKER_LAYER",
@@ -44,3 +45,6 @@ MANIFEST_MEDIA_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_CONTAINERD_NAME = "io.containerd.image.name"
 ANNOTATION_TITLE = "org.opencontainers.image.title"
+# index.json entry of a manifest pushed by digest only: the repository it belongs to (no
+# ref.name, so tools that list images by name do not see it as one).
+ANNOTATION_REPOSITORY = "io.airlock.registry.repository"

@@ -1,10 +1,15 @@
-"""`airlock registry serve`: an OCI distribution registry (pull and push) on aiohttp.
+"""`airlock registry serve`: an OCI distribution registry on aiohttp, pull-only unless asked.
 
 Repositories are the full upstream names (`/v2/registry.k8s.io/pause/manifests/3.9`), which is
 what containerd asks for through hosts.toml with `override_path = true` and `/v2/<upstream>`.
-Content comes from a `ContentSource` (the store, or a bundle tar served in place); pushes go
-into the store: blobs are hashed while they stream into a temp file and only a matching digest
-is published; new tags are merged into the store's index.json with their full reference.
+Content comes from a `ContentSource` (the store, or a bundle tar served in place). Pushes
+(`RegistryOptions.push`; the CLI also demands TLS and an htpasswd file for them) go into the
+store: blobs are hashed while they stream into a temp file and only a matching digest is
+published; tags and manifests pushed by digest are entries of the store's index.json
+(`repo_index`), so they, and the referrers computed from them, survive a restart. Limits
+(`limits.Limits`) bound what a push may take. Deletes (`RegistryOptions.delete`, off by default:
+405 UNSUPPORTED) remove index.json entries and repository links; the bytes go with
+`airlock registry gc`.
 
 Behaviour follows distribution (docker-registry 2.8) where clients depend on it: error bodies
 `{"errors":[{"code","message","detail"}]}`, a blob is served under a repository only if that
@@ -12,11 +17,12 @@ repository references it (or it was pushed or mounted there), `Docker-Content-Di
 manifest and blob answer. Deliberate differences (see tests/component/test_registry_conformance.py):
 manifests are served whatever the Accept header says (distribution 2.8 hides OCI manifests from
 clients that do not list the OCI types), an unsatisfiable Range answers 416 with a JSON error,
-deletes are refused (405 UNSUPPORTED, as distribution with deletes disabled).
+a manifest reference that does not resolve (even one that is not a valid tag or digest)
+answers 404, and a blob that a manifest of the repository still names is not deleted (405).
 
-Push links (blobs uploaded or mounted into a repository before a manifest references them, and
-manifests pushed by digest without a tag) are kept in memory: after a restart only what the
-index.json tags reference is visible; the bytes themselves stay in the store.
+Blob links (blobs uploaded or mounted into a repository before a manifest names them) are kept
+in memory: after a restart a repository serves the blobs its manifests name; the bytes stay in
+the store, and a manifest pushed after the restart finds them.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ import re
 import signal
 import socket
 import ssl
+import time
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,8 +52,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from airlock.errors import AirlockError, DigestMismatch, UsageError
 from airlock.oci.certs import server_ssl_context
 from airlock.oci.digest import is_digest, sha256_digest
+from airlock.oci.gc import store_lock
 from airlock.oci.htpasswd import Htpasswd, load_htpasswd
-from airlock.oci.layout import OciLayout, image_descriptor
+from airlock.oci.layout import OciLayout, canonical_json, image_descriptor
+from airlock.oci.limits import DEFAULT_LIMITS, Limits, free_space
 from airlock.oci.media import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -56,6 +65,7 @@ from airlock.oci.media import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
+from airlock.oci.repo_index import digest_entry, with_digest_entry, without_manifest, without_tag
 from airlock.oci.sources import (
     MAX_MANIFEST_SIZE,
     ContentSource,
@@ -69,6 +79,7 @@ from airlock.oci.sources import (
 __all__ = [
     "API_VERSION_HEADER",
     "REALM",
+    "RegistryOptions",
     "RunningServer",
     "make_app",
     "parse_listen",
@@ -88,10 +99,23 @@ _UPLOAD_RE = re.compile(r"^(?P<name>.+)/blobs/uploads/(?P<id>[^/]*)\Z")
 _BLOB_RE = re.compile(r"^(?P<name>.+)/blobs/(?P<digest>[^/]+)\Z")
 _MANIFEST_RE = re.compile(r"^(?P<name>.+)/manifests/(?P<ref>[^/]+)\Z")
 _TAGS_RE = re.compile(r"^(?P<name>.+)/tags/list\Z")
+_REFERRERS_RE = re.compile(r"^(?P<name>.+)/referrers/(?P<digest>[^/]+)\Z")
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)\Z")
 _CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)\Z")
 # A client that goes away mid-body surfaces as one of these while the body is read.
 _CLIENT_GONE = (OSError, HttpProcessingError)
+# How often (in bytes received) an upload checks the free-space floor again.
+_FLOOR_CHECK_BYTES = 4 << 20
+_RETRY_AFTER_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """What the registry lets clients do beyond pulling."""
+
+    push: bool = False
+    delete: bool = False
+    limits: Limits = DEFAULT_LIMITS
 
 
 class RegistryHTTPError(Exception):
@@ -139,6 +163,19 @@ def _unsupported(message: str = "The operation is unsupported.") -> RegistryHTTP
     return RegistryHTTPError(405, "UNSUPPORTED", message)
 
 
+def _manifest_unknown(detail: Any) -> RegistryHTTPError:
+    return RegistryHTTPError(404, "MANIFEST_UNKNOWN", "manifest unknown", detail)
+
+
+def _too_large(what: str, limit: int, seen: int) -> RegistryHTTPError:
+    return RegistryHTTPError(
+        413,
+        "SIZE_INVALID",
+        f"{what} is larger than this registry accepts ({limit} bytes)",
+        {"limit": limit, "size_at_least": seen},
+    )
+
+
 @dataclass
 class _Upload:
     id: str
@@ -146,30 +183,37 @@ class _Upload:
     path: Path
     size: int = 0
     busy: bool = False
+    touched: float = field(default_factory=time.monotonic)
 
 
 @dataclass
 class _Registry:
-    """Server state: the source, auth, uploads in progress and in-memory push links."""
+    """Server state: the source, auth, options, uploads in progress and in-memory blob links."""
 
     source: ContentSource
     auth: Htpasswd | None
     upload_dir: Path | None
+    options: RegistryOptions = field(default_factory=RegistryOptions)
     uploads: dict[str, _Upload] = field(default_factory=dict)
+    streaming: int = 0  # single-request (POST ?digest=) uploads in progress
     blob_links: dict[str, set[str]] = field(default_factory=dict)
-    manifest_links: dict[str, dict[str, str | None]] = field(default_factory=dict)
     index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # -- what a repository holds ------------------------------------------------------------
 
     def repo_exists(self, name: str) -> bool:
-        return name in self.source.catalog().repositories or name in self.manifest_links
+        """A repository exists while it holds a manifest or a blob pushed or mounted into it."""
+        return name in self.source.catalog().repositories or bool(self.blob_links.get(name))
 
     def repo_has_manifest(self, name: str, digest: str) -> bool:
         repo = self.source.catalog().repositories.get(name)
-        return (repo is not None and digest in repo.manifests) or digest in self.manifest_links.get(
-            name, {}
-        )
+        return repo is not None and digest in repo.manifests
+
+    def blob_anywhere(self, digest: str) -> bool:
+        """Whether some repository serves the blob (where a mount without `from` finds it)."""
+        if any(digest in links for links in self.blob_links.values()):
+            return True
+        return any(digest in r.blobs for r in self.source.catalog().repositories.values())
 
     def repo_has_blob(self, name: str, digest: str) -> bool:
         repo = self.source.catalog().repositories.get(name)
@@ -183,9 +227,55 @@ class _Registry:
 
     def writable_store(self) -> OciLayout:
         store = self.source.store
-        if store is None or self.upload_dir is None:
+        if store is None:
             raise _unsupported(f"this registry is read-only (serving {self.source.description})")
+        if not self.options.push or self.upload_dir is None:
+            raise _unsupported(
+                "this registry is pull-only: the operator did not enable pushes (--push)"
+            )
         return store
+
+    def deletable_store(self) -> OciLayout:
+        store = self.source.store
+        if store is None or not self.options.delete:
+            raise _unsupported(
+                "deletes are disabled on this registry (the operator enables them with --delete)"
+            )
+        return store
+
+    def invalidate(self) -> None:
+        if isinstance(self.source, StoreSource):
+            self.source.invalidate()
+
+    # -- limits -----------------------------------------------------------------------------
+
+    def check_floor(self, store: OciLayout, incoming: int = 0) -> None:
+        """DENIED when `incoming` more bytes would take the store below its free-space floor."""
+        free, total = free_space(store.root)
+        floor = self.options.limits.floor_for(total)
+        if free - incoming < floor:
+            raise RegistryHTTPError(
+                403,
+                "DENIED",
+                "the store's filesystem is at its free-space floor; push refused",
+                {"free": free, "incoming": incoming, "floor": floor},
+            )
+
+    def check_in_flight(self) -> None:
+        limits = self.options.limits
+        now = time.monotonic()
+        for upload in list(self.uploads.values()):
+            if not upload.busy and now - upload.touched > limits.idle_upload_seconds:
+                log.info("dropping upload %s: idle for %.0f s", upload.id, now - upload.touched)
+                _drop_upload(self, upload)
+        if len(self.uploads) + self.streaming >= limits.uploads_in_flight:
+            raise RegistryHTTPError(
+                429,
+                "TOOMANYREQUESTS",
+                f"too many uploads in flight (at most {limits.uploads_in_flight})",
+                {"limit": limits.uploads_in_flight},
+                {"Retry-After": str(_RETRY_AFTER_SECONDS)},
+            )
 
     async def check_auth(self, header: str | None) -> bool:
         assert self.auth is not None
@@ -293,14 +383,27 @@ def _paginate(
     return items, headers
 
 
+@dataclass(frozen=True)
+class _Cap:
+    """What a body may carry beyond its declared length: a byte limit, a free-space floor."""
+
+    what: str
+    limit: int
+    already: int = 0  # bytes of the same upload received before this body
+    floor: Callable[[int], None] | None = None  # called with the bytes received so far
+
+
 async def _read_body(
     request: web.Request,
     sink: Callable[[bytes], None],
     *,
     limit: int | None,
+    cap: _Cap | None = None,
 ) -> int:
-    """Stream the request body into `sink`; more than `limit` bytes is SIZE_INVALID."""
+    """Stream the request body into `sink`; more than `limit` bytes is SIZE_INVALID (400), more
+    than the cap SIZE_INVALID (413), whether or not the client declared a length."""
     total = 0
+    checked = 0
     while True:
         chunk = await request.content.readany()
         if not chunk:
@@ -313,6 +416,12 @@ async def _read_body(
                 "the body is larger than declared",
                 {"declared": limit, "received_at_least": total},
             )
+        if cap is not None:
+            if cap.already + total > cap.limit:
+                raise _too_large(cap.what, cap.limit, cap.already + total)
+            if cap.floor is not None and total - checked >= _FLOOR_CHECK_BYTES:
+                checked = total
+                cap.floor(total)
         sink(chunk)
 
 
@@ -349,6 +458,10 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         if method not in ("GET", "HEAD"):
             raise _unsupported()
         return await _tags_list(request, _repo_name(m["name"]))
+    if m := _REFERRERS_RE.match(tail):
+        if method not in ("GET", "HEAD"):
+            raise _unsupported()
+        return await _referrers(request, _repo_name(m["name"]), m["digest"])
     if m := _UPLOAD_RE.match(tail):
         name, upload_id = _repo_name(m["name"]), m["id"]
         if not upload_id:
@@ -368,6 +481,8 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
             raise _unsupported()
         return await handler(request, name, upload_id)
     if m := _BLOB_RE.match(tail):
+        if method == "DELETE":
+            return await _blob_delete(request, _repo_name(m["name"]), m["digest"])
         if method not in ("GET", "HEAD"):
             raise _unsupported()
         return await _blob_get(request, _repo_name(m["name"]), m["digest"])
@@ -377,6 +492,8 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
             return await _manifest_get(request, name, ref)
         if method == "PUT":
             return await _manifest_put(request, name, ref)
+        if method == "DELETE":
+            return await _manifest_delete(request, name, ref)
         raise _unsupported()
     raise RegistryHTTPError(404, "NOT_FOUND", "no such API endpoint", tail)
 
@@ -384,7 +501,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 async def _catalog(request: web.Request) -> web.StreamResponse:
     reg = request.app[_REGISTRY]
     n, last = _pagination(request)
-    names = set(reg.source.catalog().repositories) | set(reg.manifest_links)
+    names = set(reg.source.catalog().repositories)
     items, headers = _paginate(sorted(names), n, last, "/v2/_catalog")
     return web.json_response({"repositories": items}, headers=headers)
 
@@ -401,24 +518,20 @@ async def _tags_list(request: web.Request, name: str) -> web.StreamResponse:
 
 
 def _resolve_manifest(reg: _Registry, name: str, ref: str) -> str:
-    """The digest a manifest reference means in `name`, or the right 4xx.
+    """The digest a manifest reference means in `name`, or MANIFEST_UNKNOWN (404).
 
-    An unknown repository answers MANIFEST_UNKNOWN, as distribution does (not NAME_UNKNOWN).
+    A reference that cannot resolve (not a valid tag or digest) is unknown as well, as the
+    distribution spec's conformance suite expects; an unknown repository answers
+    MANIFEST_UNKNOWN, as distribution does (not NAME_UNKNOWN).
     """
     if ":" in ref:
-        if not is_digest(ref):
-            raise _digest_invalid("provided digest did not match uploaded content", ref)
-        if not reg.repo_has_manifest(name, ref):
-            raise RegistryHTTPError(
-                404, "MANIFEST_UNKNOWN", "manifest unknown", {"Name": name, "Revision": ref}
-            )
+        if not is_digest(ref) or not reg.repo_has_manifest(name, ref):
+            raise _manifest_unknown({"Name": name, "Revision": ref})
         return ref
-    if not is_tag(ref):
-        raise RegistryHTTPError(400, "TAG_INVALID", "manifest tag did not match URI", ref)
     repo = reg.source.catalog().repositories.get(name)
-    digest = repo.tags.get(ref) if repo else None
+    digest = repo.tags.get(ref) if repo is not None and is_tag(ref) else None
     if digest is None:
-        raise RegistryHTTPError(404, "MANIFEST_UNKNOWN", "manifest unknown", {"Tag": ref})
+        raise _manifest_unknown({"Tag": ref})
     return digest
 
 
@@ -427,11 +540,9 @@ async def _manifest_get(request: web.Request, name: str, ref: str) -> web.Stream
     digest = _resolve_manifest(reg, name, ref)
     loc = reg.source.locate(digest)
     if loc is None or loc.size > MAX_MANIFEST_SIZE:
-        raise RegistryHTTPError(404, "MANIFEST_UNKNOWN", "manifest unknown", digest)
+        raise _manifest_unknown(digest)
     data = await asyncio.to_thread(loc.read)
-    known = reg.source.catalog().media_types.get(digest) or reg.manifest_links.get(name, {}).get(
-        digest
-    )
+    known = reg.source.catalog().media_types.get(digest)
     headers = {
         "Content-Type": _manifest_media_type(data, known),
         "Docker-Content-Digest": digest,
@@ -441,6 +552,79 @@ async def _manifest_get(request: web.Request, name: str, ref: str) -> web.Stream
         headers["Content-Length"] = str(len(data))
         return web.Response(status=200, headers=headers)
     return web.Response(body=data, status=200, headers=headers)
+
+
+async def _referrers(request: web.Request, name: str, digest: str) -> web.StreamResponse:
+    """OCI 1.1 referrers: an image index of the manifests whose `subject` is `digest`.
+
+    A digest nothing refers to (or an unknown repository) gives an empty index, never 404.
+    """
+    if not is_digest(digest):
+        raise _digest_invalid("invalid digest", digest)
+    repo = request.app[_REGISTRY].source.catalog().repositories.get(name)
+    found = repo.referrers.get(digest, {}) if repo is not None else {}
+    descriptors = [found[d] for d in sorted(found)]
+    headers = {"Content-Type": OCI_INDEX}
+    wanted = request.query.get("artifactType")
+    if wanted:
+        descriptors = [d for d in descriptors if d.get("artifactType") == wanted]
+        headers["OCI-Filters-Applied"] = "artifactType"
+    body = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors})
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(body))
+        return web.Response(status=200, headers=headers)
+    return web.Response(body=body, status=200, headers=headers)
+
+
+async def _blob_delete(request: web.Request, name: str, digest: str) -> web.StreamResponse:
+    """Unlink a blob from a repository; the bytes go with `registry gc` once nothing names them.
+
+    A blob that a manifest of the repository names stays (405): deleting it would leave that
+    manifest broken.
+    """
+    reg = request.app[_REGISTRY]
+    reg.deletable_store()
+    if not is_digest(digest):
+        raise _digest_invalid("invalid digest", digest)
+    repo = reg.source.catalog().repositories.get(name)
+    if repo is not None and digest in repo.blobs:
+        raise _unsupported(
+            f"blob {digest} is named by a manifest of {name}; delete the manifest first"
+        )
+    links = reg.blob_links.get(name, set())
+    if digest not in links:
+        raise _blob_unknown(digest)
+    links.discard(digest)
+    return web.Response(status=202, headers={"Content-Length": "0"})
+
+
+def _delete_entries(store: OciLayout, name: str, ref: str) -> bool:
+    """Remove a tag, or a manifest and its tags, from index.json; False when there was none."""
+    with store_lock(store.root, exclusive=False):
+        entries = store.manifests()
+        if ":" in ref:
+            new = without_manifest(entries, name, ref)
+        else:
+            new = without_tag(entries, name, ref)
+        if new is None:
+            return False
+        store.write_index(new)
+        return True
+
+
+async def _manifest_delete(request: web.Request, name: str, ref: str) -> web.StreamResponse:
+    reg = request.app[_REGISTRY]
+    store = reg.deletable_store()
+    digest = _resolve_manifest(reg, name, ref)
+    async with reg.index_lock:
+        deleted = await asyncio.to_thread(_delete_entries, store, name, ref)
+        reg.invalidate()
+    if not deleted:
+        # reachable only as the child of an index of this repository
+        raise _unsupported(
+            f"manifest {digest} is part of an index of {name}; delete that index first"
+        )
+    return web.Response(status=202, headers={"Content-Length": "0"})
 
 
 async def _blob_get(request: web.Request, name: str, digest: str) -> web.StreamResponse:
@@ -498,20 +682,42 @@ def _created(name: str, digest: str) -> web.Response:
     )
 
 
+def _mountable(reg: _Registry, store: OciLayout, digest: str, source_repo: str | None) -> bool:
+    """Whether a blob can be mounted: `from` serves it, or (no `from`) some repository does."""
+    if not is_digest(digest) or not store.has(digest):
+        return False
+    if source_repo is None:
+        return reg.blob_anywhere(digest)
+    return is_repository_name(source_repo) and reg.repo_has_blob(source_repo, digest)
+
+
+def _touch_blob(store: OciLayout, digest: str) -> bool:
+    """Mark a blob as in use (gc spares young blobs), under the gc lock; False if it is gone."""
+    with store_lock(store.root, exclusive=False):
+        try:
+            os.utime(store.path(digest))
+        except FileNotFoundError:
+            return False
+        return True
+
+
 async def _upload_start(request: web.Request, name: str) -> web.StreamResponse:
     reg = request.app[_REGISTRY]
     store = reg.writable_store()
-    mount, source_repo = request.query.get("mount"), request.query.get("from")
+    mount = request.query.get("mount")
     if (
         mount
-        and source_repo
-        and is_digest(mount)
-        and is_repository_name(source_repo)
-        and reg.repo_has_blob(source_repo, mount)
-        and store.has(mount)
+        and _mountable(reg, store, mount, request.query.get("from"))
+        and await asyncio.to_thread(_touch_blob, store, mount)
     ):
         reg.link_blob(name, mount)
         return _created(name, mount)
+    reg.check_in_flight()
+    declared = _declared_length(request)
+    limit = reg.options.limits.upload_bytes
+    if declared is not None and declared > limit:
+        raise _too_large("the blob", limit, declared)
+    await asyncio.to_thread(reg.check_floor, store, declared or 0)
     digest = request.query.get("digest")
     if digest is not None:
         return await _monolithic(request, name, store, digest)
@@ -535,21 +741,34 @@ async def _monolithic(
         raise _digest_invalid("invalid digest", digest)
     reg = request.app[_REGISTRY]
     declared = _declared_length(request)
-    with store.writer(digest) as w:
-        try:
-            await _read_body(request, w.write, limit=declared)
-        except _CLIENT_GONE as exc:
-            log.info("client went away during a blob upload to %s: %s", name, exc)
-            raise RegistryHTTPError(400, "BLOB_UPLOAD_INVALID", "upload interrupted") from exc
-        try:
-            await asyncio.to_thread(w.commit, f"blob pushed to {name}")
-        except DigestMismatch as exc:
-            raise _digest_invalid(
-                "provided digest did not match uploaded content",
-                {"expected": digest, "actual": exc.actual},
-            ) from exc
+    reg.streaming += 1
+    try:
+        with store.writer(digest) as w:
+            try:
+                await _read_body(request, w.write, limit=declared, cap=_upload_cap(reg, store, 0))
+            except _CLIENT_GONE as exc:
+                log.info("client went away during a blob upload to %s: %s", name, exc)
+                raise RegistryHTTPError(400, "BLOB_UPLOAD_INVALID", "upload interrupted") from exc
+            try:
+                await asyncio.to_thread(w.commit, f"blob pushed to {name}")
+            except DigestMismatch as exc:
+                raise _digest_invalid(
+                    "provided digest did not match uploaded content",
+                    {"expected": digest, "actual": exc.actual},
+                ) from exc
+    finally:
+        reg.streaming -= 1
     reg.link_blob(name, digest)
     return _created(name, digest)
+
+
+def _upload_cap(reg: _Registry, store: OciLayout, already: int) -> _Cap:
+    """The rest of the upload limit for a body, and the free-space floor checked as it comes."""
+
+    def floor(_received: int) -> None:
+        reg.check_floor(store)
+
+    return _Cap("the blob", reg.options.limits.upload_bytes, already, floor)
 
 
 def _get_upload(reg: _Registry, name: str, upload_id: str) -> _Upload:
@@ -572,10 +791,13 @@ def _drop_upload(reg: _Registry, upload: _Upload) -> None:
     upload.path.unlink(missing_ok=True)
 
 
-async def _append(request: web.Request, upload: _Upload, *, limit: int | None) -> None:
+async def _append(
+    request: web.Request, upload: _Upload, *, limit: int | None, cap: _Cap | None
+) -> None:
     """Append the body to the upload; on any failure the upload is cut back to where it was."""
     before = upload.size
     upload.busy = True
+    upload.touched = time.monotonic()
     fh: BinaryIO = upload.path.open("r+b")
     try:
         fh.seek(before)
@@ -583,7 +805,7 @@ async def _append(request: web.Request, upload: _Upload, *, limit: int | None) -
         def sink(chunk: bytes) -> None:
             fh.write(chunk)
 
-        written = await _read_body(request, sink, limit=limit)
+        written = await _read_body(request, sink, limit=limit, cap=cap)
         fh.flush()
         upload.size = before + written
     except BaseException:
@@ -592,6 +814,7 @@ async def _append(request: web.Request, upload: _Upload, *, limit: int | None) -
     finally:
         fh.close()
         upload.busy = False
+        upload.touched = time.monotonic()
 
 
 def _chunk_limit(request: web.Request, upload: _Upload) -> int | None:
@@ -631,12 +854,29 @@ async def _upload_status(request: web.Request, name: str, upload_id: str) -> web
     return web.Response(status=204, headers=_upload_headers(name, upload))
 
 
+async def _limited_append(
+    request: web.Request, reg: _Registry, store: OciLayout, upload: _Upload
+) -> None:
+    """Append a chunk within the limits; past one, the whole upload is dropped (nothing stays)."""
+    limit = _chunk_limit(request, upload)
+    cap = _upload_cap(reg, store, upload.size)
+    try:
+        if limit is not None and upload.size + limit > cap.limit:
+            raise _too_large(cap.what, cap.limit, upload.size + limit)
+        await asyncio.to_thread(reg.check_floor, store, limit or 0)
+        await _append(request, upload, limit=limit, cap=cap)
+    except RegistryHTTPError as exc:
+        if exc.status in (403, 413):
+            _drop_upload(reg, upload)
+        raise
+
+
 async def _upload_patch(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
     reg = request.app[_REGISTRY]
+    store = reg.writable_store()
     upload = _get_upload(reg, name, upload_id)
-    limit = _chunk_limit(request, upload)
     try:
-        await _append(request, upload, limit=limit)
+        await _limited_append(request, reg, store, upload)
     except _CLIENT_GONE as exc:
         log.info("client went away during a chunk of upload %s: %s", upload_id, exc)
         raise RegistryHTTPError(400, "BLOB_UPLOAD_INVALID", "upload interrupted") from exc
@@ -650,12 +890,17 @@ async def _upload_finish(request: web.Request, name: str, upload_id: str) -> web
     digest = request.query.get("digest", "")
     if not is_digest(digest):
         raise _digest_invalid("invalid digest", digest)
-    limit = _chunk_limit(request, upload)
     try:
-        await _append(request, upload, limit=limit)
+        await _limited_append(request, reg, store, upload)
     except _CLIENT_GONE as exc:
         _drop_upload(reg, upload)
         raise RegistryHTTPError(400, "BLOB_UPLOAD_INVALID", "upload interrupted") from exc
+    try:
+        # publishing copies the upload into the blob directory
+        await asyncio.to_thread(reg.check_floor, store, upload.size)
+    except RegistryHTTPError:
+        _drop_upload(reg, upload)
+        raise
     upload.busy = True
     try:
         await asyncio.to_thread(store.put_file, upload.path, digest)
@@ -757,6 +1002,30 @@ def _validate_manifest(
     return media_type, blobs, children
 
 
+def _publish_manifest(
+    store: OciLayout, name: str, ref: str, body: bytes, content_type: str
+) -> tuple[str, str | None]:
+    """Validate a pushed manifest against the store and record it; (digest, subject).
+
+    Under the gc lock (shared): gc cannot remove a blob between the check that it is there and
+    the index.json entry that names it.
+    """
+    digest = sha256_digest(body)
+    with store_lock(store.root, exclusive=False):
+        media_type, _blobs, _children = _validate_manifest(store, body, content_type)
+        store.put_bytes(body, digest)
+        if ":" in ref:
+            entries = with_digest_entry(
+                store.manifests(), digest_entry(name, media_type, digest, len(body))
+            )
+            if entries is not None:
+                store.write_index(entries)
+        else:
+            store.merge_index([image_descriptor(f"{name}:{ref}", media_type, digest, len(body))])
+    info = manifest_info(body, media_type)
+    return digest, info.subject if info is not None else None
+
+
 async def _manifest_put(request: web.Request, name: str, ref: str) -> web.StreamResponse:
     reg = request.app[_REGISTRY]
     store = reg.writable_store()
@@ -765,40 +1034,38 @@ async def _manifest_put(request: web.Request, name: str, ref: str) -> web.Stream
         raise _digest_invalid("invalid digest", ref)
     if not by_digest and not is_tag(ref):
         raise RegistryHTTPError(400, "TAG_INVALID", "manifest tag did not match URI", ref)
+    limit = reg.options.limits.manifest_bytes
+    declared = _declared_length(request)
+    if declared is not None and declared > limit:
+        raise _too_large("the manifest", limit, declared)
+    await asyncio.to_thread(reg.check_floor, store, declared or 0)
     parts: list[bytes] = []
     try:
-        await _read_body(request, parts.append, limit=MAX_MANIFEST_SIZE)
+        await _read_body(request, parts.append, limit=declared, cap=_Cap("the manifest", limit))
     except _CLIENT_GONE as exc:
         raise RegistryHTTPError(400, "MANIFEST_INVALID", "manifest upload interrupted") from exc
     body = b"".join(parts)
-    digest = sha256_digest(body)
-    if by_digest and digest != ref:
+    if by_digest and sha256_digest(body) != ref:
         raise _digest_invalid(
-            "provided digest did not match uploaded content", {"expected": ref, "actual": digest}
+            "provided digest did not match uploaded content",
+            {"expected": ref, "actual": sha256_digest(body)},
         )
     content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    media_type, blobs, children = _validate_manifest(store, body, content_type)
     async with reg.index_lock:
-        await asyncio.to_thread(store.put_bytes, body, digest)
-        if by_digest:
-            links = reg.manifest_links.setdefault(name, {})
-            links[digest] = media_type
-            for child in children:
-                links.setdefault(child, None)
-            reg.blob_links.setdefault(name, set()).update(blobs)
-        else:
-            desc = image_descriptor(f"{name}:{ref}", media_type, digest, len(body))
-            await asyncio.to_thread(store.merge_index, [desc])
-            if isinstance(reg.source, StoreSource):
-                reg.source.invalidate()
-    return web.Response(
-        status=201,
-        headers={
-            "Location": f"/v2/{name}/manifests/{digest}",
-            "Docker-Content-Digest": digest,
-            "Content-Length": "0",
-        },
-    )
+        try:
+            digest, subject = await asyncio.to_thread(
+                _publish_manifest, store, name, ref, body, content_type
+            )
+        finally:
+            reg.invalidate()
+    headers = {
+        "Location": f"/v2/{name}/manifests/{digest}",
+        "Docker-Content-Digest": digest,
+        "Content-Length": "0",
+    }
+    if subject is not None:
+        headers["OCI-Subject"] = subject
+    return web.Response(status=201, headers=headers)
 
 
 # -- app ----------------------------------------------------------------------------------------
@@ -859,14 +1126,23 @@ def make_app(
     *,
     htpasswd: Path | None = None,
     upload_dir: Path | None = None,
+    options: RegistryOptions | None = None,
 ) -> web.Application:
-    """The registry as an aiohttp application (pushes need a writable source)."""
+    """The registry as an aiohttp application: pull-only unless `options.push` (which needs a
+    writable source); deletes only with `options.delete`."""
     auth = load_htpasswd(htpasswd) if htpasswd is not None else None
+    options = options or RegistryOptions()
     store = source.store
     if upload_dir is None and store is not None:
         upload_dir = store.root / UPLOADS_DIR
+    if options.push and store is None:
+        raise UsageError(
+            f"cannot accept pushes into {source.description}: it is read-only",
+            "serve a store (--store) to accept pushes",
+        )
     app = web.Application(middlewares=[_errors_and_auth], client_max_size=MAX_MANIFEST_SIZE)
-    app[_REGISTRY] = _Registry(source, auth, upload_dir if store is not None else None)
+    writable = upload_dir if store is not None and options.push else None
+    app[_REGISTRY] = _Registry(source, auth, writable, options)
     app.router.add_route("*", "/v2/", _v2_root)
     app.router.add_route("*", "/v2", _v2_redirect)
     app.router.add_route("*", "/v2/{tail:.+}", _dispatch)
@@ -930,15 +1206,25 @@ async def start_server(
     ssl_context: ssl.SSLContext | None = None,
     htpasswd: Path | None = None,
     upload_dir: Path | None = None,
+    options: RegistryOptions | None = None,
+    also: Sequence[tuple[str, int]] = (),
 ) -> RunningServer:
-    """Start serving in the running event loop; port 0 picks a free port."""
-    app = make_app(source, htpasswd=htpasswd, upload_dir=upload_dir)
-    sock = _bind(host, port)
+    """Start serving in the running event loop; port 0 picks a free port. `also` names more
+    addresses to listen on (the URL returned is the first one's)."""
+    app = make_app(source, htpasswd=htpasswd, upload_dir=upload_dir, options=options)
+    socks: list[socket.socket] = []
+    try:
+        for h, p in ((host, port), *also):
+            socks.append(_bind(h, p))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
     runner = web.AppRunner(app, access_log=log)
     await runner.setup()
-    site = web.SockSite(runner, sock, ssl_context=ssl_context)
-    await site.start()
-    bound = sock.getsockname()[1]
+    for sock in socks:
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    bound = socks[0].getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     scheme = "https" if ssl_context is not None else "http"
     return RunningServer(f"{scheme}://{shown}:{bound}", host, bound, runner)
@@ -959,21 +1245,36 @@ def _sd_notify(state: str) -> None:
 def serve(
     source: ContentSource,
     *,
-    listen: str = "127.0.0.1:5000",
+    listen: str | Sequence[str] = "127.0.0.1:5000",
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     htpasswd: Path | None = None,
+    options: RegistryOptions | None = None,
     ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT; `ready(url)` is called once the port is open."""
+    """Serve on every `listen` address until SIGTERM or SIGINT; `ready(url)` is called once
+    the ports are open (with the first address's URL).
+
+    Pushes and deletes need TLS and an htpasswd file: credentials never cross the wire in
+    clear, and nobody writes anonymously.
+    """
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together", "pass both, or neither")
+    options = options or RegistryOptions()
+    if (options.push or options.delete) and (tls_cert is None or htpasswd is None):
+        raise UsageError(
+            "--push and --delete need TLS and credentials (--tls-cert, --tls-key, --htpasswd)",
+            "`airlock registry certs --htpasswd-user NAME` writes all three and prints their paths",
+        )
     ssl_context = (
         server_ssl_context(tls_cert, tls_key)
         if tls_cert is not None and tls_key is not None
         else None
     )
-    host, port = parse_listen(listen)
+    addrs = [parse_listen(a) for a in ([listen] if isinstance(listen, str) else listen)]
+    if not addrs:
+        raise UsageError("no address to listen on", "pass --listen ADDRESS:PORT")
+    (host, port), also = addrs[0], addrs[1:]
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -981,7 +1282,13 @@ def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         server = await start_server(
-            source, host=host, port=port, ssl_context=ssl_context, htpasswd=htpasswd
+            source,
+            host=host,
+            port=port,
+            ssl_context=ssl_context,
+            htpasswd=htpasswd,
+            options=options,
+            also=also,
         )
         try:
             if ready is not None:

@@ -32,6 +32,7 @@ from airlock.oci.digest import is_digest
 from airlock.oci.layout import OciLayout
 from airlock.oci.media import (
     ANNOTATION_REF_NAME,
+    ANNOTATION_REPOSITORY,
     OCI_INDEX,
     OCI_MANIFEST,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "Segment",
     "StoreSource",
     "build_catalog",
+    "entry_repository",
     "is_repository_name",
     "is_tag",
     "manifest_info",
@@ -133,6 +135,19 @@ class ManifestInfo:
     media_type: str
     children: tuple[str, ...]  # manifests an index lists
     blobs: tuple[str, ...]  # config and layers of an image manifest
+    size: int = 0
+    subject: str | None = None  # the manifest this one refers to (OCI 1.1 referrers)
+    artifact_type: str | None = None  # artifactType, else an image manifest's config type
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    def referrer_descriptor(self, digest: str) -> dict[str, Any]:
+        """This manifest as an entry of a referrers index."""
+        desc: dict[str, Any] = {"mediaType": self.media_type, "digest": digest, "size": self.size}
+        if self.artifact_type:
+            desc["artifactType"] = self.artifact_type
+        if self.annotations:
+            desc["annotations"] = dict(self.annotations)
+        return desc
 
 
 @dataclass
@@ -141,6 +156,8 @@ class Repository:
     tags: dict[str, str] = field(default_factory=dict)  # tag -> manifest digest
     manifests: set[str] = field(default_factory=set)
     blobs: set[str] = field(default_factory=set)
+    # subject digest -> {referrer digest: descriptor}
+    referrers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,8 +207,45 @@ def manifest_info(data: bytes, fallback_media_type: str | None = None) -> Manife
         else:
             return None
     children = _descriptor_digests(doc.get("manifests"))
-    blobs = _descriptor_digests(doc.get("layers")) + _descriptor_digests([doc.get("config")])
-    return ManifestInfo(media_type, tuple(children), tuple(blobs))
+    config = doc.get("config")
+    blobs = _descriptor_digests(doc.get("layers")) + _descriptor_digests([config])
+    subject = _descriptor_digests([doc.get("subject")])
+    artifact_type = doc.get("artifactType")
+    if not isinstance(artifact_type, str) or not artifact_type:
+        config_type = config.get("mediaType") if isinstance(config, dict) else None
+        artifact_type = config_type if isinstance(config_type, str) and config_type else None
+    raw_annotations = doc.get("annotations")
+    annotations = (
+        tuple(sorted((k, v) for k, v in raw_annotations.items() if isinstance(v, str)))
+        if isinstance(raw_annotations, dict)
+        else ()
+    )
+    return ManifestInfo(
+        media_type,
+        tuple(children),
+        tuple(blobs),
+        size=len(data),
+        subject=subject[0] if subject else None,
+        artifact_type=artifact_type,
+        annotations=annotations,
+    )
+
+
+def entry_repository(entry: dict[str, Any]) -> tuple[str, str | None] | None:
+    """(repository, tag or None) an index.json entry belongs to; None when it names none.
+
+    Loaded images carry their full reference; a manifest a client pushed by digest only
+    carries its repository (`ANNOTATION_REPOSITORY`) instead.
+    """
+    annotations = entry.get("annotations") or {}
+    ref = annotations.get(ANNOTATION_REF_NAME)
+    if isinstance(ref, str):
+        parsed = split_ref_name(ref)
+        return (parsed[0], parsed[1]) if parsed is not None else None
+    repo = annotations.get(ANNOTATION_REPOSITORY)
+    if isinstance(repo, str) and is_repository_name(repo):
+        return repo, None
+    return None
 
 
 def build_catalog(
@@ -213,18 +267,18 @@ def build_catalog(
             return
         media_types[digest] = found.media_type
         repo.blobs.update(found.blobs)
+        if found.subject is not None:
+            refs = repo.referrers.setdefault(found.subject, {})
+            refs[digest] = found.referrer_descriptor(digest)
         for child in found.children:
             walk(repo, child, None, depth + 1)
 
     for desc in index_manifests:
-        ref = (desc.get("annotations") or {}).get(ANNOTATION_REF_NAME)
         digest = desc.get("digest")
-        if not isinstance(ref, str) or not isinstance(digest, str) or not is_digest(digest):
+        owner = entry_repository(desc)
+        if owner is None or not isinstance(digest, str) or not is_digest(digest):
             continue
-        parsed = split_ref_name(ref)
-        if parsed is None:
-            continue
-        name, tag, _ = parsed
+        name, tag = owner
         repo = repos.setdefault(name, Repository(name))
         if tag is not None:
             repo.tags[tag] = digest
