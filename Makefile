@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKERS ?= 2
 
-.PHONY: deps demo test lint unit component e2e bench fuzz clean
+.PHONY: deps demo test lint unit component conformance e2e bench fuzz clean
 
 deps:
 	@scripts/deps.sh
@@ -17,6 +17,7 @@ lint: deps
 
 test: deps lint
 	$(VENV)/bin/pytest -n $(WORKERS) -q tests/unit tests/component
+	$(PY) -m airlock_lab.conformance --results out/conformance
 	$(VENV)/bin/pytest -q tests/e2e  # one shared gap topology: serially
 
 unit: deps
@@ -24,6 +25,11 @@ unit: deps
 
 component: deps
 	$(VENV)/bin/pytest -n $(WORKERS) -q tests/component
+
+# The OCI distribution-spec conformance suite against airlock's registry and docker-registry
+# (junit reports and the summary in out/conformance/).
+conformance: deps
+	$(PY) -m airlock_lab.conformance --results out/conformance
 
 e2e: deps
 	$(VENV)/bin/pytest -q tests/e2e

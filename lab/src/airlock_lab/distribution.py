@@ -1,9 +1,11 @@
 """Debian's docker-registry (distribution 2.8.2, the blog's registry), started for the lab,
-the tests and the benchmarks on a free loopback port with its own storage, and stopped."""
+the tests and the benchmarks on a free loopback port with its own storage, and stopped;
+optionally with TLS and htpasswd credentials, as an operator would run it for pushes."""
 
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +37,21 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def _https_answers(url: str, ca_file: Path) -> bool:
+    """Whether `url` answers over TLS verified with `ca_file` (a 401 is an answer)."""
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
+    )
+    try:
+        with opener.open(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 @dataclass
 class Distribution:
     host: str  # the name it stands for (an upstream host, or any label)
@@ -42,10 +59,11 @@ class Distribution:
     process: system.Process
     log: Path
     address: str = "127.0.0.1"
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.address}:{self.port}"
 
     def stop(self) -> None:
         self.process.stop()
@@ -59,8 +77,16 @@ class Distribution:
         self.stop()
 
 
-def _registry_config(storage: Path, address: str, port: int, *, delete: bool) -> str:
-    return (
+def _registry_config(
+    storage: Path,
+    address: str,
+    port: int,
+    *,
+    delete: bool,
+    tls: tuple[Path, Path] | None = None,
+    htpasswd: Path | None = None,
+) -> str:
+    text = (
         "version: 0.1\n"
         "log:\n  level: warn\n"
         "storage:\n"
@@ -68,6 +94,11 @@ def _registry_config(storage: Path, address: str, port: int, *, delete: bool) ->
         f"  delete:\n    enabled: {'true' if delete else 'false'}\n"
         f"http:\n  addr: {address}:{port}\n  secret: airlock-lab\n"
     )
+    if tls is not None:
+        text += f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n"
+    if htpasswd is not None:
+        text += f"auth:\n  htpasswd:\n    realm: airlock\n    path: {htpasswd}\n"
+    return text
 
 
 def start_distribution(
@@ -77,9 +108,18 @@ def start_distribution(
     *,
     address: str = "127.0.0.1",
     delete: bool = True,
+    tls: tuple[Path, Path] | None = None,
+    htpasswd: Path | None = None,
+    ca_file: Path | None = None,
 ) -> Distribution:
     """Start one on a free port of `address` (loopback, or a lab veth address), storing under
-    `storage`; config and log go to `run_dir`. Waits (bounded) until /v2/ answers."""
+    `storage`; config and log go to `run_dir`. Waits (bounded) until /v2/ answers. With `tls`
+    (certificate, key) it serves HTTPS (`ca_file` verifies it while waiting); with `htpasswd`
+    every request needs those credentials."""
+    if tls is not None and ca_file is None:
+        raise UsageError("docker-registry with TLS: name the CA that verifies it (ca_file)")
+    if htpasswd is not None and tls is None:
+        raise UsageError("docker-registry with credentials needs TLS (never basic auth in clear)")
     binary = system.which("docker-registry")
     if binary is None:
         raise UsageError(
@@ -91,14 +131,21 @@ def start_distribution(
     for _attempt in range(3):  # a free port can be taken between probe and bind: retry
         port = free_port(address)
         config = run_dir / f"registry-{host}.yml"
-        config.write_text(_registry_config(storage, address, port, delete=delete))
+        config.write_text(
+            _registry_config(storage, address, port, delete=delete, tls=tls, htpasswd=htpasswd)
+        )
         log = run_dir / f"registry-{host}.log"
         proc = system.spawn([binary, "serve", str(config)], log=log)
         for _ in range(150):  # 15 s at most
             if not proc.alive():
                 break
-            if http_ok(f"http://{address}:{port}/v2/"):
-                return Distribution(host, port, proc, log, address)
+            ready = (
+                _https_answers(f"https://{address}:{port}/v2/", ca_file)
+                if tls is not None and ca_file is not None
+                else http_ok(f"http://{address}:{port}/v2/")
+            )
+            if ready:
+                return Distribution(host, port, proc, log, address, tls is not None)
             time.sleep(0.1)
         proc.stop()
         last = log.read_text(errors="replace")[-1000:] if log.exists() else ""
