@@ -204,6 +204,22 @@ class Verify(_Model):
     signatures: list[SignedPrefix] = []
 
 
+class Registry(_Model):
+    """The node's registry unit (`node install`)."""
+
+    # ADDRESS:PORT list; empty: the node's advertise address and loopback, port 5000
+    listen: list[str] = []
+
+    @field_validator("listen")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for item in v:
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"{item!r} is not ADDRESS:PORT (e.g. 198.18.0.10:5000)")
+        return v
+
+
 def _image(value: str) -> str:
     try:
         parse_reference(value)
@@ -230,6 +246,7 @@ class Spec(_Model):
     packages: Packages | None = None
     verify: Verify = Verify()
     sources: Sources = Sources()
+    registry: Registry = Registry()
 
     @field_validator("platforms")
     @classmethod

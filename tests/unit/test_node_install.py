@@ -20,7 +20,7 @@ from airlock.node.install import (
     install_resources,
     store_source,
 )
-from airlock.node.units import kubelet_unit_for_local_bin
+from airlock.node.units import kubelet_unit_for_local_bin, render_registry_unit
 from airlock.oci.blobstore import BlobStore
 
 PLAT = "linux/amd64"
@@ -175,8 +175,8 @@ def test_install_places_everything_and_converges(tmp_path: Path) -> None:
     )
     reg = (root / "etc/systemd/system/airlock-registry.service").read_text()
     assert (
-        "ExecStart=/usr/local/bin/airlock registry serve --store /var/lib/airlock/store --listen 0.0.0.0:5000"
-        in reg
+        "ExecStart=/usr/local/bin/airlock registry serve --store /var/lib/airlock/store "
+        "--listen 127.0.0.1:5000\n" in reg
     )
     assert "Before=containerd.service kubelet.service" in reg
     hosts = (root / "etc/containerd/certs.d/registry.k8s.io/hosts.toml").read_text()
@@ -336,3 +336,22 @@ def test_kubelet_sed_is_idempotent() -> None:
     once = kubelet_unit_for_local_bin(text)
     assert once == "ExecStart=/usr/local/bin/kubelet\nX=/usr/local/bin/y\n"
     assert kubelet_unit_for_local_bin(once) == once
+
+
+def test_registry_unit_listens_where_told_never_everywhere_by_default() -> None:
+    from airlock.verbs.node import registry_listen_addresses
+
+    spec: dict[str, object] = {}
+    assert registry_listen_addresses([], spec, "198.18.1.2") == [
+        "198.18.1.2:5000",
+        "127.0.0.1:5000",
+    ]
+    assert registry_listen_addresses([], spec, None) == ["127.0.0.1:5000"]  # no default route
+    named = {"registry": {"listen": ["198.18.1.9:5443", "0.0.0.0:5000"]}}
+    assert registry_listen_addresses([], named, "198.18.1.2") == [
+        "198.18.1.9:5443",
+        "0.0.0.0:5000",  # every interface only because the spec says so
+    ]
+    assert registry_listen_addresses(["198.18.1.3:5000"], named, None) == ["198.18.1.3:5000"]
+    unit = render_registry_unit(listen=["198.18.1.2:5000", "127.0.0.1:5000"])
+    assert "--listen 198.18.1.2:5000 --listen 127.0.0.1:5000" in unit

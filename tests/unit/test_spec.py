@@ -106,6 +106,15 @@ def test_registry_source_not_a_url() -> None:
     assert "sources.registries.registry.k8s.io.url: not an http(s) URL" in problem
 
 
+def test_registry_listen_needs_address_and_port() -> None:
+    text = SEED + "registry:\n  listen: [198.18.0.10:5000, nope]\n"
+    (problem,) = errors_of(text)
+    assert "registry.listen:" in problem and "'nope' is not ADDRESS:PORT" in problem
+    assert parse_spec(SEED + "registry:\n  listen: ['[::1]:5000']\n").registry.listen == [
+        "[::1]:5000"
+    ]
+
+
 def test_missing_field_and_several_errors_at_once() -> None:
     text = SEED.replace("  runc: v1.1.7\n", "").replace("cni: flannel ", "cni: weave ")
     problems = errors_of(text)

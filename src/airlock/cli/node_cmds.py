@@ -67,7 +67,12 @@ def install(
     root: Path = typer.Option(Path("/"), "--root", help="Apply into a sysroot."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan only."),
     registry: str = typer.Option("127.0.0.1:5000", "--registry", help="ADDR[,ADDR...] mirrors."),
-    listen: str = typer.Option("0.0.0.0:5000", "--listen", help="The registry unit's address."),
+    listen: list[str] = typer.Option(
+        [],
+        "--listen",
+        help="The registry unit's ADDRESS:PORT (repeat; default: the spec's registry.listen, "
+        "else this node's advertise address and loopback).",
+    ),
     store: Path = typer.Option(STORE, "--store"),
     json_out: bool = json_option(),
 ) -> None:

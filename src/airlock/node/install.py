@@ -445,7 +445,7 @@ def install_resources(
     sandbox_image: str,
     upstreams: Sequence[str],
     platform: str | None = None,
-    registry_listen: str = "0.0.0.0:5000",
+    registry_listen: Sequence[str] = ("127.0.0.1:5000",),
     store: str = DEFAULT_STORE,
 ) -> list[Resource]:
     """The resources that install the node's software from `source`, in the order they apply.

@@ -4,6 +4,8 @@ registry's, and the kubelet unit and drop-in from the bundle with their binary p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "CONTAINERD_UNIT",
     "REGISTRY_UNIT_NAME",
@@ -55,7 +57,7 @@ def _systemd_quote(arg: str) -> str:
 
 def render_registry_unit(
     *,
-    listen: str,
+    listen: str | Sequence[str],
     store: str = "/var/lib/airlock/store",
     airlock_bin: str = "/usr/local/bin/airlock",
     tls_cert: str | None = None,
@@ -67,8 +69,11 @@ def render_registry_unit(
     the first boot."""
     from airlock.oci.server import parse_listen  # the same check the server makes at start
 
-    parse_listen(listen)
-    argv = [airlock_bin, "registry", "serve", "--store", store, "--listen", listen]
+    addresses = [listen] if isinstance(listen, str) else list(listen)
+    argv = [airlock_bin, "registry", "serve", "--store", store]
+    for address in addresses:
+        parse_listen(address)
+        argv += ["--listen", address]
     if tls_cert and tls_key:
         argv += ["--tls-cert", tls_cert, "--tls-key", tls_key]
     if htpasswd:

@@ -64,33 +64,78 @@ def prepare_node(*, root: Path, dry_run: bool, options: PrepareOptions | None = 
     return _run(resources, root=root, dry_run=dry_run)
 
 
+REGISTRY_PORT = 5000
+
+
 @dataclass(frozen=True)
 class InstallOptions:
     registries: Sequence[str] = ("127.0.0.1:5000",)
-    registry_listen: str = "0.0.0.0:5000"
+    # where the registry unit listens; empty: the spec's `registry.listen`, else the node's
+    # advertise address (its default-route address) and loopback, never every interface
+    registry_listen: Sequence[str] = ()
     store: Path = DEFAULT_STORE
     platform: str | None = None
 
 
+def registry_listen_addresses(
+    wanted: Sequence[str], spec: dict[str, Any], advertise: str | None
+) -> list[str]:
+    """The registry unit's addresses: asked for, else the spec's, else advertise + loopback."""
+    if wanted:
+        return list(wanted)
+    from_spec = (spec.get("registry") or {}).get("listen") or []
+    if from_spec:
+        return [str(a) for a in from_spec]
+    out = [f"{advertise}:{REGISTRY_PORT}"] if advertise else []
+    loopback = f"127.0.0.1:{REGISTRY_PORT}"
+    return [*out, loopback] if loopback not in out else out
+
+
+def _advertise_address() -> str | None:
+    from airlock.cluster.kubeadm_config import detect_node_facts
+    from airlock.errors import NodeError
+
+    try:
+        return detect_node_facts().default_address
+    except NodeError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Installing:
+    source: ArtifactSource
+    resolved: dict[str, Any]
+    images: list[str]
+    spec: dict[str, Any]
+
+
 @contextlib.contextmanager
-def _source(
-    bundle: Path | None, store: Path
-) -> Iterator[tuple[ArtifactSource, dict[str, Any], list[str]]]:
-    """The files to install, the resolved versions and the image references."""
+def _source(bundle: Path | None, store: Path) -> Iterator[_Installing]:
+    """The files to install, the resolved versions, the image references and the spec."""
     if bundle is None:
         meta = newest_bundle_record(store) or {}
         images = [i["reference"] for i in meta.get("images", [])]
-        yield store_source(store), meta.get("resolved", {}), images
+        yield _Installing(
+            store_source(store), meta.get("resolved", {}), images, meta.get("spec") or {}
+        )
         return
     with open_bundle(bundle) as reader:
         m = reader.manifest
-        yield BundleSource(reader), dict(m.resolved), [i.reference for i in m.images]
+        yield _Installing(
+            BundleSource(reader), dict(m.resolved), [i.reference for i in m.images], dict(m.spec)
+        )
 
 
 def install_node(
     bundle: Path | None, *, root: Path, dry_run: bool, options: InstallOptions
 ) -> NodeResult:
-    with _source(bundle, options.store) as (source, resolved, images):
+    with _source(bundle, options.store) as found:
+        source, resolved, images = found.source, found.resolved, found.images
+        listen = registry_listen_addresses(
+            options.registry_listen,
+            found.spec,
+            None if options.registry_listen else _advertise_address(),
+        )
         upstreams = sorted({parse_reference(r).registry for r in images})
         pause = next(
             (r for r in images if parse_reference(r).name == "registry.k8s.io/pause"), None
@@ -103,7 +148,7 @@ def install_node(
             sandbox_image=pause or "registry.k8s.io/pause:3.9",
             upstreams=upstreams,
             platform=options.platform,
-            registry_listen=options.registry_listen,
+            registry_listen=listen,
             store=str(options.store),
         )
         return _run(resources, root=root, dry_run=dry_run)
