@@ -99,10 +99,10 @@ def _hostile(tmp_path: Path, make: Callable[[list[str]], list[Entry]]) -> Path:
     [
         (lambda b: [_reg("/etc/passwd", b"x")], "'/etc/passwd': absolute path"),
         (lambda b: [_reg("blobs/../../x", b"x")], "path contains '..'"),
-        (lambda b: [_special(b[0], tarfile.SYMTYPE, "/etc/shadow")], "is a link"),
-        (lambda b: [_special(b[0], tarfile.LNKTYPE, "airlock.json")], "is a link"),
-        (lambda b: [_special("dev", tarfile.CHRTYPE)], "is a device"),
-        (lambda b: [_special("fifo", tarfile.FIFOTYPE)], "is a device or FIFO"),
+        (lambda b: [_special(b[0], tarfile.SYMTYPE, "/etc/shadow")], "is a symbolic link"),
+        (lambda b: [_special(b[0], tarfile.LNKTYPE, "airlock.json")], "is a hard link"),
+        (lambda b: [_special("dev", tarfile.CHRTYPE)], "is a character device"),
+        (lambda b: [_special("fifo", tarfile.FIFOTYPE)], "is a FIFO"),
         (
             lambda b: [_reg(OCI_LAYOUT, OCI_LAYOUT_CONTENT), _reg(OCI_LAYOUT, OCI_LAYOUT_CONTENT)],
             "'oci-layout': duplicate entry",
@@ -173,7 +173,7 @@ def test_huge_pax_header_is_refused_without_reading_it(tmp_path: Path) -> None:
     pax.size = 4 << 30  # 4 GiB of "extended header"
     header = pax.tobuf(tarfile.USTAR_FORMAT)
     path.write_bytes(bytes(data[:end]) + header + bytes(10240))
-    with pytest.raises(VerificationError, match="asks to read"):
+    with pytest.raises(VerificationError, match="pax header at offset .* is 4294967296 bytes"):
         open_bundle(path)
 
 

@@ -22,6 +22,7 @@ import re
 
 from airlock.oci.digest import digest_hex
 from airlock.oci.media import OCI_EMPTY
+from airlock.standalone.volumes import VOLUME_DIGITS, parts_name
 
 __all__ = [
     "AIRLOCK_JSON",
@@ -73,7 +74,6 @@ BLOB_DIR = "blobs/sha256"
 
 BUNDLE_SUFFIX = ".airlock.tar"  # lab.airlock.tar
 PARTS_SUFFIX = ".airlock.parts.json"  # lab.airlock.parts.json (beside lab.airlock.tar.000 ...)
-VOLUME_DIGITS = 3  # lab.airlock.tar.000, .001, ...
 MIN_VOLUME_SIZE = 1 << 20
 
 # Bounds a reader enforces before trusting anything (hostile archives).
@@ -140,8 +140,4 @@ def volume_name(tar_name: str, number: int) -> str:
 
 def parts_path_for(tar_name: str) -> str:
     """`lab.airlock.tar` -> `lab.airlock.parts.json`; any other name gets `.parts.json` added."""
-    if tar_name.endswith(BUNDLE_SUFFIX):
-        return tar_name[: -len(BUNDLE_SUFFIX)] + PARTS_SUFFIX
-    if tar_name.endswith(".tar"):
-        return tar_name[: -len(".tar")] + ".parts.json"
-    return tar_name + ".parts.json"
+    return parts_name(tar_name)  # the bootstrap script embeds the same rule

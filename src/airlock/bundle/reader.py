@@ -1,10 +1,12 @@
 """Read a bundle in place: index its tar headers, never extract.
 
-`open_bundle` accepts the single tar, the parts file or the first volume. It reads airlock.json
-(the first member) before anything else, then walks the remaining headers and checks each entry
-before it is trusted: no absolute paths, no `..`, no links or devices, no duplicates, nothing
-that airlock.json does not list, every size equal to the size airlock.json pins, bounded entry
-count and total size. A hostile archive is refused with a VerificationError naming the entry.
+`open_bundle` accepts the single tar, the parts file or the first volume. The headers are read by
+the one hardened indexer (`airlock.standalone.tarindex`, which the bootstrap script embeds too):
+no absolute paths, no `..`, no links or devices, pax headers bounded. airlock.json (the first
+member) is read before anything else; then each entry is checked before it is trusted: no
+duplicates, nothing that airlock.json does not list, every size equal to the size airlock.json
+pins, no more entries than it accounts for. A hostile archive is refused with a
+VerificationError naming the entry.
 
 Members are located as byte spans of the volumes, so `open_member` streams across volumes and
 `member_spans` lets a registry sendfile a blob straight out of the bundle.
@@ -13,10 +15,9 @@ Members are located as byte spans of the volumes, so `open_member` streams acros
 from __future__ import annotations
 
 import io
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
@@ -34,11 +35,11 @@ from airlock.bundle.layout import (
 from airlock.bundle.manifest import BundleManifest, parse_manifest
 from airlock.bundle.volumes import ConcatReader, Span, VolumeSet, locate_volumes, spans
 from airlock.errors import VerificationError
+from airlock.standalone.tarindex import TarIndexError, iter_entries
 
 __all__ = ["BundleReader", "Member", "bundle_paths", "open_bundle"]
 
 _SMALL_MEMBER_MAX = 4096  # oci-layout, airlock.json.sig
-_MAX_HEADER_READ = 1 << 20  # largest single read while indexing (pax / long-name data)
 _HOSTILE_HINT = "the archive was not written by airlock or was altered; do not extract it"
 
 
@@ -105,25 +106,6 @@ class _SpanReader(io.RawIOBase):
 
 def _refuse(name: str, why: str) -> VerificationError:
     return VerificationError(f"unsafe bundle entry {name!r}: {why}", _HOSTILE_HINT)
-
-
-def _check_path(name: str) -> None:
-    if name.startswith("/"):
-        raise _refuse(name, "absolute path")
-    parts = PurePosixPath(name).parts
-    if ".." in parts or ".." in name.split("/"):
-        raise _refuse(name, "path contains '..'")
-    if "\0" in name or "\\" in name:
-        raise _refuse(name, "path contains NUL or backslash")
-
-
-def _check_type(info: tarfile.TarInfo) -> None:
-    if info.issym() or info.islnk():
-        raise _refuse(info.name, f"is a link (to {info.linkname!r}); bundles hold no links")
-    if info.ischr() or info.isblk() or info.isfifo():
-        raise _refuse(info.name, "is a device or FIFO; bundles hold regular files only")
-    if not (info.isreg() or info.isdir()) or info.issparse():
-        raise _refuse(info.name, f"has unsupported entry type {info.type!r}")
 
 
 class BundleReader:
@@ -208,21 +190,11 @@ class BundleReader:
         self.close()
 
 
-def _next(tar: tarfile.TarFile, where: str) -> tarfile.TarInfo | None:
-    try:
-        return tar.next()
-    except tarfile.TarError as exc:
-        raise VerificationError(
-            f"{where} is not a readable tar archive: {exc}",
-            "the bundle is damaged or truncated; copy it again",
-        ) from exc
-
-
 def _read_at(stream: ConcatReader, offset: int, size: int) -> bytes:
     stream.seek(offset)
     data = bytearray()
     while len(data) < size:
-        chunk = stream.read(min(size - len(data), _MAX_HEADER_READ))
+        chunk = stream.read(size - len(data))
         if not chunk:
             break
         data += chunk
@@ -234,24 +206,33 @@ def open_bundle(path: Path, *, max_members: int = MAX_MEMBERS) -> BundleReader:
     volumes = locate_volumes(Path(path))
     where = volumes.display()
     stream = ConcatReader(volumes.paths)
-    stream.max_read = _MAX_HEADER_READ
     try:
         return _index(volumes, stream, where, max_members)
+    except TarIndexError as exc:
+        stream.close()
+        raise _translate(exc, where) from exc
     except BaseException:
         stream.close()
         raise
 
 
+def _translate(exc: TarIndexError, where: str) -> VerificationError:
+    if exc.truncated:
+        return VerificationError(
+            f"{where} is truncated: {exc.message}",
+            "a volume is missing or short; check the volumes against the parts file",
+        )
+    if exc.member is not None:
+        return _refuse(exc.member, exc.reason)
+    return VerificationError(f"{where} is not a readable bundle: {exc.message}", _HOSTILE_HINT)
+
+
 def _index(volumes: VolumeSet, stream: ConcatReader, where: str, max_members: int) -> BundleReader:
-    try:
-        # The TarFile is only a header parser over `stream`, which the reader owns and closes.
-        tar = tarfile.open(fileobj=stream, mode="r:")  # noqa: SIM115
-    except tarfile.TarError as exc:
-        raise VerificationError(
-            f"{where} is not a tar archive", "pass a NAME.airlock.tar bundle or its parts file"
-        ) from exc
-    first = _next(tar, where)
-    if first is None or first.name != AIRLOCK_JSON or not first.isreg():
+    entries = iter_entries(
+        lambda offset, n: _read_at(stream, offset, n), stream.size, max_members=max_members
+    )
+    first = next(entries, None)
+    if first is None or first.name != AIRLOCK_JSON or first.is_dir:
         got = "nothing" if first is None else repr(first.name)
         raise VerificationError(
             f"{where} is not an airlock bundle: its first member is {got}, expected {AIRLOCK_JSON}",
@@ -259,9 +240,7 @@ def _index(volumes: VolumeSet, stream: ConcatReader, where: str, max_members: in
         )
     if first.size > MAX_AIRLOCK_JSON_BYTES:
         raise _refuse(AIRLOCK_JSON, f"is {first.size} bytes (at most {MAX_AIRLOCK_JSON_BYTES})")
-    if first.offset_data + first.size > stream.size:
-        raise VerificationError(f"{where} is truncated inside {AIRLOCK_JSON}")
-    manifest_bytes = _read_at(stream, first.offset_data, first.size)
+    manifest_bytes = _read_at(stream, first.offset, first.size)
     manifest = parse_manifest(manifest_bytes, what=f"{AIRLOCK_JSON} of {where}")
 
     blob_sizes = {blob_member(b.digest): b.size for b in manifest.blobs}
@@ -273,21 +252,19 @@ def _index(volumes: VolumeSet, stream: ConcatReader, where: str, max_members: in
         BLOB_DIR: -1,
     }
     limit_members = min(max_members, len(blob_sizes) + len(fixed) + 1)
-    members: dict[str, Member] = {AIRLOCK_JSON: Member(AIRLOCK_JSON, first.size, first.offset_data)}
+    members: dict[str, Member] = {AIRLOCK_JSON: Member(AIRLOCK_JSON, first.size, first.offset)}
     signature: bytes | None = None
     count = 1
-    while (info := _next(tar, where)) is not None:
+    for info in entries:
         count += 1
         name = info.name
-        _check_path(name)
         if count > limit_members:
             raise _refuse(name, f"more entries than the {limit_members} airlock.json accounts for")
-        _check_type(info)
         if name in members:
             raise _refuse(name, "duplicate entry")
         if name in fixed:
             expected = fixed[name]
-            if (expected == -1) != info.isdir():
+            if (expected == -1) != info.is_dir:
                 raise _refuse(name, "has the wrong entry type")
             if name == SIGNATURE and count != 2:
                 raise _refuse(name, "must directly follow airlock.json")
@@ -298,7 +275,7 @@ def _index(volumes: VolumeSet, stream: ConcatReader, where: str, max_members: in
                     name, f"is {info.size} bytes but airlock.json says {expected} (size mismatch)"
                 )
         elif name in blob_sizes:
-            if not info.isreg():
+            if info.is_dir:
                 raise _refuse(name, "a blob must be a regular file")
             if info.size != blob_sizes[name]:
                 raise _refuse(
@@ -307,17 +284,9 @@ def _index(volumes: VolumeSet, stream: ConcatReader, where: str, max_members: in
                 )
         else:
             raise _refuse(name, "is not listed in airlock.json")
-        if info.offset_data + info.size > stream.size:
-            raise VerificationError(
-                f"{where} is truncated inside {name}",
-                "a volume is missing or short; check the volumes against the parts file",
-            )
-        members[name] = Member(name, info.size, info.offset_data, is_dir=info.isdir())
+        members[name] = Member(name, info.size, info.offset, is_dir=info.is_dir)
         if name == SIGNATURE:
-            signature = _read_at(stream, info.offset_data, info.size)
-        # tarfile keeps every TarInfo; we only need our own index.
-        tar.members.clear()  # type: ignore[attr-defined]
-    stream.max_read = None
+            signature = _read_at(stream, info.offset, info.size)
     return BundleReader(volumes, stream, manifest_bytes, manifest, signature, members)
 
 

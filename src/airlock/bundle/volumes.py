@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,9 +24,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from airlock.bundle.layout import VOLUME_DIGITS, parts_path_for
+from airlock.bundle.layout import parts_path_for
 from airlock.errors import UsageError, VerificationError
 from airlock.oci.layout import canonical_json
+from airlock.standalone.volumes import VolumeError, locate
 
 __all__ = [
     "READ_CHUNK",
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 READ_CHUNK = 1 << 20
-_VOLUME_RE = re.compile(rf"^(?P<base>.+)\.(?P<num>\d{{{VOLUME_DIGITS}}})$")
 
 
 class _Model(BaseModel):
@@ -117,34 +116,16 @@ def _from_parts(parts_path: Path) -> VolumeSet:
 
 
 def locate_volumes(path: Path) -> VolumeSet:
-    """Accept a tar, a parts file, or the first volume (siblings are found by number)."""
-    path = Path(path)
-    if path.name.endswith(".parts.json"):
-        return _from_parts(path)
-    m = _VOLUME_RE.match(path.name)
-    if m is None and not path.exists() and path.with_name(path.name + ".000").exists():
-        return locate_volumes(path.with_name(path.name + ".000"))
-    if m is not None:
-        if int(m["num"]) != 0:
-            raise UsageError(
-                f"{path} is not the first volume",
-                f"pass {m['base']}.000 or the parts file {parts_path_for(m['base'])}",
-            )
-        base = m["base"]
-        parts_path = path.with_name(parts_path_for(base))
-        if parts_path.is_file():
-            return _from_parts(parts_path)
-        found: list[Path] = []
-        n = 0
-        while (p := path.with_name(f"{base}.{n:0{VOLUME_DIGITS}d}")).is_file():
-            found.append(p)
-            n += 1
-        if not found:
-            raise UsageError(f"bundle volume {path} not found")
-        return VolumeSet(base, tuple(found))
-    if not path.is_file():
-        raise UsageError(f"bundle {path} not found", "pass NAME.airlock.tar or its parts file")
-    return VolumeSet(path.name, (path,))
+    """Accept a tar, a parts file, or the first volume (siblings are found by number); the
+    finding is `airlock.standalone.volumes.locate`, the bootstrap script's too."""
+    try:
+        found = locate(path)
+    except VolumeError as exc:
+        error = VerificationError if exc.damaged else UsageError
+        raise error(exc.message, exc.hint) from exc
+    if found.parts_path is not None:
+        return _from_parts(found.parts_path)
+    return VolumeSet(found.tar_name, found.paths)
 
 
 @dataclass(frozen=True)
@@ -211,7 +192,6 @@ class ConcatReader(io.RawIOBase):
         self.size = sum(s for _, s in self.volumes)
         self._pos = 0
         self._files: dict[int, io.FileIO] = {}
-        self.max_read: int | None = None
 
     def readable(self) -> bool:
         return True
@@ -243,13 +223,6 @@ class ConcatReader(io.RawIOBase):
         return fh
 
     def read(self, size: int | None = -1) -> bytes:
-        # tarfile reads a pax or GNU long-name header's data in one call: a hostile archive
-        # could declare gigabytes there, so single reads are bounded while indexing.
-        if self.max_read is not None and (size is None or size < 0 or size > self.max_read):
-            raise VerificationError(
-                f"unsafe bundle: a tar header asks to read {size} bytes at offset {self._pos}",
-                "the archive was not written by airlock or was altered; do not extract it",
-            )
         return super().read(size if size is not None else -1) or b""
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]

@@ -10,23 +10,22 @@ distribution).
 - `StoreSource(OciLayout)`: the store; the catalog is rebuilt when index.json changes; pushes
   go here (`store`).
 - `BundleSource(path | [volumes])`: a bundle tar, or its split volumes `NAME.000`, `NAME.001`...
-  concatenated, read without extracting: the tar is indexed once (member data offset and size)
+  concatenated, read without extracting: the tar is indexed once by the hardened indexer
+  (`airlock.standalone.tarindex`: member data offset and size, hostile entries refused)
   and blobs are served as byte ranges of the volume files. Read-only. Bytes are not re-hashed
   here (that is `airlock bundle verify`); clients verify every digest they pull.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import tarfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from airlock.bundle.volumes import ConcatReader, Span, spans
+from airlock.bundle.volumes import Span, spans
 from airlock.errors import UsageError, VerificationError
 from airlock.oci.digest import is_digest
 from airlock.oci.layout import OciLayout
@@ -36,6 +35,8 @@ from airlock.oci.media import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
+from airlock.standalone.tarindex import TarIndexError, VolumeReader, iter_entries
+from airlock.standalone.volumes import VolumeError, locate
 
 __all__ = [
     "MAX_MANIFEST_SIZE",
@@ -361,23 +362,11 @@ class StoreSource:
 
 
 def bundle_volumes(path: Path) -> list[Path]:
-    """The files that make up a bundle: the tar itself, or its volumes `PATH.000`, `PATH.001`..."""
-    if path.is_file():
-        return [path]
-    volumes = sorted(
-        p
-        for p in path.parent.glob(path.name + ".*")
-        if p.suffix[1:].isdigit() and len(p.suffix) >= 4 and p.is_file()
-    )
-    if not volumes:
-        raise UsageError(f"bundle not found: {path}", "pass the .airlock.tar file or its volumes")
-    expected = [f".{i:0{len(volumes[0].suffix) - 1}d}" for i in range(len(volumes))]
-    if [p.suffix for p in volumes] != expected:
-        raise VerificationError(
-            f"bundle volumes of {path} are not consecutive: {[p.name for p in volumes]}",
-            "copy every volume into the same directory",
-        )
-    return volumes
+    """The files that make up a bundle: the tar itself, or its volumes in order."""
+    try:
+        return list(locate(path).paths)
+    except VolumeError as exc:
+        raise UsageError(exc.message, exc.hint) from exc
 
 
 class BundleSource:
@@ -417,28 +406,26 @@ class BundleSource:
         self._catalog = build_catalog(manifests, _InfoCache(self.locate))
 
     def _index_tar(self) -> None:
-        reader = ConcatReader(self.paths)
         try:
-            with tarfile.open(fileobj=io.BufferedReader(reader), mode="r:") as tf:
-                for member in tf:
-                    if not member.isreg():
+            with VolumeReader(self.paths) as reader:
+                for entry in iter_entries(reader.read_at, reader.size):
+                    if entry.is_dir:
                         continue
-                    name = member.name.removeprefix("./")
-                    end = member.offset_data + member.size
-                    if end > self._total:
-                        raise VerificationError(
-                            f"bundle {self.paths[0]} is truncated: {name} ends past its last byte",
-                            "copy the bundle (every volume) again",
-                        )
-                    self._members[name] = (member.offset_data, member.size)
+                    name = entry.name.removeprefix("./")
+                    if name in self._members:
+                        raise VerificationError(f"bundle {self.paths[0]} holds {name} twice")
+                    self._members[name] = (entry.offset, entry.size)
                     if name.startswith("blobs/sha256/"):
                         digest = "sha256:" + name.rsplit("/", 1)[1]
                         if is_digest(digest):
-                            self._blobs[digest] = (member.offset_data, member.size)
-        except tarfile.TarError as exc:
-            raise VerificationError(f"{self.paths[0]} is not a readable tar: {exc}") from exc
-        finally:
-            reader.close()
+                            self._blobs[digest] = (entry.offset, entry.size)
+        except TarIndexError as exc:
+            raise VerificationError(
+                f"bundle {self.paths[0]}: {exc.message}",
+                "copy the bundle (every volume) again"
+                if exc.truncated
+                else "the archive was not written by airlock or was altered",
+            ) from exc
 
     def _segments(self, offset: int, length: int) -> list[Segment]:
         return spans([(p, size) for p, _, size in self._volumes], offset, length)
