@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
@@ -37,6 +38,7 @@ __all__ = [
     "Kubernetes",
     "Network",
     "Packages",
+    "RegistryCredentials",
     "RegistrySource",
     "Runtime",
     "SignedPrefix",
@@ -175,14 +177,64 @@ class Packages(_Model):
         return v
 
 
+_SECRET_FIELDS = ("password", "secret", "token", "auth", "identitytoken")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class RegistryCredentials(_Model):
+    """Where the registry secret is: an environment variable or a file, never the value.
+
+    The variable or file holds `username:secret`, or only the secret when `username` is set.
+    """
+
+    env: str | None = None
+    file: str | None = None
+    username: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secret(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            inline = [k for k in data if str(k).lower() in _SECRET_FIELDS]
+            if inline:
+                raise ValueError(
+                    f"{inline[0]}: a secret is never written in the spec (it is recorded in the "
+                    "bundle); name an environment variable (env: NAME) or a file (file: PATH)"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RegistryCredentials:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env (a variable name) or file (a path)")
+        if self.env is not None and not _ENV_NAME.match(self.env):
+            raise ValueError(f"env must be a variable name like REGISTRY_AUTH, got {self.env!r}")
+        return self
+
+
 class RegistrySource(_Model):
     url: Url
     insecure: bool = False
+    credentials: RegistryCredentials | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secret(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            inline = [k for k in data if str(k).lower() in (*_SECRET_FIELDS, "username")]
+            if inline:
+                raise ValueError(
+                    f"{inline[0]}: registry credentials go under `credentials:` as a reference "
+                    "(env: NAME or file: PATH, optional username), never inline"
+                )
+        return data
 
 
 class Sources(_Model):
     files: dict[str, Url] = {}
     registries: dict[str, RegistrySource] = {}
+    # a PEM file of CA certificates trusted beside the system's, for every download
+    ca_bundle: str | None = Field(None, alias="caBundle")
 
     @field_validator("files")
     @classmethod
@@ -245,7 +297,7 @@ class Spec(_Model):
     files: list[ExtraFile] = []
     packages: Packages | None = None
     verify: Verify = Verify()
-    sources: Sources = Sources()
+    sources: Sources = Sources.model_validate({})
     registry: Registry = Registry()
 
     @field_validator("platforms")

@@ -43,12 +43,19 @@ def create(
         "one above what the far side loaded.",
     ),
     expires: str | None = typer.Option(None, "--expires", help="YYYY-MM-DD: refuse loads after."),
+    registry_auth: Path | None = typer.Option(
+        None, "--registry-auth", help="Registry logins: a Docker config.json or auth.json."
+    ),
+    ca_bundle: Path | None = typer.Option(
+        None, "--ca-bundle", help="PEM CA certificates to trust beside the system's."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Fetch every artifact (verified, cached, parallel) and write the bundle."""
     use_json(json_out)
     from airlock.cli.progress import DownloadProgress
     from airlock.cli.sizes import format_size, parse_size
+    from airlock.fetch.network import NetworkOptions
     from airlock.spec import load_spec
     from airlock.verbs.create import CreateOptions, create_bundle
 
@@ -70,6 +77,13 @@ def create(
                 progress=progress,
                 since=since,
                 since_keys=tuple(since_key),
+                registry_auth=registry_auth,
+                spec_dir=spec_file.resolve().parent,
+                network=NetworkOptions.choose(
+                    flag=ca_bundle,
+                    spec_value=spec.sources.ca_bundle,
+                    spec_dir=spec_file.resolve().parent,
+                ),
             ),
         )
     w = result.write

@@ -12,6 +12,7 @@ from airlock.errors import UsageError
 from airlock.presets import PRESETS, preset_text
 
 if TYPE_CHECKING:
+    from airlock.fetch.network import NetworkOptions
     from airlock.spec import Spec
 
 __all__ = ["register"]
@@ -57,27 +58,35 @@ def plan(
     since_key: list[Path] = typer.Option(
         [], "--since-key", help="Public key the --since inventory's signature must verify with."
     ),
+    ca_bundle: Path | None = typer.Option(
+        None, "--ca-bundle", help="PEM CA certificates to trust beside the system's."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Resolve every artifact (URLs, image refs, where each was found); no artifact download."""
     use_json(json_out)
     from airlock.cli.render_plan import render_plan
+    from airlock.fetch.network import NetworkOptions
     from airlock.resolve.plan import resolve_plan
     from airlock.spec import load_spec
 
+    spec = load_spec(spec_file)
+    network = NetworkOptions.choose(
+        flag=ca_bundle, spec_value=spec.sources.ca_bundle, spec_dir=spec_file.resolve().parent
+    )
     if since is not None:
-        _plan_since(load_spec(spec_file), since, since_key)
+        _plan_since(spec, since, since_key, network)
         return
-    result = resolve_plan(load_spec(spec_file))
+    result = resolve_plan(spec, network=network)
     render_plan(result)
 
 
-def _plan_since(spec: Spec, since: Path, keys: list[Path]) -> None:
+def _plan_since(spec: Spec, since: Path, keys: list[Path], network: NetworkOptions) -> None:
     """What will travel on top of an inventory, and its size, from metadata only."""
     from airlock.cli.sizes import format_size
     from airlock.verbs.delta import plan_since, read_baseline
 
-    result = plan_since(spec, baseline=read_baseline(since, keys=keys))
+    result = plan_since(spec, baseline=read_baseline(since, keys=keys), network=network)
 
     def text() -> None:
         order = {"travels": 0, "partial": 1, "unknown": 2, "present": 3}

@@ -41,6 +41,7 @@ from airlock.fetch.checksums import (
     parse_checksum_file,
     url_filename,
 )
+from airlock.fetch.network import TLS_HINT, is_certificate_error, tls_problem
 from airlock.fetch.retry import (
     RetryPolicy,
     TransientError,
@@ -424,7 +425,12 @@ class _Fetcher:
                     raise FetchError(f"checksum file {url} is larger than 1 MiB; refusing it")
                 return data.decode("utf-8", errors="replace")
 
-        text = await with_retries(attempt, policy=self.policy, what=f"checksum file {url}")
+        try:
+            text = await with_retries(attempt, policy=self.policy, what=f"checksum file {url}")
+        except aiohttp.ClientError as exc:
+            if is_certificate_error(exc):
+                raise FetchError(f"checksum file {url}: {tls_problem(exc)}", TLS_HINT) from exc
+            raise FetchError(f"checksum file {url}: {exc}", "check the URL") from exc
         return parse_checksum_file(
             text, filename=url_filename(req.url), source=_upstream_checksum_url(req)
         )
@@ -438,6 +444,8 @@ class _Fetcher:
         except aiohttp.InvalidURL as exc:
             raise FetchError(f"invalid URL {req.fetch_url!r} for {req.url}") from exc
         except aiohttp.ClientError as exc:
+            if is_certificate_error(exc):
+                raise FetchError(f"{_describe_url(req)}: {tls_problem(exc)}", TLS_HINT) from exc
             raise FetchError(f"{_describe_url(req)}: {exc}", "check the URL and TLS setup") from exc
         if dl.not_modified:
             assert cached is not None

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Mapping
 
 from airlock.errors import FetchError
+from airlock.fetch.network import TLS_HINT, NetworkOptions, is_certificate_error, tls_problem
 from airlock.resolve.urls import apply_mirror
 
 __all__ = ["MetadataFetcher"]
@@ -20,8 +20,15 @@ _MAX_BYTES = 32 << 20
 
 class MetadataFetcher:
     def __init__(
-        self, mirrors: Mapping[str, str], *, timeout: float = 20, attempts: int = 3
+        self,
+        mirrors: Mapping[str, str],
+        *,
+        timeout: float = 20,
+        attempts: int = 3,
+        network: NetworkOptions | None = None,
     ) -> None:
+        self.network = network or NetworkOptions()
+        self.opener = self.network.opener()
         self.mirrors = dict(mirrors)
         self.timeout = timeout
         self.attempts = attempts
@@ -35,7 +42,7 @@ class MetadataFetcher:
         last: Exception | None = None
         for attempt in range(self.attempts):
             try:
-                with urllib.request.urlopen(target, timeout=self.timeout) as resp:
+                with self.opener.open(target, timeout=self.timeout) as resp:
                     data: bytes = resp.read(_MAX_BYTES + 1)
                 if len(data) > _MAX_BYTES:
                     raise FetchError(f"{url}: metadata larger than {_MAX_BYTES} bytes")
@@ -50,6 +57,12 @@ class MetadataFetcher:
                     ) from None
                 last = exc
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                if is_certificate_error(exc):
+                    raise FetchError(
+                        f"{url}: {tls_problem(exc)}"
+                        + (f" (fetched as {target})" if target != url else ""),
+                        hint=TLS_HINT,
+                    ) from None
                 last = exc
             time.sleep(min(0.2 * 2**attempt, 2))
         raise FetchError(

@@ -3,12 +3,17 @@
 Transient: a connection refused, reset or dropped mid-body, a timeout, HTTP 5xx (not 501/505)
 and 429. Never retried: 4xx such as 401/403/404, TLS certificate errors, a digest or checksum
 mismatch. Both the attempt count and the total time are bounded, so a loop always ends.
+A server's Retry-After (seconds or an HTTP date, sent with 429 and 503 under rate limits) is
+honoured in full, never cut short: when the wait it asks for does not fit in what is left of
+the budget (`max_wait` for one wait, `max_total` in all), airlock gives up at once and says
+how long the server asked it to wait, rather than hammer a rate-limited registry.
 Shared by the file downloader and the OCI client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ class RetryPolicy:
     base_delay: float = 0.5  # seconds; doubles each retry
     max_delay: float = 8.0
     max_total: float = 300.0  # seconds from the first attempt; no retry starts after this
+    max_wait: float = 120.0  # the longest single Retry-After wait honoured
 
     def delay(self, retry: int) -> float:
         return float(min(self.max_delay, self.base_delay * (2**retry)))
@@ -63,14 +69,22 @@ def is_transient_exception(exc: BaseException) -> bool:
     )
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """The delta-seconds form of Retry-After (the HTTP-date form is ignored)."""
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Retry-After as seconds to wait: delta-seconds, or an HTTP date (RFC 9110 10.2.3)."""
     if not value:
         return None
+    text = value.strip()
     try:
-        return max(0.0, float(value.strip()))
+        return max(0.0, float(text))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _describe(exc: BaseException) -> str:
@@ -103,9 +117,19 @@ async def with_retries(
                 raise
             reason, retry_after, cause = _describe(exc), None, exc
         delay = policy.delay(n)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, policy.max_delay))
         elapsed = time.monotonic() - start
+        if retry_after is not None:
+            if n < policy.retries and (
+                retry_after > policy.max_wait or elapsed + retry_after > policy.max_total
+            ):
+                raise error(
+                    f"{what}: {reason}; the server asks to wait {retry_after:.0f} s "
+                    "(Retry-After), longer than airlock waits "
+                    f"({min(policy.max_wait, max(0.0, policy.max_total - elapsed)):.0f} s left)",
+                    "the source is rate limiting: run again later, or authenticate "
+                    "(registries give logged-in users a higher limit)",
+                ) from cause
+            delay = max(delay, retry_after)
         if n >= policy.retries or elapsed + delay > policy.max_total:
             raise error(
                 f"{what}: gave up after {n + 1} attempts: {reason}",

@@ -5,7 +5,10 @@ The distribution token flow: a request without credentials gets `401` with
 realm (with basic credentials when configured) returns `{"token": ...}`; the request is sent
 again with `Authorization: Bearer <token>`. Tokens are cached per (realm, service, scope) until
 they expire; a `Basic` challenge is answered with the configured credentials.
-Parsing is pure; `Authenticator` holds the per-registry state.
+Parsing is pure; `Authenticator` holds the state of ONE origin (scheme, host, port): a client
+keeps one per origin it meets, so a token or password is only ever sent to the origin whose
+challenge asked for it (and to the realm that origin named). Credentials are loaded lazily, on
+the first challenge, so a public pull never reads a config file or runs a helper.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import base64
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ssl import SSLContext
 from typing import Any
@@ -32,6 +36,7 @@ from airlock.fetch.retry import (
 __all__ = [
     "Authenticator",
     "Challenge",
+    "CredentialLoader",
     "Credentials",
     "basic_authorization",
     "parse_www_authenticate",
@@ -48,6 +53,9 @@ _TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=60)
 class Credentials:
     username: str
     password: str = field(repr=False)
+
+
+CredentialLoader = Callable[[], "Credentials | None"]
 
 
 @dataclass(frozen=True)
@@ -109,13 +117,14 @@ class Authenticator:
         *,
         host: str,
         session: aiohttp.ClientSession,
-        credentials: Credentials | None,
+        credentials: Credentials | CredentialLoader | None,
         policy: RetryPolicy,
         ssl: bool | SSLContext,
     ) -> None:
         self.host = host
         self.session = session
-        self.credentials = credentials
+        self._loader = credentials if callable(credentials) else None
+        self._credentials = None if callable(credentials) else credentials
         self.policy = policy
         self.ssl = ssl
         self._tokens: dict[tuple[str, str, str], _Token] = {}
@@ -123,15 +132,20 @@ class Authenticator:
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self.token_requests = 0
 
+    @property
+    def credentials(self) -> Credentials | None:
+        if self._loader is not None:
+            self._credentials, self._loader = self._loader(), None
+        return self._credentials
+
     def headers(self, scope: str) -> dict[str, str]:
         """The Authorization header already known for `scope` (none before any challenge)."""
         if scope not in self._by_scope:
             return {}
         key = self._by_scope[scope]
         if key is None:
-            return (
-                {"Authorization": basic_authorization(self.credentials)} if self.credentials else {}
-            )
+            creds = self.credentials
+            return {"Authorization": basic_authorization(creds)} if creds else {}
         tok = self._tokens.get(key)
         if tok is None or tok.expires <= time.monotonic():
             return {}
@@ -172,8 +186,9 @@ class Authenticator:
         if service:
             params["service"] = service
         headers = {}
-        if self.credentials is not None:
-            headers["Authorization"] = basic_authorization(self.credentials)
+        creds = self.credentials
+        if creds is not None:
+            headers["Authorization"] = basic_authorization(creds)
 
         async def attempt(_n: int) -> dict[str, Any]:
             self.token_requests += 1
@@ -196,8 +211,9 @@ class Authenticator:
                     )
                 raise RegistryError(
                     f"access denied: {what}: the token service {realm} answered HTTP {resp.status}",
-                    "check the registry credentials for "
-                    f"{self.host} (sources.registries.{self.host}.username/password)"
+                    f"check the registry credentials for {self.host} (the spec's "
+                    f"sources.registries.<host>.credentials, --registry-auth, or "
+                    "docker/podman login)"
                     if resp.status in (401, 403)
                     else "the registry's token service refused the request",
                 )

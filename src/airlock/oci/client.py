@@ -17,8 +17,13 @@ registry host, the endpoint actually used (a mirror from the spec's sources, els
    (and refetches it when it is damaged). A blob wanted by several images, at the same time or
    not, is fetched once (an in-flight map digest -> task).
 
-Auth is anonymous until a 401 (see `airlock.oci.auth`). Redirects on GETs are followed by hand
-so the Authorization header never goes to another host (blob storage on S3/GCS, a CDN).
+Auth is anonymous until a 401 (see `airlock.oci.auth`), and kept per origin: redirects are
+followed by hand, and each host reached (the registry, another registry a redirect leads to,
+object storage) gets only what its own challenge asked for, with the credentials filed for that
+host (`airlock.oci.credentials`), never the first host's token or password. Object storage that
+never challenges therefore never sees an Authorization header. 429 and 503 are retried after
+the server's Retry-After within a bounded budget (`airlock.fetch.retry`); Docker Hub's
+RateLimit-* headers are reported (`notices`) when few pulls are left.
 Connection drops resume with Range (or skip what we already have when the server sends it all).
 """
 
@@ -36,6 +41,7 @@ import aiohttp
 from airlock.content import Blob, BlobRole, ImageArtifact
 from airlock.errors import AirlockError, DigestMismatch, RegistryError
 from airlock.fetch.downloader import ProgressSink, gather_or_cancel
+from airlock.fetch.network import TLS_HINT, is_certificate_error, tls_problem
 from airlock.fetch.retry import (
     RetryPolicy,
     TransientError,
@@ -43,8 +49,9 @@ from airlock.fetch.retry import (
     retry_after_seconds,
     with_retries,
 )
-from airlock.oci.auth import Authenticator, Credentials, pull_scope
+from airlock.oci.auth import Authenticator, CredentialLoader, Credentials, pull_scope
 from airlock.oci.blobstore import BlobStore
+from airlock.oci.credentials import CredentialStore
 from airlock.oci.digest import is_digest, sha256_digest
 from airlock.oci.media import (
     DOCKER_MANIFEST,
@@ -120,6 +127,24 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
+def _rate_value(value: str | None) -> tuple[int, int] | None:
+    """`100;w=21600` -> (100, 21600); `100` -> (100, 0); None when absent or malformed."""
+    if not value:
+        return None
+    head, _, params = value.partition(";")
+    window = 0
+    for p in params.split(";"):
+        k, _, v = p.strip().partition("=")
+        if k == "w" and v.isdigit():
+            window = int(v)
+    return (int(head.strip()), window) if head.strip().isdigit() else None
+
+
+def _redact(url: str) -> str:
+    """A URL without its query (signed storage URLs carry their signature there)."""
+    return url.split("?", 1)[0]
+
+
 def _error_code(body: bytes) -> str:
     """The distribution error code(s) of a JSON error body (`MANIFEST_UNKNOWN`), or ''."""
     try:
@@ -184,6 +209,8 @@ class RegistryClient:
         *,
         session: aiohttp.ClientSession,
         policy: RetryPolicy | None = None,
+        credentials: CredentialStore | None = None,
+        notices: list[str] | None = None,
     ) -> None:
         self.host = host
         self.endpoint = endpoint
@@ -197,47 +224,96 @@ class RegistryClient:
             )
         self.base = f"{parts.scheme}://{parts.netloc}"
         self.prefix = parts.path.strip("/")
-        creds = (
-            Credentials(endpoint.username, endpoint.password or "")
-            if endpoint.username is not None
-            else None
-        )
-        self.auth = Authenticator(
-            host=host,
-            session=session,
-            credentials=creds,
-            policy=self.policy,
-            ssl=not endpoint.insecure,
-        )
+        self.credentials = credentials
+        self.notices = notices if notices is not None else []
+        self._rate_reported = False
+        self.home = _origin(self.base)
+        self.auths: dict[tuple[str, str, int | None], Authenticator] = {}
+        self.auth = self._authenticator(self.home)
+
+    def _authenticator(self, origin: tuple[str, str, int | None]) -> Authenticator:
+        """The auth state of one origin; credentials are the ones issued for THAT host."""
+        if origin not in self.auths:
+            scheme, hostname, port = origin
+            netloc = (
+                hostname
+                if port in (None, {"http": 80, "https": 443}.get(scheme))
+                else (f"{hostname}:{port}")
+            )
+            creds: Credentials | CredentialLoader | None = None
+            ep = self.endpoint
+            store = self.credentials
+            if origin == self.home and ep.username is not None:
+                creds = Credentials(ep.username, ep.password or "")
+            elif store is not None:
+                if origin == self.home:
+                    upstream = self.host
+                    creds = lambda: store.for_registry(upstream, netloc)  # noqa: E731
+                else:
+                    creds = lambda: store.for_host(netloc)  # noqa: E731
+            self.auths[origin] = Authenticator(
+                host=self.host if origin == self.home else netloc,
+                session=self.session,
+                credentials=creds,
+                policy=self.policy,
+                ssl=not self.endpoint.insecure if origin == self.home else True,
+            )
+        return self.auths[origin]
 
     def url(self, repository: str, kind: str, reference: str) -> str:
         repo = f"{self.prefix}/{repository}" if self.prefix else repository
         return f"{self.base}/v2/{repo}/{kind}/{reference}"
 
-    def _ssl(self) -> bool:
-        return not self.endpoint.insecure  # False: TLS not verified
+    def _ssl(self, origin: tuple[str, str, int | None]) -> bool:
+        # `insecure` is for the configured endpoint only; a redirect elsewhere is verified
+        return not self.endpoint.insecure if origin == self.home else True
+
+    def _note_rate_limit(self, headers: Mapping[str, str]) -> None:
+        """Docker Hub's pull limit (`RateLimit-Remaining: 7;w=21600`): said once when low."""
+        limit = _rate_value(headers.get("RateLimit-Limit"))
+        remaining = _rate_value(headers.get("RateLimit-Remaining"))
+        if limit is None or remaining is None or self._rate_reported:
+            return
+        if remaining[0] * 5 <= limit[0]:
+            self._rate_reported = True
+            hours = f" per {limit[1] / 3600:g} h" if limit[1] else ""
+            who = "this account" if self.auth.credentials is not None else "anonymous pulls"
+            self.notices.append(
+                f"{self.host}: rate limit nearly used up: {remaining[0]} of {limit[0]} pulls "
+                f"left{hours} for {who}; "
+                + (
+                    "wait for the window to pass, or use a mirror"
+                    if who == "this account"
+                    else "log in (docker login, or sources.registries."
+                    f"{self.host}.credentials) for a higher limit"
+                )
+            )
 
     async def _open(
         self, url: str, *, scope: str, headers: Mapping[str, str], what: str
     ) -> aiohttp.ClientResponse:
         """GET with auth and hand-followed redirects; returns a 2xx or 404 response (open).
 
-        401 -> answer the challenge once; 401 again or 403 -> access denied. 5xx/429 ->
-        TransientError. The Authorization header goes only to the registry's own origin.
+        Each origin (the registry, the registry a redirect leads to, object storage) gets only
+        the Authorization its OWN challenge asked for: nothing before a 401, and never another
+        origin's token or credentials. 401 -> that origin's challenge answered once; 401 again
+        or 403 -> access denied. 5xx/429 -> TransientError (with Retry-After).
         """
-        home = _origin(self.base)
-        answered = False
+        answered: set[tuple[str, str, int | None]] = set()
         target = url
         hops = 0
         while True:
-            send_auth = _origin(target) == home
+            origin = _origin(target)
+            auth = self._authenticator(origin)
             h = dict(headers)
-            auth_headers = self.auth.headers(scope) if send_auth else {}
+            auth_headers = auth.headers(scope)
             h.update(auth_headers)
             resp = await self.session.get(
-                target, headers=h, allow_redirects=False, ssl=self._ssl(), timeout=_TIMEOUT
+                target, headers=h, allow_redirects=False, ssl=self._ssl(origin), timeout=_TIMEOUT
             )
             status = resp.status
+            if origin == self.home:
+                self._note_rate_limit(resp.headers)
             if status in _REDIRECTS and resp.headers.get("Location"):
                 location = resp.headers["Location"]
                 resp.release()
@@ -246,38 +322,49 @@ class RegistryClient:
                     raise RegistryError(f"{what}: more than {_MAX_REDIRECTS} redirects from {url}")
                 target = urljoin(target, location)
                 continue
-            if status == 401 and send_auth and not answered:
+            if status == 401 and origin not in answered:
                 challenge = resp.headers.get("WWW-Authenticate")
                 resp.release()
                 if auth_headers:
-                    self.auth.forget(scope)  # expired or revoked: get a fresh one
-                if await self.auth.answer(challenge, scope, what=what):
-                    answered = True
-                    target, hops = url, 0
-                    continue
+                    auth.forget(scope)  # expired or revoked: get a fresh one
+                if await auth.answer(challenge, scope, what=what):
+                    answered.add(origin)
+                    if origin == self.home:
+                        target, hops = url, 0
+                    continue  # elsewhere: the same redirect target, now with its own token
                 raise RegistryError(
-                    f"access denied: {what} on {self.host} (HTTP 401, no usable credentials)",
-                    f"the registry requires credentials: set username/password for {self.host} "
-                    "in the spec's sources.registries",
+                    f"access denied: {what} on {auth.host} (HTTP 401, no usable credentials)",
+                    f"the registry requires credentials for {auth.host}: name them in the "
+                    f"spec (sources.registries.{self.host}.credentials: env or file), pass "
+                    "--registry-auth FILE, or log in with docker/podman/skopeo login",
                 )
             if status in (401, 403):
                 body = await resp.read()
                 resp.release()
                 code = _error_code(body)
                 raise RegistryError(
-                    f"access denied: {what} on {self.host} (HTTP {status}"
+                    f"access denied: {what} on {auth.host} (HTTP {status}"
                     + (f" {code})" if code else ")"),
                     "the registry refused this repository for these credentials: check the "
-                    f"image name, and the username/password for {self.host} in "
-                    "sources.registries (anonymous pulls may not be allowed)",
+                    f"image name, and the credentials for {auth.host} (the spec's "
+                    f"sources.registries.{self.host}.credentials, --registry-auth, or "
+                    "docker/podman login; anonymous pulls may not be allowed)",
                 )
             if 200 <= status < 300 or status == 404:
                 return resp
             retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+            body = await resp.read() if status == 400 else b""
             resp.release()
             if is_transient_status(status):
-                raise TransientError(f"HTTP {status} from {self.host}", retry_after=retry_after)
-            raise RegistryError(f"{what}: {self.host} answered HTTP {status} for {target}")
+                raise TransientError(
+                    f"HTTP {status} from {origin[1]}"
+                    + (f" (Retry-After {resp.headers['Retry-After']})" if retry_after else ""),
+                    retry_after=retry_after,
+                )
+            detail = f": {body[:200].decode(errors='replace')}" if body else ""
+            raise RegistryError(
+                f"{what}: {origin[1]} answered HTTP {status} for {_redact(target)}{detail}"
+            )
 
     async def get_manifest(self, repository: str, reference: str, *, what: str) -> Manifest:
         """GET a manifest by tag or digest; its digest is the sha256 of the bytes, verified."""
@@ -383,9 +470,10 @@ class RegistryClient:
         except AirlockError:
             raise
         except aiohttp.ClientError as exc:
+            if is_certificate_error(exc):
+                raise RegistryError(f"{what}: {tls_problem(exc)}", TLS_HINT) from exc
             hint = (
-                "the registry's TLS certificate is not trusted: fix it, or mark the source "
-                "insecure in sources.registries"
+                "the registry's TLS setup failed: check its certificate and the CA bundle"
                 if isinstance(exc, aiohttp.ClientSSLError)
                 else "check the registry endpoint in sources.registries"
             )
@@ -404,7 +492,11 @@ class _Puller:
         policy: RetryPolicy,
         progress: ProgressSink | None,
         verify_existing: bool,
+        credentials: CredentialStore | None = None,
+        notices: list[str] | None = None,
     ) -> None:
+        self.credentials = credentials
+        self.notices = notices
         self.dest = dest
         self.endpoints = endpoints
         self.platforms = platforms
@@ -420,7 +512,14 @@ class _Puller:
     def client(self, host: str) -> RegistryClient:
         if host not in self.clients:
             ep = self.endpoints.get(host) or default_endpoint(host)
-            self.clients[host] = RegistryClient(host, ep, session=self.session, policy=self.policy)
+            self.clients[host] = RegistryClient(
+                host,
+                ep,
+                session=self.session,
+                policy=self.policy,
+                credentials=self.credentials,
+                notices=self.notices,
+            )
         return self.clients[host]
 
     async def _present(self, digest: str) -> bool:
@@ -596,10 +695,14 @@ async def pull_images(
     retries: int = 4,
     backoff: float = 0.5,
     verify_existing: bool = False,
+    credentials: CredentialStore | None = None,
+    notices: list[str] | None = None,
 ) -> list[ImageArtifact]:
     """Pull every reference into `dest` (verified), in order; empty `platforms` = all.
 
     `endpoints` is keyed by upstream registry host; a host without one is reached directly.
+    `credentials` answers challenges (per host contacted); `notices` collects what the user
+    should hear (a rate limit nearly used up).
     """
     wanted = [parse_platform(p) for p in platforms]
     dest.ensure()
@@ -612,6 +715,8 @@ async def pull_images(
         policy=RetryPolicy(retries=retries, base_delay=backoff),
         progress=progress,
         verify_existing=verify_existing,
+        credentials=credentials,
+        notices=notices,
     )
     try:
         tasks = [asyncio.ensure_future(puller.pull(r)) for r in refs]

@@ -151,6 +151,7 @@ def load_repositories(
     keys: Sequence[Path | bytes] = (),
     mirrors: Mapping[str, str] | None = None,
     fetch: Fetch | None = None,
+    opener: Any = None,  # a urllib opener (airlock.fetch.network), used when `fetch` is None
 ) -> list[RepoMetadata]:
     """Fetch and verify the metadata of every repository in `packages.repositories`."""
     fmt = package_format(packages_spec.os)
@@ -159,7 +160,7 @@ def load_repositories(
             "packages.repositories is empty: there is nowhere to resolve packages from",
             hint="add the distribution's repository URL(s) to the spec",
         )
-    reader = fetch or url_reader(mirrors)
+    reader = fetch or url_reader(mirrors, opener=opener)
     out: list[RepoMetadata] = []
     for i, url in enumerate(packages_spec.repositories):
         where = workdir / f"repo-{i}"

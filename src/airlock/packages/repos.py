@@ -40,6 +40,7 @@ from typing import Literal
 
 from airlock import system
 from airlock.errors import DigestMismatch, FetchError, UsageError, VerificationError
+from airlock.fetch.network import TLS_HINT, is_certificate_error, tls_problem
 from airlock.resolve.urls import apply_mirror
 
 __all__ = [
@@ -134,9 +135,16 @@ def rpm_arch(platform: str) -> str:
 # ---------------------------------------------------------------------------- reading bytes
 
 
-def url_reader(mirrors: Mapping[str, str] | None = None, *, attempts: int = 3) -> Fetch:
-    """Read `file://` URLs and plain paths from disk, http(s) through the spec's mirrors."""
+def url_reader(
+    mirrors: Mapping[str, str] | None = None,
+    *,
+    attempts: int = 3,
+    opener: urllib.request.OpenerDirector | None = None,
+) -> Fetch:
+    """Read `file://` URLs and plain paths from disk, http(s) through the spec's mirrors (and
+    `opener`: the environment's proxies and the operator's CA, see airlock.fetch.network)."""
     mirror_map = dict(mirrors or {})
+    open_url = (opener or urllib.request.build_opener()).open
 
     def read(url: str) -> bytes:
         if url.startswith("file://"):
@@ -147,7 +155,7 @@ def url_reader(mirrors: Mapping[str, str] | None = None, *, attempts: int = 3) -
         last: Exception | None = None
         for attempt in range(attempts):
             try:
-                with urllib.request.urlopen(target, timeout=30) as resp:
+                with open_url(target, timeout=30) as resp:
                     data: bytes = resp.read(_MAX_METADATA + 1)
                 if len(data) > _MAX_METADATA:
                     raise FetchError(f"{url}: metadata larger than {_MAX_METADATA} bytes")
@@ -157,6 +165,8 @@ def url_reader(mirrors: Mapping[str, str] | None = None, *, attempts: int = 3) -
                     raise _NotFound(url, exc.code) from None
                 last = exc
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                if is_certificate_error(exc):
+                    raise FetchError(f"{url}: {tls_problem(exc)}", hint=TLS_HINT) from None
                 last = exc
             time.sleep(min(0.2 * 2**attempt, 2))
         raise FetchError(

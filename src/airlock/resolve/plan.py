@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from airlock.errors import AirlockError
+from airlock.fetch.network import NetworkOptions
 from airlock.oci.ref import parse_reference
 from airlock.resolve.charts import chart_images, find_chart
 from airlock.resolve.kubernetes import KubeadmImages, images_from_constants, kubeadm_images
@@ -46,7 +47,13 @@ def _kubeadm_list(spec: Spec, fetcher: Fetcher, warn: Callable[[str], None]) -> 
 ChartRenderer = Callable[[bytes, str], "str | None"]  # chart archive, label -> manifests
 
 
-def resolve_plan_with(spec: Spec, fetcher: Fetcher, *, render: ChartRenderer | None = None) -> Plan:
+def resolve_plan_with(
+    spec: Spec,
+    fetcher: Fetcher,
+    *,
+    render: ChartRenderer | None = None,
+    network: NetworkOptions | None = None,
+) -> Plan:
     plan = Plan(spec.metadata.name, spec.kubernetes.version)
     mirrors = spec.sources.files
 
@@ -179,7 +186,7 @@ def resolve_plan_with(spec: Spec, fetcher: Fetcher, *, render: ChartRenderer | N
             )
         )
     if spec.packages and spec.packages.repositories and spec.packages.names:
-        plan.artifacts += _package_closure(spec, plan.warnings.append)
+        plan.artifacts += _package_closure(spec, plan.warnings.append, network)
     elif spec.packages:
         if spec.packages.names:
             plan.warnings.append(
@@ -199,7 +206,9 @@ def resolve_plan_with(spec: Spec, fetcher: Fetcher, *, render: ChartRenderer | N
     return plan
 
 
-def _package_closure(spec: Spec, warn: Callable[[str], None]) -> list[Artifact]:
+def _package_closure(
+    spec: Spec, warn: Callable[[str], None], network: NetworkOptions | None = None
+) -> list[Artifact]:
     """The exact package files the target needs (libsolv), each with why it is needed."""
     import tempfile
     from pathlib import Path
@@ -222,6 +231,7 @@ def _package_closure(spec: Spec, warn: Callable[[str], None]) -> list[Artifact]:
                 platform=platform,
                 keys=[Path(k) for k in pkgs.keys],
                 mirrors=spec.sources.files,
+                opener=(network or NetworkOptions()).opener(),
             )
             if not pkgs.keys:
                 warn(
@@ -251,10 +261,15 @@ def _package_closure(spec: Spec, warn: Callable[[str], None]) -> list[Artifact]:
     return out
 
 
-def resolve_plan(spec: Spec) -> Plan:
+def resolve_plan(spec: Spec, *, network: NetworkOptions | None = None) -> Plan:
     from airlock.fetch.metadata import MetadataFetcher
 
-    return resolve_plan_with(spec, MetadataFetcher(spec.sources.files), render=helm_template)
+    return resolve_plan_with(
+        spec,
+        MetadataFetcher(spec.sources.files, network=network),
+        render=helm_template,
+        network=network,
+    )
 
 
 def helm_template(chart_tgz: bytes, label: str) -> str | None:

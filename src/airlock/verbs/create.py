@@ -16,15 +16,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from airlock import system
 from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
 from airlock.content import FileArtifact, ImageArtifact, UpstreamChecksum
 from airlock.errors import AirlockError
 from airlock.fetch.downloader import FetchedFile, FileRequest, ProgressSink, fetch_files
+from airlock.fetch.network import NetworkOptions
 from airlock.oci.blobstore import BlobStore
 from airlock.oci.client import Endpoint, pull_images
+from airlock.oci.credentials import CredentialRef, CredentialStore
 from airlock.oci.ref import parse_reference
 from airlock.resolve.model import Artifact, Plan
 from airlock.resolve.plan import resolve_plan
@@ -40,6 +40,7 @@ __all__ = [
     "CreateResult",
     "create_bundle",
     "default_cache_dir",
+    "registry_credentials",
 ]
 
 ANNOTATION_ARTIFACT = "io.airlock.artifact"  # the logical name: kubeadm, cni-plugins, ...
@@ -73,6 +74,9 @@ class CreateOptions:
     progress: ProgressSink | None = None
     since: Path | None = None  # an inventory or an old bundle: build a delta on it
     since_keys: Sequence[Path] = ()  # the inventory's signature must verify with one of these
+    registry_auth: Path | None = None  # a Docker config.json / auth.json with registry logins
+    network: NetworkOptions = field(default_factory=NetworkOptions)  # proxies from env, CA
+    spec_dir: Path | None = None  # relative credentials files in the spec are read from here
 
 
 @dataclass
@@ -134,13 +138,14 @@ def _check_signatures(
     artifacts: Sequence[Artifact],
     cache: BlobStore,
     mirrors: dict[str, str],
+    network: NetworkOptions | None = None,
 ) -> list[FileArtifact]:
     """Upstream detached signatures (spec `verify.signatures`), checked over the bytes fetched;
     each verified file records the signature URL and the key id in airlock.json."""
     from airlock.fetch.metadata import MetadataFetcher
     from airlock.fetch.signatures import verify_detached
 
-    fetcher = MetadataFetcher(mirrors)
+    fetcher = MetadataFetcher(mirrors, network=network)
     out = []
     for f, a in zip(files, artifacts, strict=True):
         if a.signature_url and a.signature_key:
@@ -158,6 +163,19 @@ def _check_signatures(
             )
         out.append(f)
     return out
+
+
+def registry_credentials(
+    spec: Spec, *, auth_file: Path | None, spec_dir: Path | None
+) -> CredentialStore:
+    """Where registry logins come from: the spec's references, `--registry-auth`, then the
+    files the container tools read (see `airlock.oci.credentials`); read only when asked."""
+    refs = {
+        host: CredentialRef(env=c.env, file=c.file, username=c.username)
+        for host, src in spec.sources.registries.items()
+        if (c := src.credentials) is not None
+    }
+    return CredentialStore.default(spec_refs=refs, auth_file=auth_file, base=spec_dir)
 
 
 def _endpoints(spec: Spec) -> dict[str, Endpoint]:
@@ -210,8 +228,8 @@ async def _fetch_all(
     pairs = _file_requests(plan, dict(spec.sources.files))
     refs = [parse_reference(a.source) for a in plan.images()]
     endpoints = _endpoints(spec)
-    connector = aiohttp.TCPConnector(limit=max(4, opts.concurrency * 2))
-    async with aiohttp.ClientSession(connector=connector) as session:
+    credentials = registry_credentials(spec, auth_file=opts.registry_auth, spec_dir=opts.spec_dir)
+    async with opts.network.session(limit=max(4, opts.concurrency * 2)) as session:
         files_task = asyncio.create_task(  # noqa: RUF006 (awaited below)
             fetch_files(
                 [r for _, r in pairs],
@@ -230,6 +248,8 @@ async def _fetch_all(
                 session=session,
                 concurrency=opts.concurrency,
                 progress=opts.progress,
+                credentials=credentials,
+                notices=warnings,
             )
         )
         try:
@@ -241,7 +261,9 @@ async def _fetch_all(
             await asyncio.gather(files_task, images_task, return_exceptions=True)
             raise
         files = _file_artifacts([(a, f) for (a, _), f in zip(pairs, fetched, strict=True)])
-        files = _check_signatures(files, [a for a, _ in pairs], cache, dict(spec.sources.files))
+        files = _check_signatures(
+            files, [a for a, _ in pairs], cache, dict(spec.sources.files), opts.network
+        )
         listed = _kubeadm_listed(files, cache, spec.kubernetes.version)
         if listed is not None:
             have = {a.source for a in plan.images()}
@@ -261,6 +283,8 @@ async def _fetch_all(
                     session=session,
                     concurrency=opts.concurrency,
                     progress=opts.progress,
+                    credentials=credentials,
+                    notices=warnings,
                 )
                 for r in missing:
                     plan.artifacts.append(
@@ -338,7 +362,7 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
 
         # Read and verify the baseline first: a bad signature refuses before any download.
         baseline = read_baseline(options.since, keys=options.since_keys)
-    plan = resolve_plan(spec)
+    plan = resolve_plan(spec, network=options.network)
     cache = BlobStore(options.cache or default_cache_dir())
     cache.ensure()
     cache.remove_temp_files()  # blobs a killed run was writing (a live writer's are locked)

@@ -35,6 +35,7 @@ from airlock.bundle.writer import BundleContent
 from airlock.errors import FetchError, UsageError, VerificationError
 from airlock.fetch.checksums import checksum_from_spec, parse_checksum_file, url_filename
 from airlock.fetch.metadata import MetadataFetcher
+from airlock.fetch.network import NetworkOptions
 from airlock.oci.client import Endpoint, Manifest, RegistryClient, default_endpoint
 from airlock.oci.digest import is_digest, sha256_digest
 from airlock.oci.media import INDEX_MEDIA_TYPES
@@ -560,7 +561,7 @@ async def _file_blobs(
 
 async def _plan_blobs(spec: Spec, plan: Plan, meta: MetadataFetcher) -> list[ArtifactBlobs]:
     endpoints = _endpoints(spec)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as session:
+    async with meta.network.session(limit=8) as session:
         clients: dict[str, RegistryClient] = {}
         for a in plan.images():
             host = parse_reference(a.source).registry
@@ -583,11 +584,15 @@ async def _plan_blobs(spec: Spec, plan: Plan, meta: MetadataFetcher) -> list[Art
 
 
 def plan_since(
-    spec: Spec, *, baseline: Baseline, fetcher: MetadataFetcher | None = None
+    spec: Spec,
+    *,
+    baseline: Baseline,
+    fetcher: MetadataFetcher | None = None,
+    network: NetworkOptions | None = None,
 ) -> SincePlan:
     """Resolve the plan, then learn every artifact's blobs from metadata and subtract what the
     baseline holds. Downloads no artifact (files are HEAD-ed for their size)."""
-    meta = fetcher or MetadataFetcher(spec.sources.files)
+    meta = fetcher or MetadataFetcher(spec.sources.files, network=network)
     plan = resolve_plan_with(spec, meta)
     try:
         items = asyncio.run(_plan_blobs(spec, plan, meta))
