@@ -44,10 +44,10 @@ def test_error_text_with_brackets_is_printed_as_is(capsys: object) -> None:
 
     _report(
         AirlockError(
-            "kube-flannel.yml: DaemonSet containers[kube-flannel] [with airlock's STAND-IN kubeadm]",
+            "kube-flannel.yml: DaemonSet containers[kube-flannel] [from the bundle]",
             hint="see [bold]this[/bold]",
         )
     )
     err = capsys.readouterr().err  # type: ignore[attr-defined]
-    assert "containers[kube-flannel] [with airlock's STAND-IN kubeadm]" in err
+    assert "containers[kube-flannel] [from the bundle]" in err
     assert "[bold]this[/bold]" in err

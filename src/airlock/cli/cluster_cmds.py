@@ -29,8 +29,6 @@ def _render(result: Any) -> None:
         state.console.print(result.plan_text, markup=False, highlight=False, end="")
         if result.message:
             state.line(result.message)
-        if getattr(result, "standin", False):
-            state.warn("a STAND-IN ran (not real kubeadm/helm): no real cluster was changed")
 
     state.emit(data, text)
 

@@ -21,7 +21,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from airlock.cluster.runner import ADMIN_CONF, CommandRunner, SystemRunner, used_standin
+from airlock.cluster.runner import ADMIN_CONF, CommandRunner, SystemRunner
 from airlock.errors import AirlockError, NodeError, UsageError
 from airlock.oci.layout import OciLayout
 from airlock.oci.ref import parse_reference
@@ -77,7 +77,6 @@ class AppResult:
     images: tuple[str, ...]
     dry_run: bool
     plan_text: str
-    standin: bool = False
     log: str = ""
     message: str = ""
 
@@ -239,24 +238,15 @@ def run_app_deploy(
 ) -> AppResult:
     log = log_dir / f"helm-{plan.release}.log"
     result = runner.run(plan.argv, log=log)
-    standin = used_standin(result.stdout + result.stderr)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-2:]
         raise NodeError(
             f"helm failed to deploy {plan.release} (exit {result.returncode}); its output is in"
-            f" {log}"
-            + (f" (last lines: {' | '.join(tail)})" if tail else "")
-            + (" [with airlock's STAND-IN helm]" if standin else ""),
+            f" {log}" + (f" (last lines: {' | '.join(tail)})" if tail else ""),
             hint="`helm status` and `kubectl get pods -A` show what did not come up",
         )
-    if standin:
-        message = (
-            f"helm ran as airlock's STAND-IN: chart {plan.chart.name} {plan.chart.version} and"
-            " the values were checked, NOTHING was deployed (no pods to compare)"
-        )
-    else:
-        _check_pod_images(plan, runner, registry_images, log_dir)
-        message = f"deployed {plan.release}: chart {plan.chart.name} {plan.chart.version}"
+    _check_pod_images(plan, runner, registry_images, log_dir)
+    message = f"deployed {plan.release}: chart {plan.chart.name} {plan.chart.version}"
     return AppResult(
         release=plan.release,
         chart=plan.chart.chart,
@@ -264,7 +254,6 @@ def run_app_deploy(
         images=plan.chart.images,
         dry_run=False,
         plan_text=plan.render(),
-        standin=standin,
         log=str(log),
         message=message,
     )

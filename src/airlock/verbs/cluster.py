@@ -2,8 +2,7 @@
 
 On the offline node the spec and the files come from what `airlock load` put in the store:
 the spec inside the newest bundle's airlock.json, the CNI manifest and the charts as blobs
-(checked by digest). kubeadm and helm are whatever is installed; in tests and the demo they
-are airlock's named stand-ins, and the results say so.
+(checked by digest). kubeadm and helm are whatever the node has installed from the bundle.
 """
 
 from __future__ import annotations
