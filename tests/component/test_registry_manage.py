@@ -417,6 +417,35 @@ def test_referrers_and_digest_pushes_survive_a_restart(store: Path) -> None:
     assert set(OciLayout(store).images()) == {"app:v1"}
 
 
+def test_a_push_cannot_pose_as_a_bundle_files_artifact(store: Path) -> None:
+    with running(StoreSource(OciLayout(store)), options=MANAGE) as srv:
+        _push_blob(srv.port, "app", b"{}")
+        script = b"#!/bin/sh\necho not kubelet\n"
+        kubelet = _push_blob(srv.port, "app", script)
+        body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": "application/vnd.airlock.files.v1",
+                "config": {"mediaType": OCI_EMPTY, "digest": sha256_digest(b"{}"), "size": 2},
+                "layers": [
+                    {
+                        "mediaType": "application/octet-stream",
+                        "digest": kubelet,
+                        "size": len(script),
+                    }
+                ],
+            }
+        ).encode()
+        for ref in ("files", sha256_digest(body)):
+            got = request(
+                srv.port, "PUT", f"/v2/app/manifests/{ref}", body=body,
+                headers={"Content-Type": OCI_MANIFEST},
+            )  # fmt: skip
+            assert (got.status, got.code) == (403, "DENIED"), got.body
+    assert OciLayout(store).manifests() == []
+
+
 def test_mount_without_from_finds_the_blob(store: Path) -> None:
     with running(StoreSource(OciLayout(store)), options=MANAGE) as srv:
         digest = _push_blob(srv.port, "team/one", b"shared layer")

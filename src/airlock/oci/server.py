@@ -946,6 +946,24 @@ def _check_descriptor(store: OciLayout, desc: Any, what: str) -> str | None:
     return digest
 
 
+# airlock's own artifacts (the files a node installs from: kubelet, kubeadm, ...) come only
+# from bundles that `load` verified; a push must not be able to pose as one.
+_RESERVED_TYPE_PREFIX = "application/vnd.airlock."
+
+
+def _refuse_reserved(doc: dict[str, Any]) -> None:
+    config = doc.get("config")
+    kinds = [doc.get("artifactType"), config.get("mediaType") if isinstance(config, dict) else None]
+    reserved = [k for k in kinds if isinstance(k, str) and k.startswith(_RESERVED_TYPE_PREFIX)]
+    if reserved:
+        raise RegistryHTTPError(
+            403,
+            "DENIED",
+            f"artifact type {reserved[0]} is reserved to bundles loaded with `airlock load`",
+            reserved[0],
+        )
+
+
 def _validate_manifest(
     store: OciLayout, body: bytes, content_type: str
 ) -> tuple[str, list[str], list[str]]:
@@ -981,6 +999,7 @@ def _validate_manifest(
         raise RegistryHTTPError(
             400, "MANIFEST_INVALID", "manifest invalid: unsupported media type", media_type
         )
+    _refuse_reserved(doc)
     blobs: list[str] = []
     children: list[str] = []
     if media_type in INDEX_MEDIA_TYPES:
