@@ -355,3 +355,27 @@ def test_registry_unit_listens_where_told_never_everywhere_by_default() -> None:
     assert registry_listen_addresses(["198.18.1.3:5000"], named, None) == ["198.18.1.3:5000"]
     unit = render_registry_unit(listen=["198.18.1.2:5000", "127.0.0.1:5000"])
     assert "--listen 198.18.1.2:5000 --listen 127.0.0.1:5000" in unit
+
+
+def test_install_writes_registry_credentials_once_and_never_prints_them(tmp_path: Path) -> None:
+    from airlock.node.registry_pki import RegistryCredentials, certificate_addresses
+
+    assert certificate_addresses(["198.18.1.2:5000", "0.0.0.0:5000", "[::1]:5000"]) == [
+        "198.18.1.2",
+        "::1",
+    ]
+    root = tmp_path / "root"
+    root.mkdir()
+    ctx = Context(root=root)
+    creds = RegistryCredentials(listen=["198.18.1.2:5000", "127.0.0.1:5000"])
+    first = plan([creds], ctx)
+    (item,) = first.items
+    assert item.change.changed and "/etc/airlock/pki/htpasswd" in item.change.msg
+    apply(first, ctx)
+    pki = root / "etc/airlock/pki"
+    password = (pki / "registry-password").read_text().strip()
+    assert password and password not in item.change.msg
+    for name in ("ca.key", "registry.key", "htpasswd", "registry-password"):
+        assert (pki / name).stat().st_mode & 0o777 == 0o600, name
+    assert plan([creds], ctx).empty  # a second install keeps them (clients keep working)
+    assert (pki / "registry-password").read_text().strip() == password

@@ -38,6 +38,7 @@ from airlock.bundle.reader import BundleReader
 from airlock.errors import DigestMismatch, NodeError, VerificationError
 from airlock.node.engine import Context, Resource
 from airlock.node.mirrors import Mirror, mirror_files, render_containerd_config
+from airlock.node.registry_pki import RegistryCredentials
 from airlock.node.resources import (
     Directory,
     File,
@@ -549,6 +550,7 @@ def install_resources(
         Symlink(AIRLOCK_LINK, target=f"{AIRLOCK_VENV}/bin/airlock"),
         File(containerd_unit, content=CONTAINERD_UNIT),
         File(registry_unit, content=render_registry_unit(listen=registry_listen, store=store)),
+        RegistryCredentials(listen=registry_listen),
         File(KUBELET_UNIT, content=kubelet_text),
         File(KUBEADM_DROPIN, content=dropin_text),
         Service(REGISTRY_UNIT_NAME, unit_path=registry_unit),
