@@ -61,12 +61,21 @@ class Htpasswd:
     # credentials on every request and bcrypt costs tens of milliseconds each time.
     _verified: set[bytes] = field(default_factory=set, repr=False)
 
+    def _key(self, user: str, password: str, stored: str) -> bytes:
+        return hashlib.sha256(f"{user}\0{password}\0{stored}".encode()).digest()
+
+    def known_good(self, user: str, password: str) -> bool:
+        """True when these credentials already verified (cheap: no bcrypt, fine on an event
+        loop); False means "not known", call `verify`."""
+        stored = self.entries.get(user)
+        return stored is not None and self._key(user, password, stored) in self._verified
+
     def verify(self, user: str, password: str) -> bool:
         stored = self.entries.get(user)
         if stored is None:
             bcrypt.checkpw(_bcrypt_input(password), _DUMMY_HASH)
             return False
-        key = hashlib.sha256(f"{user}\0{password}\0{stored}".encode()).digest()
+        key = self._key(user, password, stored)
         if key in self._verified:
             return True
         ok = _check(password, stored)
