@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 from airlock.cli.output import state
+from airlock.cli.sizes import format_size
 from airlock.resolve.model import Plan
 
 __all__ = ["render_plan"]
+
+
+def _size(n: int | None) -> str:
+    return format_size(n) if n is not None else "?"
+
+
+def _short(digest: str | None) -> str:
+    return digest.removeprefix("sha256:")[:12] if digest else "?"
 
 
 def render_plan(plan: Plan) -> None:
     def text() -> None:
         files = [a for a in plan.files() if a.kind != "package"]
         state.table(
-            ["kind", "name", "version", "platform", "source"],
-            [(a.kind, a.name, a.version, a.platform, a.source) for a in files],
+            ["kind", "name", "version", "platform", "size", "sha256", "source"],
+            [
+                (a.kind, a.name, a.version, a.platform, _size(a.size), _short(a.digest), a.source)
+                for a in files
+            ],
             title=f"files ({len(files)})",
         )
         images = plan.images()
         state.table(
-            ["image", "found in"],
-            [(a.source, "; ".join(a.found_in)) for a in images],
+            ["image", "size", "digest", "found in"],
+            [(a.source, _size(a.size), _short(a.digest), "; ".join(a.found_in)) for a in images],
             title=f"images ({len(images)}); kubeadm list from: {plan.image_list_source}",
         )
+        if plan.total_size is not None:
+            state.line(
+                f"bundle total: {format_size(plan.total_size)} ({plan.total_size} bytes, each "
+                "blob once)"
+                + (f"; {plan.unknown_sizes} size(s) unknown" if plan.unknown_sizes else "")
+            )
         packages = [a for a in plan.artifacts if a.kind == "package"]
         if packages:
             state.line(

@@ -61,14 +61,17 @@ def plan(
     ca_bundle: Path | None = typer.Option(
         None, "--ca-bundle", help="PEM CA certificates to trust beside the system's."
     ),
+    registry_auth: Path | None = typer.Option(
+        None, "--registry-auth", help="Registry logins: a Docker config.json or auth.json."
+    ),
     json_out: bool = json_option(),
 ) -> None:
-    """Resolve every artifact (URLs, image refs, where each was found); no artifact download."""
+    """Resolve every artifact (URLs, image refs, digests, sizes); no artifact download."""
     use_json(json_out)
     from airlock.cli.render_plan import render_plan
     from airlock.fetch.network import NetworkOptions
-    from airlock.resolve.plan import resolve_plan
     from airlock.spec import load_spec
+    from airlock.verbs.plan import PlanOptions, plan_bundle
 
     spec = load_spec(spec_file)
     network = NetworkOptions.choose(
@@ -77,7 +80,12 @@ def plan(
     if since is not None:
         _plan_since(spec, since, since_key, network)
         return
-    result = resolve_plan(spec, network=network)
+    result = plan_bundle(
+        spec,
+        options=PlanOptions(
+            network=network, registry_auth=registry_auth, spec_dir=spec_file.resolve().parent
+        ),
+    )
     render_plan(result)
 
 

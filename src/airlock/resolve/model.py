@@ -19,7 +19,8 @@ class Artifact:
     sha256: str | None = None  # pinned in the spec or in the plan
     platform: str = ""
     found_in: tuple[str, ...] = ()  # how it was discovered: "kubeadm table v1.27.3", ...
-    size: int | None = None  # when the metadata says (OS packages)
+    size: int | None = None  # when the metadata says (OS packages; plan: HEAD, manifests)
+    digest: str | None = None  # plan: sha256 from the checksum file; an image's manifest digest
     signature_url: str | None = None  # an upstream detached signature to check (spec `verify`)
     signature_key: str | None = None
 
@@ -36,6 +37,8 @@ class Plan:
     artifacts: list[Artifact] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     image_list_source: str = ""  # which authority gave kubeadm's image list
+    total_size: int | None = None  # measured plans: bytes of every unique blob known
+    unknown_sizes: int = 0  # blobs whose size is not known before download
 
     def images(self) -> list[Artifact]:
         return [a for a in self.artifacts if a.kind == "image"]
@@ -55,5 +58,7 @@ class Plan:
             "kubernetesVersion": self.kubernetes_version,
             "imageListSource": self.image_list_source,
             "warnings": self.warnings,
+            "totalSize": self.total_size,
+            "unknownSizes": self.unknown_sizes,
             "artifacts": [a.to_json() for a in self.artifacts],
         }

@@ -37,6 +37,7 @@ from airlock.fetch.checksums import checksum_from_spec, parse_checksum_file, url
 from airlock.fetch.metadata import MetadataFetcher
 from airlock.fetch.network import NetworkOptions
 from airlock.oci.client import Endpoint, Manifest, RegistryClient, default_endpoint
+from airlock.oci.credentials import CredentialStore
 from airlock.oci.digest import is_digest, sha256_digest
 from airlock.oci.media import INDEX_MEDIA_TYPES
 from airlock.oci.platform import parse_platform, select_manifests
@@ -57,6 +58,7 @@ __all__ = [
     "TravelEntry",
     "apply_baseline",
     "inventory_bytes",
+    "measure_plan",
     "omitted_digests",
     "plan_since",
     "read_baseline",
@@ -559,7 +561,10 @@ async def _file_blobs(
     return ArtifactBlobs(artifact.kind, name, artifact.platform, ((digest, size),), note)
 
 
-async def _plan_blobs(spec: Spec, plan: Plan, meta: MetadataFetcher) -> list[ArtifactBlobs]:
+async def measure_plan(
+    spec: Spec, plan: Plan, meta: MetadataFetcher, *, credentials: CredentialStore | None = None
+) -> list[ArtifactBlobs]:
+    """Every file then every image of `plan`, with its blobs, from metadata only."""
     endpoints = _endpoints(spec)
     async with meta.network.session(limit=8) as session:
         clients: dict[str, RegistryClient] = {}
@@ -567,7 +572,7 @@ async def _plan_blobs(spec: Spec, plan: Plan, meta: MetadataFetcher) -> list[Art
             host = parse_reference(a.source).registry
             if host not in clients:
                 ep = endpoints.get(host) or default_endpoint(host)
-                clients[host] = RegistryClient(host, ep, session=session)
+                clients[host] = RegistryClient(host, ep, session=session, credentials=credentials)
         sem = asyncio.Semaphore(8)
 
         async def bounded(coro: Any) -> ArtifactBlobs:
@@ -595,7 +600,7 @@ def plan_since(
     meta = fetcher or MetadataFetcher(spec.sources.files, network=network)
     plan = resolve_plan_with(spec, meta)
     try:
-        items = asyncio.run(_plan_blobs(spec, plan, meta))
+        items = asyncio.run(measure_plan(spec, plan, meta))
     except aiohttp.ClientError as exc:  # pragma: no cover - mapped at the boundary
         raise FetchError(f"plan --since: {exc}") from exc
     entries, travel, present = travel_summary(items, baseline.blobs)
