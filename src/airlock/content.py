@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-__all__ = ["Blob", "BlobRole", "FileArtifact", "ImageArtifact", "UpstreamChecksum"]
+__all__ = ["Blob", "BlobRole", "FileArtifact", "ImageArtifact", "StoredForm", "UpstreamChecksum"]
 
 
 class BlobRole(StrEnum):
@@ -54,6 +54,15 @@ class ImageArtifact:
 
 
 @dataclass(frozen=True)
+class StoredForm:
+    """How a file's bytes are stored in the bundle when not as fetched (zstd): its own blob."""
+
+    compression: str  # "zstd"
+    digest: str  # sha256 of the stored bytes: the blob in the bundle
+    size: int
+
+
+@dataclass(frozen=True)
 class FileArtifact:
     """A file carried in the bundle: kubeadm, a CNI tgz, a chart, kube-flannel.yml, a wheel."""
 
@@ -67,3 +76,9 @@ class FileArtifact:
     version: str = ""
     checksum: UpstreamChecksum | None = None
     annotations: dict[str, str] = field(default_factory=dict)
+    stored: StoredForm | None = None  # None: the blob is the file as fetched
+
+    @property
+    def blob_digest(self) -> str:
+        """The digest of the blob the bundle carries for this file."""
+        return self.stored.digest if self.stored else self.digest

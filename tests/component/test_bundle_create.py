@@ -298,3 +298,29 @@ def test_ctr_images_import_reads_the_bundle(built: dict[str, object], tmp_path: 
     assert "registry.k8s.io/kube-apiserver:v1.27.3" in images
     assert "docker.io/flannel/flannel:v0.22.0" in images
     assert not any(i.startswith("airlock.local/") for i in images)  # the files are not an image
+
+
+def test_files_are_compressed_and_image_blobs_are_not(built: dict[str, object]) -> None:
+    """zstd by default for the files artifact only: kubectl is stored compressed (and comes
+    back as itself), every image blob is the upstream's, and inspect reports the ratio."""
+    from airlock.bundle.reader import open_bundle
+    from airlock.node.install import BundleSource
+    from airlock.oci.digest import file_digest
+
+    first = built["first"]
+    assert isinstance(first, dict)
+    assert first["filesStoredBytes"] < first["filesBytes"]
+    bundle = Path(first["bundle"])
+    with open_bundle(bundle) as reader:
+        m = reader.manifest
+        assert m.format_version == "1.1"
+        kubectl = next(f for f in m.files if f.name == "kubectl" and f.platform == "linux/amd64")
+        assert kubectl.stored is not None and kubectl.stored.size * 2 < kubectl.size
+        with BundleSource(reader).open(kubectl.digest) as fh:
+            assert file_digest(fh) == kubectl.digest
+        image_blobs = {d for i in m.images for d in i.blobs}
+        blobs = m.blob_map()
+        assert image_blobs and all(not blobs[d].media_type.endswith("+zstd") for d in image_blobs)
+        assert all(f.stored is None for f in m.files if f.kind in ("wheel", "package"))
+    summary = json.loads(run("bundle", "inspect", str(bundle), "--json").stdout)
+    assert summary["compression_ratio"] > 1.5 and summary["format_version"] == "1.1"

@@ -44,6 +44,8 @@ class FileSummary:
     checksum: ChecksumEntry | None
     carried: bool
     signature_key: str | None = None  # the key that verified the upstream's signature
+    stored_size: int | None = None  # bytes in the bundle when stored compressed
+    compression: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,14 @@ class BundleSummary:
     signature_valid: bool | None  # None: no key given
     key_id: str | None
     base_inventory: str | None
+    format_version: str = "1.0"
+    files_size: int = 0  # the files carried, as fetched
+    files_stored_size: int = 0  # the same files as the bundle stores them
+
+    @property
+    def compression_ratio(self) -> float:
+        """How many times smaller the carried files are in the bundle (1.0: stored raw)."""
+        return self.files_size / self.files_stored_size if self.files_stored_size else 1.0
 
 
 def inspect_bundle(path: Path, *, keys: Sequence[Path] = ()) -> BundleSummary:
@@ -97,11 +107,14 @@ def inspect_bundle(path: Path, *, keys: Sequence[Path] = ()) -> BundleSummary:
                 version=f.version,
                 platform=f.platform,
                 checksum=f.checksum,
-                carried=f.digest in sizes,
+                carried=f.blob_digest in sizes,
                 signature_key=f.annotations.get("io.airlock.signature.key"),
+                stored_size=f.stored.size if f.stored else None,
+                compression=f.stored.compression if f.stored else None,
             )
             for f in m.files
         )
+        carried = [f for f in files if f.carried]
         components = 0
         if reader.has_blob(m.sbom):
             components = _component_count(
@@ -138,6 +151,9 @@ def inspect_bundle(path: Path, *, keys: Sequence[Path] = ()) -> BundleSummary:
             signature_valid=valid,
             key_id=kid,
             base_inventory=m.base.inventory if m.base else None,
+            format_version=m.format_version,
+            files_size=sum(f.size for f in carried),
+            files_stored_size=sum(f.stored_size or f.size for f in carried),
         )
 
 

@@ -14,11 +14,21 @@ Files (binaries, charts, wheels, the SBOM...) are the layers of one OCI artifact
 `org.opencontainers.image.title`. Its index.json entry carries no reference name (only
 `io.airlock.bundle.name` and `.sequence`): `ctr images import` names an image after any
 `org.opencontainers.image.ref.name` and would then fail to unpack the files as layers.
+
+Format versions (airlock.json `formatVersion`, absent in 1.0; a minor version only adds what
+older readers can refuse by name, and is written only when a bundle uses it):
+
+    1.0  the layout above
+    1.1  files stored zstd-compressed: the files manifest's layer is the compressed blob
+         (media type + "+zstd", the file's own digest in `io.airlock.file.content.digest`),
+         and airlock.json's file entry keeps the file's digest with `stored` {compression,
+         digest, size}; image blobs are never compressed
 """
 
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from airlock.oci.digest import digest_hex
 from airlock.oci.media import OCI_EMPTY
@@ -42,6 +52,9 @@ __all__ = [
     "FILES_ARTIFACT_TYPE",
     "FILE_KIND_MEDIA_TYPES",
     "FILE_NAME_RE",
+    "FORMAT_COMPRESSED",
+    "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
     "INDEX_JSON",
     "MAX_AIRLOCK_JSON_BYTES",
     "MAX_JSON_BLOB_BYTES",
@@ -62,6 +75,9 @@ __all__ = [
 ]
 
 BUNDLE_SCHEMA = "airlock.bundle/v1"
+FORMAT_VERSIONS = ("1.0", "1.1")  # every minor version this airlock reads
+FORMAT_VERSION = FORMAT_VERSIONS[-1]
+FORMAT_COMPRESSED: Final = "1.1"  # files stored zstd-compressed
 PARTS_SCHEMA = "airlock.parts/v1"
 
 # Tar members, in the order the writer emits them.

@@ -7,6 +7,10 @@ and carries no wall-clock time.
 
 Parsing is strict (`extra="forbid"`, typed fields, digests checked by pattern) because a reader
 trusts nothing in a bundle before this model has accepted it.
+
+Minor versions of the format (`formatVersion`, absent in 1.0; see layout.py) add optional
+fields. They are written only when a bundle uses them, so a bundle that uses none of them keeps
+the exact bytes of a 1.0 manifest; a reader refuses a newer minor version by name.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from airlock.bundle.layout import BUNDLE_NAME_RE, BUNDLE_SCHEMA, FILE_NAME_RE
+from airlock.bundle.layout import (
+    BUNDLE_NAME_RE,
+    BUNDLE_SCHEMA,
+    FILE_NAME_RE,
+    FORMAT_VERSION,
+    FORMAT_VERSIONS,
+)
 from airlock.content import BlobRole
 from airlock.errors import VerificationError
 from airlock.oci.layout import canonical_json
@@ -30,6 +40,7 @@ __all__ = [
     "FileEntry",
     "ImageEntry",
     "IndexRef",
+    "StoredEntry",
     "ToolInfo",
     "parse_manifest",
 ]
@@ -46,6 +57,8 @@ Role = Literal[
     "sbom",
     "meta",
 ]
+FormatVersion = Literal["1.0", "1.1"]
+assert get_args(FormatVersion) == FORMAT_VERSIONS
 # The wire names are BlobRole's values; keep the two in step.
 assert set(get_args(Role)) == {r.value for r in BlobRole}
 
@@ -97,6 +110,14 @@ class ImageEntry(_Model):
     content_size: Size = 0  # sum of the sizes of `blobs` (omitted ones included)
 
 
+class StoredEntry(_Model):
+    """A file stored compressed (format 1.1): the blob the bundle carries for it."""
+
+    compression: Literal["zstd"]
+    digest: Digest  # of the stored bytes (the blob); the entry's own digest is the file's
+    size: Size
+
+
 class FileEntry(_Model):
     name: str
     kind: str
@@ -108,6 +129,11 @@ class FileEntry(_Model):
     version: str = ""
     checksum: ChecksumEntry | None = None
     annotations: dict[str, str] = Field(default_factory=dict)
+    stored: StoredEntry | None = None  # None: the blob is the file itself
+
+    @property
+    def blob_digest(self) -> str:
+        return self.stored.digest if self.stored else self.digest
 
     @field_validator("name")
     @classmethod
@@ -125,6 +151,7 @@ class BaseRef(_Model):
 
 class BundleManifest(_Model):
     schema_: Literal["airlock.bundle/v1"] = Field(alias="schema")
+    format_version: FormatVersion = "1.0"
     tool: ToolInfo
     name: str
     channel: str
@@ -171,7 +198,14 @@ class BundleManifest(_Model):
 
     def to_bytes(self) -> bytes:
         """The exact bytes of airlock.json (what the signature covers)."""
-        return canonical_json(self.model_dump(mode="json", by_alias=True))
+        doc = self.model_dump(mode="json", by_alias=True)
+        # Fields of later minor versions appear only when used (1.0 bytes stay 1.0 bytes).
+        if doc["formatVersion"] == "1.0":
+            del doc["formatVersion"]
+        for f in doc["files"]:
+            if f["stored"] is None:
+                del f["stored"]
+        return canonical_json(doc)
 
 
 def parse_manifest(data: bytes, *, what: str = "airlock.json") -> BundleManifest:
@@ -181,6 +215,7 @@ def parse_manifest(data: bytes, *, what: str = "airlock.json") -> BundleManifest
     try:
         return BundleManifest.model_validate_json(data)
     except ValidationError as exc:
+        _refuse_newer(data, what, exc)
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
             for e in exc.errors()[:5]
@@ -188,4 +223,19 @@ def parse_manifest(data: bytes, *, what: str = "airlock.json") -> BundleManifest
         raise VerificationError(
             f"{what} is not a valid {BUNDLE_SCHEMA} manifest: {problems}",
             "the bundle is damaged or was written by an incompatible airlock version",
+        ) from exc
+
+
+def _refuse_newer(data: bytes, what: str, exc: ValidationError) -> None:
+    """A manifest of a newer minor version is named as such, not as a schema error."""
+    import json
+
+    try:
+        version = json.loads(data).get("formatVersion")
+    except (ValueError, AttributeError):
+        return
+    if isinstance(version, str) and version not in FORMAT_VERSIONS:
+        raise VerificationError(
+            f"{what} is bundle format {version}; this airlock reads up to {FORMAT_VERSION}",
+            "load it with the airlock version that wrote it (its wheelhouse is in the bundle)",
         ) from exc

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from airlock.bundle.compression import check_stored_files
 from airlock.bundle.layout import (
     FILES_ARTIFACT_TYPE,
     INDEX_JSON,
@@ -275,6 +276,7 @@ def verify_bundle(
             )
         if hash_content:
             verified, blobs_checked, nbytes = _check_blobs(reader, workers, problems)
+            problems += check_stored_files(manifest.files, reader.open_blob, verified)
         else:
             for digest in reader.missing_blobs():
                 problems.append(f"{_describe(manifest, digest)} is missing from the archive")

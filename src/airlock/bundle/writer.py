@@ -32,6 +32,12 @@ from typing import Any, BinaryIO
 
 import airlock
 from airlock.atomic import TMP_PREFIX, fsync_dir, lock_as_live, remove_dead_temps, write_atomic
+from airlock.bundle.compression import (
+    ANNOTATION_CONTENT_DIGEST,
+    ANNOTATION_CONTENT_SIZE,
+    RAW_KINDS,
+    stored_media_type,
+)
 from airlock.bundle.layout import (
     AIRLOCK_JSON,
     ANNOTATION_BUNDLE_NAME,
@@ -48,6 +54,7 @@ from airlock.bundle.layout import (
     EMPTY_CONFIG_DIGEST,
     FILE_NAME_RE,
     FILES_ARTIFACT_TYPE,
+    FORMAT_COMPRESSED,
     INDEX_JSON,
     MIN_VOLUME_SIZE,
     OCI_LAYOUT,
@@ -66,6 +73,7 @@ from airlock.bundle.manifest import (
     FileEntry,
     ImageEntry,
     IndexRef,
+    StoredEntry,
     ToolInfo,
 )
 from airlock.bundle.sbom import build_sbom
@@ -149,6 +157,8 @@ def _check_content(content: BundleContent) -> None:
         names.add(f.name)
         if not is_digest(f.digest):
             raise UsageError(f"file {f.name} has an invalid digest {f.digest!r}")
+        if f.stored is not None and f.kind in RAW_KINDS:
+            raise UsageError(f"{f.name} ({f.kind}) is read by the bootstrap: it stays uncompressed")
     refs: dict[str, str] = {}
     for i in content.images:
         if refs.setdefault(i.reference, i.digest) != i.digest:
@@ -159,7 +169,26 @@ def _check_content(content: BundleContent) -> None:
 
 
 def _file_blob(f: FileArtifact) -> Blob:
-    return Blob(f.digest, f.size, file_media_type(f.kind, f.media_type), BlobRole.FILE, f.url)
+    media_type = file_media_type(f.kind, f.media_type)
+    if f.stored is not None:
+        return Blob(
+            f.stored.digest,
+            f.stored.size,
+            stored_media_type(media_type, f.stored.compression),
+            BlobRole.FILE,
+            f.url,
+        )
+    return Blob(f.digest, f.size, media_type, BlobRole.FILE, f.url)
+
+
+def _stored_entry(f: FileArtifact) -> StoredEntry | None:
+    if f.stored is None:
+        return None
+    return StoredEntry(
+        compression=f.stored.compression,  # type: ignore[arg-type]  # validated by pydantic
+        digest=f.stored.digest,
+        size=f.stored.size,
+    )
 
 
 def _checksum(f: FileArtifact) -> ChecksumEntry | None:
@@ -183,11 +212,15 @@ def _files_manifest(name: str, files: Sequence[FileArtifact], sbom: bytes) -> by
             annotations[ANNOTATION_FILE_VERSION] = f.version
         if f.platform:
             annotations[ANNOTATION_FILE_PLATFORM] = f.platform
+        blob = _file_blob(f)
+        if f.stored is not None:
+            annotations[ANNOTATION_CONTENT_DIGEST] = f.digest
+            annotations[ANNOTATION_CONTENT_SIZE] = str(f.size)
         layers.append(
             {
-                "mediaType": file_media_type(f.kind, f.media_type),
-                "digest": f.digest,
-                "size": f.size,
+                "mediaType": blob.media_type,
+                "digest": blob.digest,
+                "size": blob.size,
                 "annotations": annotations,
             }
         )
@@ -290,6 +323,7 @@ def build_manifest(content: BundleContent) -> _Generated:
 
     manifest = BundleManifest(
         schema="airlock.bundle/v1",
+        format_version=FORMAT_COMPRESSED if any(f.stored for f in all_files) else "1.0",
         tool=ToolInfo(name="airlock", version=version),
         name=content.name,
         channel=content.channel,
@@ -323,6 +357,7 @@ def build_manifest(content: BundleContent) -> _Generated:
                 version=f.version,
                 checksum=_checksum(f),
                 annotations=dict(f.annotations),
+                stored=_stored_entry(f),
             )
             for f in sorted(all_files, key=lambda f: f.name)
         ),

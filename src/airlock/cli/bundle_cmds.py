@@ -49,20 +49,24 @@ def create(
     ca_bundle: Path | None = typer.Option(
         None, "--ca-bundle", help="PEM CA certificates to trust beside the system's."
     ),
+    compress: str = typer.Option(
+        "zstd", "--compress", help="Files (never image layers): zstd, zstd:LEVEL or none."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Fetch every artifact (verified, cached, parallel) and write the bundle."""
     use_json(json_out)
+    from airlock.bundle.compression import parse_compression
     from airlock.cli.progress import DownloadProgress
     from airlock.cli.sizes import format_size, parse_size
+    from airlock.errors import UsageError
     from airlock.fetch.network import NetworkOptions
     from airlock.spec import load_spec
     from airlock.verbs.create import CreateOptions, create_bundle
 
     if since_key and since is None:
-        from airlock.errors import UsageError
-
         raise UsageError("--since-key checks the --since inventory: give --since too")
+    compression = parse_compression(compress)
     spec = load_spec(spec_file)
     with DownloadProgress() as progress:
         result = create_bundle(
@@ -84,9 +88,12 @@ def create(
                     spec_value=spec.sources.ca_bundle,
                     spec_dir=spec_file.resolve().parent,
                 ),
+                compression=compression,
             ),
         )
     w = result.write
+    files_bytes = sum(f.size for f in result.files)
+    files_stored = sum(f.stored.size if f.stored else f.size for f in result.files)
     data = {
         "bundle": str(w.path),
         "volumes": [str(v) for v in w.volumes],
@@ -99,6 +106,9 @@ def create(
         "bytesDownloaded": result.bytes_downloaded,
         "filesFromCache": result.files_from_cache,
         "signed": w.signed,
+        "compression": compression.describe(),
+        "filesBytes": files_bytes,
+        "filesStoredBytes": files_stored,
         "kubeadmImageList": result.plan.image_list_source,
         "warnings": result.warnings,
     }
@@ -126,6 +136,12 @@ def create(
             + (f", {len(w.volumes)} volumes" if w.volumes else "")
             + (", signed" if w.signed else ", unsigned")
         )
+        if files_stored < files_bytes:
+            state.line(
+                f"files: {format_size(files_bytes)} stored as {format_size(files_stored)} "
+                f"({compression.describe()}, {files_bytes / files_stored:.2f}:1); "
+                "image layers as upstream made them"
+            )
         state.line(
             f"downloaded {format_size(result.bytes_downloaded)}; "
             f"{result.files_from_cache}/{len(result.files)} files from cache"
@@ -167,6 +183,10 @@ def inspect(
             f"({format_size(s.total_size)} if shared layers were repeated); "
             f"SBOM: {s.sbom_components} components"
         )
+        state.line(
+            f"format {s.format_version}; files {format_size(s.files_size)} stored as "
+            f"{format_size(s.files_stored_size)} (compression {s.compression_ratio:.2f}:1)"
+        )
         state.table(
             ["image", "platforms", "size", "digest"],
             [
@@ -182,7 +202,8 @@ def inspect(
                     f.name,
                     f.kind,
                     f.version,
-                    format_size(f.size),
+                    format_size(f.size)
+                    + (f" ({f.size / f.stored_size:.1f}:1)" if f.stored_size else ""),
                     (f.checksum.source if f.checksum else "none published")
                     + (f"; signed ({f.signature_key[:19]})" if f.signature_key else ""),
                     f.url,
@@ -192,7 +213,9 @@ def inspect(
             title=f"files ({len(s.files)})",
         )
 
-    state.emit(dataclasses.asdict(summary), text)
+    state.emit(
+        {**dataclasses.asdict(summary), "compression_ratio": summary.compression_ratio}, text
+    )
 
 
 @bundle_app.command("verify")

@@ -9,11 +9,16 @@ there (and hashed again while they are written).
 
 `StoreSource` reads a plain store directory (the OCI layout `airlock load` fills, where the
 files are the titled layers of the bundle's files artifact manifest).
+
+A file stored zstd-compressed (bundle format 1.1) is opened through its stored blob and
+decompressed as it streams; every check above is made over the decompressed bytes against the
+file's own digest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import platform as _platform
@@ -24,8 +29,13 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
+from airlock.bundle.compression import (
+    ANNOTATION_CONTENT_DIGEST,
+    ANNOTATION_CONTENT_SIZE,
+    open_content,
+)
 from airlock.bundle.layout import (
     ANNOTATION_BUNDLE_SEQUENCE,
     ANNOTATION_FILE_KIND,
@@ -67,6 +77,7 @@ __all__ = [
     "FileRecord",
     "FileRecordLike",
     "StoreSource",
+    "StoredBlob",
     "host_platform",
     "install_resources",
     "store_source",
@@ -106,14 +117,21 @@ class FileRecordLike(Protocol):
 
 
 @dataclass(frozen=True)
+class StoredBlob:
+    compression: str
+    digest: str
+
+
+@dataclass(frozen=True)
 class FileRecord:
     name: str
     kind: str
     url: str
-    digest: str
+    digest: str  # of the file itself
     size: int
     platform: str = ""
     version: str = ""
+    stored: StoredBlob | None = None  # the compressed blob that holds it, if any
 
 
 class ArtifactSource(Protocol):
@@ -127,23 +145,47 @@ class ArtifactSource(Protocol):
 class StoreSource:
     """An ArtifactSource over a blob directory and a list of file entries."""
 
-    def __init__(self, store: BlobStore, files: Sequence[FileRecordLike]) -> None:
+    def __init__(self, store: BlobStore, files: Sequence[FileRecord]) -> None:
         self.store = store
         self._files = list(files)
+        self._by_digest = {f.digest: f for f in self._files}
 
     def files(self) -> Sequence[FileRecordLike]:
         return self._files
 
-    @contextlib.contextmanager
-    def open(self, digest: str) -> Iterator[BinaryIO]:
+    def _blob(self, digest: str) -> BinaryIO:
         path = self.store.path(digest)
         if not path.is_file():
             raise NodeError(
                 f"blob {digest} is not in the store {self.store.root}",
                 "load the bundle first: airlock load BUNDLE",
             )
-        with path.open("rb") as fh:
+        return path.open("rb")
+
+    @contextlib.contextmanager
+    def open(self, digest: str) -> Iterator[BinaryIO]:
+        """The file's own bytes (decompressed as they stream when stored compressed)."""
+        rec = self._by_digest.get(digest)
+        if rec is None or rec.stored is None:
+            with self._blob(digest) as fh:
+                yield fh
+            return
+        with open_content(
+            self._blob(rec.stored.digest), rec.stored.compression, size=rec.size, what=rec.name
+        ) as fh:
             yield fh
+
+    def materialize(self, record: FileRecordLike, cache_dir: Path) -> Path:
+        """A path holding the file's own bytes: its blob, or (stored compressed) a checked,
+        decompressed copy kept in `cache_dir` by digest (for tools that want a path)."""
+        rec = self._by_digest.get(record.digest)
+        if rec is None or rec.stored is None:
+            return self.store.path(record.digest)
+        cache = BlobStore(cache_dir)
+        if not cache.has(rec.digest):
+            with self.open(rec.digest) as src:
+                cache.put_stream(src, rec.digest, what=f"{rec.name} (decompressed)")
+        return cache.path(rec.digest)
 
 
 class BundleSource:
@@ -151,13 +193,21 @@ class BundleSource:
 
     def __init__(self, reader: BundleReader) -> None:
         self.reader = reader
+        self._by_digest = {f.digest: f for f in reader.manifest.files}
 
     def files(self) -> Sequence[FileRecordLike]:
         return list(self.reader.manifest.files)
 
     @contextlib.contextmanager
     def open(self, digest: str) -> Iterator[BinaryIO]:
-        with self.reader.open_blob(digest) as fh:
+        """The file's own bytes (decompressed as they stream when stored compressed)."""
+        entry = self._by_digest.get(digest)
+        if entry is None or entry.stored is None:
+            with self.reader.open_blob(digest) as fh:
+                yield fh
+            return
+        stored = self.reader.open_blob(entry.stored.digest)
+        with open_content(stored, entry.stored.compression, size=entry.size, what=entry.name) as fh:
             yield fh
 
 
@@ -196,8 +246,25 @@ def store_source(store_dir: Path) -> StoreSource:
                 platform=ann.get(ANNOTATION_FILE_PLATFORM, ""),
                 version=ann.get(ANNOTATION_FILE_VERSION, ""),
             )
+            rec = _with_stored(rec, layer, ann)
             records[rec.name] = rec
     return StoreSource(layout, [records[k] for k in sorted(records)])
+
+
+def _with_stored(rec: FileRecord, layer: dict[str, Any], ann: dict[str, str]) -> FileRecord:
+    """A layer stored compressed (`...+zstd`, the file's digest in an annotation): the record
+    names the file by its own digest and size, and keeps the blob as its stored form."""
+    media = str(layer.get("mediaType", ""))
+    content = ann.get(ANNOTATION_CONTENT_DIGEST)
+    if not media.endswith("+zstd") or not content:
+        return rec
+    try:
+        size = int(ann.get(ANNOTATION_CONTENT_SIZE, ""))
+    except ValueError:
+        return rec
+    return dataclasses.replace(
+        rec, digest=content, size=size, stored=StoredBlob("zstd", rec.digest)
+    )
 
 
 def host_platform() -> str:

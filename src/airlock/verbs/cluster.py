@@ -26,7 +26,7 @@ from airlock.cluster.init import InitOptions, InitResult, init_cluster
 from airlock.errors import UsageError
 from airlock.node.install import store_source
 from airlock.spec import Spec, load_spec
-from airlock.verbs.load import newest_bundle_record
+from airlock.verbs.load import newest_bundle_record, store_meta_dir
 
 __all__ = ["ClusterInputs", "app_deploy", "app_list", "cluster_init", "store_inputs"]
 
@@ -56,11 +56,12 @@ def store_inputs(store: Path, *, spec_file: Path | None = None) -> ClusterInputs
     cni = next((f for f in files if f.kind == "manifest"), None)
     if cni is None:
         raise UsageError(f"the store {store} carries no CNI manifest", hint="rebuild the bundle")
+    unpacked = store_meta_dir(store) / "files"  # files the bundle stored compressed
     charts = {}
     for f in files:
         if f.kind == "chart":
-            charts[f.name.rsplit("-", 1)[0]] = (source.store.path(f.digest), f.digest)
-    return ClusterInputs(spec, source.store.path(cni.digest), cni.digest, charts)
+            charts[f.name.rsplit("-", 1)[0]] = (source.materialize(f, unpacked), f.digest)
+    return ClusterInputs(spec, source.materialize(cni, unpacked), cni.digest, charts)
 
 
 def cluster_init(*, store: Path, spec_file: Path | None, options: InitOptions) -> InitResult:

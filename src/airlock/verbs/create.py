@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airlock import system
+from airlock.bundle.compression import Compression, compress_files
 from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
 from airlock.content import FileArtifact, ImageArtifact, UpstreamChecksum
 from airlock.errors import AirlockError
@@ -77,6 +78,7 @@ class CreateOptions:
     registry_auth: Path | None = None  # a Docker config.json / auth.json with registry logins
     network: NetworkOptions = field(default_factory=NetworkOptions)  # proxies from env, CA
     spec_dir: Path | None = None  # relative credentials files in the spec are read from here
+    compression: Compression = field(default_factory=Compression)  # zstd for the files
 
 
 @dataclass
@@ -368,6 +370,7 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     cache.remove_temp_files()  # blobs a killed run was writing (a live writer's are locked)
     warnings = list(plan.warnings)
     files, images, fetched = asyncio.run(_fetch_all(spec, plan, cache, options, warnings))
+    files = compress_files(files, cache, options.compression)
     wheels = _wheelhouse(cache) if options.wheelhouse else []
     content = BundleContent(
         name=spec.metadata.name,
@@ -388,7 +391,11 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
         warnings.extend(baseline.warnings)
     out = options.output or Path.cwd()
     written = write_bundle(
-        content, blobs=cache, out=out, sign_key=options.sign_key, split=options.split
+        content,
+        blobs=cache,
+        out=out,
+        sign_key=options.sign_key,
+        split=options.split,
     )
     return CreateResult(
         plan=plan,

@@ -288,7 +288,8 @@ def _content_blobs(content: BundleContent) -> dict[str, int]:
         for b in image.blobs:
             sizes[b.digest] = b.size
     for f in (*content.files, *content.wheelhouse):
-        sizes[f.digest] = f.size
+        # the blob that travels: a compressed file's stored form
+        sizes[f.blob_digest] = f.stored.size if f.stored else f.size
     return sizes
 
 

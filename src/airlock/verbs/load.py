@@ -242,14 +242,19 @@ def scan_content(
 ) -> None:
     """Stage every new file and image layer in a directory and run the user's scanner over it
     (ClamAV, Trivy offline, ...); a non-zero exit refuses the load before the store changes."""
-    titles = {f.digest: f.name for f in manifest.files}
+    from airlock.node.install import BundleSource
+
+    files = {f.blob_digest: f for f in manifest.files}
+    source = BundleSource(reader)  # a compressed file is scanned as itself, decompressed
     with tempfile.TemporaryDirectory(prefix=".scan-", dir=workdir) as tmp:
         staged = Path(tmp)
         for entry in entries:
             if entry.role not in _SCANNED_ROLES:
                 continue
-            name = titles.get(entry.digest) or f"{digest_hex(entry.digest)}.layer.tar.gz"
-            with reader.open_blob(entry.digest) as src, (staged / name).open("wb") as dst:
+            f = files.get(entry.digest)
+            name = f.name if f else f"{digest_hex(entry.digest)}.layer.tar.gz"
+            opened = source.open(f.digest) if f else reader.open_blob(entry.digest)
+            with opened as src, (staged / name).open("wb") as dst:
                 shutil.copyfileobj(src, dst, _COPY_CHUNK)
         result = system.run([*scanner, str(staged)], check=False, timeout=3600)
         if result.returncode != 0:

@@ -1,0 +1,218 @@
+"""zstd for the files artifact (bundle format 1.1): which files are stored compressed, that
+image blobs never are, that the bundle stays deterministic and verifiable, and that every
+reader gets the file's own bytes back (checked against its own digest)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from airlock.bundle.compression import (
+    ANNOTATION_CONTENT_DIGEST,
+    Compression,
+    compress_files,
+    open_content,
+    parse_compression,
+)
+from airlock.bundle.layout import AIRLOCK_JSON, FORMAT_VERSION, blob_member
+from airlock.bundle.manifest import parse_manifest
+from airlock.bundle.reader import open_bundle
+from airlock.bundle.verify import BundleVerificationError, verify_bundle
+from airlock.bundle.writer import BundleContent, write_bundle
+from airlock.content import FileArtifact
+from airlock.errors import UsageError, VerificationError
+from airlock.node.install import BundleSource, StoreSource, store_source
+from airlock.oci.blobstore import BlobStore
+from airlock.oci.digest import sha256_digest
+from airlock.oci.layout import canonical_json
+from airlock.oci.media import ANNOTATION_TITLE
+from airlock.verbs.load import LoadOptions, load_bundle
+from airlock_lab.bundle_testing import put_file, sample_content
+
+# Like a Go binary: long runs of structure with some noise (zstd gets ~5:1 on this).
+_BINARY = b"".join(
+    b"\x7fELF" + i.to_bytes(4, "little") * 8 + bytes(random.Random(i).randbytes(8)) * 2
+    for i in range(6000)
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    return BlobStore(tmp_path / "store")
+
+
+def _content(store: BlobStore, compression: Compression = Compression()) -> BundleContent:
+    base = sample_content(store, big_file_size=200_000)
+    kubelet = put_file(store, "kubelet", _BINARY, url="https://dl.k8s.io/kubelet")
+    wheel = put_file(store, "airlock-0-py3-none-any.whl", _BINARY + b"w", kind="wheel")
+    package = put_file(store, "socat_1.deb", _BINARY + b"p", kind="package")
+    files = compress_files([*base.files, kubelet, package], store, compression)
+    return dataclasses.replace(base, files=files, wheelhouse=[wheel])
+
+
+def test_parse_compression() -> None:
+    assert parse_compression("zstd") == Compression("zstd", 9)
+    assert parse_compression("ZSTD:19") == Compression("zstd", 19)
+    assert parse_compression("none").codec is None
+    for bad in ("gzip", "zstd:0", "zstd:23", "zstd:x", "none:3"):
+        with pytest.raises(UsageError, match="--compress"):
+            parse_compression(bad)
+
+
+def test_only_files_worth_it_are_compressed(store: BlobStore) -> None:
+    content = _content(store)
+    by_name = {f.name: f for f in (*content.files, *content.wheelhouse)}
+    kubelet = by_name["kubelet"]
+    assert kubelet.stored is not None and kubelet.stored.compression == "zstd"
+    assert kubelet.stored.size * 3 < kubelet.size
+    assert by_name["kubeadm"].stored is None  # random bytes do not shrink
+    assert by_name["kube-flannel.yml"].stored is None  # too small to bother
+    assert by_name["podinfo-6.4.0.tgz"].stored is None  # already gzip
+    # the stdlib-only bootstrap reads these: never compressed
+    assert by_name["airlock-0-py3-none-any.whl"].stored is None
+    assert by_name["socat_1.deb"].stored is None
+    raw = store.path(kubelet.stored.digest).open("rb")
+    with open_content(raw, "zstd", size=kubelet.size, what="kubelet") as fh:
+        assert fh.read() == _BINARY
+    assert raw.closed
+
+
+def test_compressing_is_paid_once(store: BlobStore) -> None:
+    kubelet = put_file(store, "kubelet", _BINARY)
+    (first,) = compress_files([kubelet], store, Compression())
+    assert first.stored is not None
+    store.path(first.stored.digest).unlink()  # the memo alone is not trusted
+    (again,) = compress_files([kubelet], store, Compression())
+    assert again.stored == first.stored and store.has(first.stored.digest)
+    memo = list((store.root / "compressed").rglob("*"))
+    assert any(p.is_file() for p in memo)
+    (raw,) = compress_files([kubelet], store, Compression(codec=None))
+    assert raw.stored is None
+
+
+def test_bundle_with_compressed_files(tmp_path: Path, store: BlobStore) -> None:
+    content = _content(store)
+    written = write_bundle(content, blobs=store, out=tmp_path / "a.airlock.tar")
+    kubelet = next(f for f in content.files if f.name == "kubelet")
+    assert kubelet.stored is not None
+    with open_bundle(written.path) as reader:
+        m = reader.manifest
+        assert m.format_version == "1.1"
+        entry = next(f for f in m.files if f.name == "kubelet")
+        assert entry.digest == kubelet.digest and entry.size == len(_BINARY)
+        assert entry.stored is not None and entry.stored.digest == kubelet.stored.digest
+        assert reader.has_blob(kubelet.stored.digest) and not reader.has_blob(kubelet.digest)
+        blob = m.blob_map()[kubelet.stored.digest]
+        assert blob.media_type.endswith("+zstd") and blob.role == "file"
+        assert blob.checksum is None  # the upstream checksum is the file's, on its entry
+        assert entry.checksum is not None
+        # image blobs are carried exactly as upstream made them
+        for image in content.images:
+            for b in image.blobs:
+                assert reader.has_blob(b.digest) and m.blob_map()[b.digest].size == b.size
+        files_manifest = json.loads(reader.read_member(blob_member(m.files_manifest)))
+        layer = next(
+            x for x in files_manifest["layers"] if x["annotations"][ANNOTATION_TITLE] == "kubelet"
+        )
+        assert layer["digest"] == kubelet.stored.digest
+        assert layer["mediaType"].endswith("+zstd")
+        assert layer["annotations"][ANNOTATION_CONTENT_DIGEST] == kubelet.digest
+        with BundleSource(reader).open(kubelet.digest) as fh:
+            assert fh.read() == _BINARY
+    report = verify_bundle(written.path)
+    assert report.ok
+    # deterministic: the same content from another cache gives the same bytes
+    store2 = BlobStore(tmp_path / "store2")
+    again = write_bundle(_content(store2), blobs=store2, out=tmp_path / "b.airlock.tar")
+    assert again.path.read_bytes() == written.path.read_bytes()
+
+
+def test_a_bundle_without_compression_keeps_the_1_0_bytes(tmp_path: Path, store: BlobStore) -> None:
+    content = _content(store, Compression(codec=None))
+    written = write_bundle(content, blobs=store, out=tmp_path / "a.airlock.tar")
+    with tarfile.open(written.path) as tar:
+        fh = tar.extractfile(AIRLOCK_JSON)
+        assert fh is not None
+        doc = json.loads(fh.read())
+    assert "formatVersion" not in doc and all("stored" not in f for f in doc["files"])
+
+
+def test_the_store_gives_the_file_back(tmp_path: Path, store: BlobStore) -> None:
+    written = write_bundle(_content(store), blobs=store, out=tmp_path / "a.airlock.tar")
+    target = tmp_path / "target"
+    load_bundle(written.path, store_dir=target, options=LoadOptions())
+    source = store_source(target)
+    kubelet = next(f for f in source.files() if f.name == "kubelet")
+    assert kubelet.digest == sha256_digest(_BINARY) and kubelet.size == len(_BINARY)
+    with source.open(kubelet.digest) as fh:
+        assert fh.read() == _BINARY
+    path = source.materialize(kubelet, tmp_path / "unpacked")
+    assert path.read_bytes() == _BINARY
+    flannel = next(f for f in source.files() if f.name == "kube-flannel.yml")
+    assert source.materialize(flannel, tmp_path / "unpacked") == target / (
+        "blobs/sha256/" + flannel.digest.split(":")[1]
+    )
+
+
+def _rewrite(content: BundleContent, store: BlobStore, kubelet: FileArtifact) -> BundleContent:
+    files = [kubelet if f.name == "kubelet" else f for f in content.files]
+    return dataclasses.replace(content, files=files)
+
+
+def test_a_stored_blob_that_is_not_the_file_is_named(tmp_path: Path, store: BlobStore) -> None:
+    """airlock.json signs both digests: a stored blob that decompresses to other bytes fails
+    verify, and node install refuses it, naming the file."""
+    from backports import zstd
+
+    content = _content(store)
+    kubelet = next(f for f in content.files if f.name == "kubelet")
+    assert kubelet.stored is not None
+    other = zstd.compress(_BINARY[:-1] + b"X", level=3)
+    digest = store.put_bytes(other)
+    forged = dataclasses.replace(
+        kubelet, stored=dataclasses.replace(kubelet.stored, digest=digest, size=len(other))
+    )
+    written = write_bundle(
+        _rewrite(content, store, forged), blobs=store, out=tmp_path / "a.airlock.tar"
+    )
+    with pytest.raises(BundleVerificationError, match="kubelet: blob .* decompresses to"):
+        verify_bundle(written.path)
+    with open_bundle(written.path) as reader:
+        from airlock.node.install import _verify_stream
+
+        entry = next(f for f in reader.manifest.files if f.name == "kubelet")
+        with pytest.raises(VerificationError, match="kubelet"):
+            _verify_stream(BundleSource(reader), entry)
+
+
+def test_a_bomb_stops_at_the_recorded_size() -> None:
+    from backports import zstd
+
+    bomb = zstd.compress(b"\0" * (4 << 20))
+    bomb_reader = open_content(io.BytesIO(bomb), "zstd", size=1000, what="kubelet")
+    with pytest.raises(VerificationError, match="more bytes than airlock.json records"):
+        bomb_reader.read()
+    junk = open_content(io.BytesIO(b"not zstd at all"), "zstd", size=10, what="x")
+    with pytest.raises(VerificationError, match="does not decompress"):
+        junk.read()
+
+
+def test_a_newer_format_is_refused_by_name() -> None:
+    doc = {"schema": "airlock.bundle/v1", "formatVersion": "1.9", "something": "new"}
+    v = FORMAT_VERSION.replace(".", r"\.")
+    with pytest.raises(VerificationError, match=rf"format 1\.9; this airlock reads up to {v}"):
+        parse_manifest(canonical_json(doc))
+
+
+def test_store_source_without_compression_is_unchanged(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "s")
+    f = put_file(store, "x", b"data")
+    src = StoreSource(store, [])
+    with src.open(f.digest) as fh:
+        assert fh.read() == b"data"
