@@ -1,11 +1,20 @@
-"""Upstream URLs of every release artifact, and the spec's mirrors applied to them (pure)."""
+"""Upstream URLs of every release artifact, built from the layout table, and the spec's
+mirrors applied to them (pure).
+
+Nothing here knows a URL shape: each comes from the row of `airlock.resolve.layouts` that
+covers the version asked for (with its evidence), so a layout that changed between releases
+(release-tools' templates moving from kubepkg to krel, k9s' checksum file, containerd's file
+name) is a new row, not a new branch in code.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["FileSpec", "apply_mirror", "release_files"]
+from airlock.resolve.layouts import LayoutRow, layout_for
+
+__all__ = ["FileSpec", "apply_mirror", "cni_manifest_url", "release_files"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,17 @@ def _arch(platform: str) -> str:
     return platform.split("/")[1]
 
 
+def _file(
+    kind: str, name: str, row: LayoutRow, version: str, *, platform: str = "", binary: str = ""
+) -> FileSpec:
+    arch = _arch(platform) if platform else ""
+    url = row.format(row.url, version=version, arch=arch, name=binary)
+    checksum = (
+        row.format(row.checksum, version=version, arch=arch, name=binary) if row.checksum else None
+    )
+    return FileSpec(kind, name, version, url, checksum, platform)
+
+
 def release_files(
     *,
     kubernetes: str,
@@ -42,54 +62,30 @@ def release_files(
 ) -> list[FileSpec]:
     """Every binary, archive and systemd file of the blog's list, per platform."""
     out: list[FileSpec] = []
-    gh = "https://github.com"
+    k8s = layout_for("kubernetes", kubernetes)
+    per_platform = [
+        ("archive", "cni-plugins", layout_for("cni-plugins", cni_plugins), cni_plugins),
+        ("archive", "crictl", layout_for("crictl", crictl), crictl),
+        ("archive", "containerd", layout_for("containerd", containerd), containerd),
+        ("binary", "runc", layout_for("runc", runc), runc),
+    ]
+    if helm:
+        per_platform.append(("archive", "helm", layout_for("helm", helm), helm))
+    if k9s:
+        per_platform.append(("archive", "k9s", layout_for("k9s", k9s), k9s))
     for platform in platforms:
-        a = _arch(platform)
-        for b in ("kubeadm", "kubelet", "kubectl"):
-            url = f"https://dl.k8s.io/release/{kubernetes}/bin/linux/{a}/{b}"
-            out.append(FileSpec("binary", b, kubernetes, url, url + ".sha256", platform))
-        url = f"{gh}/containernetworking/plugins/releases/download/{cni_plugins}/cni-plugins-linux-{a}-{cni_plugins}.tgz"
-        out.append(FileSpec("archive", "cni-plugins", cni_plugins, url, url + ".sha256", platform))
-        url = f"{gh}/kubernetes-sigs/cri-tools/releases/download/{crictl}/crictl-{crictl}-linux-{a}.tar.gz"
-        out.append(FileSpec("archive", "crictl", crictl, url, url + ".sha256", platform))
-        url = f"{gh}/containerd/containerd/releases/download/v{containerd}/containerd-{containerd}-linux-{a}.tar.gz"
-        out.append(FileSpec("archive", "containerd", containerd, url, url + ".sha256sum", platform))
-        base = f"{gh}/opencontainers/runc/releases/download/{runc}"
+        for b in k8s.names:
+            out.append(_file("binary", b, k8s, kubernetes, platform=platform, binary=b))
+        for kind, name, row, version in per_platform:
+            out.append(_file(kind, name, row, version, platform=platform))
+    tools = layout_for("release-tools", release_tools)
+    for template in tools.names:
         out.append(
-            FileSpec("binary", "runc", runc, f"{base}/runc.{a}", f"{base}/runc.sha256sum", platform)
+            _file("systemd", template.rsplit("/", 1)[1], tools, release_tools, binary=template)
         )
-        if helm:
-            url = f"https://get.helm.sh/helm-{helm}-linux-{a}.tar.gz"
-            out.append(FileSpec("archive", "helm", helm, url, url + ".sha256sum", platform))
-        if k9s:
-            base = f"{gh}/derailed/k9s/releases/download/{k9s}"
-            k9s_arch = {"amd64": "amd64", "arm64": "arm64"}.get(a, a)
-            url = f"{base}/k9s_Linux_{k9s_arch}.tar.gz"
-            out.append(FileSpec("archive", "k9s", k9s, url, f"{base}/checksums.txt", platform))
-    tmpl = f"https://raw.githubusercontent.com/kubernetes/release/{release_tools}/cmd/kubepkg/templates/latest/deb"
-    out.append(
-        FileSpec(
-            "systemd",
-            "kubelet.service",
-            release_tools,
-            f"{tmpl}/kubelet/lib/systemd/system/kubelet.service",
-            None,
-        )
-    )
-    out.append(
-        FileSpec(
-            "systemd", "10-kubeadm.conf", release_tools, f"{tmpl}/kubeadm/10-kubeadm.conf", None
-        )
-    )
     return out
 
 
 def cni_manifest_url(cni: str, version: str) -> str:
-    if cni == "flannel":
-        return f"https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml"
-    if cni == "calico":
-        return f"https://raw.githubusercontent.com/projectcalico/calico/{version}/manifests/calico.yaml"
-    raise ValueError(cni)
-
-
-__all__ += ["cni_manifest_url"]
+    row = layout_for(cni, version)
+    return row.format(row.url, version=version)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from airlock.errors import FetchError
+from airlock.errors import FetchError, UsageError
 from airlock.fetch.metadata import MetadataFetcher
 from airlock.fetch.network import NetworkOptions
 from airlock.resolve.model import Plan
@@ -116,8 +116,14 @@ Exists = Callable[[str], Awaitable[int]]  # URL -> HTTP status of a HEAD (0: unr
 
 async def _nearest(version: str, url_for: Callable[[str], str], status: Exists) -> str | None:
     """The first candidate (nearest first) whose URL answers 200."""
-    candidates = nearest_candidates(version)
-    results = await asyncio.gather(*(status(url_for(c)) for c in candidates))
+    urls: dict[str, str] = {}
+    for c in nearest_candidates(version):
+        try:
+            urls[c] = url_for(c)
+        except UsageError:
+            continue  # outside every known layout: not a candidate
+    candidates = list(urls)
+    results = await asyncio.gather(*(status(urls[c]) for c in candidates))
     found = [c for c, s in zip(candidates, results, strict=True) if s == 200]
     return found[0] if found else None
 
