@@ -99,6 +99,7 @@ class TokenServer:
     service: str
     workdir: Path
     users: dict[str, str] = field(default_factory=dict)  # username -> password
+    refresh_tokens: dict[str, str] = field(default_factory=dict)  # identity token -> user
     pushers: frozenset[str] = frozenset({"pusher"})
     url: str = ""
     issued: set[str] = field(default_factory=set)
@@ -128,7 +129,24 @@ class TokenServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/token", self.token)
+        app.router.add_post("/token", self.oauth)
         return app
+
+    async def oauth(self, request: web.Request) -> web.Response:
+        """OAuth2 refresh-token grant (distribution's token spec), for identity tokens."""
+        form = await request.post()
+        self.requests.append({k: str(v) for k, v in form.items()} | {"auth": "", "method": "POST"})
+        user = self.refresh_tokens.get(str(form.get("refresh_token", "")))
+        if form.get("grant_type") != "refresh_token" or user is None:
+            if form.get("refresh_token"):
+                self.foreign += 1  # a refresh token this service never issued
+            return web.json_response({"error": "invalid_grant"}, status=401)
+        scope = str(form.get("scope", ""))
+        name, actions = scope.split(":")[1], scope.split(":")[2]
+        access = [{"type": "repository", "name": name, "actions": actions.split(",")}]
+        token = self.jwt(user, access)
+        self.issued.add(token)
+        return web.json_response({"access_token": token, "expires_in": 300})
 
     def _user(self, header: str | None) -> str | bool | None:
         """The authenticated user, None for anonymous, False for refused credentials."""

@@ -331,6 +331,26 @@ def test_private_repository_with_a_credential_helper(
     assert log.read_text().split() == [_netloc(w.tap_a.url)]  # asked once, for that host only
 
 
+def test_private_repository_with_an_identity_token(w: World, tmp_path: Path) -> None:
+    """`docker login` to some registries stores an OAuth2 refresh token (`identitytoken`):
+    it is exchanged with a POST at that registry's realm, and never sent anywhere else."""
+    refresh = f"refresh-{CANARY}"
+    w.token_a.refresh_tokens[refresh] = "alice"
+    config = tmp_path / "config.json"
+    entry = {"auth": _b64("<token>:"), "identitytoken": refresh}
+    config.write_text(json.dumps({"auths": {_netloc(w.tap_a.url): entry}}))
+    eps = {"docker.io": Endpoint(w.tap_a.url, insecure=True)}
+    store = CredentialStore(files=[config], env={})
+    (art,) = pull(tmp_path / "dest", ["docker.io/private/app:1.0"], eps, credentials=store)
+    assert art.digest == w.digests["private"]
+    posts = [r for r in w.token_a.requests if r.get("method") == "POST"]
+    assert posts and posts[-1]["grant_type"] == "refresh_token"
+    assert (
+        posts[-1]["refresh_token"] == refresh
+        and posts[-1]["scope"] == "repository:private/app:pull"
+    )
+
+
 def test_private_repository_with_the_spec_env_reference(w: World, tmp_path: Path) -> None:
     store = CredentialStore(
         spec_refs={"docker.io": CredentialRef(env="AIRLOCK_TEST_REGISTRY")},

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from airlock.errors import FetchError, RegistryError, SpecError, UsageError
+from airlock.errors import FetchError, SpecError, UsageError
 from airlock.fetch.retry import RetryPolicy, TransientError, retry_after_seconds, with_retries
 from airlock.oci.auth import Credentials
 from airlock.oci.credentials import (
@@ -91,16 +91,23 @@ def test_cred_helpers_then_creds_store_then_auths(tmp_path: Path) -> None:
     assert calls.count(("docker-credential-one", "helped.example")) == 1
 
 
-def test_helper_identity_token_and_bad_names_are_refused(tmp_path: Path) -> None:
-    cfg = write(tmp_path / "c.json", {"credHelpers": {"a.example": "x", "b.example": "../evil"}})
+def test_identity_tokens_and_bad_helper_names(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "c.json",
+        {
+            "credHelpers": {"a.example": "x", "b.example": "../evil"},
+            "auths": {"c.example": {"auth": b64("<token>:"), "identitytoken": SECRET}},
+        },
+    )
 
     def helper(program: str, server: str) -> str | None:
         return json.dumps({"Username": "<token>", "Secret": SECRET})
 
     store = CredentialStore(files=[cfg], env={}, helper=helper)
-    with pytest.raises(RegistryError, match="identity token") as exc:
-        store.for_host("a.example")
-    assert SECRET not in str(exc.value)
+    for host in ("a.example", "c.example"):
+        creds = store.for_host(host)
+        assert creds is not None and creds.identity_token == SECRET and creds.password == ""
+        assert SECRET not in repr(creds)
     with pytest.raises(UsageError, match="invalid credential helper name"):
         store.for_host("b.example")
 

@@ -53,6 +53,9 @@ _TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=60)
 class Credentials:
     username: str
     password: str = field(repr=False)
+    # an OAuth2 refresh token (`docker login` to registries that hand one out stores it as
+    # `identitytoken`): exchanged at the realm with a POST, as distribution's token spec says
+    identity_token: str | None = field(default=None, repr=False)
 
 
 CredentialLoader = Callable[[], "Credentials | None"]
@@ -173,7 +176,8 @@ class Authenticator:
                     self._tokens[key] = await self._fetch_token(key, what=what)
             self._by_scope[scope] = key
             return True
-        if any(c.scheme == "basic" for c in challenges) and self.credentials is not None:
+        creds = self.credentials
+        if any(c.scheme == "basic" for c in challenges) and creds and not creds.identity_token:
             if scope in self._by_scope and self._by_scope[scope] is None:
                 return False  # the credentials were sent and refused
             self._by_scope[scope] = None
@@ -187,18 +191,27 @@ class Authenticator:
             params["service"] = service
         headers = {}
         creds = self.credentials
-        if creds is not None:
+        form: dict[str, str] | None = None
+        if creds is not None and creds.identity_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": creds.identity_token,
+                "client_id": "airlock",
+                **params,
+            }
+        elif creds is not None:
             headers["Authorization"] = basic_authorization(creds)
 
         async def attempt(_n: int) -> dict[str, Any]:
             self.token_requests += 1
-            async with self.session.get(
-                realm,
-                params=params,
-                headers=headers,
-                ssl=self.ssl,
-                timeout=_TOKEN_TIMEOUT,
-            ) as resp:
+            request = (
+                self.session.post(realm, data=form, ssl=self.ssl, timeout=_TOKEN_TIMEOUT)
+                if form is not None
+                else self.session.get(
+                    realm, params=params, headers=headers, ssl=self.ssl, timeout=_TOKEN_TIMEOUT
+                )
+            )
+            async with request as resp:
                 if resp.status == 200:
                     data = await resp.json(content_type=None)
                     if not isinstance(data, dict):

@@ -14,7 +14,8 @@ Where they come from, first match wins:
 In one config file, as Docker's CLI reads it: `credHelpers[host]` names a helper program
 (`docker-credential-<name> get`, the server on stdin, `{"Username", "Secret"}` on stdout); else
 `credsStore` names one for every host (a host it does not know falls back to `auths`); else
-`auths[host]` holds `auth` (base64 `user:password`) or `username`/`password`. Keys are matched
+`auths[host]` holds `auth` (base64 `user:password`), `username`/`password`, or an
+`identitytoken` (an OAuth2 refresh token, exchanged at the token realm). Keys are matched
 by host[:port] whatever the scheme or path written (`https://index.docker.io/v1/`).
 
 Credentials are looked up by the host actually contacted (a mirror's own host:port, the host a
@@ -263,6 +264,9 @@ class CredentialStore:
         return self._configs
 
     def _from_entry(self, entry: Mapping[str, Any], path: Path) -> Credentials | None:
+        token = entry.get("identitytoken")
+        if isinstance(token, str) and token:
+            return Credentials(str(entry.get("username") or ""), "", identity_token=token)
         if isinstance(entry.get("auth"), str) and entry["auth"]:
             return _decode_auth(entry["auth"], where=str(path))
         user, secret = entry.get("username"), entry.get("password")
@@ -285,10 +289,6 @@ class CredentialStore:
                 f"credential helper {program} answered something other than "
                 '{"Username": ..., "Secret": ...} for ' + server
             ) from None
-        if user == "<token>":
-            raise RegistryError(
-                f"credential helper {program} holds an identity token for {server}, which "
-                "airlock does not use",
-                "log in with a username and password (or an access token as the password)",
-            )
+        if user == "<token>":  # the helper protocol's mark of an identity (refresh) token
+            return Credentials("", "", identity_token=secret)
         return Credentials(user, secret)
