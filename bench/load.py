@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import random
 import statistics
+import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from support import MANIFEST_TYPES, Daemon, discover, free_port, split_ref, wait_http
+from support import MANIFEST_TYPES, ClientOpts, Daemon, discover, free_port, split_ref
 
 from airlock_lab.distribution import start_distribution
 
@@ -82,10 +83,10 @@ class Workload:
         return self.tags, self.manifests, self.blobs
 
 
-async def _workload(base: str, refs: Sequence[str], blob_dir: Path) -> Workload:
-    items = await discover(base, refs)
+async def _workload(base: str, refs: Sequence[str], blob_dir: Path, client: ClientOpts) -> Workload:
+    items = await discover(base, refs, client=client)
     tags = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+    async with client.session(timeout=aiohttp.ClientTimeout(total=60)) as session:
         for ref in refs:
             repo, tag = split_ref(ref)
             async with session.head(f"{base}/v2/{repo}/manifests/{tag}", headers=_ACCEPT) as r:
@@ -104,9 +105,11 @@ async def _workload(base: str, refs: Sequence[str], blob_dir: Path) -> Workload:
     )
 
 
-def build_workload(base: str, refs: Sequence[str], blob_dir: Path) -> Workload:
+def build_workload(
+    base: str, refs: Sequence[str], blob_dir: Path, client: ClientOpts | None = None
+) -> Workload:
     """The tags, manifests (linux/amd64 path) and blobs of `refs` as `base` serves them."""
-    return asyncio.run(_workload(base, refs, blob_dir))
+    return asyncio.run(_workload(base, refs, blob_dir, client or ClientOpts()))
 
 
 # --- the clients -------------------------------------------------------------------------------
@@ -159,8 +162,10 @@ class _Client:
         stats: SideStats,
         rng: random.Random,
         deadline: float,
+        client: ClientOpts,
     ) -> None:
         self.base, self.work, self.opts, self.stats, self.rng = base, work, opts, stats, rng
+        self.client = client
         self.deadline = deadline
         self.ops = [name for name, _ in MIX]
         self.weights = [w for _, w in MIX]
@@ -175,9 +180,8 @@ class _Client:
         self.stats.latencies_by_op.setdefault(op, []).append(dt)
 
     async def run(self) -> None:
-        connector = aiohttp.TCPConnector(limit=1)
         timeout = aiohttp.ClientTimeout(total=self.opts.request_timeout)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with self.client.session(timeout=timeout, limit=1) as session:
             while self._more():
                 op = self.rng.choices(self.ops, self.weights)[0]
                 self.stats.operations[op] = self.stats.operations.get(op, 0) + 1
@@ -327,14 +331,16 @@ async def _sample_rss(pid: int, stats: SideStats, t0: float, stop: asyncio.Event
             return
 
 
-async def _run_load(base: str, pid: int, work: Workload, opts: LoadOptions) -> SideStats:
+async def _run_load(
+    base: str, pid: int, work: Workload, opts: LoadOptions, client: ClientOpts
+) -> SideStats:
     stats = SideStats()
     stop = asyncio.Event()
     t0 = time.monotonic()
     sampler = asyncio.create_task(_sample_rss(pid, stats, t0, stop))
     deadline = t0 + opts.seconds
     clients = [
-        _Client(base, work, opts, stats, random.Random(opts.seed + i), deadline)
+        _Client(base, work, opts, stats, random.Random(opts.seed + i), deadline, client)
         for i in range(opts.clients)
     ]
     try:
@@ -353,14 +359,16 @@ async def _run_load(base: str, pid: int, work: Workload, opts: LoadOptions) -> S
     return stats
 
 
-def run_load(base: str, pid: int, work: Workload, opts: LoadOptions) -> SideStats:
+def run_load(
+    base: str, pid: int, work: Workload, opts: LoadOptions, client: ClientOpts | None = None
+) -> SideStats:
     """`opts.clients` clients against `base` for `opts.seconds` (bounded); `pid` is sampled."""
-    return asyncio.run(_run_load(base, pid, work, opts))
+    return asyncio.run(_run_load(base, pid, work, opts, client or ClientOpts()))
 
 
-async def _warm(base: str, work: Workload) -> None:
+async def _warm(base: str, work: Workload, client: ClientOpts) -> None:
     """GET every manifest and blob once (not measured): both sides start with a warm page cache."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+    async with client.session(timeout=aiohttp.ClientTimeout(total=120)) as session:
         for repo, digest in work.manifests:
             async with session.get(f"{base}/v2/{repo}/manifests/{digest}", headers=_ACCEPT) as r:
                 r.raise_for_status()
@@ -442,32 +450,73 @@ def summarize(stats: SideStats) -> dict[str, Any]:
 # --- the two servers -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Pki:
+    """TLS and push credentials, written by `airlock registry certs` for both servers."""
+
+    cert: Path
+    key: Path
+    htpasswd: Path
+    client: ClientOpts
+
+
+def make_pki(airlock: str, out: Path) -> Pki:
+    subprocess.run(
+        [
+            *(airlock, "registry", "certs", "--out", str(out)),
+            *("--address", "127.0.0.1", "--htpasswd-user", "bench"),
+        ],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    password = (out / "registry-password").read_text().strip()
+    client = ClientOpts(ca_file=out / "ca.crt", username="bench", password=password)
+    return Pki(out / "registry.crt", out / "registry.key", out / "htpasswd", client)
+
+
 @contextlib.contextmanager
-def _airlock(airlock: str, store: Path, log: Path) -> Iterator[tuple[str, int]]:
+def _airlock(airlock: str, store: Path, log: Path, pki: Pki) -> Iterator[tuple[str, int]]:
+    """`airlock registry serve --push` as an operator runs it for pushes: TLS, credentials."""
     port = free_port()
     argv = [airlock, "registry", "serve", "--store", str(store), "--listen", f"127.0.0.1:{port}"]
+    argv += ["--push", "--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
+    argv += ["--htpasswd", str(pki.htpasswd), "--free-floor", "256MiB", "--free-floor-percent", "0"]
     daemon = Daemon(argv, log)
+    url = f"https://127.0.0.1:{port}"
     try:
-        wait_http(f"http://127.0.0.1:{port}/v2/", daemon)
-        yield f"http://127.0.0.1:{port}", daemon.proc.pid
+        deadline = time.monotonic() + 60
+        while not pki.client.answers(f"{url}/v2/"):
+            if not daemon.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"airlock registry serve did not start: {daemon.tail()}")
+            time.sleep(0.01)
+        yield url, daemon.proc.pid
     finally:
         daemon.stop()
 
 
 @contextlib.contextmanager
-def _distribution(storage: Path, run_dir: Path) -> Iterator[tuple[str, int]]:
+def _distribution(storage: Path, run_dir: Path, pki: Pki) -> Iterator[tuple[str, int]]:
     run_dir.mkdir(parents=True, exist_ok=True)
-    with start_distribution("load", storage, run_dir) as dist:
+    with start_distribution(
+        "load",
+        storage,
+        run_dir,
+        tls=(pki.cert, pki.key),
+        htpasswd=pki.htpasswd,
+        ca_file=pki.client.ca_file,
+    ) as dist:
         yield dist.url, dist.process.pid
 
 
 def _one_side(
-    base: str, pid: int, refs: Sequence[str], blob_dir: Path, opts: LoadOptions
+    base: str, pid: int, refs: Sequence[str], blob_dir: Path, opts: LoadOptions, client: ClientOpts
 ) -> tuple[dict[str, Any], Workload]:
     idle = _vmrss_kib(pid)
-    work = build_workload(base, refs, blob_dir)
-    asyncio.run(_warm(base, work))
-    stats = run_load(base, pid, work, opts)
+    work = build_workload(base, refs, blob_dir, client)
+    asyncio.run(_warm(base, work, client))
+    stats = run_load(base, pid, work, opts, client)
     out = summarize(stats)
     out["rss"]["idle_before_warmup_mib"] = round((idle or 0) / 1024, 1)
     out["server_pid_sampled"] = pid
@@ -493,15 +542,16 @@ def registry_under_load(
     docker-registry over DIST_STORAGE (holding the same images under the same names); pushes
     land in both (use copies). Each server runs alone while it is measured."""
     blob_dir = store / "blobs" / "sha256"
-    with _airlock(airlock, store, logs / "serve-load.log") as (base, pid):
-        ours, work_ours = _one_side(base, pid, refs, blob_dir, options)
+    pki = make_pki(airlock, logs / "load-pki")
+    with _airlock(airlock, store, logs / "serve-load.log", pki) as (base, pid):
+        ours, work_ours = _one_side(base, pid, refs, blob_dir, options, pki.client)
     say(
         f"   airlock: {ours['req_per_s']} req/s, {ours['mib_per_s']} MiB/s, p99 "
         f"{ours['p99_ms']} ms, 5xx {ours['http_5xx']}, corrupt {ours['corrupt_bytes']} B, "
         f"RSS {ours['rss']['start_mib']}->{ours['rss']['max_mib']}->{ours['rss']['end_mib']} MiB"
     )
-    with _distribution(dist_storage, logs / "dist-load") as (base, pid):
-        theirs, work_theirs = _one_side(base, pid, refs, blob_dir, options)
+    with _distribution(dist_storage, logs / "dist-load", pki) as (base, pid):
+        theirs, work_theirs = _one_side(base, pid, refs, blob_dir, options, pki.client)
     say(
         f"   docker-registry: {theirs['req_per_s']} req/s, {theirs['mib_per_s']} MiB/s, p99 "
         f"{theirs['p99_ms']} ms, 5xx {theirs['http_5xx']}, corrupt {theirs['corrupt_bytes']} B, "

@@ -7,12 +7,14 @@ Everything here talks to 127.0.0.1 only, and every wait and loop has a bound.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
 import os
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import time
@@ -134,6 +136,41 @@ def wait_http(url: str, daemon: Daemon | None = None, *, seconds: float = 60) ->
     raise RuntimeError(f"{url} did not answer within {seconds}s")
 
 
+@dataclass(frozen=True)
+class ClientOpts:
+    """How a bench client reaches a registry: the CA that verifies its TLS and the credentials
+    it sends (neither: plain HTTP, anonymous)."""
+
+    ca_file: Path | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def session(self, *, timeout: aiohttp.ClientTimeout, limit: int = 100) -> aiohttp.ClientSession:
+        tls: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
+        )
+        headers = {}
+        if self.username is not None:
+            raw = f"{self.username}:{self.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        connector = aiohttp.TCPConnector(limit=limit, ssl=tls)
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
+
+    def answers(self, url: str) -> bool:
+        """Whether `url` answers at all over this TLS (401 counts: the server is up)."""
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if self.ca_file is not None:
+            ctx = ssl.create_default_context(cafile=str(self.ca_file))
+            handlers.append(urllib.request.HTTPSHandler(context=ctx))
+        try:
+            with urllib.request.build_opener(*handlers).open(url, timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+
 def split_ref(ref: str) -> tuple[str, str]:
     """`registry.k8s.io/pause:3.9` -> (`registry.k8s.io/pause`, `3.9`): the name airlock's
     registry serves it under, and the tag."""
@@ -203,11 +240,17 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> tuple[dict[str,
     return json.loads(body), "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-async def discover(base: str, refs: Sequence[str], platform: str = "linux/amd64") -> list[Item]:
+async def discover(
+    base: str,
+    refs: Sequence[str],
+    platform: str = "linux/amd64",
+    *,
+    client: ClientOpts | None = None,
+) -> list[Item]:
     """Every manifest and blob a linux/amd64 pull of `refs` needs, deduplicated per repo."""
     os_, arch = platform.split("/")
     items: dict[tuple[str, str], Item] = {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+    async with (client or ClientOpts()).session(timeout=aiohttp.ClientTimeout(total=60)) as session:
         for ref in refs:
             repo, tag = split_ref(ref)
             doc, digest = await _get_json(session, f"{base}/v2/{repo}/manifests/{tag}")
