@@ -71,6 +71,7 @@ class BundleSummary:
     key_id: str | None
     base_inventory: str | None
     format_version: str = "1.0"
+    recovery: dict[str, int] | None = None  # the recovery layout (format 1.2)
     files_size: int = 0  # the files carried, as fetched
     files_stored_size: int = 0  # the same files as the bundle stores them
 
@@ -152,6 +153,9 @@ def inspect_bundle(path: Path, *, keys: Sequence[Path] = ()) -> BundleSummary:
             key_id=kid,
             base_inventory=m.base.inventory if m.base else None,
             format_version=m.format_version,
+            recovery=(
+                m.recovery.model_dump(by_alias=True, exclude={"scheme"}) if m.recovery else None
+            ),
             files_size=sum(f.size for f in carried),
             files_stored_size=sum(f.stored_size or f.size for f in carried),
         )

@@ -23,6 +23,10 @@ older readers can refuse by name, and is written only when a bundle uses it):
          (media type + "+zstd", the file's own digest in `io.airlock.file.content.digest`),
          and airlock.json's file entry keeps the file's digest with `stored` {compression,
          digest, size}; image blobs are never compressed
+    1.2  recovery volumes: airlock.json `recovery` {scheme "zfec", dataVolumes, recoveryVolumes,
+         volumeSize, chunkSize, bootCopies}; beside the volumes NAME.airlock.recovery.NNN, the
+         recovery index NAME.airlock.recovery.json (every chunk's sha256) and the boot copies
+         NAME.airlock.boot.N.tar (see bundle/recovery.py and bundle/bootvol.py)
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ __all__ = [
     "FILE_KIND_MEDIA_TYPES",
     "FILE_NAME_RE",
     "FORMAT_COMPRESSED",
+    "FORMAT_RECOVERY",
     "FORMAT_VERSION",
     "FORMAT_VERSIONS",
     "INDEX_JSON",
@@ -71,13 +76,16 @@ __all__ = [
     "bundle_filename",
     "file_media_type",
     "parts_path_for",
+    "recovery_index_name",
+    "recovery_volume_name",
     "volume_name",
 ]
 
 BUNDLE_SCHEMA = "airlock.bundle/v1"
-FORMAT_VERSIONS = ("1.0", "1.1")  # every minor version this airlock reads
+FORMAT_VERSIONS = ("1.0", "1.1", "1.2")  # every minor version this airlock reads
 FORMAT_VERSION = FORMAT_VERSIONS[-1]
 FORMAT_COMPRESSED: Final = "1.1"  # files stored zstd-compressed
+FORMAT_RECOVERY: Final = "1.2"  # recovery volumes
 PARTS_SCHEMA = "airlock.parts/v1"
 
 # Tar members, in the order the writer emits them.
@@ -152,6 +160,16 @@ def bundle_filename(name: str) -> str:
 
 def volume_name(tar_name: str, number: int) -> str:
     return f"{tar_name}.{number:0{VOLUME_DIGITS}d}"
+
+
+def recovery_volume_name(tar_name: str, number: int) -> str:
+    """`lab.airlock.tar` -> `lab.airlock.recovery.000` (never taken for a data volume)."""
+    return f"{tar_name.removesuffix('.tar')}.recovery.{number:0{VOLUME_DIGITS}d}"
+
+
+def recovery_index_name(tar_name: str) -> str:
+    """`lab.airlock.tar` -> `lab.airlock.recovery.json`."""
+    return f"{tar_name.removesuffix('.tar')}.recovery.json"
 
 
 def parts_path_for(tar_name: str) -> str:

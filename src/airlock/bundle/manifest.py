@@ -40,6 +40,7 @@ __all__ = [
     "FileEntry",
     "ImageEntry",
     "IndexRef",
+    "RecoveryEntry",
     "StoredEntry",
     "ToolInfo",
     "parse_manifest",
@@ -57,7 +58,7 @@ Role = Literal[
     "sbom",
     "meta",
 ]
-FormatVersion = Literal["1.0", "1.1"]
+FormatVersion = Literal["1.0", "1.1", "1.2"]
 assert get_args(FormatVersion) == FORMAT_VERSIONS
 # The wire names are BlobRole's values; keep the two in step.
 assert set(get_args(Role)) == {r.value for r in BlobRole}
@@ -143,6 +144,23 @@ class FileEntry(_Model):
         return v
 
 
+class RecoveryEntry(_Model):
+    """Recovery volumes (format 1.2): the layout of the erasure code over the volumes.
+
+    The tar is cut into `data_volumes` volumes of `volume_size` bytes; each volume is read as
+    chunks of `chunk_size` bytes, and `recovery_volumes` volumes hold zfec's Reed-Solomon
+    shares of every stripe of chunks. `boot_copies` copies of the boot volume carry
+    airlock.json, the parts file, the recovery index and the wheelhouse.
+    """
+
+    scheme: Literal["zfec"]
+    data_volumes: Annotated[int, Field(ge=1, le=255)]
+    recovery_volumes: Annotated[int, Field(ge=1, le=255)]
+    volume_size: Annotated[int, Field(ge=1)]
+    chunk_size: Annotated[int, Field(ge=1)]
+    boot_copies: Annotated[int, Field(ge=1, le=999)]
+
+
 class BaseRef(_Model):
     """The inventory a delta bundle was built against (`bundle create --since`)."""
 
@@ -168,6 +186,7 @@ class BundleManifest(_Model):
     base: BaseRef | None = None
     omitted: tuple[Digest, ...] = ()
     expires: str | None = None  # ISO date (YYYY-MM-DD); loading refuses the bundle after it
+    recovery: RecoveryEntry | None = None
 
     @field_validator("expires")
     @classmethod
@@ -202,6 +221,8 @@ class BundleManifest(_Model):
         # Fields of later minor versions appear only when used (1.0 bytes stay 1.0 bytes).
         if doc["formatVersion"] == "1.0":
             del doc["formatVersion"]
+        if doc["recovery"] is None:
+            del doc["recovery"]
         for f in doc["files"]:
             if f["stored"] is None:
                 del f["stored"]

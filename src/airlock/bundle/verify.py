@@ -56,19 +56,20 @@ class VerifyReport:
     bytes_checked: int = 0
     volumes_checked: int = 0
     problems: tuple[str, ...] = field(default=())
+    recovery: tuple[str, ...] = ()  # recovery volumes, boot copies: what is damaged (bundle good)
 
 
 class BundleVerificationError(VerificationError):
     """The bundle failed verification; `.report.problems` lists every problem found."""
 
-    def __init__(self, report: VerifyReport) -> None:
+    def __init__(self, report: VerifyReport, hint: str | None = None) -> None:
         self.report = report
         first = report.problems[0] if report.problems else "unknown problem"
         more = len(report.problems) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
         super().__init__(
             f"bundle {report.path} failed verification: {first}{suffix}",
-            "do not load it; copy the named volume or file again from the source",
+            hint or "do not load it; copy the named volume or file again from the source",
         )
 
 
@@ -200,6 +201,28 @@ def _check_graph(
         problems.append(f"index.json does not list the files manifest {manifest.files_manifest}")
 
 
+@dataclass(frozen=True)
+class _Recovery:
+    damage: str | None  # what the scan found when data volumes are damaged
+    hint: str | None  # how to repair them (None: cannot)
+    notes: tuple[str, ...]  # damaged recovery volumes or boot copies of an intact bundle
+
+
+def _recovery(parts_path: Path | None, vol_problems: list[str], workers: int) -> _Recovery | None:
+    """With recovery volumes (format 1.2): damaged data volumes are judged repairable or not;
+    with none damaged, the recovery volumes and boot copies themselves are checked."""
+    from airlock.bundle import repair
+
+    rset = repair.find_recovery_set(parts_path) if parts_path is not None else None
+    if rset is None:
+        return None
+    if not vol_problems:
+        return _Recovery(None, None, tuple(repair.recovery_problems(rset)))
+    damage = repair.assess_set(rset, workers=workers)
+    hint = f"repair it: airlock bundle repair {rset.parts_path} (or airlock load --repair)"
+    return _Recovery(damage.summary(), hint if damage.repairable else None, ())
+
+
 def verify_bundle(
     path: Path,
     *,
@@ -221,9 +244,9 @@ def verify_bundle(
     problems: list[str] = []
     report = VerifyReport(ok=False, path=path)
 
-    def fail(**changes: Any) -> BundleVerificationError:
+    def fail(hint: str | None = None, **changes: Any) -> BundleVerificationError:
         return BundleVerificationError(
-            replace(report, **changes, problems=tuple(problems), ok=False)
+            replace(report, **changes, problems=tuple(problems), ok=False), hint
         )
 
     vol_problems, volume_bytes = (
@@ -231,6 +254,12 @@ def verify_bundle(
     )
     volumes_checked = len(volumes.parts.volumes) if volumes.parts else 0
     report = VerifyReport(ok=False, path=path, volumes_checked=volumes_checked)
+    recovery = _recovery(volumes.parts_path, vol_problems, workers) if hash_content else None
+    if recovery is not None:
+        report = replace(report, recovery=recovery.notes)
+        if recovery.damage is not None:
+            problems += [*vol_problems, recovery.damage]
+            raise fail(recovery.hint)
     if vol_problems:
         problems += vol_problems
         raise fail()
@@ -249,6 +278,7 @@ def verify_bundle(
             sequence=manifest.sequence,
             signed=reader.signature is not None,
             volumes_checked=volumes_checked,
+            recovery=report.recovery,
         )
         signed_by: str | None = None
         signed_by_path: Path | None = None

@@ -32,6 +32,16 @@ from typing import Any, BinaryIO
 
 import airlock
 from airlock.atomic import TMP_PREFIX, fsync_dir, lock_as_live, remove_dead_temps, write_atomic
+from airlock.bundle.bootvol import (
+    BOOT_PARTS,
+    BOOT_RECOVERY,
+    BOOTSTRAP_SCRIPT,
+    BootMember,
+    boot_volume_paths,
+    bootstrap_script,
+    find_boot_volumes,
+    write_boot_volume,
+)
 from airlock.bundle.compression import (
     ANNOTATION_CONTENT_DIGEST,
     ANNOTATION_CONTENT_SIZE,
@@ -55,6 +65,7 @@ from airlock.bundle.layout import (
     FILE_NAME_RE,
     FILES_ARTIFACT_TYPE,
     FORMAT_COMPRESSED,
+    FORMAT_RECOVERY,
     INDEX_JSON,
     MIN_VOLUME_SIZE,
     OCI_LAYOUT,
@@ -64,6 +75,8 @@ from airlock.bundle.layout import (
     blob_member,
     bundle_filename,
     file_media_type,
+    recovery_index_name,
+    recovery_volume_name,
 )
 from airlock.bundle.manifest import (
     BaseRef,
@@ -73,11 +86,21 @@ from airlock.bundle.manifest import (
     FileEntry,
     ImageEntry,
     IndexRef,
+    RecoveryEntry,
     StoredEntry,
     ToolInfo,
 )
+from airlock.bundle.recovery import (
+    ChunkedVolume,
+    RecoveryIndex,
+    RecoveryPlan,
+    boot_copies_for,
+    encode,
+    plan_recovery,
+    write_index,
+)
 from airlock.bundle.sbom import build_sbom
-from airlock.bundle.signing import sign
+from airlock.bundle.signing import SIGNATURE_SIZE, sign
 from airlock.bundle.volumes import PartsFile, VolumeInfo, parts_file_path, write_parts
 from airlock.content import Blob, BlobRole, FileArtifact, ImageArtifact
 from airlock.errors import AirlockError, DigestMismatch, UsageError
@@ -126,11 +149,18 @@ class WriteResult:
     unique_blob_bytes: int
     manifest: BundleManifest = field(repr=False)
     signed: bool = False
+    recovery_volumes: tuple[Path, ...] = ()
+    boot_volumes: tuple[Path, ...] = ()  # copies of the boot volume (with recovery)
+    recovery_index: Path | None = None
 
     @property
     def paths(self) -> tuple[Path, ...]:
-        """Every file written: the tar, or the volumes and the parts file."""
-        return (*self.volumes, self.path) if self.volumes else (self.path,)
+        """Every file written: the tar, or the volumes (and the recovery volumes, index and
+        boot copies) and the parts file."""
+        if not self.volumes:
+            return (self.path,)
+        index = (self.recovery_index,) if self.recovery_index else ()
+        return (*self.volumes, *self.recovery_volumes, *index, *self.boot_volumes, self.path)
 
 
 @dataclass(frozen=True)
@@ -401,6 +431,7 @@ class _Sink:
         self._fh: BinaryIO | None = None
         self._vol_hash = hashlib.sha256()
         self._vol_size = 0
+        self.recovery: list[tuple[Path, Path]] = []  # (temp, final) of each recovery volume
 
     def _open_next(self) -> BinaryIO:
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + self.final.name + ".", dir=self.final.parent)
@@ -456,7 +487,7 @@ class _Sink:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        for t in self.temps:
+        for t in (*self.temps, *(tmp for tmp, _ in self.recovery)):
             t.unlink(missing_ok=True)
 
 
@@ -515,12 +546,142 @@ def _resolve_out(out: Path, name: str) -> Path:
     return out
 
 
-def _remove_stale_volumes(final: Path, keep: int) -> None:
-    """Volumes of an earlier, longer split of the same name would be taken as siblings."""
+def _remove_stale_volumes(final: Path, keep: int, keep_recovery: int = 0) -> None:
+    """Volumes of an earlier, longer split of the same name would be taken as siblings (and
+    recovery volumes, index and boot copies of an earlier run as this bundle's)."""
     n = keep
     while (p := final.parent / f"{final.name}.{n:03d}").exists():
         p.unlink()
         n += 1
+    n = keep_recovery
+    while (p := final.parent / recovery_volume_name(final.name, n)).exists():
+        p.unlink()
+        n += 1
+    if keep_recovery == 0:
+        (final.parent / recovery_index_name(final.name)).unlink(missing_ok=True)
+        for p in find_boot_volumes(final):
+            p.unlink()
+
+
+# --- recovery volumes (format 1.2) ---------------------------------------------------------------
+
+
+def _member_bytes(name: str, size: int) -> int:
+    return len(_header(name, size)) + size + len(_padding(size))
+
+
+def _tar_size(
+    manifest_bytes: bytes, signed: bool, index_bytes: bytes, entries: Sequence[BlobEntry]
+) -> int:
+    """The size of the tar `_stream_tar` writes, computed before writing it."""
+    total = _member_bytes(AIRLOCK_JSON, len(manifest_bytes))
+    total += _member_bytes(SIGNATURE, SIGNATURE_SIZE) if signed else 0
+    total += _member_bytes(OCI_LAYOUT, len(OCI_LAYOUT_CONTENT))
+    total += _member_bytes(INDEX_JSON, len(index_bytes))
+    total += len(_header(BLOBS_DIR, 0, directory=True)) + len(_header(BLOB_DIR, 0, directory=True))
+    total += sum(_member_bytes(blob_member(e.digest), e.size) for e in entries)
+    total += 2 * _BLOCK
+    return total + (-total % _RECORD)
+
+
+def _with_recovery(
+    manifest: BundleManifest, index_bytes: bytes, split: int, percent: float, *, signed: bool
+) -> tuple[BundleManifest, RecoveryPlan]:
+    """airlock.json with its `recovery` layout, which depends on the size of the tar that holds
+    airlock.json: repeat until the layout no longer changes (once or twice)."""
+    for _ in range(8):
+        size = _tar_size(manifest.to_bytes(), signed, index_bytes, manifest.blobs)
+        plan = plan_recovery(size, split, percent)
+        entry = RecoveryEntry(
+            scheme="zfec",
+            data_volumes=plan.data_volumes,
+            recovery_volumes=plan.recovery_volumes,
+            volume_size=split,
+            chunk_size=plan.chunk_size,
+            boot_copies=boot_copies_for(plan.recovery_volumes),
+        )
+        if manifest.recovery == entry:
+            return manifest, plan
+        manifest = manifest.model_copy(
+            update={"recovery": entry, "format_version": FORMAT_RECOVERY}
+        )
+    raise AirlockError("internal error: the recovery layout does not settle")
+
+
+@dataclass
+class _Extra:
+    index: Path | None = None
+    boot: list[Path] = field(default_factory=list)
+
+
+def _encode_recovery(sink: _Sink, plan: RecoveryPlan) -> bytes:
+    """Write the recovery volumes (temp files, published with the data volumes) and return the
+    recovery index."""
+    final = sink.final
+    if len(sink.temps) != plan.data_volumes:
+        raise AirlockError(
+            f"internal error: {len(sink.temps)} volumes written, {plan.data_volumes} planned"
+        )
+    handles = []
+    try:
+        for r in range(plan.recovery_volumes):
+            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + final.name + ".", dir=final.parent)
+            os.fchmod(fd, 0o644)
+            lock_as_live(fd)
+            sink.recovery.append((Path(tmp), final.parent / recovery_volume_name(final.name, r)))
+            handles.append(os.fdopen(fd, "wb"))
+        data_chunks, encoded = encode(sink.temps, handles, plan)
+        for fh in handles:
+            fh.flush()
+            os.fsync(fh.fileno())
+    finally:
+        for fh in handles:
+            fh.close()
+    index = RecoveryIndex(
+        tar=final.name,
+        volume_size=plan.volume_size,
+        chunk_size=plan.chunk_size,
+        data=tuple(
+            ChunkedVolume(name=v.name, size=v.size, sha256=v.sha256, chunks=tuple(chunks))
+            for v, chunks in zip(sink.volumes, data_chunks, strict=True)
+        ),
+        recovery=tuple(
+            ChunkedVolume(name=dest.name, size=e.size, sha256=e.sha256, chunks=tuple(e.chunks))
+            for (_, dest), e in zip(sink.recovery, encoded, strict=True)
+        ),
+    )
+    return write_index(index)
+
+
+def _write_boot(
+    final: Path,
+    manifest: BundleManifest,
+    small: tuple[bytes, bytes | None, bytes, bytes],
+    *,
+    blobs: BlobStore,
+    wheels: Sequence[FileArtifact],
+) -> list[Path]:
+    """The boot copies: airlock.json (+ signature) and the wheels first, as in a bundle, so the
+    bootstrap script reads a copy as it reads a bundle; then the script, parts and index."""
+    manifest_bytes, signature, parts_bytes, index_bytes = small
+    members = [BootMember(AIRLOCK_JSON, manifest_bytes)]
+    if signature is not None:
+        members.append(BootMember(SIGNATURE, signature))
+    for w in sorted(wheels, key=lambda w: w.digest):
+        members.append(BootMember(blob_member(w.digest), path=blobs.path(w.digest), size=w.size))
+    members += [
+        BootMember(BOOTSTRAP_SCRIPT, bootstrap_script()),
+        BootMember(BOOT_PARTS, parts_bytes),
+        BootMember(BOOT_RECOVERY, index_bytes),
+    ]
+    assert manifest.recovery is not None
+    paths = boot_volume_paths(final, manifest.recovery.boot_copies)
+    for p in find_boot_volumes(final):
+        if p not in paths:
+            p.unlink()
+    for p in paths:
+        write_boot_volume(p, members, tmp_prefix=f"{TMP_PREFIX}{final.name}.")
+    return paths
 
 
 def write_bundle(
@@ -530,9 +691,12 @@ def write_bundle(
     out: Path,
     sign_key: Path | None = None,
     split: int | None = None,
+    recovery: float | None = None,
 ) -> WriteResult:
     """Write `content` as a bundle at `out`: a path ending in `.tar`, or a directory that gets
-    NAME.airlock.tar (or its volumes and parts file when `split` is given)."""
+    NAME.airlock.tar (or its volumes and parts file when `split` is given). `recovery`, a
+    percentage of the data volumes (with `split`), adds recovery volumes, the recovery index
+    and the boot copies (format 1.2)."""
     if split is not None and split < MIN_VOLUME_SIZE:
         raise UsageError(
             f"--split {split} is too small: volumes must be at least 1 MiB",
@@ -549,6 +713,16 @@ def write_bundle(
                 f"blob {entry.digest} ({entry.source or entry.role}) is not in {blobs.root}",
                 "fetch the content again (`airlock bundle create` fetches what is missing)",
             )
+    plan: RecoveryPlan | None = None
+    if recovery is not None:
+        if split is None:
+            raise UsageError(
+                "--recovery adds volumes to a split bundle: give --split SIZE too",
+                "e.g. --split 4G --recovery 20%",
+            )
+        manifest, plan = _with_recovery(
+            manifest, gen.index_bytes, split, recovery, signed=sign_key is not None
+        )
     manifest_bytes = manifest.to_bytes()
     signature = sign(manifest_bytes, sign_key) if sign_key is not None else None
 
@@ -560,6 +734,7 @@ def write_bundle(
     remove_dead_temps(final.parent, prefix=f"{TMP_PREFIX}{final.name}.")
     sink = _Sink(final, split)
     published: list[Path] = []
+    extra = _Extra()
     try:
         _stream_tar(
             sink,
@@ -575,11 +750,15 @@ def write_bundle(
             os.replace(sink.temps[0], final)
             path = final
         else:
+            index_bytes = _encode_recovery(sink, plan) if plan is not None else None
             volumes = tuple(final.parent / v.name for v in sink.volumes)
             for tmp, dest in zip(sink.temps, volumes, strict=True):
                 os.replace(tmp, dest)
                 published.append(dest)
-            _remove_stale_volumes(final, len(volumes))
+            for tmp, dest in sink.recovery:
+                os.replace(tmp, dest)
+                published.append(dest)
+            _remove_stale_volumes(final, len(volumes), len(sink.recovery))
             path = parts_file_path(final)
             parts = PartsFile(
                 name=content.name,
@@ -589,7 +768,20 @@ def write_bundle(
                 sha256=sink.whole.hexdigest(),
                 volumes=tuple(sink.volumes),
             )
-            write_atomic(path, write_parts(parts))
+            parts_bytes = write_parts(parts)
+            if index_bytes is not None:
+                extra.index = final.parent / recovery_index_name(final.name)
+                write_atomic(extra.index, index_bytes)
+                published.append(extra.index)
+                extra.boot = _write_boot(
+                    final,
+                    manifest,
+                    (manifest_bytes, signature, parts_bytes, index_bytes),
+                    blobs=blobs,
+                    wheels=content.wheelhouse,
+                )
+                published += extra.boot
+            write_atomic(path, parts_bytes)
         fsync_dir(final.parent)
     except OSError as exc:
         sink.discard()
@@ -612,6 +804,9 @@ def write_bundle(
     return WriteResult(
         path=path,
         volumes=volumes,
+        recovery_volumes=tuple(dest for _, dest in sink.recovery),
+        boot_volumes=tuple(extra.boot),
+        recovery_index=extra.index,
         size=sink.size,
         sha256="sha256:" + sink.whole.hexdigest(),
         blob_count=len(manifest.blobs),

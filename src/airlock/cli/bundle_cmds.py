@@ -52,11 +52,15 @@ def create(
     compress: str = typer.Option(
         "zstd", "--compress", help="Files (never image layers): zstd, zstd:LEVEL or none."
     ),
+    recovery: str | None = typer.Option(
+        None, "--recovery", help="With --split: recovery volumes, e.g. 20% (repairs 1 in 5)."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Fetch every artifact (verified, cached, parallel) and write the bundle."""
     use_json(json_out)
     from airlock.bundle.compression import parse_compression
+    from airlock.bundle.recovery import parse_percent
     from airlock.cli.progress import DownloadProgress
     from airlock.cli.sizes import format_size, parse_size
     from airlock.errors import UsageError
@@ -67,6 +71,12 @@ def create(
     if since_key and since is None:
         raise UsageError("--since-key checks the --since inventory: give --since too")
     compression = parse_compression(compress)
+    if recovery is not None and split is None:
+        raise UsageError(
+            "--recovery adds volumes to a split bundle: give --split SIZE too",
+            "e.g. --split 4G --recovery 20%",
+        )
+    recovery_percent = parse_percent(recovery) if recovery is not None else None
     spec = load_spec(spec_file)
     with DownloadProgress() as progress:
         result = create_bundle(
@@ -89,6 +99,7 @@ def create(
                     spec_dir=spec_file.resolve().parent,
                 ),
                 compression=compression,
+                recovery=recovery_percent,
             ),
         )
     w = result.write
@@ -106,6 +117,8 @@ def create(
         "bytesDownloaded": result.bytes_downloaded,
         "filesFromCache": result.files_from_cache,
         "signed": w.signed,
+        "recoveryVolumes": [str(v) for v in w.recovery_volumes],
+        "bootVolumes": [str(v) for v in w.boot_volumes],
         "compression": compression.describe(),
         "filesBytes": files_bytes,
         "filesStoredBytes": files_stored,
@@ -134,6 +147,11 @@ def create(
             f"wrote {w.path}: {format_size(w.size)}, {len(result.images)} images, "
             f"{len(result.files)} files, {w.blob_count} blobs"
             + (f", {len(w.volumes)} volumes" if w.volumes else "")
+            + (
+                f" + {len(w.recovery_volumes)} recovery volumes, {len(w.boot_volumes)} boot copies"
+                if w.recovery_volumes
+                else ""
+            )
             + (", signed" if w.signed else ", unsigned")
         )
         if files_stored < files_bytes:
@@ -187,6 +205,13 @@ def inspect(
             f"format {s.format_version}; files {format_size(s.files_size)} stored as "
             f"{format_size(s.files_stored_size)} (compression {s.compression_ratio:.2f}:1)"
         )
+        if s.recovery:
+            r = s.recovery
+            state.line(
+                f"recovery: {r['recoveryVolumes']} recovery volume(s) for {r['dataVolumes']} "
+                f"data volumes (any {r['recoveryVolumes']} may be lost or damaged), "
+                f"{r['bootCopies']} boot copies"
+            )
         state.table(
             ["image", "platforms", "size", "digest"],
             [
@@ -255,6 +280,7 @@ def verify(
         "blobs": report.blobs_checked,
         "bytes": report.bytes_checked,
         "volumes": report.volumes_checked,
+        "recoveryProblems": list(report.recovery),
     }
 
     def text() -> None:
@@ -267,8 +293,39 @@ def verify(
             f"OK {bundle}: {report.blobs_checked} blobs, {format_size(report.bytes_checked)} "
             f"hashed, {report.volumes_checked} volumes; {signed}"
         )
+        for problem in report.recovery:
+            state.warn(f"{problem}: the bundle is intact, its protection is not (bundle repair)")
 
     state.emit(data, text)
+
+
+@bundle_app.command("repair")
+def repair(
+    bundle: Path = typer.Argument(..., help="The parts file, a volume or a boot copy."),
+    key: list[Path] = typer.Option([], "--key", help="Trusted public key(s)."),
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="Accept no signature."),
+    json_out: bool = json_option(),
+) -> None:
+    """Rebuild damaged or missing volumes from the recovery volumes, then verify everything."""
+    use_json(json_out)
+    from airlock.verbs.repair import RepairOptions, repair_bundle
+
+    result = repair_bundle(
+        bundle, options=RepairOptions(keys=tuple(key), allow_unsigned=allow_unsigned)
+    )
+
+    def text() -> None:
+        state.line(f"found: {result.before}")
+        for p in result.rebuilt:
+            state.line(f"rebuilt {p}")
+        for p in result.restored:
+            state.line(f"restored {p}")
+        v = result.verify
+        if v is not None:
+            signed = f"signature OK ({v.signed_by})" if v.signed_by else "signature not checked"
+            state.line(f"OK {result.bundle}: {v.blobs_checked} blobs verified; {signed}")
+
+    state.emit(result.to_json(), text)
 
 
 @keys_app.command("generate")
@@ -298,6 +355,9 @@ def load(
     scan: str | None = typer.Option(
         None, "--scan", help="Scanner command run over every file and layer (dir appended)."
     ),
+    repair: bool = typer.Option(
+        False, "--repair", help="Rebuild damaged volumes from the recovery volumes first."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Verify the bundle, then merge it into the store (idempotent)."""
@@ -313,10 +373,13 @@ def load(
             allow_unsigned=allow_unsigned,
             allow_downgrade=allow_downgrade,
             scan=shlex.split(scan) if scan else (),
+            repair=repair,
         ),
     )
 
     def text() -> None:
+        for volume in result.repaired:
+            state.line(f"rebuilt {volume} from the recovery volumes")
         if not result.changed:
             state.line(f"{store} already holds everything in {bundle}; nothing changed")
             return

@@ -79,6 +79,7 @@ class CreateOptions:
     network: NetworkOptions = field(default_factory=NetworkOptions)  # proxies from env, CA
     spec_dir: Path | None = None  # relative credentials files in the spec are read from here
     compression: Compression = field(default_factory=Compression)  # zstd for the files
+    recovery: float | None = None  # percent of the data volumes added as recovery volumes
 
 
 @dataclass
@@ -396,6 +397,7 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
         out=out,
         sign_key=options.sign_key,
         split=options.split,
+        recovery=options.recovery,
     )
     return CreateResult(
         plan=plan,

@@ -79,6 +79,7 @@ class LoadOptions:
     allow_unsigned: bool = False
     allow_downgrade: bool = False
     scan: Sequence[str] = ()  # a scanner command; the directory of staged content is appended
+    repair: bool = False  # rebuild damaged volumes from the recovery volumes first
 
 
 @dataclass
@@ -91,6 +92,7 @@ class LoadResult:
     blobs_present: int = 0
     index_entries_changed: int = 0
     images: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # volumes rebuilt by --repair
 
     @property
     def changed(self) -> bool:
@@ -109,6 +111,7 @@ class LoadResult:
             "indexEntriesChanged": self.index_entries_changed,
             "changed": self.changed,
             "images": self.images,
+            "repaired": self.repaired,
         }
 
 
@@ -126,6 +129,7 @@ def load_bundle(
     bundle: Path, *, store_dir: Path = DEFAULT_STORE, options: LoadOptions
 ) -> LoadResult:
     keys = trusted_keys(options.keys)
+    repaired = _repair(bundle, options) if options.repair else []
     # Structure, signature, index and graph now; every blob's bytes while it is staged below,
     # so the bundle is read once.
     report = verify_bundle(
@@ -136,7 +140,7 @@ def load_bundle(
         hash_content=False,
     )
     store = OciLayout(store_dir)
-    result = LoadResult(bundle=bundle, store=store_dir, verify=report)
+    result = LoadResult(bundle=bundle, store=store_dir, verify=report, repaired=repaired)
     meta = store_meta_dir(store_dir)
     with open_bundle(bundle) as reader:
         manifest = reader.manifest
@@ -193,6 +197,23 @@ def load_bundle(
             state=ChannelState(manifest.sequence, manifest_digest, manifest.name),
         )
     return result
+
+
+def _repair(bundle: Path, options: LoadOptions) -> list[str]:
+    """`--repair`: rebuild damaged volumes first (a bundle without recovery volumes is loaded
+    as it is, and refused as usual when damaged)."""
+    from airlock.bundle.repair import find_recovery_set
+    from airlock.verbs.repair import RepairOptions, repair_bundle
+
+    if find_recovery_set(bundle) is None:
+        return []
+    repaired = repair_bundle(
+        bundle,
+        options=RepairOptions(
+            keys=options.keys, allow_unsigned=options.allow_unsigned, verify=False
+        ),
+    )
+    return [str(p) for p in repaired.rebuilt]
 
 
 STAGING = ".staging"  # blobs copied and checked, not yet in the store (kept for a rerun)
