@@ -324,3 +324,52 @@ def test_files_are_compressed_and_image_blobs_are_not(built: dict[str, object]) 
         assert all(f.stored is None for f in m.files if f.kind in ("wheel", "package"))
     summary = json.loads(run("bundle", "inspect", str(bundle), "--json").stdout)
     assert summary["compression_ratio"] > 1.5 and summary["format_version"] == "1.1"
+
+
+def test_recovery_volumes_rebuild_what_was_lost(built: dict[str, object], tmp_path: Path) -> None:
+    """`--split --recovery`: the volume holding airlock.json is lost and a recovery volume is
+    scratched; verify says repairable, `load --repair` rebuilds both and loads; one more lost
+    volume than the recovery covers is refused, naming them."""
+    tmp, spec = built["tmp"], built["spec"]
+    assert isinstance(tmp, Path) and isinstance(spec, Path)
+    made = json.loads(
+        create(
+            spec,
+            cache=tmp / "cache",
+            out=tmp_path / "out",
+            extra=("--split", "32M", "--recovery", "50%", "--sign", str(tmp / "k.key"), "--json"),
+        ).stdout
+    )
+    volumes = [Path(v) for v in made["volumes"]]
+    recovery = [Path(v) for v in made["recoveryVolumes"]]
+    assert len(volumes) >= 3 and len(recovery) == -(-len(volumes) // 2)
+    assert len(made["bootVolumes"]) == len(recovery) + 1
+    parts, key = Path(made["bundle"]), str(tmp / "k.pub")
+    volumes[0].unlink()
+    scratched = bytearray(recovery[0].read_bytes())
+    scratched[1000:5000] = bytes(4000)
+    recovery[0].write_bytes(bytes(scratched))
+    proc = run("bundle", "verify", str(parts), "--key", key, check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert "2 volumes damaged, repairable" in proc.stderr
+    assert "airlock bundle repair" in proc.stderr
+    loaded = json.loads(
+        run(
+            "load",
+            str(parts),
+            "--store",
+            str(tmp_path / "store"),
+            "--key",
+            key,
+            "--repair",
+            "--json",
+        ).stdout
+    )
+    assert sorted(loaded["repaired"]) == sorted([str(volumes[0]), str(recovery[0])])
+    assert loaded["blobsAdded"] > 0
+    assert "OK" in run("bundle", "verify", str(parts), "--key", key).stdout
+    for victim in (*volumes[: len(recovery)], recovery[-1]):
+        victim.unlink()
+    proc = run("bundle", "repair", str(parts), "--key", key, check=False)
+    assert proc.returncode == 3
+    assert "NOT repairable" in proc.stderr and volumes[0].name in proc.stderr
