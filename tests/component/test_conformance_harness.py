@@ -13,6 +13,8 @@ from airlock_lab.conformance import airlock_registry, build_suite, make_pki, run
 pytestmark = pytest.mark.component
 
 
+# A cold cache builds the suite from its Go module first (nice -n 19, minutes under load).
+@pytest.mark.timeout(1500)
 def test_a_failing_registry_fails_the_run(tmp_path: Path) -> None:
     binary = build_suite()
     pki = make_pki(tmp_path)

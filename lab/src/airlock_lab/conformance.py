@@ -50,7 +50,7 @@ GO_MOD = Path(__file__).resolve().parents[2] / "conformance" / "go.mod"
 NAMESPACE = "conformance/app"
 CROSSMOUNT_NAMESPACE = "conformance/mounted"
 USER = "conformance"
-_BUILD_TIMEOUT = 1800.0
+_BUILD_TIMEOUT = 1200.0
 _RUN_TIMEOUT = 600.0
 _BINARY = "conformance.test"
 
