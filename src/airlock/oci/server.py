@@ -21,8 +21,7 @@ a manifest reference that does not resolve (even one that is not a valid tag or 
 answers 404, and a blob that a manifest of the repository still names is not deleted (405).
 
 Blob links (blobs uploaded or mounted into a repository before a manifest names them) are kept
-in memory: after a restart a repository serves the blobs its manifests name; the bytes stay in
-the store, and a manifest pushed after the restart finds them.
+in memory and in an append-only log in the store (`blob_links`), so they survive a restart too.
 """
 
 from __future__ import annotations
@@ -50,6 +49,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from airlock.errors import AirlockError, DigestMismatch, UsageError
+from airlock.oci.blob_links import LINKS_LOG, BlobLinks
 from airlock.oci.certs import server_ssl_context
 from airlock.oci.digest import is_digest, sha256_digest
 from airlock.oci.gc import store_lock
@@ -188,7 +188,7 @@ class _Upload:
 
 @dataclass
 class _Registry:
-    """Server state: the source, auth, options, uploads in progress and in-memory blob links."""
+    """Server state: the source, auth, options, uploads in progress and blob links."""
 
     source: ContentSource
     auth: Htpasswd | None
@@ -196,14 +196,14 @@ class _Registry:
     options: RegistryOptions = field(default_factory=RegistryOptions)
     uploads: dict[str, _Upload] = field(default_factory=dict)
     streaming: int = 0  # single-request (POST ?digest=) uploads in progress
-    blob_links: dict[str, set[str]] = field(default_factory=dict)
+    blob_links: BlobLinks = field(default_factory=BlobLinks)
     index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # -- what a repository holds ------------------------------------------------------------
 
     def repo_exists(self, name: str) -> bool:
         """A repository exists while it holds a manifest or a blob pushed or mounted into it."""
-        return name in self.source.catalog().repositories or bool(self.blob_links.get(name))
+        return name in self.source.catalog().repositories or self.blob_links.has_any(name)
 
     def repo_has_manifest(self, name: str, digest: str) -> bool:
         repo = self.source.catalog().repositories.get(name)
@@ -211,7 +211,7 @@ class _Registry:
 
     def blob_anywhere(self, digest: str) -> bool:
         """Whether some repository serves the blob (where a mount without `from` finds it)."""
-        if any(digest in links for links in self.blob_links.values()):
+        if self.blob_links.anywhere(digest):
             return True
         return any(digest in r.blobs for r in self.source.catalog().repositories.values())
 
@@ -220,10 +220,10 @@ class _Registry:
         # Manifests are not blobs of a repository (distribution answers BLOB_UNKNOWN too).
         if repo is not None and digest in repo.blobs:
             return True
-        return digest in self.blob_links.get(name, set())
+        return self.blob_links.has(name, digest)
 
     def link_blob(self, name: str, digest: str) -> None:
-        self.blob_links.setdefault(name, set()).add(digest)
+        self.blob_links.add(name, digest)
 
     def writable_store(self) -> OciLayout:
         store = self.source.store
@@ -593,10 +593,8 @@ async def _blob_delete(request: web.Request, name: str, digest: str) -> web.Stre
         raise _unsupported(
             f"blob {digest} is named by a manifest of {name}; delete the manifest first"
         )
-    links = reg.blob_links.get(name, set())
-    if digest not in links:
+    if not reg.blob_links.remove(name, digest):
         raise _blob_unknown(digest)
-    links.discard(digest)
     return web.Response(status=202, headers={"Content-Length": "0"})
 
 
@@ -1134,6 +1132,8 @@ async def _on_startup(app: web.Application) -> None:
                 p.unlink(missing_ok=True)
     if reg.source.store is not None:
         reg.source.store.remove_temp_files()
+    # a pull-only registry reads the links but never writes into the store
+    reg.blob_links.load(compact=reg.upload_dir is not None)
 
 
 async def _on_cleanup(app: web.Application) -> None:
@@ -1163,7 +1163,8 @@ def make_app(
         )
     app = web.Application(middlewares=[_errors_and_auth], client_max_size=MAX_MANIFEST_SIZE)
     writable = upload_dir if store is not None and options.push else None
-    app[_REGISTRY] = _Registry(source, auth, writable, options)
+    links = BlobLinks(store.root / LINKS_LOG if store is not None else None)
+    app[_REGISTRY] = _Registry(source, auth, writable, options, blob_links=links)
     app.router.add_route("*", "/v2/", _v2_root)
     app.router.add_route("*", "/v2", _v2_redirect)
     app.router.add_route("*", "/v2/{tail:.+}", _dispatch)
