@@ -99,6 +99,16 @@ def test_version_never_released_fails_naming_the_nearest(
     assert upstream.local_path(kubeadm).is_file()  # it does exist there
     json_out = plan(spec, "--json")
     assert json_out.returncode == 1 and "v1.27.99" in json_out.stdout + json_out.stderr
+    before = len(upstream.request_log)
+    create = subprocess.run(
+        [AIRLOCK, "bundle", "create", "-f", str(spec), "--cache", str(tmp_path / "c"),
+         "-o", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert create.returncode == 1 and f"nearest release that exists: {near.group(1)}" in (
+        create.stderr
+    )
+    assert all(r.method == "HEAD" for r in upstream.request_log[before:])  # nothing fetched
 
 
 def test_current_preset_plans_or_names_every_missing_release(

@@ -365,6 +365,9 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
 
         # Read and verify the baseline first: a bad signature refuses before any download.
         baseline = read_baseline(options.since, keys=options.since_keys)
+    from airlock.verbs.plan import ensure_releases_exist
+
+    ensure_releases_exist(spec, network=options.network)  # a missing version: named, nearest too
     plan = resolve_plan(spec, network=options.network)
     cache = BlobStore(options.cache or default_cache_dir())
     cache.ensure()

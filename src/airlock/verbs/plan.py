@@ -31,7 +31,14 @@ from airlock.resolve.plan import helm_template, resolve_plan_with
 from airlock.resolve.urls import FileSpec, apply_mirror, cni_manifest_url, release_files
 from airlock.spec import Spec
 
-__all__ = ["PlanOptions", "ReleaseCheck", "nearest_candidates", "plan_bundle"]
+__all__ = [
+    "PlanOptions",
+    "ReleaseCheck",
+    "check_releases",
+    "ensure_releases_exist",
+    "nearest_candidates",
+    "plan_bundle",
+]
 
 # artifact name -> (the release_files keyword that versions it, the spec field users write)
 _FIELDS: dict[str, tuple[str, str]] = {
@@ -221,13 +228,11 @@ def _measured(plan: Plan, items: Sequence[object]) -> Plan:
     return plan
 
 
-def plan_bundle(spec: Spec, *, options: PlanOptions) -> Plan:
-    """Check every release exists, resolve the plan, and measure it (no artifact download)."""
-    from airlock.verbs.create import registry_credentials
-    from airlock.verbs.delta import measure_plan
+def ensure_releases_exist(spec: Spec, *, network: NetworkOptions) -> None:
+    """HEAD every release file; a version never released fails naming the nearest."""
 
     async def check() -> list[ReleaseCheck]:
-        async with options.network.session(limit=_PROBES) as session:
+        async with network.session(limit=_PROBES) as session:
             return await check_releases(spec, _head_status(session, asyncio.Semaphore(_PROBES)))
 
     missing = asyncio.run(check())
@@ -237,6 +242,14 @@ def plan_bundle(spec: Spec, *, options: PlanOptions) -> Plan:
             "use a version that exists (the nearest is named above), or fix the `sources` "
             "mirror if it lacks a release that does exist",
         )
+
+
+def plan_bundle(spec: Spec, *, options: PlanOptions) -> Plan:
+    """Check every release exists, resolve the plan, and measure it (no artifact download)."""
+    from airlock.verbs.create import registry_credentials
+    from airlock.verbs.delta import measure_plan
+
+    ensure_releases_exist(spec, network=options.network)
     meta = MetadataFetcher(spec.sources.files, network=options.network)
     plan = resolve_plan_with(spec, meta, render=helm_template, network=options.network)
     if not options.measure:
