@@ -272,6 +272,38 @@ class Registry(_Model):
         return v
 
 
+class Wheelhouse(_Model):
+    """The offline nodes airlock itself must install on: a wheelhouse for each CPython x
+    architecture. airlock needs Python 3.11+; a node with an older platform Python needs the
+    distribution's python3.11 (carry it with `packages`)."""
+
+    pythons: list[str] = ["3.11", "3.12", "3.13"]
+    architectures: list[Literal["x86_64", "aarch64"]] = ["x86_64", "aarch64"]
+
+    @field_validator("pythons")
+    @classmethod
+    def _pythons(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one Python version is needed, e.g. 3.11")
+        for py in v:
+            m = re.fullmatch(r"3\.(\d{1,2})", py)
+            if m is None:
+                raise ValueError(f"{py!r} is not a Python version like 3.12 (quote it in YAML)")
+            if int(m[1]) < 11:
+                raise ValueError(
+                    f"airlock needs Python 3.11 or newer, not {py}; for older nodes carry the "
+                    "distribution's python3.11 package in `packages`"
+                )
+        return list(dict.fromkeys(v))
+
+    @field_validator("architectures")
+    @classmethod
+    def _architectures(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one architecture is needed: x86_64, aarch64")
+        return list(dict.fromkeys(v))
+
+
 def _image(value: str) -> str:
     try:
         parse_reference(value)
@@ -299,6 +331,7 @@ class Spec(_Model):
     verify: Verify = Verify()
     sources: Sources = Sources.model_validate({})
     registry: Registry = Registry()
+    wheelhouse: Wheelhouse = Wheelhouse()
 
     @field_validator("platforms")
     @classmethod

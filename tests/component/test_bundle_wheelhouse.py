@@ -21,18 +21,18 @@ def test_runtime_requirements_come_from_the_source_tree(tmp_path: Path) -> None:
         '[project]\nname = "airlock"\ndependencies = ["zeta>=1", "old; python_version < \'3.0\'",'
         ' "alpha[x]>=2"]\n[project.optional-dependencies]\ndev = ["pytest"]\n'
     )
-    assert runtime_requirements("3.11", "manylinux2014_x86_64", source=tmp_path) == [
+    assert runtime_requirements("3.11", "x86_64", source=tmp_path) == [
         "alpha[x]>=2",
         "zeta>=1",
     ]
 
 
 def test_runtime_requirements_follow_the_target() -> None:
-    reqs = runtime_requirements("3.11", "manylinux2014_x86_64")
+    reqs = runtime_requirements("3.11", "x86_64")
     names = {r.split(">")[0].split("=")[0].split("<")[0] for r in reqs}
     assert {"pydantic", "cryptography", "backports.zstd"} <= names
     assert not any("pytest" in r for r in reqs)  # dev extras are not runtime
-    assert "backports.zstd" not in " ".join(runtime_requirements("3.14", "manylinux2014_x86_64"))
+    assert "backports.zstd" not in " ".join(runtime_requirements("3.14", "aarch64"))
 
 
 def test_wheelhouse_installs_airlock_offline(
@@ -46,9 +46,12 @@ def test_wheelhouse_installs_airlock_offline(
     shutil.copytree(live / "src" / "airlock", src / "src" / "airlock")
     shutil.copy2(live / "pyproject.toml", src / "pyproject.toml")
     cache = tmp_path / "cache"
-    wheels = build_wheelhouse(tmp_path / "wh", cache=cache, source=src)
-    names = [w.name for w in wheels]
+    one = {"pythons": ("3.11",), "architectures": ("x86_64",)}
+    built = build_wheelhouse(tmp_path / "wh", cache=cache, source=src, **one)
+    names = [w.name for w in built.wheels]
     assert any(n.startswith("airlock-") for n in names)
+    assert any(n.startswith("pip-") and n.endswith("-py3-none-any.whl") for n in names)
+    assert set(built.added_bytes) == {"airlock", "cp3.11 x86_64"}
     assert any(n.startswith("pydantic_core-") and "manylinux" in n for n in names)
     assert all(n.endswith(".whl") for n in names)
 
@@ -57,8 +60,8 @@ def test_wheelhouse_installs_airlock_offline(
         raise AssertionError("pip ran although the wheelhouse is cached")
 
     monkeypatch.setattr(wheelhouse, "run", no_pip)
-    again = build_wheelhouse(tmp_path / "wh2", cache=cache, source=src)
-    assert [w.name for w in again] == names
+    again = build_wheelhouse(tmp_path / "wh2", cache=cache, source=src, **one)
+    assert [w.name for w in again.wheels] == names
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
@@ -93,3 +96,42 @@ def test_wheelhouse_installs_airlock_offline(
         check=True,
     ).stdout
     assert str(venv) in out  # the installed copy, not the source tree
+
+
+def test_each_target_gets_its_wheels(tmp_path: Path) -> None:
+    built = build_wheelhouse(
+        tmp_path / "wh", pythons=("3.11", "3.13"), architectures=("x86_64", "aarch64")
+    )
+    names = [w.name for w in built.wheels]
+    for tag in ("cp311-cp311-manylinux", "cp313-cp313-manylinux"):
+        for arch in ("x86_64", "aarch64"):
+            assert [n for n in names if n.startswith("pydantic_core-") and tag in n and arch in n]
+    assert list(built.added_bytes) == [
+        "airlock", "cp3.11 x86_64", "cp3.11 aarch64", "cp3.13 x86_64", "cp3.13 aarch64"
+    ]  # fmt: skip
+    assert all(size > 0 for size in built.added_bytes.values()), built.added_bytes
+
+
+def test_connected_only_stays_behind_unless_every_target_has_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`solv` (RPM closures, used by `bundle create` only) goes in only when a wheel exists for
+    every target; here one target's download fails, so it stays on the connected side."""
+    calls: list[tuple[tuple[str, ...], str]] = []
+
+    def download(cache: Path, reqs: list[str], target: wheelhouse.Target, what: str) -> list[Path]:
+        calls.append((tuple(reqs), str(target)))
+        if any(r.startswith("solv") for r in reqs) and target.arch == "aarch64":
+            raise wheelhouse.AirlockError("No matching distribution found for solv")
+        wheel = tmp_path / f"{'-'.join(reqs)[:20]}-{target.python}-{target.arch}.whl"
+        wheel.write_bytes(b"x")
+        return [wheel]
+
+    monkeypatch.setattr(wheelhouse, "_download", download)
+    monkeypatch.setattr(wheelhouse, "_own_wheel", lambda cache, source: [])
+    built = build_wheelhouse(
+        tmp_path / "wh", pythons=("3.12",), architectures=("x86_64", "aarch64")
+    )
+    assert built.connected_only == ["solv>=0.7"]
+    assert not [w for w in built.wheels if w.name.startswith("solv")]
+    assert all("solv" not in " ".join(reqs) for reqs, _ in calls if "pip" in reqs)

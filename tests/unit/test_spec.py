@@ -148,3 +148,15 @@ def test_dump_round_trips() -> None:
 def test_fuzz_spec_loader_only_raises_spec_errors(text: str) -> None:
     with contextlib.suppress(SpecError):
         parse_spec(text)
+
+
+def test_wheelhouse_targets_default_and_minimum() -> None:
+    spec = parse_spec(SEED)
+    assert spec.wheelhouse.pythons == ["3.11", "3.12", "3.13"]
+    assert spec.wheelhouse.architectures == ["x86_64", "aarch64"]
+    with pytest.raises(
+        SpecError, match=r"wheelhouse\.pythons.*needs Python 3\.11 or newer, not 3\.9"
+    ):
+        parse_spec(SEED + 'wheelhouse: {pythons: ["3.9"]}\n')
+    with pytest.raises(SpecError, match=r"wheelhouse\.architectures"):
+        parse_spec(SEED + "wheelhouse: {architectures: [ppc64le]}\n")

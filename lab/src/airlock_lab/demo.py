@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -259,8 +258,7 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             _say(f"   host {st.host_ip} <-> gap {st.gap_ip}")
         hits_before = _upstream_hits(up)
         with _stage(summary, "6. carry the bundle across (HTTP over the veth, resumable, checked)"):
-            bootstrap = connected / "airlock-bootstrap.py"
-            bootstrap.write_bytes((resources.files("airlock") / "bootstrap.py").read_bytes())
+            bootstrap = Path(created["bootstrap"])  # `bundle create` wrote it beside the bundle
             carried = [
                 *map(Path, created["volumes"]),
                 Path(created["bundle"]),
@@ -275,9 +273,7 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
                     dest=gapdir,
                     netns=GAP_NETNS,
                 )
-                carry(
-                    [connected / "site.pub", bootstrap], src_url=srv, dest=gapdir, netns=GAP_NETNS
-                )
+                carry([connected / "site.pub"], src_url=srv, dest=gapdir, netns=GAP_NETNS)
             bad = check_volumes(gapdir / Path(created["bundle"]).name)
             if bad:
                 raise SystemExit(f"demo: volumes damaged in transit: {bad}")
@@ -289,12 +285,17 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
         with _stage(
             summary, "7. install airlock offline from the bundle's wheelhouse (fresh venv)"
         ):
-            _say(f"   [gap] $ python3 airlock-bootstrap.py {bundle.name} --venv gap/venv")
+            _say(
+                f"   [gap] $ python3 airlock-bootstrap.py {bundle.name} --key site.pub "
+                "--venv gap/venv"
+            )
             result = system.run(
                 [
                     "python3",
                     str(gapdir / bootstrap.name),
                     str(bundle),
+                    "--key",
+                    str(gapdir / "site.pub"),
                     "--venv",
                     str(gapdir / "venv"),
                 ],

@@ -124,6 +124,7 @@ def create(
         "filesStoredBytes": files_stored,
         "kubeadmImageList": result.plan.image_list_source,
         "warnings": result.warnings,
+        "bootstrap": str(result.bootstrap) if result.bootstrap else None,
     }
     delta = result.delta
     if delta is not None:
@@ -164,8 +165,32 @@ def create(
             f"downloaded {format_size(result.bytes_downloaded)}; "
             f"{result.files_from_cache}/{len(result.files)} files from cache"
         )
+        if result.bootstrap:
+            state.line(
+                f"wrote {result.bootstrap}: carry it with the bundle; on the node, "
+                f"python3 {result.bootstrap.name} BUNDLE --key PUB installs airlock"
+            )
 
     state.emit(data, text)
+
+
+@bundle_app.command("bootstrap-script")
+def bootstrap_script(
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write it here (0755)."),
+) -> None:
+    """Print (or write) airlock-bootstrap.py: installs airlock on an offline node from a bundle,
+    checking its signature and every wheel first (python3 only)."""
+    import sys
+
+    from airlock.atomic import write_atomic
+    from airlock.bootstrap import render_script
+
+    script = render_script()
+    if output is None:
+        sys.stdout.buffer.write(script)
+        return
+    write_atomic(output, script, mode=0o755)
+    state.line(f"wrote {output}")
 
 
 @bundle_app.command("inspect")

@@ -92,6 +92,7 @@ class CreateResult:
     files_from_cache: int
     warnings: list[str] = field(default_factory=list)
     delta: DeltaSummary | None = None  # with --since: what was left out
+    bootstrap: Path | None = None  # airlock-bootstrap.py, written beside the bundle
 
 
 def _file_requests(plan: Plan, mirrors: dict[str, str]) -> list[tuple[Artifact, FileRequest]]:
@@ -315,15 +316,24 @@ def _resolved(spec: Spec, plan: Plan) -> dict[str, Any]:
         "platforms": list(spec.platforms),
         "kubeadmImageList": plan.image_list_source,
         "images": sorted(a.source for a in plan.images()),
+        "wheelhouse": {  # what airlock-bootstrap.py can install on
+            "pythons": list(spec.wheelhouse.pythons),
+            "architectures": list(spec.wheelhouse.architectures),
+        },
     }
 
 
-def _wheelhouse(cache: BlobStore) -> list[FileArtifact]:
+def _wheelhouse(cache: BlobStore, spec: Spec) -> list[FileArtifact]:
     from airlock.bundle.wheelhouse import build_wheelhouse
     from airlock.oci.digest import file_digest
 
     out = []
-    for path in build_wheelhouse(cache.root / "wheelhouse"):
+    built = build_wheelhouse(
+        cache.root / "wheelhouse",
+        pythons=spec.wheelhouse.pythons,
+        architectures=spec.wheelhouse.architectures,
+    )
+    for path in built.wheels:
         with path.open("rb") as fh:
             digest = file_digest(fh)
         if not cache.has(digest):
@@ -375,7 +385,7 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     warnings = list(plan.warnings)
     files, images, fetched = asyncio.run(_fetch_all(spec, plan, cache, options, warnings))
     files = compress_files(files, cache, options.compression)
-    wheels = _wheelhouse(cache) if options.wheelhouse else []
+    wheels = _wheelhouse(cache, spec) if options.wheelhouse else []
     content = BundleContent(
         name=spec.metadata.name,
         channel=spec.metadata.channel,
@@ -402,6 +412,13 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
         split=options.split,
         recovery=options.recovery,
     )
+    bootstrap = None
+    if wheels:
+        from airlock.atomic import write_atomic
+        from airlock.bootstrap import SCRIPT_NAME, render_script
+
+        bootstrap = written.path.parent / SCRIPT_NAME
+        write_atomic(bootstrap, render_script(), mode=0o755)
     return CreateResult(
         plan=plan,
         write=written,
@@ -411,4 +428,5 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
         files_from_cache=sum(1 for f in fetched if f.from_cache),
         warnings=warnings,
         delta=delta,
+        bootstrap=bootstrap,
     )
