@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bootstrap import extract_wheels
 from airlock.bundle.bootvol import read_boot_volumes
 from airlock.bundle.recovery import parse_index, parse_percent, plan_recovery
 from airlock.bundle.signing import generate_keypair
@@ -19,6 +18,7 @@ from airlock.bundle.volumes import load_parts
 from airlock.bundle.writer import WriteResult, write_bundle
 from airlock.errors import UsageError, VerificationError
 from airlock.oci.blobstore import BlobStore
+from airlock.standalone import bootstrap
 from airlock.verbs.load import LoadOptions, load_bundle
 from airlock.verbs.repair import RepairOptions, repair_bundle
 from airlock_lab.bundle_testing import put_file, sample_content
@@ -216,7 +216,12 @@ def test_a_boot_copy_installs_airlock(
     result, _ = pristine
     out = tmp_path / "wheels"
     out.mkdir()
-    wheels = extract_wheels(result.boot_volumes[0], out)
+    copy = bootstrap.Bundle(result.boot_volumes[0])
+    manifest, _ = copy.index()
+    wheels = bootstrap.listed_wheels(bootstrap.parse_manifest(manifest))
+    for w in wheels:  # each checked against the digest airlock.json pins
+        copy.copy_checked(f"blobs/sha256/{w.digest[7:]}", w, out / w.name)
+    copy.close()
     assert [w.name for w in wheels] == ["airlock-0.1.0-py3-none-any.whl"]
 
 

@@ -234,7 +234,7 @@ def read_boot_volumes(paths: Sequence[Path]) -> BootContent:
 
 
 def bootstrap_script() -> bytes:
-    """airlock-bootstrap.py: the stdlib-only installer (airlock/bootstrap.py as it is)."""
-    from importlib.resources import files
+    """airlock-bootstrap.py: the stdlib-only installer, as `bundle create` writes it."""
+    from airlock.bootstrap import render_script
 
-    return files("airlock").joinpath("bootstrap.py").read_bytes()
+    return render_script()

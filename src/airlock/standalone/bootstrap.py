@@ -33,7 +33,7 @@ from typing import Any
 
 from airlock.standalone import ed25519, tarindex, volumes
 
-__all__ = ["BootstrapError", "main", "run"]
+__all__ = ["BootstrapError", "Bundle", "listed_wheels", "main", "parse_manifest", "run"]
 
 EXIT_FAILED, EXIT_USAGE, EXIT_VERIFY = 1, 2, 3
 DEFAULT_VENV = Path("/opt/airlock/venv")
@@ -219,7 +219,7 @@ def check_signature(
 # --- choosing the wheels -----------------------------------------------------------------------
 
 
-def _parse_manifest(data: bytes) -> dict[str, Any]:
+def parse_manifest(data: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(data)
     except ValueError as exc:
@@ -377,7 +377,7 @@ def run(
             _say("UNVERIFIED: no trusted key; airlock.json's signature is not checked")
         else:
             _say(f"airlock.json's signature verified with {trusted}")
-        doc = _parse_manifest(manifest)
+        doc = parse_manifest(manifest)
         wheels = select(listed_wheels(doc), doc)
         with tempfile.TemporaryDirectory(prefix="airlock-wheels-") as tmp:
             for w in wheels:
