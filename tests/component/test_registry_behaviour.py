@@ -268,6 +268,16 @@ def test_retry_after_beyond_the_budget_fails_at_once_and_says_so(w: World, tmp_p
     assert exc.value.hint and "rate limit" in exc.value.hint
 
 
+def test_429_without_retry_after_gives_up_saying_rate_limited(w: World, tmp_path: Path) -> None:
+    w.tap_a.throttle["/manifests/"] = 50
+    w.tap_a.retry_after = ""
+    eps = {"docker.io": Endpoint(w.tap_a.url, insecure=True)}
+    with pytest.raises(RegistryError) as exc:
+        pull(tmp_path, ["docker.io/library/app:1.0"], eps)
+    assert "gave up after 5 attempts" in str(exc.value) and "rate limited" in str(exc.value)
+    assert exc.value.hint and "rate limiting" in exc.value.hint
+
+
 def test_docker_hub_rate_limit_is_reported_when_low(w: World, tmp_path: Path) -> None:
     eps = {"docker.io": Endpoint(w.tap_a.url, insecure=True)}
     notices: list[str] = []

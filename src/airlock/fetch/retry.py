@@ -133,7 +133,10 @@ async def with_retries(
         if n >= policy.retries or elapsed + delay > policy.max_total:
             raise error(
                 f"{what}: gave up after {n + 1} attempts: {reason}",
-                "the server or the network kept failing; check the source and run again "
+                "the source is rate limiting: run again later, or authenticate (registries "
+                "give logged-in users a higher limit)"
+                if "429" in reason
+                else "the server or the network kept failing; check the source and run again "
                 "(completed downloads are cached, partial ones resume)",
             ) from cause
         n += 1

@@ -136,6 +136,11 @@ class Authenticator:
         self.token_requests = 0
 
     @property
+    def sent_credentials(self) -> bool:
+        """Whether credentials were loaded (a challenge asked for them) and exist; never loads."""
+        return self._loader is None and self._credentials is not None
+
+    @property
     def credentials(self) -> Credentials | None:
         if self._loader is not None:
             self._credentials, self._loader = self._loader(), None

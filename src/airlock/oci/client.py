@@ -277,7 +277,7 @@ class RegistryClient:
         if remaining[0] * 5 <= limit[0]:
             self._rate_reported = True
             hours = f" per {limit[1] / 3600:g} h" if limit[1] else ""
-            who = "this account" if self.auth.credentials is not None else "anonymous pulls"
+            who = "this account" if self.auth.sent_credentials else "anonymous pulls"
             self.notices.append(
                 f"{self.host}: rate limit nearly used up: {remaining[0]} of {limit[0]} pulls "
                 f"left{hours} for {who}; "
@@ -358,6 +358,7 @@ class RegistryClient:
             if is_transient_status(status):
                 raise TransientError(
                     f"HTTP {status} from {origin[1]}"
+                    + (" (rate limited)" if status == 429 else "")
                     + (f" (Retry-After {resp.headers['Retry-After']})" if retry_after else ""),
                     retry_after=retry_after,
                 )
