@@ -339,7 +339,7 @@ def test_kubelet_sed_is_idempotent() -> None:
 
 
 def test_registry_unit_listens_where_told_never_everywhere_by_default() -> None:
-    from airlock.verbs.node import registry_listen_addresses
+    from airlock.verbs.node import loopback_only_warning, registry_listen_addresses
 
     spec: dict[str, object] = {}
     assert registry_listen_addresses([], spec, "198.18.1.2") == [
@@ -353,6 +353,8 @@ def test_registry_unit_listens_where_told_never_everywhere_by_default() -> None:
         "0.0.0.0:5000",  # every interface only because the spec says so
     ]
     assert registry_listen_addresses(["198.18.1.3:5000"], named, None) == ["198.18.1.3:5000"]
+    assert loopback_only_warning(["127.0.0.1:5000"]) is not None  # said in the plan
+    assert loopback_only_warning(["198.18.1.2:5000", "127.0.0.1:5000"]) is None
     unit = render_registry_unit(listen=["198.18.1.2:5000", "127.0.0.1:5000"])
     assert "--listen 198.18.1.2:5000 --listen 127.0.0.1:5000" in unit
 

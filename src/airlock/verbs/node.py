@@ -20,6 +20,7 @@ from airlock.node.inventory import collect_inventory
 from airlock.node.osinfo import read_os_info
 from airlock.node.preflight import CheckResult, PreflightOptions, run_preflight
 from airlock.node.prepare import PrepareOptions, prepare_resources
+from airlock.node.resources import Probe
 from airlock.oci.ref import parse_reference
 from airlock.system import host_path
 from airlock.verbs.load import DEFAULT_STORE, newest_bundle_record
@@ -91,6 +92,18 @@ def registry_listen_addresses(
     return [*out, loopback] if loopback not in out else out
 
 
+def loopback_only_warning(listen: Sequence[str]) -> str | None:
+    """Said when the registry unit would answer this node alone (no default route found)."""
+    hosts = {a.rpartition(":")[0].strip("[]") for a in listen}
+    if hosts - {"127.0.0.1", "::1", "localhost"}:
+        return None
+    return (
+        "the registry unit listens on loopback only (this node has no default route to take "
+        "an advertise address from): other nodes cannot pull from it; set registry.listen in "
+        "the spec or pass --listen ADDRESS:PORT"
+    )
+
+
 def _advertise_address() -> str | None:
     from airlock.cluster.kubeadm_config import detect_node_facts
     from airlock.errors import NodeError
@@ -151,6 +164,9 @@ def install_node(
             registry_listen=listen,
             store=str(options.store),
         )
+        warning = loopback_only_warning(listen)
+        if warning is not None:
+            resources.append(Probe("registry listen addresses", lambda _ctx: [warning]))
         return _run(resources, root=root, dry_run=dry_run)
 
 
