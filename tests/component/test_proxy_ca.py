@@ -11,15 +11,18 @@ with HTTPS_PROXY / HTTP_PROXY / NO_PROXY in their environment.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from registry_fronts import Loop, Tap
@@ -231,3 +234,45 @@ def test_registry_and_file_paths_name_the_certificate_problem(
     for exc in (reg.value, files.value):
         assert "certificate verify failed" in str(exc)
         assert exc.hint and "--ca-bundle" in exc.hint
+
+
+def test_os_package_repository_metadata_goes_through_the_proxy(
+    tinyproxy: Tinyproxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OS package repositories: their metadata is read through the same proxy settings (the
+    packages themselves are files, fetched by the downloader the tests above cover)."""
+    from test_packages_debian import TOY, make_repo
+
+    from airlock.packages.closure import load_repositories
+    from airlock.spec import Packages
+
+    make_repo(tmp_path / "archive", TOY)
+    peers: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, directory=str(tmp_path / "archive"), **kw)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            peers.append(self.client_address[0])
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.9", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for k in _PROXY_VARS:
+            monkeypatch.delenv(k, raising=False)
+            monkeypatch.delenv(k.lower(), raising=False)
+        monkeypatch.setenv("HTTP_PROXY", tinyproxy.url)
+        url = f"http://127.0.0.9:{server.server_address[1]}/"
+        spec = Packages(os="debian-12", names=[], repositories=[f"{url}dists/toy"])
+        (repo,) = load_repositories(spec, workdir=tmp_path / "w", opener=NetworkOptions().opener())
+        assert repo.index_path.is_file()
+        assert peers and set(peers) == {PROXY_OUT}
+        monkeypatch.setenv("NO_PROXY", "127.0.0.9")
+        peers.clear()
+        load_repositories(spec, workdir=tmp_path / "w2", opener=NetworkOptions().opener())
+        assert peers and set(peers) == {"127.0.0.1"}
+    finally:
+        server.shutdown()
+        server.server_close()
