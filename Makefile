@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKERS ?= 2
 
-.PHONY: deps demo test lint unit component conformance e2e bench fuzz clean
+.PHONY: deps demo test test-full lint unit component conformance e2e bench fuzz clean
 
 deps:
 	@scripts/deps.sh
@@ -19,6 +19,11 @@ test: deps lint
 	$(VENV)/bin/pytest -n $(WORKERS) -q tests/unit tests/component
 	$(PY) -m airlock_lab.conformance --results out/conformance
 	$(VENV)/bin/pytest -q tests/e2e  # one shared gap topology: serially
+
+# Slower checks, apart from `make test`: bundle send/receive through lossy links (namespaces
+# medium-tx/medium-rx of its own, iptables drops at 1, 5 and 20 %).
+test-full: deps
+	$(VENV)/bin/pytest -q tests/full
 
 unit: deps
 	$(VENV)/bin/pytest -q tests/unit

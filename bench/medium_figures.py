@@ -10,7 +10,11 @@ compressed one with recovery at several percentages. Writes bench/medium_results
   volumes recoverable, boot copy bytes;
 - repair: seconds to rebuild one lost data volume (`bundle repair`, without the final verify,
   and with it), against re-copying that volume at an assumed USB 2.0 speed of 30 MB/s
-  (a measured copy on this machine's disk is recorded too).
+  (a measured copy on this machine's disk is recorded too);
+- one-way: `bundle send` / `bundle receive` of the 20 % set between two network namespaces of
+  its own (medium-tx, medium-rx; 198.19.222.0/30) with iptables dropping 1, 5 and 20 % of the
+  datagrams, the recovery packets sized for each: bytes of the bundle per second end to end,
+  at a sender rate cap of 30 MB/s (needs root; skipped with --no-oneway).
 
     .venv/bin/python bench/medium_figures.py [--work bench/work/medium] [--out bench/medium_results.json]
 """
@@ -21,6 +25,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,11 +61,77 @@ def total_bytes(paths: list[Path]) -> int:
     return sum(p.stat().st_size for p in paths)
 
 
+TX, RX, RX_ADDR, PORT = "medium-tx", "medium-rx", "198.19.222.2", 7600
+
+
+def sh(*argv: str, netns: str | None = None, check: bool = True) -> str:
+    full = ["nsenter", f"--net=/run/netns/{netns}", "--", *argv] if netns else list(argv)
+    return subprocess.run(full, capture_output=True, text=True, check=check, timeout=600).stdout
+
+
+def oneway_figures(parts: Path, work: Path) -> list[dict[str, Any]]:
+    airlock = str(Path(sys.executable).with_name("airlock"))
+    for ns in (TX, RX):
+        sh("ip", "netns", "del", ns, check=False)
+    rows = []
+    try:
+        for ns in (TX, RX):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "set", "lo", "up", netns=ns)
+        sh("ip", "link", "add", "medium-a", "netns", TX, "type", "veth", "peer", "name",
+           "medium-b", "netns", RX)  # fmt: skip
+        sh("ip", "addr", "add", "198.19.222.1/30", "dev", "medium-a", netns=TX)
+        sh("ip", "addr", "add", f"{RX_ADDR}/30", "dev", "medium-b", netns=RX)
+        sh("ip", "link", "set", "medium-a", "up", netns=TX)
+        sh("ip", "link", "set", "medium-b", "up", netns=RX)
+        for loss in (0.01, 0.05, 0.20):
+            sh("iptables", "-F", "INPUT", netns=RX)
+            drop = ["iptables", "-A", "INPUT", "-p", "udp", "--dport", str(PORT)]
+            drop += ["-m", "statistic", "--mode", "random", "--probability", str(loss)]
+            sh(*drop, "-j", "DROP", netns=RX)
+            out = work / f"oneway-{loss}"
+            started = time.monotonic()
+            recv = ["nsenter", f"--net=/run/netns/{RX}", "--", airlock, "bundle", "receive"]
+            recv += ["--listen", f"{RX_ADDR}:{PORT}", "-o", str(out), "--idle", "3"]
+            receiver = subprocess.Popen(
+                [*recv, "--timeout", "600", "--allow-unsigned", "--json"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(2)
+            send = [airlock, "bundle", "send", str(parts), "--to", f"{RX_ADDR}:{PORT}"]
+            sent = json.loads(
+                sh(*send, "--rate", "30M", "--loss", f"{loss * 100:g}%", "--json", netns=TX)
+            )
+            got, err = receiver.communicate(timeout=900)
+            ended = time.monotonic() - started - 2 - 3  # less the head start and the idle end
+            bundle_bytes = sum((parts.parent / n).stat().st_size for n in sent["files"])
+            result = json.loads(got) if receiver.returncode == 0 else {"error": err[-500:]}
+            rows.append(
+                {
+                    "loss": loss,
+                    "bundle_bytes": bundle_bytes,
+                    "wire_bytes": sent["bytesSent"],
+                    "send_seconds": sent["seconds"],
+                    "goodput_bytes_per_second": round(bundle_bytes / sent["seconds"]),
+                    "end_to_end_seconds": round(ended, 2),
+                    "verified": result.get("verified", False),
+                    "rate_cap_bytes_per_second": 30 * MiB,
+                }
+            )
+    finally:
+        for ns in (TX, RX):
+            sh("ip", "netns", "del", ns, check=False)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, default=Path("bench/work/medium"))
     ap.add_argument("--out", type=Path, default=Path("bench/medium_results.json"))
     ap.add_argument("--split-mib", type=int, default=16)
+    ap.add_argument("--no-oneway", action="store_true")
     args = ap.parse_args()
     work: Path = args.work
     shutil.rmtree(work, ignore_errors=True)
@@ -103,6 +175,9 @@ def main() -> None:
                     "recovery_volumes": len(w.recovery_volumes),
                     "volumes_recoverable": len(w.recovery_volumes),
                     "overhead": round(rec / data, 4),
+                    "overhead_with_boot_copies": round(
+                        (rec + total_bytes(list(w.boot_volumes))) / data, 4
+                    ),
                     "boot_copies": len(w.boot_volumes),
                     "boot_copy_bytes": w.boot_volumes[0].stat().st_size,
                     "recovery_index_bytes": w.recovery_index.stat().st_size
@@ -139,6 +214,8 @@ def main() -> None:
             "local_disk_copy_seconds": round(copy_seconds, 3),
             "note": "re-copying needs the source medium, i.e. another trip across the gap",
         }
+        if not args.no_oneway:
+            results["oneway"] = oneway_figures(parts, work)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(json.dumps(results, indent=2, sort_keys=True))
 

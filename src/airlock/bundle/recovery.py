@@ -54,12 +54,14 @@ __all__ = [
     "ShareFile",
     "assess",
     "boot_copies_for",
+    "decode_blocks",
     "encode",
     "parse_index",
     "parse_percent",
     "plan_recovery",
     "rebuild",
     "write_index",
+    "zfec_module",
 ]
 
 SCHEME: Final = "zfec"
@@ -136,7 +138,7 @@ def parse_index(data: bytes, where: str) -> RecoveryIndex:
     return index
 
 
-def _zfec() -> Any:
+def zfec_module() -> Any:
     try:
         import zfec
     except ImportError as exc:  # an optional wheel on platforms zfec publishes none for
@@ -250,7 +252,7 @@ def encode(
 ) -> tuple[list[list[str]], list[EncodedVolume]]:
     """Write the recovery volumes for the data volumes; returns the chunk hashes of the data
     volumes and, for each recovery volume, its size, sha256 and chunk hashes."""
-    zfec = _zfec()
+    zfec = zfec_module()
     encoder = zfec.Encoder(plan.data_volumes, plan.shares)
     wanted = tuple(range(plan.data_volumes, plan.shares))
     data_chunks: list[list[str]] = [[] for _ in data]
@@ -426,7 +428,7 @@ def rebuild(damage: Damage, *, progress: Callable[[int], None] | None = None) ->
             "copy the named volumes again, or any of them, until the shortfall is covered",
         )
     plan = damage.plan
-    zfec = _zfec()
+    zfec = zfec_module()
     k = plan.data_volumes
     decoder = zfec.Decoder(k, plan.shares)
     encoder = zfec.Encoder(k, plan.shares)
@@ -448,7 +450,7 @@ def rebuild(damage: Damage, *, progress: Callable[[int], None] | None = None) ->
             ]
             needs = [t for t in targets if stripe in damage.bad[t.share.index]]
             if needs:
-                data = _decode(decoder, k, good, functools.partial(chunk_of, stripe=stripe))
+                data = decode_blocks(decoder, k, good, functools.partial(chunk_of, stripe=stripe))
                 extra = tuple(t.share.index for t in needs if t.share.index >= k)
                 coded = dict(zip(extra, encoder.encode(tuple(data), extra), strict=True))
             for t in targets:
@@ -473,7 +475,9 @@ def rebuild(damage: Damage, *, progress: Callable[[int], None] | None = None) ->
     return [t.share.path for t in targets]
 
 
-def _decode(decoder: Any, k: int, good: Sequence[int], read: Callable[[int], bytes]) -> list[bytes]:
+def decode_blocks(
+    decoder: Any, k: int, good: Sequence[int], read: Callable[[int], bytes]
+) -> list[bytes]:
     """The k data chunks of a stripe from any k good shares (zfec wants each data share
     present at its own position; recovery shares fill the gaps)."""
     data_present = [i for i in good if i < k]

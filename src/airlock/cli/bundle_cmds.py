@@ -353,6 +353,86 @@ def repair(
     state.emit(result.to_json(), text)
 
 
+@bundle_app.command("send")
+def send(
+    bundle: Path = typer.Argument(..., help="The bundle (tar, parts file or first volume)."),
+    to: str = typer.Option(..., "--to", help="Receiver ADDRESS:PORT (UDP; nothing comes back)."),
+    rate: str = typer.Option(..., "--rate", help="Bytes per second, e.g. 10M."),
+    loss: str = typer.Option("5%", "--loss", help="Expected packet loss; sizes the recovery."),
+    json_out: bool = json_option(),
+) -> None:
+    """Stream a bundle one way over UDP with recovery packets sized for the link's loss."""
+    use_json(json_out)
+    from airlock.cli.sizes import format_size, parse_size
+    from airlock.verbs.oneway import SendOptions, parse_address, send_bundle
+
+    result = send_bundle(
+        bundle,
+        to=parse_address(to),
+        options=SendOptions(rate=parse_size(rate), loss=_percent(loss) / 100),
+    )
+
+    def text() -> None:
+        state.line(
+            f"sent {len(result.files)} files in {result.packets} packets "
+            f"({format_size(result.bytes_sent)}) in {result.seconds:.1f} s"
+        )
+
+    state.emit(result.to_json(), text)
+
+
+def _percent(text: str) -> float:
+    from airlock.errors import UsageError
+
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        value = -1
+    if not 0 <= value < 90:
+        raise UsageError(f"{text!r} is not a loss between 0% and 90%", "e.g. --loss 5%")
+    return value
+
+
+@bundle_app.command("receive")
+def receive(
+    listen: str = typer.Option(..., "--listen", help="ADDRESS:PORT to receive on (UDP)."),
+    out: Path = typer.Option(..., "-o", "--output", help="Directory for the bundle."),
+    idle: float = typer.Option(5.0, "--idle", help="Seconds of silence that end the transfer."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most."),
+    key: list[Path] = typer.Option([], "--key", help="Trusted public key(s)."),
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="Accept no signature."),
+    json_out: bool = json_option(),
+) -> None:
+    """Receive a bundle sent one way: assemble, rebuild from recovery data, verify."""
+    use_json(json_out)
+    from airlock.verbs.oneway import ReceiveOptions, parse_address, receive_bundle
+
+    result = receive_bundle(
+        out,
+        options=ReceiveOptions(
+            listen=parse_address(listen),
+            idle=idle,
+            timeout=timeout,
+            keys=tuple(key),
+            allow_unsigned=allow_unsigned,
+        ),
+    )
+
+    def text() -> None:
+        r = result.report
+        state.line(f"received {r.packets} packets: {len(r.complete)} files whole")
+        for missing in r.missing:
+            state.line(f"lost in transit: {missing}")
+        for name in result.repaired:
+            state.line(f"rebuilt {name} from the recovery volumes")
+        v = result.verify
+        if v is not None:
+            signed = f"signature OK ({v.signed_by})" if v.signed_by else "signature not checked"
+            state.line(f"OK {result.out}: {v.blobs_checked} blobs verified; {signed}")
+
+    state.emit(result.to_json(), text)
+
+
 @keys_app.command("generate")
 def keys_generate(
     out: Path = typer.Option(Path("airlock"), "--out", help="Prefix: PREFIX.key and PREFIX.pub."),
