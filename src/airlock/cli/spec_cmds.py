@@ -13,6 +13,7 @@ from airlock.presets import PRESETS, preset_text
 
 if TYPE_CHECKING:
     from airlock.fetch.network import NetworkOptions
+    from airlock.oci.credentials import CredentialStore
     from airlock.spec import Spec
 
 __all__ = ["register"]
@@ -78,7 +79,12 @@ def plan(
         flag=ca_bundle, spec_value=spec.sources.ca_bundle, spec_dir=spec_file.resolve().parent
     )
     if since is not None:
-        _plan_since(spec, since, since_key, network)
+        from airlock.verbs.create import registry_credentials
+
+        creds = registry_credentials(
+            spec, auth_file=registry_auth, spec_dir=spec_file.resolve().parent
+        )
+        _plan_since(spec, since, since_key, network, creds)
         return
     result = plan_bundle(
         spec,
@@ -89,12 +95,23 @@ def plan(
     render_plan(result)
 
 
-def _plan_since(spec: Spec, since: Path, keys: list[Path], network: NetworkOptions) -> None:
+def _plan_since(
+    spec: Spec,
+    since: Path,
+    keys: list[Path],
+    network: NetworkOptions,
+    credentials: CredentialStore,
+) -> None:
     """What will travel on top of an inventory, and its size, from metadata only."""
     from airlock.cli.sizes import format_size
     from airlock.verbs.delta import plan_since, read_baseline
 
-    result = plan_since(spec, baseline=read_baseline(since, keys=keys), network=network)
+    result = plan_since(
+        spec,
+        baseline=read_baseline(since, keys=keys),
+        network=network,
+        credentials=credentials,
+    )
 
     def text() -> None:
         order = {"travels": 0, "partial": 1, "unknown": 2, "present": 3}

@@ -595,13 +595,14 @@ def plan_since(
     baseline: Baseline,
     fetcher: MetadataFetcher | None = None,
     network: NetworkOptions | None = None,
+    credentials: CredentialStore | None = None,
 ) -> SincePlan:
     """Resolve the plan, then learn every artifact's blobs from metadata and subtract what the
     baseline holds. Downloads no artifact (files are HEAD-ed for their size)."""
     meta = fetcher or MetadataFetcher(spec.sources.files, network=network)
     plan = resolve_plan_with(spec, meta)
     try:
-        items = asyncio.run(measure_plan(spec, plan, meta))
+        items = asyncio.run(measure_plan(spec, plan, meta, credentials=credentials))
     except aiohttp.ClientError as exc:  # pragma: no cover - mapped at the boundary
         raise FetchError(f"plan --since: {exc}") from exc
     entries, travel, present = travel_summary(items, baseline.blobs)
