@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 PACKAGES = ("python3",)  # what a minimal node has; python3-venv (ensurepip) deliberately not
-BUILD_TIMEOUT = 1800
+BUILD_TIMEOUT = 1800  # seconds; a foreign architecture (qemu-user) gets three times that
 
 
 class SysrootError(RuntimeError):
@@ -93,7 +93,10 @@ def sysroot_tar(suite: str, arch: str) -> Path:
         cmd = ["debootstrap", "--variant=minbase", f"--arch={arch}"]
         cmd += [f"--include={','.join(PACKAGES)}", suite, str(build), apt_archive()]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+            limit = BUILD_TIMEOUT if arch == _host_arch() else 3 * BUILD_TIMEOUT
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=limit, stdin=subprocess.DEVNULL
+            )
             if proc.returncode != 0:
                 log = build / "debootstrap/debootstrap.log"
                 tail = log.read_text(errors="replace")[-1500:] if log.is_file() else ""
@@ -106,6 +109,8 @@ def sysroot_tar(suite: str, arch: str) -> Path:
             )
             os.replace(tmp, tar)
         finally:
+            for mount in ("proc", "sys", "dev/pts", "dev"):  # a killed debootstrap leaves them
+                subprocess.run(["umount", "-l", str(build / mount)], capture_output=True)
             shutil.rmtree(build, ignore_errors=True)
     return tar
 

@@ -59,9 +59,16 @@ def test_seed_plan_shows_digests_sizes_and_total_without_downloading(
     assert out.returncode == 0, out.stderr[-2000:]
     requests = upstream.request_log[before:]
     artifacts = json.loads(out.stdout)
-    files = [a for a in artifacts if a["kind"] not in ("image", "package")]
+    files = [a for a in artifacts if a["kind"] not in ("image", "package", "wheelhouse")]
     images = [a for a in artifacts if a["kind"] == "image"]
     assert files and images
+    # airlock's own wheelhouse: the bytes airlock, then each (Python, architecture), adds
+    wheelhouse = {a["name"]: a["size"] for a in artifacts if a["kind"] == "wheelhouse"}
+    targets = [
+        f"cp{py} {arch}" for py in ("3.11", "3.12", "3.13") for arch in ("x86_64", "aarch64")
+    ]
+    assert list(wheelhouse) == ["airlock", *targets]
+    assert all(size > 0 for size in wheelhouse.values()), wheelhouse
     for a in files + images:
         assert isinstance(a["size"], int) and a["size"] > 0, a
         assert re.fullmatch(r"sha256:[0-9a-f]{64}", a["digest"] or ""), a

@@ -50,6 +50,7 @@ __all__ = [
     "build_wheelhouse",
     "default_cache_dir",
     "installed_wheel",
+    "measure_wheelhouse",
     "platform_tags",
     "runtime_requirements",
     "source_tree",
@@ -293,6 +294,46 @@ def _split_connected_only(reqs: Sequence[str]) -> tuple[list[str], list[str]]:
     return offline, connected
 
 
+def _collect(
+    pythons: Sequence[str], architectures: Sequence[str], cache: Path, source: Path | None
+) -> tuple[list[tuple[str, list[Path]]], list[str]]:
+    """(label, cached wheels) for airlock itself then each target; and the requirements left
+    on the connected side."""
+    targets = [Target(py, arch) for py in pythons for arch in architectures]
+    common = _own_wheel(cache, source)
+    per_target: dict[Target, list[Path]] = {}
+    connected_only: set[str] = set()
+    for t in targets:
+        offline, connected = _split_connected_only(
+            runtime_requirements(t.python, t.arch, source=source)
+        )
+        per_target[t] = _download(cache, [*offline, "pip"], t, "airlock's dependencies")
+        connected_only.update(connected)
+    kept = sorted(connected_only)
+    for req in sorted(connected_only):
+        try:
+            extra = {t: _download(cache, [req], t, req) for t in targets}
+        except AirlockError:
+            continue  # no wheel for some target: it stays on the connected side
+        for t in targets:
+            per_target[t] += extra[t]
+        kept.remove(req)
+    return [("airlock", common)] + [(str(t), per_target[t]) for t in targets], kept
+
+
+def _added(groups: Sequence[tuple[str, list[Path]]]) -> tuple[dict[str, Path], dict[str, int]]:
+    """Each wheel once (the first group that needs it), and the bytes each group adds."""
+    first: dict[str, Path] = {}
+    added: dict[str, int] = {}
+    for label, wheels in groups:
+        added[label] = 0
+        for w in wheels:
+            if w.name not in first:
+                first[w.name] = w
+                added[label] += w.stat().st_size
+    return first, added
+
+
 def build_wheelhouse(
     dest: Path,
     *,
@@ -306,37 +347,23 @@ def build_wheelhouse(
     `source` is the tree to build airlock's wheel from (default: the tree airlock runs from;
     without one, the installed airlock is packed).
     """
-    cache = cache or default_cache_dir()
-    src = source or source_tree()
-    targets = [Target(py, arch) for py in pythons for arch in architectures]
-    common = _own_wheel(cache, src)
-    per_target: dict[Target, list[Path]] = {}
-    connected_only: set[str] = set()
-    for t in targets:
-        offline, connected = _split_connected_only(
-            runtime_requirements(t.python, t.arch, source=src)
-        )
-        per_target[t] = _download(cache, [*offline, "pip"], t, "airlock's dependencies")
-        connected_only.update(connected)
-    kept = sorted(connected_only)
-    for req in sorted(connected_only):
-        try:
-            extra = {t: _download(cache, [req], t, req) for t in targets}
-        except AirlockError:
-            continue  # no wheel for some target: it stays on the connected side
-        for t in targets:
-            per_target[t] += extra[t]
-        kept.remove(req)
+    groups, kept = _collect(
+        pythons, architectures, cache or default_cache_dir(), source or source_tree()
+    )
+    first, added = _added(groups)
     dest.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Path] = {}
-    added: dict[str, int] = {}
-    groups = [("airlock", common)] + [(str(t), per_target[t]) for t in targets]
-    for label, wheels in groups:
-        size = 0
-        for w in wheels:
-            if w.name not in out:
-                out[w.name] = dest / w.name
-                shutil.copyfile(w, out[w.name])
-                size += w.stat().st_size
-        added[label] = size
-    return Wheelhouse(sorted(out.values()), added, kept)
+    for name, wheel in first.items():
+        shutil.copyfile(wheel, dest / name)
+    return Wheelhouse(sorted(dest / n for n in first), added, kept)
+
+
+def measure_wheelhouse(
+    *,
+    pythons: Sequence[str] = PYTHONS,
+    architectures: Sequence[str] = ARCHITECTURES,
+    cache: Path | None = None,
+) -> dict[str, int]:
+    """The bytes airlock itself, then each (Python, architecture) target, add to a bundle. Fills
+    the same cache `bundle create` uses (pip downloads once); copies nothing."""
+    groups, _ = _collect(pythons, architectures, cache or default_cache_dir(), source_tree())
+    return _added(groups)[1]

@@ -34,6 +34,12 @@ def render_plan(plan: Plan) -> None:
             [(a.source, _size(a.size), _short(a.digest), "; ".join(a.found_in)) for a in images],
             title=f"images ({len(images)}); kubeadm list from: {plan.image_list_source}",
         )
+        if plan.wheelhouse:
+            state.table(
+                ["wheelhouse", "adds"],
+                [(label, _size(n)) for label, n in plan.wheelhouse.items()],
+                title="airlock's wheelhouse (the offline side's airlock), per target",
+            )
         if plan.total_size is not None:
             state.line(
                 f"bundle total: {format_size(plan.total_size)} ({plan.total_size} bytes, each "
@@ -49,6 +55,9 @@ def render_plan(plan: Plan) -> None:
             state.warn(w)
 
     if state.json:
-        state.emit([a.to_json() for a in plan.artifacts])
+        wheelhouse = [
+            {"kind": "wheelhouse", "name": label, "size": n} for label, n in plan.wheelhouse.items()
+        ]
+        state.emit([a.to_json() for a in plan.artifacts] + wheelhouse)
     else:
         text()

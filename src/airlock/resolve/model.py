@@ -39,6 +39,7 @@ class Plan:
     image_list_source: str = ""  # which authority gave kubeadm's image list
     total_size: int | None = None  # measured plans: bytes of every unique blob known
     unknown_sizes: int = 0  # blobs whose size is not known before download
+    wheelhouse: dict[str, int] = field(default_factory=dict)  # bytes: airlock, then per target
 
     def images(self) -> list[Artifact]:
         return [a for a in self.artifacts if a.kind == "image"]

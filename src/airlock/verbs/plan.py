@@ -11,6 +11,9 @@ artifact.
    image's digest and the size of every blob its manifests name for the spec's platforms.
    The bundle total counts each blob once (layers shared by several images), and says how
    many artifacts' sizes are not known before download.
+3. airlock's own wheelhouse is measured per (Python, architecture) target of the spec: the
+   bytes each target adds. That fills the wheelhouse cache `bundle create` uses (pip downloads
+   airlock's dependencies once); it is airlock itself, not an artifact of the cluster.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class PlanOptions:
     registry_auth: Path | None = None
     spec_dir: Path | None = None
     measure: bool = True  # digests and sizes (HEAD, checksum files, manifests)
+    wheelhouse: bool = True  # measure airlock's wheelhouse per target (fills its cache)
 
 
 @dataclass(frozen=True)
@@ -258,4 +262,13 @@ def plan_bundle(spec: Spec, *, options: PlanOptions) -> Plan:
         spec, auth_file=options.registry_auth, spec_dir=options.spec_dir
     )
     items = asyncio.run(measure_plan(spec, plan, meta, credentials=credentials))
-    return _measured(plan, items)
+    measured = _measured(plan, items)
+    if options.wheelhouse:
+        from airlock.bundle.wheelhouse import measure_wheelhouse
+
+        sizes = measure_wheelhouse(
+            pythons=spec.wheelhouse.pythons, architectures=spec.wheelhouse.architectures
+        )
+        total = (measured.total_size or 0) + sum(sizes.values())
+        measured = replace(measured, wheelhouse=sizes, total_size=total)
+    return measured
