@@ -129,7 +129,9 @@ def test_delta_omits_what_is_present_and_completes_every_image(world: World) -> 
         since_keys=(world.pub,),
     )
     m = delta.write.manifest
-    wanted = {b.digest for i in delta.images for b in i.blobs} | {f.digest for f in delta.files}
+    # a file travels as its blob: compressed files by their stored digest
+    wanted = {b.digest for i in delta.images for b in i.blobs}
+    wanted |= {f.blob_digest for f in delta.files}
     carried = {b.digest for b in m.blobs}
     assert m.base is not None and m.base.inventory == read_baseline(world.inventory).digest
     assert set(m.omitted) == wanted & before  # everything present left out, nothing else
@@ -265,7 +267,9 @@ def test_plan_since_predicts_the_delta_without_downloading(
     delta = build(world.spec_427, world.tmp / "predicted", world.cache, since=world.inventory)
     m = delta.write.manifest
     generated = {m.sbom, m.files_manifest} | {b.digest for b in m.blobs if b.role == "meta"}
-    actual = sum(b.size for b in m.blobs if b.digest not in generated)
+    # plan --since counts files as upstream publishes them (before zstd: it downloads nothing)
+    as_published = {f.stored.digest: f.size for f in m.files if f.stored}
+    actual = sum(as_published.get(b.digest, b.size) for b in m.blobs if b.digest not in generated)
     assert planned.travel_bytes == actual
 
     res = json.loads(

@@ -216,3 +216,24 @@ def test_store_source_without_compression_is_unchanged(tmp_path: Path) -> None:
     src = StoreSource(store, [])
     with src.open(f.digest) as fh:
         assert fh.read() == b"data"
+
+
+def test_deltas_know_compressed_files_by_their_own_digest(tmp_path: Path, store: BlobStore) -> None:
+    """`plan --since` names files by the digest upstream publishes; the far side holds them
+    compressed: an old bundle and an inventory both map one to the other."""
+    from airlock.node.inventory import collect_inventory
+    from airlock.verbs.delta import read_baseline, write_inventory
+
+    content = _content(store)
+    kubelet = next(f for f in content.files if f.name == "kubelet")
+    assert kubelet.stored is not None
+    written = write_bundle(content, blobs=store, out=tmp_path / "a.airlock.tar")
+    old = read_baseline(written.path)
+    assert kubelet.digest in old.contents and kubelet.digest not in old.blobs
+    assert kubelet.stored.digest in old.blobs
+    target = tmp_path / "target"
+    load_bundle(written.path, store_dir=target, options=LoadOptions())
+    inventory = collect_inventory(root=tmp_path / "root", store=target)
+    assert inventory["store"]["compressedFiles"] == {kubelet.digest: kubelet.stored.digest}
+    write_inventory(inventory, tmp_path / "inventory.json")
+    assert read_baseline(tmp_path / "inventory.json").contents == {kubelet.digest}

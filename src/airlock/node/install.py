@@ -153,6 +153,9 @@ class StoreSource:
     def files(self) -> Sequence[FileRecordLike]:
         return self._files
 
+    def records(self) -> Sequence[FileRecord]:
+        return self._files
+
     def _blob(self, digest: str) -> BinaryIO:
         path = self.store.path(digest)
         if not path.is_file():

@@ -85,6 +85,20 @@ def _store(store: Path) -> dict[str, Any]:
         "channels": {ch: st.sequence for ch, st in sorted(channels.items())},
         "blobs": layout.digests(),
         "images": {ref: d["digest"] for ref, d in sorted(layout.images().items())},
+        # files held zstd-compressed: their own digest -> the blob that holds them, so the
+        # connected side's `plan --since` knows them by the digest upstream publishes
+        "compressedFiles": _compressed_files(store),
+    }
+
+
+def _compressed_files(store: Path) -> dict[str, str]:
+    from airlock.node.install import store_source
+
+    layout = OciLayout(store)
+    return {
+        f.digest: f.stored.digest
+        for f in store_source(store).records()
+        if f.stored is not None and layout.has(f.stored.digest)
     }
 
 

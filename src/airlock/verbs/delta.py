@@ -137,6 +137,9 @@ class Baseline:
     signed_by: str | None = None  # the key that verified it, when keys were given
     warnings: tuple[str, ...] = ()
     channels: Mapping[str, int] = field(default_factory=dict)  # newest sequence per channel
+    # files the far side holds compressed, by their own digest (what upstream checksums name);
+    # only `plan --since` uses them: a delta omits by the blobs themselves
+    contents: frozenset[str] = frozenset()
 
 
 def _read_limited(path: Path) -> bytes:
@@ -193,6 +196,12 @@ def _inventory_baseline(
     bad = [b for b in blobs if not isinstance(b, str) or not is_digest(b)]
     if bad:
         raise UsageError(f"inventory {path} lists {len(bad)} invalid digests, e.g. {bad[0]!r}")
+    compressed = store.get("compressedFiles") or {}
+    contents = frozenset(
+        str(k)
+        for k, v in (compressed.items() if isinstance(compressed, dict) else ())
+        if isinstance(k, str) and is_digest(k) and v in blobs
+    )
     warnings: tuple[str, ...] = ()
     if not store.get("present", True) or not blobs:
         warnings = (
@@ -208,6 +217,7 @@ def _inventory_baseline(
         signed_by=signed_by,
         warnings=warnings,
         channels=_channels(doc),
+        contents=contents,
     )
 
 
@@ -231,6 +241,11 @@ def _bundle_baseline(path: Path, keys: Sequence[Path]) -> Baseline:
             images={i.reference: i.digest for i in manifest.images},
             signed_by=signed_by,
             channels={manifest.channel: manifest.sequence},
+            contents=frozenset(
+                f.digest
+                for f in manifest.files
+                if f.stored and f.stored.digest in carried | set(manifest.omitted)
+            ),
         )
 
 
@@ -605,7 +620,7 @@ def plan_since(
         items = asyncio.run(measure_plan(spec, plan, meta, credentials=credentials))
     except aiohttp.ClientError as exc:  # pragma: no cover - mapped at the boundary
         raise FetchError(f"plan --since: {exc}") from exc
-    entries, travel, present = travel_summary(items, baseline.blobs)
+    entries, travel, present = travel_summary(items, baseline.blobs | baseline.contents)
     warnings = [*plan.warnings, *baseline.warnings]
     unknown = [e.name for e in entries if e.status == "unknown"]
     if unknown:
