@@ -394,7 +394,10 @@ def test_canary_secret_appears_nowhere_in_bundle_json_or_logs(
     spec = tmp_path / "airlock.yaml"
     with spec.open("w") as fh:
         YAML().dump(doc, fh)
-    env = {**os.environ, "AIRLOCK_TEST_REGISTRY": f"alice:{CANARY}"}
+    # a ~/.netrc `default` entry must not be sent anywhere either (aiohttp's trust_env would)
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"default login alice password {CANARY}\n")
+    env = {**os.environ, "AIRLOCK_TEST_REGISTRY": f"alice:{CANARY}", "NETRC": str(netrc)}
     out = tmp_path / "out"
     args = ["bundle", "create", "-f", str(spec), "--cache", str(tmp_path / "cache")]
     proc = subprocess.run(
@@ -430,7 +433,7 @@ def test_canary_secret_appears_nowhere_in_bundle_json_or_logs(
         "stdout": proc.stdout + debug.stdout + bad.stdout,
         "stderr": proc.stderr + debug.stderr + bad.stderr,
     }
-    for f in sorted(p for p in tmp_path.rglob("*") if p.is_file() and p != spec):
+    for f in sorted(p for p in tmp_path.rglob("*") if p.is_file() and p not in (spec, netrc)):
         haystacks[str(f)] = f.read_bytes()
     leaks = [where for where, data in haystacks.items() if any(n in data for n in needles)]
     assert leaks == []

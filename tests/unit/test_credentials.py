@@ -219,3 +219,20 @@ def test_retry_after_beyond_budget_gives_up_at_once() -> None:
     with pytest.raises(FetchError, match=r"asks to wait 60 s \(Retry-After\)"):
         asyncio.run(_throttled(60.0, policy))
     assert asyncio.run(_throttled(0.05, policy)) == [0, 1]
+
+
+def test_proxy_for_reads_the_environment_per_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airlock.fetch.network import proxy_for
+
+    for k in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    assert proxy_for("https://registry.example/v2/") == {}
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@127.0.0.5:3128")
+    monkeypatch.setenv("NO_PROXY", "mirror.example,127.0.0.8")
+    got = proxy_for("https://registry.example/v2/")
+    assert got["proxy"] == "http://127.0.0.5:3128"
+    assert got["proxy_headers"] == {"Proxy-Authorization": "Basic " + b64("user:pw")}
+    assert proxy_for("http://registry.example/v2/") == {}  # no HTTP_PROXY
+    assert proxy_for("https://mirror.example/x") == {}
+    assert proxy_for("https://a.mirror.example/x") == {}  # a suffix, as curl and urllib do
+    assert proxy_for("https://127.0.0.8:5000/v2/") == {}

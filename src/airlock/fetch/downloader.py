@@ -41,7 +41,7 @@ from airlock.fetch.checksums import (
     parse_checksum_file,
     url_filename,
 )
-from airlock.fetch.network import TLS_HINT, is_certificate_error, tls_problem
+from airlock.fetch.network import TLS_HINT, is_certificate_error, proxy_for, tls_problem
 from airlock.fetch.retry import (
     RetryPolicy,
     TransientError,
@@ -260,7 +260,11 @@ class _Download:
             if self.cached.last_modified:
                 headers["If-Modified-Since"] = self.cached.last_modified
         async with self.f.session.get(
-            req.fetch_url, headers=headers, timeout=_TIMEOUT, allow_redirects=True
+            req.fetch_url,
+            headers=headers,
+            timeout=_TIMEOUT,
+            allow_redirects=True,
+            **proxy_for(req.fetch_url),
         ) as resp:
             if resp.status == 304 and self.cached is not None and not offset:
                 self.not_modified = True
@@ -408,7 +412,7 @@ class _Fetcher:
 
         async def attempt(_n: int) -> str:
             async with self.session.get(
-                url, headers={"Accept-Encoding": "identity"}, timeout=_TIMEOUT
+                url, headers={"Accept-Encoding": "identity"}, timeout=_TIMEOUT, **proxy_for(url)
             ) as resp:
                 if resp.status != 200:
                     if is_transient_status(resp.status):

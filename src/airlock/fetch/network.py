@@ -3,10 +3,13 @@ same for every download path (release files, registries, chart repositories, OS 
 repositories, and the small metadata `plan` reads).
 
 - Proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY (either case), as curl and the container tools
-  read them. aiohttp sessions are made with `trust_env=True` (https through a CONNECT tunnel,
-  http through the proxy); urllib openers with a `ProxyHandler` over the same variables, which
-  honours NO_PROXY the same way. No TLS interception is assumed: the upstream's certificate is
-  checked end to end through the tunnel.
+  read them. Every aiohttp request is given its proxy explicitly (`proxy_for(url)`: https
+  through a CONNECT tunnel, http through the proxy, NO_PROXY honoured as urllib does); urllib
+  openers use a `ProxyHandler` over the same variables. Sessions are NOT made with aiohttp's
+  `trust_env`, which would also add Basic credentials from ~/.netrc to requests (a `default`
+  entry to every host, object storage and redirect targets included, against the rule that a
+  credential goes only where it was issued). No TLS interception is assumed: the upstream's
+  certificate is checked end to end through the tunnel.
 - CA bundle: a PEM file the operator names (`--ca-bundle`, or the spec's `sources.caBundle`) is
   trusted IN ADDITION to the system's roots, for every TLS connection airlock opens.
 - A certificate failure is said as one (with the hint to name the CA bundle), never as a
@@ -15,18 +18,22 @@ repositories, and the small metadata `plan` reads).
 
 from __future__ import annotations
 
+import base64
 import functools
 import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from airlock.errors import UsageError
 
-__all__ = ["TLS_HINT", "NetworkOptions", "is_certificate_error", "tls_problem"]
+__all__ = ["TLS_HINT", "NetworkOptions", "is_certificate_error", "proxy_for", "tls_problem"]
 
 TLS_HINT = (
     "the server's TLS certificate is not trusted here: if it comes from a private CA, name "
@@ -64,9 +71,9 @@ class NetworkOptions:
         return cls()
 
     def session(self, *, limit: int = 100) -> aiohttp.ClientSession:
-        """An aiohttp session with the environment's proxies and this CA bundle."""
+        """An aiohttp session trusting this CA bundle; requests take `**proxy_for(url)`."""
         connector = aiohttp.TCPConnector(limit=limit, ssl=self.ssl_context)
-        return aiohttp.ClientSession(connector=connector, trust_env=True)
+        return aiohttp.ClientSession(connector=connector, trust_env=False)
 
     def opener(self) -> urllib.request.OpenerDirector:
         """A urllib opener with the environment's proxies (NO_PROXY honoured) and the CA."""
@@ -74,6 +81,23 @@ class NetworkOptions:
             urllib.request.ProxyHandler(),  # reads *_PROXY / NO_PROXY from the environment
             urllib.request.HTTPSHandler(context=self.ssl_context),
         )
+
+
+def proxy_for(url: str) -> dict[str, Any]:
+    """`proxy` (and `proxy_headers`) keyword arguments for an aiohttp request to `url`: the
+    proxy the environment names for its scheme, unless NO_PROXY lists its host; read at each
+    call. Credentials in the proxy URL go to the proxy only (Proxy-Authorization)."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or not host or urllib.request.proxy_bypass(host):
+        return {}
+    purl = URL(proxy if "://" in proxy else f"http://{proxy}")
+    out: dict[str, Any] = {"proxy": str(purl.with_user(None))}
+    if purl.user:
+        raw = f"{purl.user}:{purl.password or ''}".encode()
+        out["proxy_headers"] = {"Proxy-Authorization": "Basic " + base64.b64encode(raw).decode()}
+    return out
 
 
 def is_certificate_error(exc: BaseException) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from airlock.errors import RegistryError
+from airlock.fetch.network import proxy_for
 from airlock.fetch.retry import (
     RetryPolicy,
     TransientError,
@@ -210,10 +211,17 @@ class Authenticator:
         async def attempt(_n: int) -> dict[str, Any]:
             self.token_requests += 1
             request = (
-                self.session.post(realm, data=form, ssl=self.ssl, timeout=_TOKEN_TIMEOUT)
+                self.session.post(
+                    realm, data=form, ssl=self.ssl, timeout=_TOKEN_TIMEOUT, **proxy_for(realm)
+                )
                 if form is not None
                 else self.session.get(
-                    realm, params=params, headers=headers, ssl=self.ssl, timeout=_TOKEN_TIMEOUT
+                    realm,
+                    params=params,
+                    headers=headers,
+                    ssl=self.ssl,
+                    timeout=_TOKEN_TIMEOUT,
+                    **proxy_for(realm),
                 )
             )
             async with request as resp:

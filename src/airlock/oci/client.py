@@ -41,7 +41,7 @@ import aiohttp
 from airlock.content import Blob, BlobRole, ImageArtifact
 from airlock.errors import AirlockError, DigestMismatch, RegistryError
 from airlock.fetch.downloader import ProgressSink, gather_or_cancel
-from airlock.fetch.network import TLS_HINT, is_certificate_error, tls_problem
+from airlock.fetch.network import TLS_HINT, is_certificate_error, proxy_for, tls_problem
 from airlock.fetch.retry import (
     RetryPolicy,
     TransientError,
@@ -309,7 +309,12 @@ class RegistryClient:
             auth_headers = auth.headers(scope)
             h.update(auth_headers)
             resp = await self.session.get(
-                target, headers=h, allow_redirects=False, ssl=self._ssl(origin), timeout=_TIMEOUT
+                target,
+                headers=h,
+                allow_redirects=False,
+                ssl=self._ssl(origin),
+                timeout=_TIMEOUT,
+                **proxy_for(target),
             )
             status = resp.status
             if origin == self.home:

@@ -35,7 +35,7 @@ from airlock.bundle.writer import BundleContent
 from airlock.errors import FetchError, UsageError, VerificationError
 from airlock.fetch.checksums import checksum_from_spec, parse_checksum_file, url_filename
 from airlock.fetch.metadata import MetadataFetcher
-from airlock.fetch.network import NetworkOptions
+from airlock.fetch.network import NetworkOptions, proxy_for
 from airlock.oci.client import Endpoint, Manifest, RegistryClient, default_endpoint
 from airlock.oci.credentials import CredentialStore
 from airlock.oci.digest import is_digest, sha256_digest
@@ -506,7 +506,9 @@ async def _image_blobs(
 
 async def _head_size(session: aiohttp.ClientSession, url: str) -> int | None:
     try:
-        async with session.head(url, allow_redirects=True, timeout=_META_TIMEOUT) as resp:
+        async with session.head(
+            url, allow_redirects=True, timeout=_META_TIMEOUT, **proxy_for(url)
+        ) as resp:
             if resp.status != 200:
                 return None
             return resp.content_length
@@ -516,7 +518,7 @@ async def _head_size(session: aiohttp.ClientSession, url: str) -> int | None:
 
 async def _small_get(session: aiohttp.ClientSession, url: str) -> bytes | None:
     try:
-        async with session.get(url, timeout=_META_TIMEOUT) as resp:
+        async with session.get(url, timeout=_META_TIMEOUT, **proxy_for(url)) as resp:
             if resp.status != 200:
                 return None
             data = await resp.content.read(_HASH_SMALL_FILES + 1)

@@ -28,7 +28,7 @@ import aiohttp
 
 from airlock.errors import FetchError, UsageError
 from airlock.fetch.metadata import MetadataFetcher
-from airlock.fetch.network import NetworkOptions
+from airlock.fetch.network import NetworkOptions, proxy_for
 from airlock.resolve.model import Plan
 from airlock.resolve.plan import helm_template, resolve_plan_with
 from airlock.resolve.urls import FileSpec, apply_mirror, cni_manifest_url, release_files
@@ -189,7 +189,7 @@ def _head_status(session: aiohttp.ClientSession, sem: asyncio.Semaphore) -> Exis
             async with sem:
                 try:
                     async with session.head(
-                        url, allow_redirects=True, timeout=_HEAD_TIMEOUT
+                        url, allow_redirects=True, timeout=_HEAD_TIMEOUT, **proxy_for(url)
                     ) as resp:
                         cache[url] = resp.status
                 except (aiohttp.ClientError, TimeoutError):
