@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 PKGS=(docker-registry skopeo umoci containerd runc containernetworking-plugins busybox-static
       iproute2 openssl python3-solv debootstrap python3-venv curl util-linux procps
-      gpgv gpg lz4 xz-utils rpm createrepo-c dnf e2fsprogs tinyproxy iptables)
+      gpgv gpg lz4 xz-utils rpm createrepo-c dnf e2fsprogs tinyproxy iptables
+      qemu-user-static binfmt-support)  # the bootstrap on arm64 sysroots (make test-full)
 
 # kubectl: Debian's kubernetes-client, unless a kubectl is already there (another package may
 # own /usr/bin/kubectl, and the two conflict)

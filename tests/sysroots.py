@@ -16,11 +16,13 @@ import platform
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "CARRY",
     "Node",
     "apt_archive",
     "cache_dir",
@@ -30,6 +32,7 @@ __all__ = [
     "unpack",
 ]
 
+CARRY = "/root/carry"  # where the medium's files land on a node
 PACKAGES = ("python3",)  # what a minimal node has; python3-venv (ensurepip) deliberately not
 BUILD_TIMEOUT = 1800  # seconds; a foreign architecture (qemu-user) gets three times that
 
@@ -137,6 +140,18 @@ class Node:
         return subprocess.run(
             [*wrap, *cmd], capture_output=True, text=True, timeout=timeout, env=env, check=False
         )
+
+    def carry(self, medium: Path) -> str:
+        """Copy the medium's files to CARRY on the node; returns the parts file's name."""
+        dest = self.root / CARRY.lstrip("/")
+        shutil.copytree(medium, dest)
+        return next(p.name for p in dest.iterdir() if p.name.endswith(".parts.json"))
+
+    def bootstrap(self, parts: str, *extra: str) -> tuple[float, str, str, int]:
+        """Run the carried airlock-bootstrap.py: (seconds, stdout, stderr, exit code)."""
+        start = time.monotonic()
+        proc = self.run("python3", f"{CARRY}/airlock-bootstrap.py", f"{CARRY}/{parts}", *extra)
+        return time.monotonic() - start, proc.stdout, proc.stderr, proc.returncode
 
     def links(self) -> list[str]:
         out = subprocess.run(

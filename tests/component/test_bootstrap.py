@@ -42,3 +42,28 @@ def test_bootstrap_installs_offline_then_verify_and_load(tmp_path: Path) -> None
     # a rerun (an interrupted install, an upgrade) works over the existing venv
     again = run_script(write_script(tmp_path), built.path, "--key", pub, "--venv", venv, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_bootstrap_without_a_venv_module(tmp_path: Path) -> None:
+    """A python3 whose venv module is missing: pip (from its wheel) installs into DIR/lib and a
+    launcher DIR/bin/airlock runs it."""
+    wheels = build_wheelhouse(tmp_path / "wh", pythons=("3.11",), architectures=("x86_64",))
+    priv, pub = generate_keypair(tmp_path / "site")
+    built = wheel_bundle(tmp_path, wheels.wheels, key=priv)
+    script = write_script(tmp_path)
+    blocked = tmp_path / "no_venv.py"  # runs the script with `import venv` failing
+    blocked.write_text(
+        "import runpy, sys\nsys.modules['venv'] = None\nsys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    target = tmp_path / "opt"
+    env = {"PATH": os.environ["PATH"], "AIRLOCK_TRUSTED_KEYS": str(tmp_path / "none")}
+    proc = run_script(blocked, script, built.path, "--key", pub, "--venv", target, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no venv module" in proc.stdout
+    assert not (target / "pyvenv.cfg").exists()
+    out = subprocess.run(
+        [target / "bin/airlock", "bundle", "verify", built.path, "--key", pub, "--json"],
+        capture_output=True, text=True, timeout=600, check=False, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr

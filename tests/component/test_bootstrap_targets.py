@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.wheelhouse import build_wheelhouse
-from sysroots import Node, offline_node, sysroot_tar
+from sysroots import CARRY, offline_node, sysroot_tar
 from wheel_bundles import wheel_bundle, write_script
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(3600)]
-
-CARRY = "/root/carry"  # where the medium's files land on the node
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +35,6 @@ def carried(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return medium
 
 
-def copy_in(node: Node, medium: Path) -> str:
-    dest = node.root / CARRY.lstrip("/")
-    shutil.copytree(medium, dest)
-    return next(p.name for p in dest.iterdir() if p.name.endswith(".parts.json"))
-
-
-def bootstrap(node: Node, parts: str, *extra: str) -> tuple[float, str, str, int]:
-    start = time.monotonic()
-    proc = node.run("python3", f"{CARRY}/airlock-bootstrap.py", f"{CARRY}/{parts}", *extra)
-    return time.monotonic() - start, proc.stdout, proc.stderr, proc.returncode
-
-
 @pytest.mark.parametrize(("suite", "python"), [("bookworm", "3.11"), ("trixie", "3.13")])
 def test_bootstrap_verify_load_offline(
     suite: str, python: str, carried: Path, tmp_path: Path
@@ -58,13 +43,13 @@ def test_bootstrap_verify_load_offline(
     with offline_node(tar, tmp_path, f"boot-{suite}-{os.getpid()}") as node:
         assert node.links() == ["lo"]  # no way out
         assert not (node.root / f"usr/lib/python{python}/ensurepip").exists()  # no python3-venv
-        parts = copy_in(node, carried)
+        parts = node.carry(carried)
         key = f"{CARRY}/site.pub"
         # no key named and none trusted: refused, nothing installed
-        _, _, err, code = bootstrap(node, parts)
+        _, _, err, code = node.bootstrap(parts)
         assert code == 3 and "no trusted key" in err, err
         assert not (node.root / "opt/airlock").exists()
-        seconds, out, err, code = bootstrap(node, parts, "--key", key)
+        seconds, out, err, code = node.bootstrap(parts, "--key", key)
         assert code == 0, out + err
         assert f"for Python {python} on x86_64 checked against the signed airlock.json" in out
         print(f"bootstrap {suite} amd64: {seconds:.1f}s")
@@ -79,8 +64,8 @@ def test_bootstrap_verify_load_offline(
 def test_debian_11_refuses_in_one_line(carried: Path, tmp_path: Path) -> None:
     tar = sysroot_tar("bullseye", "amd64")
     with offline_node(tar, tmp_path, f"boot-bullseye-{os.getpid()}") as node:
-        parts = copy_in(node, carried)
-        _, out, err, code = bootstrap(node, parts, "--key", f"{CARRY}/site.pub")
+        parts = node.carry(carried)
+        _, out, err, code = node.bootstrap(parts, "--key", f"{CARRY}/site.pub")
         assert code == 1, out + err
         assert err.count("\n") == 1 and not out, err
         assert "this node's Python is 3.9 and airlock needs 3.11 or newer" in err

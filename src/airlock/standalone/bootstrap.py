@@ -323,32 +323,49 @@ def install(wheel_dir: Path, venv_dir: Path, wheels: Sequence[Wheel]) -> str:
 
     `--no-deps`: the wheelhouse holds exactly what the node runs (dependencies only the connected
     side uses are left out), so every distribution carried for this target is named instead.
+    A python3 without the venv module gets `pip install --target DIR/lib` and a launcher
+    `DIR/bin/airlock` instead.
     """
     try:
         import venv
-    except ImportError as exc:
-        raise BootstrapError(
-            "this python3 has no venv module; install the distribution's full python3 package",
-            code=EXIT_FAILED,
-        ) from exc
+    except ImportError:
+        venv = None  # type: ignore[assignment]
     version = _airlock_version(wheels)
     created = not venv_dir.exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PYTHONNOUSERSITE="1")
+    lib = venv_dir / "lib"
+    target: list[str] = []
     try:
-        venv.EnvBuilder(with_pip=False, symlinks=True).create(venv_dir)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-        env.update(PIP_CONFIG_FILE=os.devnull, PYTHONNOUSERSITE="1")
-        python = str(venv_dir / "bin" / "python")
+        if venv is not None:
+            venv.EnvBuilder(with_pip=False, symlinks=True).create(venv_dir)
+            python = str(venv_dir / "bin" / "python")
+        else:
+            _say(f"this python3 has no venv module: installing into {lib} with a launcher")
+            python, target = sys.executable, ["--target", str(lib), "--upgrade"]
         pip = [python, str(_pip_wheel(wheel_dir) / "pip"), "install", "--no-index", "--no-deps"]
         pip += ["--find-links", str(wheel_dir), "--no-cache-dir", "--disable-pip-version-check"]
-        pip += ["--no-warn-script-location", "--quiet"]
+        pip += ["--no-warn-script-location", "--quiet", *target]
         wanted = [d if d != "airlock" else f"airlock=={version}" for d in _distributions(wheels)]
         _run([*pip, *wanted], env, f"pip could not install airlock {version} from the wheelhouse")
+        if venv is None:
+            _write_launcher(venv_dir / "bin" / "airlock", lib)
+            env["PYTHONPATH"] = str(lib)
         _run([python, "-c", "import airlock.cli.main"], env, "the installed airlock does not start")
     except BaseException:
         if created:
             shutil.rmtree(venv_dir, ignore_errors=True)
         raise
     return version
+
+
+def _write_launcher(path: Path, lib: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"#!{sys.executable} -s\nimport sys\n\nsys.path.insert(0, {str(lib)!r})\n"
+        "from airlock.cli.main import run\n\nsys.exit(run())\n"
+    )
+    path.chmod(0o755)
 
 
 def _run(cmd: Sequence[str], env: dict[str, str], failure: str) -> None:
