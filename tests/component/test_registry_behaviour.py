@@ -112,7 +112,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "token-a", "registry-a", tmp, users={"pusher": "pw-a", "alice": CANARY}
         )
         token_a.url = loop.serve(token_a.app())
-        token_b = TokenServer("token-b", "registry-b", tmp, users={"pusher": "pw-b"})
+        token_b = TokenServer(
+            "token-b", "registry-b", tmp, users={"pusher": "pw-b", "bob": "bobs-own-secret"}
+        )
         token_b.url = loop.serve(token_b.app(), "127.0.0.2")
         reg_a = start_token_registry("a", tmp, token_a)
         regs.append(reg_a)
@@ -142,6 +144,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         _push(layout, "private", f"{a}/private/app:1.0", "pusher:pw-a")
         _push(layout, "pause", f"{b}/k8s-artifacts-prod/images/pause:3.9", "pusher:pw-b")
         _push(layout, "multi", f"{b}/k8s-artifacts-prod/images/multi/app:1.0", "pusher:pw-b")
+        _push(layout, "private", f"{b}/k8s-artifacts-prod/images/private/app:1.0", "pusher:pw-b")
         # what the pushes themselves sent is not what the client sends: count from here on
         for t in (token_a, token_b):
             t.requests.clear()
@@ -202,6 +205,7 @@ def test_redirect_to_another_registry_authenticates_there_with_its_own_realm(
             w.redirector.url, insecure=True, username="alice", password=CANARY
         )
     }
+    before = len(w.token_b.requests)
     arts = pull(
         tmp_path,
         ["registry.k8s.io/pause:3.9", "registry.k8s.io/multi/app:1.0"],
@@ -218,13 +222,38 @@ def test_redirect_to_another_registry_authenticates_there_with_its_own_realm(
     )
     # every request went to the redirector first, then to registry B with B's own token
     assert w.redirector.seen and all(auth == "" for _, auth in w.redirector.seen)
-    scopes = {r["scope"] for r in w.token_b.requests}
+    mine = w.token_b.requests[before:]
+    scopes = {r["scope"] for r in mine}
     assert "repository:k8s-artifacts-prod/images/pause:pull" in scopes
-    assert all(r["auth"] == "" for r in w.token_b.requests)  # anonymous: a public repository
+    assert all(r["auth"] == "" for r in mine)  # anonymous: a public repository
     bearer = [a for _, _, a in w.tap_b.seen if a]
     assert bearer and all(a.removeprefix("Bearer ") in w.token_b.issued for a in bearer)
     assert not any(CANARY in h or "alice" in h for h in w.headers_seen_by_others())
     assert not any(_b64(f"alice:{CANARY}") in h for h in w.headers_seen_by_others())
+
+
+def test_redirect_target_gets_the_credentials_filed_for_it_never_the_home_ones(
+    w: World, tmp_path: Path
+) -> None:
+    """A private repository behind the redirect: registry B gets bob's login, filed for B's
+    host in config.json; the home host's login (alice, the canary) never leaves home."""
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"auths": {_netloc(w.tap_b.url): {"auth": _b64("bob:bobs-own-secret")}}})
+    )
+    eps = {
+        "registry.k8s.io": Endpoint(
+            w.redirector.url, insecure=True, username="alice", password=CANARY
+        )
+    }
+    store = CredentialStore(files=[config], env={})
+    (art,) = pull(tmp_path / "d", ["registry.k8s.io/private/app:1.0"], eps, credentials=store)
+    assert art.digest == w.digests["private"]
+    bob = "Basic " + _b64("bob:bobs-own-secret")
+    assert any(r["auth"] == bob for r in w.token_b.requests)
+    assert all(r["auth"] in ("", bob) for r in w.token_b.requests)
+    assert not any(CANARY in h or _b64(f"alice:{CANARY}") in h for h in w.headers_seen_by_others())
+    assert all(auth == "" for _, auth in w.redirector.seen)
 
 
 def _b64(text: str) -> str:
