@@ -477,11 +477,14 @@ def make_pki(airlock: str, out: Path) -> Pki:
 
 
 @contextlib.contextmanager
-def _airlock(airlock: str, store: Path, log: Path, pki: Pki) -> Iterator[tuple[str, int]]:
-    """`airlock registry serve --push` as an operator runs it for pushes: TLS, credentials."""
+def airlock_tls(
+    airlock: str, store: Path, log: Path, pki: Pki, *, push: bool = True
+) -> Iterator[tuple[str, int]]:
+    """`airlock registry serve [--push]` with TLS and credentials; yields (URL, pid)."""
     port = free_port()
     argv = [airlock, "registry", "serve", "--store", str(store), "--listen", f"127.0.0.1:{port}"]
-    argv += ["--push", "--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
+    argv += ["--push"] if push else []
+    argv += ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
     argv += ["--htpasswd", str(pki.htpasswd), "--free-floor", "256MiB", "--free-floor-percent", "0"]
     daemon = Daemon(argv, log)
     url = f"https://127.0.0.1:{port}"
@@ -497,7 +500,8 @@ def _airlock(airlock: str, store: Path, log: Path, pki: Pki) -> Iterator[tuple[s
 
 
 @contextlib.contextmanager
-def _distribution(storage: Path, run_dir: Path, pki: Pki) -> Iterator[tuple[str, int]]:
+def distribution_tls(storage: Path, run_dir: Path, pki: Pki) -> Iterator[tuple[str, int]]:
+    """Debian's docker-registry with the same certificate and htpasswd; yields (URL, pid)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with start_distribution(
         "load",
@@ -543,14 +547,14 @@ def registry_under_load(
     land in both (use copies). Each server runs alone while it is measured."""
     blob_dir = store / "blobs" / "sha256"
     pki = make_pki(airlock, logs / "load-pki")
-    with _airlock(airlock, store, logs / "serve-load.log", pki) as (base, pid):
+    with airlock_tls(airlock, store, logs / "serve-load.log", pki) as (base, pid):
         ours, work_ours = _one_side(base, pid, refs, blob_dir, options, pki.client)
     say(
         f"   airlock: {ours['req_per_s']} req/s, {ours['mib_per_s']} MiB/s, p99 "
         f"{ours['p99_ms']} ms, 5xx {ours['http_5xx']}, corrupt {ours['corrupt_bytes']} B, "
         f"RSS {ours['rss']['start_mib']}->{ours['rss']['max_mib']}->{ours['rss']['end_mib']} MiB"
     )
-    with _distribution(dist_storage, logs / "dist-load", pki) as (base, pid):
+    with distribution_tls(dist_storage, logs / "dist-load", pki) as (base, pid):
         theirs, work_theirs = _one_side(base, pid, refs, blob_dir, options, pki.client)
     say(
         f"   docker-registry: {theirs['req_per_s']} req/s, {theirs['mib_per_s']} MiB/s, p99 "

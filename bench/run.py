@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from load import LoadOptions, registry_under_load
+from load import LoadOptions, Pki, airlock_tls, distribution_tls, make_pki, registry_under_load
 from ruamel.yaml import YAML
 from support import (
     airlock_registry,
@@ -631,20 +631,33 @@ def fig_media_to_pullable(b: Bench) -> dict[str, Any]:
 # --- 8. containerd pulls: airlock's registry vs distribution ------------------------------------
 
 
-def _fill_distribution(b: Bench, url: str) -> None:
+def _fill_distribution(b: Bench, url: str, pki: Pki | None = None) -> None:
     """Push the upstream's images into docker-registry under airlock's full names."""
+    creds = ["--dest-creds", f"{pki.client.username}:{pki.client.password}"] if pki else []
     for ref in b.images:
-        dest = f"docker://{url.removeprefix('http://')}/{ref}"
-        skopeo_copy(b.upstream_src(ref), dest, "--all", "--preserve-digests")
+        host = url.removeprefix("http://").removeprefix("https://")
+        skopeo_copy(
+            b.upstream_src(ref), f"docker://{host}/{ref}", "--all", "--preserve-digests", *creds
+        )
 
 
-def _mirrors(b: Bench, name: str, url: str) -> Path:
+def _mirrors(b: Bench, name: str, url: str, pki: Pki) -> Path:
+    """hosts.toml for every upstream, trusting the bench CA and sending its credentials (the
+    header table containerd reads; the files are 0600)."""
     assert b.store is not None
     result = configure_mirrors(
         root=fresh(b.work / f"mirrors-{name}"),
         store=b.store,
-        options=MirrorOptions(registries=[url]),
+        options=MirrorOptions(registries=[url], ca_file=pki.client.ca_file),
     )
+    auth = pki.client.headers()["Authorization"]
+    for toml in sorted(result.hosts_dir.rglob("hosts.toml")):
+        text = toml.read_text()
+        hosts = re.findall(r"^\[host\.(\"[^\"]+\")\]$", text, re.M)
+        for host in hosts:
+            text += f"\n[host.{host}.header]\n  Authorization = [{json.dumps(auth)}]\n"
+        toml.write_text(text)
+        toml.chmod(0o600)
     return result.hosts_dir
 
 
@@ -663,9 +676,15 @@ def _containerd_pull_all(b: Bench, name: str, hosts: Path, i: int) -> float:
     return seconds
 
 
-def fig_serve_vs_distribution(b: Bench, ours: str, theirs: str) -> dict[str, Any]:
-    same = {ref: manifest_digest(ours, ref) == manifest_digest(theirs, ref) for ref in b.images}
-    hosts = {"airlock": _mirrors(b, "airlock", ours), "distribution": _mirrors(b, "dist", theirs)}
+def fig_serve_vs_distribution(b: Bench, ours: str, theirs: str, pki: Pki) -> dict[str, Any]:
+    c = pki.client
+    same = {
+        ref: manifest_digest(ours, ref, c) == manifest_digest(theirs, ref, c) for ref in b.images
+    }
+    hosts = {
+        "airlock": _mirrors(b, "airlock", ours, pki),
+        "distribution": _mirrors(b, "dist", theirs, pki),
+    }
     times: dict[str, list[float]] = {"airlock": [], "distribution": []}
     for i in range(b.rounds):
         order = ["airlock", "distribution"] if i % 2 == 0 else ["distribution", "airlock"]
@@ -683,7 +702,9 @@ def fig_serve_vs_distribution(b: Bench, ours: str, theirs: str) -> dict[str, Any
         definition="wall time for a real containerd (fresh content store each run) to pull "
         "every seed image by its original name through hosts.toml mirrors (override_path, "
         "/v2/<upstream>) from `airlock registry serve --store` / from Debian's docker-registry "
-        "holding the same images under the same full names; median of per-round ratios",
+        "holding the same images under the same full names, both over TLS (hosts.toml `ca`) "
+        "with htpasswd credentials (a hosts.toml Authorization header); median of per-round "
+        "ratios",
         goal="<= 1.0",
         meets=value <= 1.0,
         raw={
@@ -703,17 +724,19 @@ def fig_serve_vs_distribution(b: Bench, ours: str, theirs: str) -> dict[str, Any
 # --- 9. concurrent pulls ------------------------------------------------------------------------
 
 
-def fig_concurrent_pull_errors(b: Bench, ours: str, theirs: str) -> dict[str, Any]:
+def fig_concurrent_pull_errors(b: Bench, ours: str, theirs: str, pki: Pki) -> dict[str, Any]:
     items = {
-        "airlock": discover_sync(ours, b.images),
-        "distribution": discover_sync(theirs, b.images),
+        "airlock": discover_sync(ours, b.images, pki.client),
+        "distribution": discover_sync(theirs, b.images, pki.client),
     }
     runs: dict[str, list[dict[str, Any]]] = {"airlock": [], "distribution": []}
     bases = {"airlock": ours, "distribution": theirs}
     for i in range(b.rounds):
         order = ["airlock", "distribution"] if i % 2 == 0 else ["distribution", "airlock"]
         for name in order:
-            seconds, stats = concurrent_pull(bases[name], items[name], clients=CLIENTS)
+            seconds, stats = concurrent_pull(
+                bases[name], items[name], clients=CLIENTS, client=pki.client
+            )
             runs[name].append(
                 {
                     "seconds": round(seconds, 4),
@@ -739,7 +762,8 @@ def fig_concurrent_pull_errors(b: Bench, ours: str, theirs: str) -> dict[str, An
         errors,
         unit="errors",
         definition=f"{CLIENTS} concurrent aiohttp clients, each GETting every manifest and blob "
-        "of every seed image (linux/amd64) once, by digest, against `airlock registry serve`; "
+        "of every seed image (linux/amd64) once, by digest, against `airlock registry serve` "
+        "(TLS and htpasswd credentials on both servers); "
         "an error is a failed request, a non-200 answer or a sha256 mismatch (checked as the "
         "bytes arrive); value is airlock's errors summed over every round",
         goal="0 errors, 0 corrupt bytes",
@@ -964,19 +988,28 @@ def main() -> int:
             shutil.rmtree(work / d, ignore_errors=True)
         step("media_to_pullable_ratio", lambda: fig_media_to_pullable(b))
         if want("serve_vs_distribution_ratio", "concurrent_pull_errors"):
+            assert b.store is not None
+            pki = make_pki(AIRLOCK, work / "logs" / "serve-pki")
             with (
-                airlock_registry(
-                    AIRLOCK, ["--store", str(b.store)], work / "logs" / "serve8.log"
-                ) as ours,
-                docker_registry(fresh(work / "dist-registry"), work / "logs") as theirs,
+                airlock_tls(AIRLOCK, b.store, work / "logs" / "serve8.log", pki, push=False) as (
+                    ours,
+                    _,
+                ),
+                distribution_tls(fresh(work / "dist-registry"), work / "logs" / "dist8", pki) as (
+                    theirs,
+                    _,
+                ),
             ):
                 say("\n== filling docker-registry with the same images (skopeo)")
-                _fill_distribution(b, theirs)
+                _fill_distribution(b, theirs, pki)
                 step(
                     "serve_vs_distribution_ratio",
-                    lambda: fig_serve_vs_distribution(b, ours, theirs),
+                    lambda: fig_serve_vs_distribution(b, ours, theirs, pki),
                 )
-                step("concurrent_pull_errors", lambda: fig_concurrent_pull_errors(b, ours, theirs))
+                step(
+                    "concurrent_pull_errors",
+                    lambda: fig_concurrent_pull_errors(b, ours, theirs, pki),
+                )
         step("registry_under_load", lambda: fig_registry_under_load(b))
 
     for heavy in HEAVY_DIRS:  # keep logs and specs, drop the bulk (make clean drops the rest)

@@ -149,21 +149,26 @@ class ClientOpts:
         tls: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
         )
-        headers = {}
-        if self.username is not None:
-            raw = f"{self.username}:{self.password or ''}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
         connector = aiohttp.TCPConnector(limit=limit, ssl=tls)
-        return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers())
 
-    def answers(self, url: str) -> bool:
-        """Whether `url` answers at all over this TLS (401 counts: the server is up)."""
+    def headers(self) -> dict[str, str]:
+        if self.username is None:
+            return {}
+        raw = f"{self.username}:{self.password or ''}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+    def opener(self) -> urllib.request.OpenerDirector:
         handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
         if self.ca_file is not None:
             ctx = ssl.create_default_context(cafile=str(self.ca_file))
             handlers.append(urllib.request.HTTPSHandler(context=ctx))
+        return urllib.request.build_opener(*handlers)
+
+    def answers(self, url: str) -> bool:
+        """Whether `url` answers at all over this TLS (401 counts: the server is up)."""
         try:
-            with urllib.request.build_opener(*handlers).open(url, timeout=2):
+            with self.opener().open(url, timeout=2):
                 return True
         except urllib.error.HTTPError:
             return True
@@ -285,10 +290,11 @@ class PullStats:
             self.error_samples.append(what)
 
 
-async def _one_client(base: str, items: Sequence[Item], stats: PullStats) -> None:
-    connector = aiohttp.TCPConnector(limit=1)
+async def _one_client(
+    base: str, items: Sequence[Item], stats: PullStats, client: ClientOpts
+) -> None:
     timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with client.session(timeout=timeout, limit=1) as session:
         for item in items:
             kind = "manifests" if item.manifest else "blobs"
             url = f"{base}/v2/{item.repo}/{kind}/{item.digest}"
@@ -314,30 +320,37 @@ async def _one_client(base: str, items: Sequence[Item], stats: PullStats) -> Non
                 stats.error(f"{url}: sha256 mismatch over {n} bytes")
 
 
-async def _concurrent(base: str, items: Sequence[Item], clients: int) -> tuple[float, PullStats]:
+async def _concurrent(
+    base: str, items: Sequence[Item], clients: int, client: ClientOpts
+) -> tuple[float, PullStats]:
     stats = PullStats()
     t0 = time.perf_counter()
     await asyncio.wait_for(
-        asyncio.gather(*(_one_client(base, items, stats) for _ in range(clients))), 600
+        asyncio.gather(*(_one_client(base, items, stats, client) for _ in range(clients))), 600
     )
     return time.perf_counter() - t0, stats
 
 
-def concurrent_pull(base: str, items: Sequence[Item], *, clients: int) -> tuple[float, PullStats]:
+def concurrent_pull(
+    base: str, items: Sequence[Item], *, clients: int, client: ClientOpts | None = None
+) -> tuple[float, PullStats]:
     """`clients` concurrent sessions, each GETting every item once, each verified by sha256."""
-    return asyncio.run(_concurrent(base, items, clients))
+    return asyncio.run(_concurrent(base, items, clients, client or ClientOpts()))
 
 
-def discover_sync(base: str, refs: Sequence[str]) -> list[Item]:
-    return asyncio.run(discover(base, refs))
+def discover_sync(base: str, refs: Sequence[str], client: ClientOpts | None = None) -> list[Item]:
+    return asyncio.run(discover(base, refs, client=client))
 
 
-def manifest_digest(base: str, ref: str) -> str:
+def manifest_digest(base: str, ref: str, client: ClientOpts | None = None) -> str:
     """The Docker-Content-Digest a registry answers for an image's tag (HEAD)."""
     name, tag = split_ref(ref)
     req = urllib.request.Request(f"{base}/v2/{name}/manifests/{tag}", method="HEAD")
     req.add_header("Accept", ", ".join(MANIFEST_TYPES))
-    with _NO_PROXY.open(req, timeout=10) as resp:
+    opener = (client or ClientOpts()).opener()
+    for key, value in (client or ClientOpts()).headers().items():
+        req.add_header(key, value)
+    with opener.open(req, timeout=10) as resp:
         return str(resp.headers.get("Docker-Content-Digest", ""))
 
 
