@@ -236,3 +236,8 @@ def test_proxy_for_reads_the_environment_per_url(monkeypatch: pytest.MonkeyPatch
     assert proxy_for("https://mirror.example/x") == {}
     assert proxy_for("https://a.mirror.example/x") == {}  # a suffix, as curl and urllib do
     assert proxy_for("https://127.0.0.8:5000/v2/") == {}
+
+
+def test_missing_registry_auth_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--registry-auth .*no such file"):
+        CredentialStore.default(auth_file=tmp_path / "nope.json", env={})

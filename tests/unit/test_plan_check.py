@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from ruamel.yaml import YAML
 
 from airlock.presets import preset_text
 from airlock.spec import parse_spec
 from airlock.verbs.plan import check_releases, nearest_candidates
+
+AIRLOCK = str(Path(sys.executable).with_name("airlock"))
+_HOSTS = ("dl.k8s.io", "github.com", "get.helm.sh", "raw.githubusercontent.com")
 
 
 def test_candidates_nearest_first_and_bounded() -> None:
@@ -44,3 +52,39 @@ def test_everything_present_is_no_finding() -> None:
         return 200
 
     assert asyncio.run(check_releases(spec, status)) == []
+
+
+def test_bad_options_fail_before_any_network(tmp_path: Path) -> None:
+    """A missing --registry-auth or --ca-bundle file is a usage error (exit 2) named before
+    any request (the spec's sources point at a closed loopback port, in case one were made)."""
+    doc = YAML().load(preset_text("seed"))
+    closed = "http://127.0.0.1:9/"
+    doc["sources"] = {"files": {f"https://{h}/": f"{closed}{h}/" for h in _HOSTS}}
+    spec = tmp_path / "airlock.yaml"
+    with spec.open("w") as fh:
+        YAML().dump(doc, fh)
+    base = ["-f", str(spec)]
+    cases = [
+        (["plan", *base, "--ca-bundle", str(tmp_path / "none.pem")], "cannot read the CA bundle"),
+        (["plan", *base, "--registry-auth", str(tmp_path / "none.json")], "no such file"),
+        (
+            [
+                "bundle",
+                "create",
+                *base,
+                "--registry-auth",
+                str(tmp_path / "none.json"),
+                "-o",
+                str(tmp_path / "out"),
+                "--cache",
+                str(tmp_path / "c"),
+            ],
+            "no such file",
+        ),
+    ]
+    for args, needle in cases:
+        out = subprocess.run(
+            [AIRLOCK, *args], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert needle in out.stderr, out.stderr

@@ -377,6 +377,9 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
         baseline = read_baseline(options.since, keys=options.since_keys)
     from airlock.verbs.plan import ensure_releases_exist
 
+    # options a user got wrong fail before any network traffic
+    registry_credentials(spec, auth_file=options.registry_auth, spec_dir=options.spec_dir)
+    options.network.ssl_context  # noqa: B018 (reads the CA bundle: a bad one is named now)
     ensure_releases_exist(spec, network=options.network)  # a missing version: named, nearest too
     plan = resolve_plan(spec, network=options.network)
     cache = BlobStore(options.cache or default_cache_dir())

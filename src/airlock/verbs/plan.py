@@ -253,14 +253,14 @@ def plan_bundle(spec: Spec, *, options: PlanOptions) -> Plan:
     from airlock.verbs.create import registry_credentials
     from airlock.verbs.delta import measure_plan
 
+    credentials = registry_credentials(
+        spec, auth_file=options.registry_auth, spec_dir=options.spec_dir
+    )  # a missing --registry-auth file is named before any network traffic
     ensure_releases_exist(spec, network=options.network)
     meta = MetadataFetcher(spec.sources.files, network=options.network)
     plan = resolve_plan_with(spec, meta, render=helm_template, network=options.network)
     if not options.measure:
         return plan
-    credentials = registry_credentials(
-        spec, auth_file=options.registry_auth, spec_dir=options.spec_dir
-    )
     items = asyncio.run(measure_plan(spec, plan, meta, credentials=credentials))
     measured = _measured(plan, items)
     if options.wheelhouse:
