@@ -163,8 +163,9 @@ def test_verify_says_repairable_and_load_repairs(
         verify_bundle(case.path)
     assert any("2 volumes damaged, repairable" in p for p in info.value.report.problems)
     assert info.value.hint is not None and "airlock bundle repair" in info.value.hint
-    with pytest.raises(VerificationError):  # without --repair, load refuses
+    with pytest.raises(VerificationError) as refused:  # without --repair, load refuses
         load_bundle(case.path, store_dir=tmp_path / "store", options=LoadOptions(keys=[keys[1]]))
+    assert refused.value.hint is not None and "load --repair" in refused.value.hint
     loaded = load_bundle(
         case.path, store_dir=tmp_path / "store", options=LoadOptions(keys=[keys[1]], repair=True)
     )

@@ -132,13 +132,18 @@ def load_bundle(
     repaired = _repair(bundle, options) if options.repair else []
     # Structure, signature, index and graph now; every blob's bytes while it is staged below,
     # so the bundle is read once.
-    report = verify_bundle(
-        bundle,
-        keys=keys,
-        require_signature=bool(keys) and not options.allow_unsigned,
-        allow_unsigned=options.allow_unsigned,
-        hash_content=False,
-    )
+    try:
+        report = verify_bundle(
+            bundle,
+            keys=keys,
+            require_signature=bool(keys) and not options.allow_unsigned,
+            allow_unsigned=options.allow_unsigned,
+            hash_content=False,
+        )
+    except VerificationError as exc:
+        if not options.repair and _damaged_volumes(bundle):
+            exc.hint = _damage_hint(bundle, exc.hint)
+        raise
     store = OciLayout(store_dir)
     result = LoadResult(bundle=bundle, store=store_dir, verify=report, repaired=repaired)
     meta = store_meta_dir(store_dir)
@@ -246,8 +251,34 @@ def _stage(
         bad, _ = check_volumes(volumes) if volumes.parts else ([], 0)
         raise VerificationError(
             exc.message + (f"; {'; '.join(bad)}" if bad else ""),
-            hint="nothing was loaded; copy the bundle (the named volume) again",
+            hint=_damage_hint(
+                bundle, "nothing was loaded; copy the bundle (the named volume) again"
+            ),
         ) from exc
+
+
+def _damaged_volumes(bundle: Path) -> bool:
+    try:
+        volumes = locate_volumes(bundle)
+    except AirlockError:
+        return False
+    return bool(volumes.parts and check_volumes(volumes)[0])
+
+
+def _damage_hint(bundle: Path, default: str | None) -> str | None:
+    """With recovery volumes, the way out of a damaged volume is a repair, not another trip."""
+    from airlock.bundle.repair import find_recovery_set
+
+    try:
+        rset = find_recovery_set(bundle)
+    except VerificationError:
+        rset = None
+    if rset is None:
+        return default
+    return (
+        f"nothing was loaded; the bundle has recovery volumes: `airlock load --repair {bundle}` "
+        "rebuilds the damaged volumes first (or `airlock bundle repair`)"
+    )
 
 
 _SCANNED_ROLES = {"file", "image-layer", "sbom"}
