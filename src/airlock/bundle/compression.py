@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from airlock.atomic import write_atomic
+from airlock.atomic import remove_dead_temps, write_atomic
 from airlock.content import FileArtifact, StoredForm
 from airlock.errors import UsageError, VerificationError
 from airlock.oci.blobstore import BlobStore
@@ -158,6 +158,8 @@ def compress_files(
     if compression.codec is None:
         return [replace(f, stored=None) for f in files]
     eligible = [f for f in files if f.kind not in RAW_KINDS and f.size >= MIN_SIZE]
+    if eligible:  # memo temp files a killed run left (a live writer's are locked)
+        remove_dead_temps(_memo_path(cache, eligible[0].digest, compression.level).parent)
     workers = max(1, min(2, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:  # zstd releases the GIL
         forms = dict(
