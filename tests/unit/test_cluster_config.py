@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from airlock.cluster.init import InitOptions, plan_init
+from airlock.cluster.init import InitOptions, init_cluster, plan_init
 from airlock.cluster.join import JoinOptions, plan_join
 from airlock.cluster.joinfile import JoinFile
 from airlock.cluster.kubeadm_config import (
@@ -22,8 +24,8 @@ from airlock.cluster.kubeadm_config import (
     kubeadm_api_version,
     node_facts_from_ip,
     render_init_config,
-    to_yaml,
 )
+from airlock.cluster.runner import SystemRunner
 from airlock.errors import NodeError, UsageError
 from airlock.presets import preset_text
 from airlock.spec import Spec, parse_spec
@@ -134,7 +136,7 @@ node cp-1: advertise address 198.18.2.2 (eth0), API endpoint 198.18.2.2:6443
 
 
 def test_seed_init_dry_run_is_exact(tmp_path: Path) -> None:
-    plan = plan_init(seed(), node=CP, options=options(tmp_path))
+    plan = plan_init(seed(), node=CP, options=options(tmp_path, show_secrets=True))
     assert plan.render() == SEED_INIT_PLAN
     assert plan.config.api_version == V1BETA3
 
@@ -209,6 +211,7 @@ def test_v1_31_plus_ha_init_dry_run_is_exact(tmp_path: Path) -> None:
             single_node=False,
             control_plane_endpoint="k8s-api.lab:6443",
             cni_manifest_sha256="b" * 64,
+            show_secrets=True,
         ),
     )
     assert plan.render() == CURRENT_HA_INIT_PLAN
@@ -286,7 +289,10 @@ def joinfile(version: str) -> JoinFile:
 
 def test_seed_worker_join_dry_run_is_exact(tmp_path: Path) -> None:
     plan = plan_join(
-        joinfile("v1.27.3"), control_plane=False, node=WORKER, options=JoinOptions(root=tmp_path)
+        joinfile("v1.27.3"),
+        control_plane=False,
+        node=WORKER,
+        options=JoinOptions(root=tmp_path, show_secrets=True),
     )
     assert plan.render() == SEED_JOIN_PLAN
     assert KEY not in plan.render()  # a worker never gets the certificate key
@@ -294,9 +300,43 @@ def test_seed_worker_join_dry_run_is_exact(tmp_path: Path) -> None:
 
 def test_v1_31_plus_control_plane_join_dry_run_is_exact(tmp_path: Path) -> None:
     plan = plan_join(
-        joinfile("v1.34.1"), control_plane=True, node=WORKER, options=JoinOptions(root=tmp_path)
+        joinfile("v1.34.1"),
+        control_plane=True,
+        node=WORKER,
+        options=JoinOptions(root=tmp_path, show_secrets=True),
     )
     assert plan.render() == CURRENT_CP_JOIN_PLAN
+
+
+def test_plans_and_results_hide_the_token_and_certificate_key(tmp_path: Path) -> None:
+    hidden = "<bootstrap token hidden: --show-secrets prints it>"
+    init = plan_init(seed(), node=CP, options=options(tmp_path))
+    text = init.render()
+    assert TOKEN not in text and KEY not in text
+    assert f"token: {hidden}" in text
+    assert "certificateKey: <certificate key hidden: --show-secrets prints it>" in text
+    # what is hidden is only the secrets: the rest is the exact plan
+    assert text == SEED_INIT_PLAN.replace(TOKEN, hidden).replace(
+        KEY, "<certificate key hidden: --show-secrets prints it>"
+    )
+    result = init_cluster(seed(), options=options(tmp_path, dry_run=True), node=CP)
+    dumped = json.dumps(dataclasses.asdict(result))
+    assert TOKEN not in dumped and KEY not in dumped
+    shown = init_cluster(
+        seed(), options=options(tmp_path, dry_run=True, show_secrets=True), node=CP
+    )
+    assert TOKEN in shown.plan_text and KEY in shown.plan_text
+    join = plan_join(
+        joinfile("v1.34.1"), control_plane=True, node=WORKER, options=JoinOptions(root=tmp_path)
+    )
+    assert TOKEN not in join.render() and KEY not in join.render()
+
+
+def test_kubeadm_log_is_private(tmp_path: Path) -> None:
+    log = tmp_path / "log" / "kubeadm-init.log"
+    SystemRunner().run(["echo", f"kubeadm join --token {TOKEN}"], log=log)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert TOKEN in log.read_text()
 
 
 def test_control_plane_join_needs_the_certificate_key(tmp_path: Path) -> None:
@@ -463,38 +503,3 @@ def test_node_facts_from_ip_json() -> None:
 def test_node_facts_without_default_route() -> None:
     facts = node_facts_from_ip(hostname="n", route_json="[]", addr_json=ADDRS)
     assert facts.default_address is None and facts.default_interface is None
-
-
-# --- the YAML writer --------------------------------------------------------------------------
-
-_keys = st.from_regex(r"[a-zA-Z][a-zA-Z0-9]{0,8}", fullmatch=True)
-_scalars = st.one_of(
-    st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20),
-    st.integers(-(10**6), 10**6),
-    st.booleans(),
-    st.sampled_from(["true", "no", "1.5", "0x1F", "~", "null", "- x", "a: b", "#c", "12:30", ""]),
-)
-_values = st.recursive(
-    _scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=3)),
-    max_leaves=8,
-)
-
-
-@given(st.lists(st.dictionaries(_keys, _values, min_size=1, max_size=4), min_size=1, max_size=3))
-def test_to_yaml_round_trips(docs: list[dict[str, Any]]) -> None:
-    def nested_lists_ok(v: Any) -> bool:
-        if isinstance(v, list):
-            return all(
-                not isinstance(i, list)
-                and not (isinstance(i, dict) and not i)
-                and nested_lists_ok(i)
-                for i in v
-            )
-        if isinstance(v, dict):
-            return all(nested_lists_ok(i) for i in v.values())
-        return True
-
-    if not all(nested_lists_ok(d) for d in docs):
-        return  # the writer refuses lists of lists and of empty maps (kubeadm configs have none)
-    assert list(YAML(typ="safe").load_all(to_yaml(docs))) == docs

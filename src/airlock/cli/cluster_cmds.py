@@ -45,6 +45,9 @@ def init(
     control_plane_endpoint: str | None = typer.Option(None, "--control-plane-endpoint"),
     registry: str = typer.Option("", "--registry", help="ADDR[,ADDR...] for the join file."),
     root: Path = typer.Option(Path("/"), "--root"),
+    show_secrets: bool = typer.Option(
+        False, "--show-secrets", help="Print the bootstrap token and certificate key."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """kubeadm init, the CNI, wait for Ready, write a join file."""
@@ -61,6 +64,7 @@ def init(
         registries=tuple(r for r in registry.split(",") if r),
         force=force,
         dry_run=dry_run,
+        show_secrets=show_secrets,
     )
     _render(cluster_init(store=store, spec_file=spec_file, options=options))
 
@@ -73,6 +77,9 @@ def join(
     force: bool = typer.Option(False, "--force"),
     ca_file: Path | None = typer.Option(None, "--ca-file", help="The cluster CA to pin against."),
     root: Path = typer.Option(Path("/"), "--root"),
+    show_secrets: bool = typer.Option(
+        False, "--show-secrets", help="Print the bootstrap token and certificate key."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Join this node with a join file."""
@@ -80,7 +87,12 @@ def join(
     from airlock.cluster.join import JoinOptions, join_cluster
 
     options = JoinOptions(
-        root=root, control_plane=control_plane, force=force, dry_run=dry_run, ca_file=ca_file
+        root=root,
+        control_plane=control_plane,
+        force=force,
+        dry_run=dry_run,
+        ca_file=ca_file,
+        show_secrets=show_secrets,
     )
     _render(join_cluster(file, options=options))
 

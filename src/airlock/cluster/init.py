@@ -48,6 +48,7 @@ from airlock.cluster.runner import (
     Wait,
     WriteFile,
     execute_steps,
+    hide_secrets,
     render_steps,
 )
 from airlock.errors import NodeError
@@ -116,6 +117,7 @@ class InitOptions:
     poll_interval: float = 2.0
     kubeadm: str = "kubeadm"
     kubectl: str = "kubectl"
+    show_secrets: bool = False  # the plan and result print the token and certificate key
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ class InitPlan:
     reset_first: bool
 
     def render(self) -> str:
+        """Every step; the bootstrap token and certificate key only with `show_secrets`."""
         c = self.config
         iface = self.node.interface_of(c.advertise_address) or "?"
         head = [
@@ -185,7 +188,12 @@ class InitPlan:
         ]
         if self.reset_first:
             head.append("a cluster exists on this node: --force resets it first")
-        return "\n".join([*head, *render_steps(self.steps)]) + "\n"
+        text = "\n".join([*head, *render_steps(self.steps)]) + "\n"
+        secrets = {
+            "bootstrap token": self.options.token,
+            "certificate key": self.options.certificate_key,
+        }
+        return hide_secrets(text, secrets, show=self.options.show_secrets)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from airlock.cluster.runner import (
     SystemRunner,
     WriteFile,
     execute_steps,
+    hide_secrets,
     render_steps,
 )
 from airlock.errors import NodeError, UsageError
@@ -69,6 +70,7 @@ class JoinOptions:
     log_dir: str = DEFAULT_LOG_DIR
     store: str = DEFAULT_STORE
     kubeadm: str = "kubeadm"
+    show_secrets: bool = False  # the plan and result print the token and certificate key
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,12 @@ class JoinPlan:
         ]
         if self.reset_first:
             head.append("this node already joined a cluster: --force resets it first")
-        return "\n".join([*head, *render_steps(self.steps)]) + "\n"
+        text = "\n".join([*head, *render_steps(self.steps)]) + "\n"
+        secrets = {
+            "bootstrap token": self.join.token,
+            "certificate key": self.join.certificate_key,
+        }
+        return hide_secrets(text, secrets, show=self.options.show_secrets)
 
 
 @dataclass(frozen=True)

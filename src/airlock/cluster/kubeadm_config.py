@@ -10,8 +10,9 @@ kubeadm's config API changed at v1.31: `kubeadm.k8s.io/v1beta3` is used below it
   discovery timeout from `discovery.timeout` to `JoinConfiguration.timeouts.discovery` (v1beta4).
 
 Images keep their registry.k8s.io names (no `imageRepository` unless asked): containerd resolves
-them through the node's hosts.toml mirrors. The YAML is emitted by a small deterministic writer
-(block style, keys in a fixed order) so `--dry-run` output can be compared byte for byte.
+them through the node's hosts.toml mirrors. The YAML is written by ruamel.yaml (block style, keys
+in a fixed order, so `--dry-run` output can be compared byte for byte), quoting every string that
+kubeadm's YAML 1.1 reader would take for something else (`[fd00::10]:6443`, `yes`, `0755`).
 
 Node facts come from `ip -j route` and `ip -j addr` (`detect_node_facts`, via airlock.system);
 `node_facts_from_ip` is the pure half that tests feed.
@@ -19,6 +20,7 @@ Node facts come from `ip -j route` and `ip -j addr` (`detect_node_facts`, via ai
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import re
@@ -26,6 +28,11 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.nodes import ScalarNode
+from ruamel.yaml.representer import SafeRepresenter
+from ruamel.yaml.resolver import VersionedResolver
 
 from airlock import system
 from airlock.errors import NodeError, SystemCommandError, UsageError
@@ -214,84 +221,42 @@ def _check_endpoint(endpoint: str) -> str:
 
 # --- YAML -------------------------------------------------------------------------------------
 
-_PLAIN = re.compile(r"^[A-Za-z0-9_./@+\[\]][A-Za-z0-9_./:@+=,\[\]-]*\Z")
-_TYPED = re.compile(
-    r"^([-+]?(\d[\d_]*)?(\.\d*)?([eE][-+]?\d+)?|0x[0-9a-fA-F]+|0o[0-7]+|\d+(:[0-5]?\d)+"
-    r"|\.inf|\.nan|true|false|yes|no|on|off|y|n|null|~)$",
-    re.IGNORECASE,
-)
+# kubeadm reads its config with sigs.k8s.io/yaml, a YAML 1.1 parser: `yes`, `on`, `0755`, `1:30`
+# are not strings there although YAML 1.2 (ruamel's default) reads them as strings. A string
+# either version would resolve to another type is quoted.
+_RESOLVERS = (VersionedResolver(version=(1, 1)), VersionedResolver(version=(1, 2)))
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
-def _scalar(value: Any) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "null"
-    if isinstance(value, int):
-        return str(value)
-    text = str(value)
-    if _PLAIN.match(text) and not _TYPED.match(text) and not text.endswith(":"):
-        return text
-    return _quote(text)
+def _represent_str(representer: SafeRepresenter, data: str) -> ScalarNode:
+    ambiguous = any(r.resolve(ScalarNode, data, (True, False)) != _STR_TAG for r in _RESOLVERS)
+    return representer.represent_scalar(_STR_TAG, data, style="'" if ambiguous else None)
 
 
-def _quote(text: str) -> str:
-    """A YAML double-quoted scalar (also valid JSON for printable text)."""
-    out = ['"']
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch.isprintable() and ch not in "\u2028\u2029\ufeff":
-            out.append(ch)
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
-    return "".join(out)
-
-
-def _emit_map(data: Mapping[str, Any], indent: int) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            if value:
-                lines.append(f"{pad}{key}:")
-                lines.extend(_emit_map(value, indent + 2))
-            else:
-                lines.append(f"{pad}{key}: {{}}")
-        elif isinstance(value, list | tuple):
-            if value:
-                lines.append(f"{pad}{key}:")
-                lines.extend(_emit_seq(value, indent))
-            else:
-                lines.append(f"{pad}{key}: []")
-        else:
-            lines.append(f"{pad}{key}: {_scalar(value)}")
-    return lines
-
-
-def _emit_seq(items: Sequence[Any], indent: int) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
-    for item in items:
-        if isinstance(item, Mapping) and item:
-            sub = _emit_map(item, indent + 2)
-            lines.append(f"{pad}- {sub[0].lstrip()}")
-            lines.extend(sub[1:])
-        elif isinstance(item, Mapping | list | tuple):
-            raise TypeError("nested empty or list items are not emitted")
-        else:
-            lines.append(f"{pad}- {_scalar(item)}")
-    return lines
+def _yaml() -> YAML:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    yaml.width = 4096  # long values (hashes, URLs) stay on one line
+    yaml.representer.add_representer(str, _represent_str)
+    return yaml
 
 
 def to_yaml(documents: Sequence[Mapping[str, Any]]) -> str:
-    """Block-style YAML, documents joined by `---`, keys in the order given."""
-    return "---\n".join("\n".join(_emit_map(d, 0)) + "\n" for d in documents)
+    """Block-style YAML written by ruamel.yaml, documents joined by `---`, keys in the order
+    given; every string kubeadm's YAML 1.1 reader could take for another type is quoted."""
+    out = io.StringIO()
+    _yaml().dump_all([_plain(d) for d in documents], out)
+    return out.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    """Mappings as dicts and tuples as lists, so the safe representer takes them."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _extra_args(api: str, args: Mapping[str, str]) -> Any:

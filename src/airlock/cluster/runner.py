@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +43,7 @@ __all__ = [
     "WaitTarget",
     "WriteFile",
     "execute_steps",
+    "hide_secrets",
     "render_steps",
     "wait_until",
 ]
@@ -76,7 +78,10 @@ class SystemRunner:
         result = system.run(full, check=False, env=self.env, timeout=self.timeout, input=input)
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
-            with log.open("a", encoding="utf-8") as fh:
+            # 0600: kubeadm prints the join command, bootstrap token and certificate key included
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 fh.write(f"$ {' '.join(argv)}\n{result.stdout}")
                 if result.stderr:
                     fh.write(result.stderr)
@@ -356,6 +361,17 @@ class RemovePath:
         else:
             return f"remove: {self.path} (absent)"
         return f"removed {self.path}"
+
+
+def hide_secrets(text: str, secrets: Mapping[str, str | None], *, show: bool) -> str:
+    """`text` with each secret value replaced by a marker naming it (unless `show`): plans and
+    results are printed and logged, and a bootstrap token or certificate key must not be."""
+    if show:
+        return text
+    for name, value in secrets.items():
+        if value:
+            text = text.replace(value, f"<{name} hidden: --show-secrets prints it>")
+    return text
 
 
 def render_steps(steps: Sequence[Step]) -> list[str]:
