@@ -60,7 +60,7 @@ def main() -> None:
         key, _ = generate_keypair(work / "far")
         full_327 = build(spec_for(work / "seed.yaml", up, "v1.27.3"), work / "full-327", cache)
         store = work / "store"
-        load_bundle(full_327.write.path, store_dir=store, options=LoadOptions())
+        load_bundle(full_327.write.path, store_dir=store, options=LoadOptions(allow_unsigned=True))
         inv = write_inventory(
             collect_inventory(root=work / "empty-root", store=store),
             work / "inventory.json",

@@ -46,9 +46,10 @@ def _create(args: argparse.Namespace) -> dict[str, Any]:
 
 def _verify(args: argparse.Namespace) -> dict[str, Any]:
     from airlock.bundle.verify import verify_bundle
+    from airlock.trust import TrustPolicy
 
     t0 = time.perf_counter()
-    report = verify_bundle(args.bundle, keys=[args.key], require_signature=True)
+    report = verify_bundle(args.bundle, trust=TrustPolicy((args.key,)))
     seconds = time.perf_counter() - t0
     return {
         "seconds": seconds,

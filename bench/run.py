@@ -559,7 +559,7 @@ def _airlock_load_and_serve(b: Bench, bundle: Path, load_only: list[float]) -> f
 def _airlock_serve_bundle(b: Bench, bundle: Path) -> float:
     t0 = time.perf_counter()
     log = b.work / "logs" / "serve-bundle.log"
-    with airlock_registry(AIRLOCK, ["--bundle", str(bundle)], log) as url:
+    with airlock_registry(AIRLOCK, ["--bundle", str(bundle), "--key", str(b.pub)], log) as url:
         check_pullable(url, b.images)
         return time.perf_counter() - t0
 

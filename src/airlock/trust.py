@@ -4,6 +4,10 @@ The ideas of TUF, scaled to one file: each bundle has a channel and a sequence n
 store remembers the highest sequence it loaded per channel (and the airlock.json digest that
 carried it) and refuses an older bundle, or a different bundle under the same number, unless
 the operator says `--allow-downgrade`. An optional expiry date is enforced.
+
+Trust fails closed: `trust_policy` finds the keys (`--key`, else every *.pub in the trusted-keys
+directory) and, with none, refuses (exit 3, naming how to give one) unless the operator says
+`--allow-unsigned`; what is then accepted is UNVERIFIED, and every summary says so.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from airlock.errors import VerificationError
 
 __all__ = [
     "TRUSTED_KEYS_DIR",
+    "UNVERIFIED",
     "ChannelState",
+    "TrustPolicy",
     "check_expiry",
     "check_sequence",
+    "no_key_hint",
     "read_channels",
     "record_sequence",
+    "trust_policy",
     "trusted_keys",
 ]
 
@@ -38,6 +46,44 @@ def trusted_keys(explicit: Sequence[Path], *, directory: Path | None = None) -> 
         return list(explicit)
     folder = directory if directory is not None else TRUSTED_KEYS_DIR
     return sorted(folder.glob("*.pub")) if folder.is_dir() else []
+
+
+UNVERIFIED = "UNVERIFIED"
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """The keys a bundle's signature must verify with; none only with `allow_unsigned`."""
+
+    keys: tuple[Path, ...]
+    allow_unsigned: bool = False
+
+    @property
+    def requires_signature(self) -> bool:
+        return bool(self.keys) and not self.allow_unsigned
+
+
+def no_key_hint(directory: Path | None = None) -> str:
+    folder = directory if directory is not None else TRUSTED_KEYS_DIR
+    return (
+        f"name the signer's public key with --key PUB, or put it in {folder}/ (a directory "
+        "AIRLOCK_TRUSTED_KEYS can name); --allow-unsigned accepts the bundle UNVERIFIED"
+    )
+
+
+def trust_policy(
+    explicit: Sequence[Path], *, allow_unsigned: bool, directory: Path | None = None
+) -> TrustPolicy:
+    """The keys to check with; no key and no `allow_unsigned` is a VerificationError (exit 3)."""
+    keys = trusted_keys(explicit, directory=directory)
+    if not keys and not allow_unsigned:
+        folder = directory if directory is not None else TRUSTED_KEYS_DIR
+        raise VerificationError(
+            f"no trusted key: --key was not given and {folder} holds no *.pub, so the bundle's "
+            "signature cannot be checked",
+            no_key_hint(directory),
+        )
+    return TrustPolicy(tuple(keys), allow_unsigned)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from airlock.node.inventory import collect_inventory
 from airlock.oci.layout import OciLayout
 from airlock.presets import preset_text
 from airlock.spec import Spec, load_spec
+from airlock.trust import TrustPolicy
 from airlock.verbs.create import CreateOptions, CreateResult, create_bundle
 from airlock.verbs.delta import plan_since, read_baseline, write_inventory
 from airlock.verbs.load import LoadOptions, load_bundle
@@ -107,7 +108,7 @@ def world(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> World
     key, pub = generate_keypair(tmp / "far")
     seed = build(write_spec(tmp / "seed.yaml", upstream, "v1.27.3"), tmp / "seed", cache)
     store = tmp / "store"
-    load_bundle(seed.write.path, store_dir=store, options=LoadOptions())
+    load_bundle(seed.write.path, store_dir=store, options=LoadOptions(allow_unsigned=True))
     inventory = tmp / "inventory.json"
     write_inventory(collect_inventory(root=tmp / "root", store=store), inventory, sign_key=key)
     spec_427 = write_spec(tmp / "v1.27.4.yaml", upstream, "v1.27.4")
@@ -116,7 +117,7 @@ def world(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> World
 
 def test_delta_omits_what_is_present_and_completes_every_image(world: World) -> None:
     store = world.tmp / "store-a"
-    load_bundle(world.seed.write.path, store_dir=store, options=LoadOptions())
+    load_bundle(world.seed.write.path, store_dir=store, options=LoadOptions(allow_unsigned=True))
     before = set(OciLayout(store).digests())
     assert read_baseline(world.inventory).blobs == before
 
@@ -141,9 +142,11 @@ def test_delta_omits_what_is_present_and_completes_every_image(world: World) -> 
     assert delta.delta is not None and delta.delta.omitted == len(m.omitted)
     with open_bundle(delta.write.path) as reader:
         assert not set(reader.blob_digests()) & set(m.omitted)  # nothing omitted is in the tar
-    verify_bundle(delta.write.path, keys=[], require_signature=False, allow_unsigned=True)
+    verify_bundle(delta.write.path, trust=TrustPolicy((), allow_unsigned=True))
 
-    result = load_bundle(delta.write.path, store_dir=store, options=LoadOptions())
+    result = load_bundle(
+        delta.write.path, store_dir=store, options=LoadOptions(allow_unsigned=True)
+    )
     assert result.blobs_added == len(carried - before)
     images_427 = sorted(a.source for a in delta.plan.images())
     assert any("kube-apiserver:v1.27.4" in r for r in images_427)
@@ -159,9 +162,11 @@ def test_delta_before_its_base_is_refused_and_changes_nothing(
 ) -> None:
     # A: v1.27.4 on the seed inventory. B: v1.27.4 + one file, on the inventory taken after A.
     store_after_a = world.tmp / "store-after-a"
-    load_bundle(world.seed.write.path, store_dir=store_after_a, options=LoadOptions())
+    load_bundle(
+        world.seed.write.path, store_dir=store_after_a, options=LoadOptions(allow_unsigned=True)
+    )
     a = build(world.spec_427, world.tmp / "a", world.cache, sequence=2, since=world.inventory)
-    load_bundle(a.write.path, store_dir=store_after_a, options=LoadOptions())
+    load_bundle(a.write.path, store_dir=store_after_a, options=LoadOptions(allow_unsigned=True))
     inv_a = world.tmp / "inventory-a.json"
     write_inventory(collect_inventory(root=world.tmp / "root", store=store_after_a), inv_a)
     spec_b = write_spec(world.tmp / "b.yaml", upstream, "v1.27.4", files=[{"url": EXTRA_FILE}])
@@ -169,11 +174,11 @@ def test_delta_before_its_base_is_refused_and_changes_nothing(
     assert len(b.write.manifest.blobs) < 6  # the extra file and the bundle's own metadata
 
     store = world.tmp / "store-b-first"
-    load_bundle(world.seed.write.path, store_dir=store, options=LoadOptions())
+    load_bundle(world.seed.write.path, store_dir=store, options=LoadOptions(allow_unsigned=True))
     layout = OciLayout(store)
     snapshot = (layout.digests(), layout.index_path.read_bytes())
     with pytest.raises(VerificationError) as refused:
-        load_bundle(b.write.path, store_dir=store, options=LoadOptions())
+        load_bundle(b.write.path, store_dir=store, options=LoadOptions(allow_unsigned=True))
     needed = {blob.digest for blob in a.write.manifest.blobs}
     missing = sorted(set(b.write.manifest.omitted) - set(snapshot[0]))
     assert missing and set(missing) <= needed
@@ -182,8 +187,8 @@ def test_delta_before_its_base_is_refused_and_changes_nothing(
     assert "load the bundle this delta was built on first" in (refused.value.hint or "")
     assert (layout.digests(), layout.index_path.read_bytes()) == snapshot
 
-    load_bundle(a.write.path, store_dir=store, options=LoadOptions())
-    load_bundle(b.write.path, store_dir=store, options=LoadOptions())
+    load_bundle(a.write.path, store_dir=store, options=LoadOptions(allow_unsigned=True))
+    load_bundle(b.write.path, store_dir=store, options=LoadOptions(allow_unsigned=True))
     for ref in sorted(x.source for x in b.plan.images()):
         assert image_complete(store, ref), ref
 

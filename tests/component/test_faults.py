@@ -124,7 +124,7 @@ def test_node_install_killed_then_rerun_converges(spec: Path, tmp_path: Path) ->
         )
     )
     store = tmp_path / "store"
-    run("load", created["bundle"], "--store", str(store))
+    run("load", created["bundle"], "--store", str(store), "--allow-unsigned")
     reference = tmp_path / "ref-root"
     _, duration = timed("node", "install", "--store", str(store), "--root", str(reference))
     root = tmp_path / "root"

@@ -73,10 +73,10 @@ def test_load_twice_changes_nothing(tmp_path: Path, keys: tuple[Path, Path]) -> 
 
 def test_second_bundle_adds_only_new_blobs(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    load_bundle(make_bundle(tmp_path), store_dir=store, options=LoadOptions())
+    load_bundle(make_bundle(tmp_path), store_dir=store, options=LoadOptions(allow_unsigned=True))
     before = set(OciLayout(store).digests())
     bigger = make_bundle(tmp_path, sequence=2, big=4 << 20)  # only the big file differs
-    result = load_bundle(bigger, store_dir=store, options=LoadOptions())
+    result = load_bundle(bigger, store_dir=store, options=LoadOptions(allow_unsigned=True))
     assert result.blobs_added == len(set(OciLayout(store).digests()) - before)
     assert 1 <= result.blobs_added <= 4  # the file, the files manifest, airlock's SBOM...
 
@@ -105,7 +105,7 @@ def test_tampered_layer_refused_before_the_store_changes(tmp_path: Path) -> None
     _flip(bundle, _member_offset(bundle, "blobs/sha256/" + layer.split(":")[1]) + 10)
     store = tmp_path / "store"
     with pytest.raises(VerificationError) as err:
-        load_bundle(bundle, store_dir=store, options=LoadOptions())
+        load_bundle(bundle, store_dir=store, options=LoadOptions(allow_unsigned=True))
     assert layer in str(err.value)
     assert not store.exists()
 
@@ -134,25 +134,29 @@ def test_missing_and_swapped_volumes_named(tmp_path: Path) -> None:
     b.rename(a)
     tmp.rename(b)
     with pytest.raises(VerificationError) as err:
-        load_bundle(parts, store_dir=tmp_path / "s", options=LoadOptions())
+        load_bundle(parts, store_dir=tmp_path / "s", options=LoadOptions(allow_unsigned=True))
     assert a.name in str(err.value)
     b.unlink()
     with pytest.raises(VerificationError) as err:
-        load_bundle(parts, store_dir=tmp_path / "s", options=LoadOptions())
+        load_bundle(parts, store_dir=tmp_path / "s", options=LoadOptions(allow_unsigned=True))
     assert b.name in str(err.value)
     assert not (tmp_path / "s").exists()
 
 
 def test_rollback_and_same_sequence_refused(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    load_bundle(make_bundle(tmp_path, sequence=2), store_dir=store, options=LoadOptions())
+    load_bundle(
+        make_bundle(tmp_path, sequence=2), store_dir=store, options=LoadOptions(allow_unsigned=True)
+    )
     older = make_bundle(tmp_path, sequence=1)
     with pytest.raises(VerificationError, match="rollback refused"):
-        load_bundle(older, store_dir=store, options=LoadOptions())
+        load_bundle(older, store_dir=store, options=LoadOptions(allow_unsigned=True))
     other_same_seq = make_bundle(tmp_path, sequence=2, big=2 << 20)
     with pytest.raises(VerificationError, match="sequence 2 was already loaded"):
-        load_bundle(other_same_seq, store_dir=store, options=LoadOptions())
-    load_bundle(older, store_dir=store, options=LoadOptions(allow_downgrade=True))
+        load_bundle(other_same_seq, store_dir=store, options=LoadOptions(allow_unsigned=True))
+    load_bundle(
+        older, store_dir=store, options=LoadOptions(allow_unsigned=True, allow_downgrade=True)
+    )
     channels = json.loads((store / "airlock" / "channels.json").read_text())
     assert channels["stable"]["sequence"] == 2  # a downgrade does not lower the mark
 
@@ -162,10 +166,12 @@ def test_expired_bundle_refused(tmp_path: Path) -> None:
         load_bundle(
             make_bundle(tmp_path, expires="2020-01-01"),
             store_dir=tmp_path / "s",
-            options=LoadOptions(),
+            options=LoadOptions(allow_unsigned=True),
         )
     load_bundle(
-        make_bundle(tmp_path, expires="2999-12-31"), store_dir=tmp_path / "s", options=LoadOptions()
+        make_bundle(tmp_path, expires="2999-12-31"),
+        store_dir=tmp_path / "s",
+        options=LoadOptions(allow_unsigned=True),
     )
 
 
@@ -212,7 +218,9 @@ def test_scanner_hook(tmp_path: Path) -> None:
     scanner.write_text(f'#!/bin/sh\nls "$1" > {seen}\ngrep -rq EICAR "$1" && exit 1\nexit 0\n')
     scanner.chmod(0o755)
     store = tmp_path / "store"
-    load_bundle(bundle, store_dir=store, options=LoadOptions(scan=[str(scanner)]))
+    load_bundle(
+        bundle, store_dir=store, options=LoadOptions(allow_unsigned=True, scan=[str(scanner)])
+    )
     names = seen.read_text().split()
     assert "kube-flannel.yml" in names and "kubeadm" in names
     assert any(n.endswith(".layer.tar.gz") for n in names)
@@ -221,7 +229,9 @@ def test_scanner_hook(tmp_path: Path) -> None:
     refusing.chmod(0o755)
     store2 = tmp_path / "store2"
     with pytest.raises(VerificationError, match="Eicar-Test-Signature"):
-        load_bundle(bundle, store_dir=store2, options=LoadOptions(scan=[str(refusing)]))
+        load_bundle(
+            bundle, store_dir=store2, options=LoadOptions(allow_unsigned=True, scan=[str(refusing)])
+        )
     assert OciLayout(store2).digests() == [] and leftovers(store2) == []
 
 
@@ -231,7 +241,7 @@ def test_kill_9_at_random_points_then_rerun(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     started = time.monotonic()
     subprocess.run(
-        [AIRLOCK, "load", str(bundle), "--store", str(reference)],
+        [AIRLOCK, "load", str(bundle), "--store", str(reference), "--allow-unsigned"],
         check=True,
         capture_output=True,
         timeout=120,
@@ -242,7 +252,7 @@ def test_kill_9_at_random_points_then_rerun(tmp_path: Path) -> None:
     store = tmp_path / "store"
     for _ in range(8):  # bounded; kill at a random moment within a run's duration
         proc = subprocess.Popen(
-            [AIRLOCK, "load", str(bundle), "--store", str(store)],
+            [AIRLOCK, "load", str(bundle), "--store", str(store), "--allow-unsigned"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -257,7 +267,7 @@ def test_kill_9_at_random_points_then_rerun(tmp_path: Path) -> None:
         if kills >= 3:
             break
     final = subprocess.run(
-        [AIRLOCK, "load", str(bundle), "--store", str(store)],
+        [AIRLOCK, "load", str(bundle), "--store", str(store), "--allow-unsigned"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -274,11 +284,15 @@ def test_newest_bundle_record_is_the_highest_sequence(tmp_path: Path) -> None:
 
     store = tmp_path / "store"
     assert newest_bundle_record(store) is None
-    load_bundle(make_bundle(tmp_path, sequence=10), store_dir=store, options=LoadOptions())
+    load_bundle(
+        make_bundle(tmp_path, sequence=10),
+        store_dir=store,
+        options=LoadOptions(allow_unsigned=True),
+    )
     load_bundle(
         make_bundle(tmp_path, sequence=9, big=2 << 20),
         store_dir=store,
-        options=LoadOptions(allow_downgrade=True),
+        options=LoadOptions(allow_unsigned=True, allow_downgrade=True),
     )
     newest = newest_bundle_record(store)
     assert newest is not None and newest["sequence"] == 10  # not "lab.9" > "lab.10" by name

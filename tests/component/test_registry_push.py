@@ -35,7 +35,7 @@ def _store(tmp: Path, big: int = 1 << 20) -> Path:
         sample_content(blobs, big_file_size=big), blobs=blobs, out=tmp / "out"
     ).path
     store = tmp / "store"
-    load_bundle(bundle, store_dir=store, options=LoadOptions())
+    load_bundle(bundle, store_dir=store, options=LoadOptions(allow_unsigned=True))
     return store
 
 

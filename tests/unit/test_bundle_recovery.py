@@ -19,11 +19,14 @@ from airlock.bundle.writer import WriteResult, write_bundle
 from airlock.errors import UsageError, VerificationError
 from airlock.oci.blobstore import BlobStore
 from airlock.standalone import bootstrap
+from airlock.trust import TrustPolicy
 from airlock.verbs.load import LoadOptions, load_bundle
 from airlock.verbs.repair import RepairOptions, repair_bundle
 from airlock_lab.bundle_testing import put_file, sample_content
 
 MiB = 1 << 20
+
+UNSIGNED_OK = TrustPolicy((), allow_unsigned=True)
 
 
 def _write(tmp: Path, out: str, *, percent: float = 50, key: Path | None = None) -> WriteResult:
@@ -108,7 +111,7 @@ def test_layout_is_recorded_and_deterministic(
     assert boot.recovery_bytes == result.recovery_index.read_bytes()
     again = _write(tmp_path, "again", key=keys[0])
     assert {p.name: p.read_bytes() for p in again.paths} == files
-    assert verify_bundle(result.path, keys=[keys[1]]).ok
+    assert verify_bundle(result.path, trust=TrustPolicy((keys[1],))).ok
 
 
 def test_every_combination_up_to_the_recovery_is_repaired(
@@ -141,12 +144,12 @@ def test_one_more_is_refused_naming_what_is_missing(
     for p in (case.volumes[0], case.volumes[2], case.recovery_volumes[1]):
         p.unlink()
     with pytest.raises(BundleVerificationError) as info:
-        verify_bundle(case.path)
+        verify_bundle(case.path, trust=UNSIGNED_OK)
     problems = " | ".join(info.value.report.problems)
     assert "3 volumes damaged, NOT repairable" in problems
     assert "lab.airlock.tar.000 missing" in problems and "lab.airlock.recovery.001" in problems
     with pytest.raises(VerificationError, match="bring back 1 more") as refused:
-        repair_bundle(case.path, options=RepairOptions())
+        repair_bundle(case.path, options=RepairOptions(allow_unsigned=True))
     assert "lab.airlock.tar.002 missing" in refused.value.message
     assert not case.volumes[0].exists()  # nothing half-written
 
@@ -160,7 +163,7 @@ def test_verify_says_repairable_and_load_repairs(
     data[10] ^= 1
     case.volumes[3].write_bytes(bytes(data))
     with pytest.raises(BundleVerificationError) as info:
-        verify_bundle(case.path)
+        verify_bundle(case.path, trust=UNSIGNED_OK)
     assert any("2 volumes damaged, repairable" in p for p in info.value.report.problems)
     assert info.value.hint is not None and "airlock bundle repair" in info.value.hint
     with pytest.raises(VerificationError) as refused:  # without --repair, load refuses
@@ -231,5 +234,5 @@ def test_damaged_recovery_volume_is_reported_by_a_passing_verify(
 ) -> None:
     case = _copy(pristine, tmp_path / "case")
     case.recovery_volumes[0].unlink()
-    report = verify_bundle(case.path)
+    report = verify_bundle(case.path, trust=UNSIGNED_OK)
     assert report.ok and report.recovery == ("recovery volume lab.airlock.recovery.000 missing",)

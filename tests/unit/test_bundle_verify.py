@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ from airlock.bundle.reader import open_bundle
 from airlock.bundle.signing import generate_keypair, key_id
 from airlock.bundle.verify import BundleVerificationError, verify_bundle
 from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
-from airlock.errors import EXIT_VERIFY, UsageError
+from airlock.errors import EXIT_VERIFY, VerificationError
 from airlock.oci.blobstore import BlobStore
+from airlock.trust import TrustPolicy, trust_policy
 from airlock_lab.bundle_testing import Layer, put_image, put_index, sample_content
 
 MiB = 1 << 20
@@ -55,9 +57,13 @@ def _member_offset(bundle: Path, name: str) -> int:
         return reader.members[name].offset
 
 
-def _problems(path: Path, **kwargs: object) -> tuple[str, ...]:
+UNSIGNED_OK = TrustPolicy((), allow_unsigned=True)
+
+
+def _problems(path: Path, keys: Sequence[Path] = (), **kwargs: object) -> tuple[str, ...]:
+    trust = TrustPolicy(tuple(keys)) if keys else UNSIGNED_OK
     with pytest.raises(BundleVerificationError) as exc:
-        verify_bundle(path, **kwargs)  # type: ignore[arg-type]
+        verify_bundle(path, trust=trust, **kwargs)  # type: ignore[arg-type]
     assert exc.value.exit_code == EXIT_VERIFY
     assert exc.value.report.problems[0] in exc.value.message
     return exc.value.report.problems
@@ -67,12 +73,18 @@ def test_good_signed_bundle_verifies(tmp_path: Path, content, keys) -> None:  # 
     priv, pub = keys
     result = _write(tmp_path, content, key=priv)
     _, other = generate_keypair(tmp_path / "other")
-    report = verify_bundle(result.path, keys=[other, pub], require_signature=True, workers=2)
+    report = verify_bundle(result.path, trust=TrustPolicy((other, pub)), workers=2)
     assert report.ok and report.signed and report.signed_by == key_id(pub)
+    assert report.verified and report.trust == f"signed by {key_id(pub)}"
+    assert any(c.startswith("signature of airlock.json: ed25519") for c in report.checked)
+    assert any(c.startswith("blobs: ") for c in report.checked)
+    assert any(n.startswith("rollback") for n in report.not_checked)
     assert report.blobs_checked == result.blob_count
     assert report.bytes_checked >= result.unique_blob_bytes
-    unchecked = verify_bundle(result.path)
+    unchecked = verify_bundle(result.path, trust=UNSIGNED_OK)
     assert unchecked.signed and unchecked.signed_by is None
+    assert not unchecked.verified and unchecked.trust == "UNVERIFIED"
+    assert any("UNVERIFIED" in n for n in unchecked.not_checked)
     summary = inspect_bundle(result.path, keys=[pub])
     assert summary.signature_valid and summary.key_id == key_id(pub)
     assert summary.sbom_components == 2 + 3
@@ -124,10 +136,39 @@ def test_unsigned_bundle_with_a_key_is_refused(tmp_path: Path, content, keys) ->
     _, pub = keys
     result = _write(tmp_path, content)
     assert "not signed" in _problems(result.path, keys=[pub])[0]
-    report = verify_bundle(result.path, keys=[pub], allow_unsigned=True)
+    report = verify_bundle(result.path, trust=TrustPolicy((pub,), allow_unsigned=True))
     assert report.ok and not report.signed and report.signed_by is None
-    with pytest.raises(UsageError, match="no public key"):
-        verify_bundle(result.path, require_signature=True)
+    assert report.trust == "UNVERIFIED"
+
+
+def test_no_trusted_key_is_refused_unless_allow_unsigned(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    empty = tmp_path / "trusted-keys"
+    empty.mkdir()
+    with pytest.raises(VerificationError, match="no trusted key") as exc:
+        trust_policy([], allow_unsigned=False, directory=empty)
+    assert exc.value.exit_code == EXIT_VERIFY
+    assert exc.value.hint is not None and "--key" in exc.value.hint
+    assert str(empty) in exc.value.hint and "--allow-unsigned" in exc.value.hint
+    assert trust_policy([], allow_unsigned=True, directory=empty).keys == ()
+    (empty / "site.pub").write_text("x")
+    assert trust_policy([], allow_unsigned=False, directory=empty).keys == (empty / "site.pub",)
+
+
+def test_expired_bundle_fails_verify(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    store, c = content
+    result = write_bundle(
+        BundleContent(**{**c.__dict__, "expires": "2020-01-01"}), blobs=store, out=tmp_path / "e"
+    )
+    (problem,) = _problems(result.path)
+    assert problem == "the bundle expired on 2020-01-01"
+    assert inspect_bundle(result.path).expired
+    fresh = write_bundle(
+        BundleContent(**{**c.__dict__, "expires": "2999-12-31"}), blobs=store, out=tmp_path / "f"
+    )
+    report = verify_bundle(fresh.path, trust=UNSIGNED_OK)
+    assert report.expires == "2999-12-31" and "expiry: valid until 2999-12-31" in report.checked
+    summary = inspect_bundle(fresh.path)
+    assert summary.expires == "2999-12-31" and not summary.expired
 
 
 def test_missing_volume_is_named(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
@@ -157,7 +198,7 @@ def test_damaged_volume_is_named(tmp_path: Path, content) -> None:  # type: igno
         "volume lab.airlock.tar.003 sha256 mismatch (damaged medium or copy)",
     )
     report_ok = _write(tmp_path / "again", content, split=MiB)
-    assert verify_bundle(report_ok.path).volumes_checked == 4
+    assert verify_bundle(report_ok.path, trust=UNSIGNED_OK).volumes_checked == 4
 
 
 def test_graph_names_a_layer_missing_from_a_manifest(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
@@ -179,7 +220,7 @@ def test_graph_names_a_layer_missing_from_a_manifest(tmp_path: Path, content) ->
     result = write_bundle(
         BundleContent(**{**c.__dict__, "omitted": [layer.digest]}), blobs=store, out=tmp_path / "d"
     )
-    assert verify_bundle(result.path).ok
+    assert verify_bundle(result.path, trust=UNSIGNED_OK).ok
 
 
 def test_platforms_not_carried_are_not_required(tmp_path: Path) -> None:
@@ -190,7 +231,7 @@ def test_platforms_not_carried_are_not_required(tmp_path: Path) -> None:
     result = write_bundle(
         BundleContent(**{**c.__dict__, "images": [index]}), blobs=store, out=tmp_path
     )
-    assert verify_bundle(result.path).ok
+    assert verify_bundle(result.path, trust=UNSIGNED_OK).ok
 
 
 def test_archive_missing_a_listed_blob(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]

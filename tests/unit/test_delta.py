@@ -17,6 +17,7 @@ from airlock.bundle.writer import write_bundle
 from airlock.errors import UsageError, VerificationError
 from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import sha256_digest
+from airlock.trust import TrustPolicy
 from airlock.verbs.delta import (
     INVENTORY_SCHEMA,
     ArtifactBlobs,
@@ -77,7 +78,7 @@ def test_apply_baseline_leaves_out_what_the_far_side_holds(tmp_path: Path) -> No
     assert written.manifest.base.inventory == delta.base
     full = write_bundle(content, blobs=blobs, out=tmp_path / "full")
     assert written.size < full.size
-    verify_bundle(written.path, keys=[], require_signature=False, allow_unsigned=True)
+    verify_bundle(written.path, trust=TrustPolicy((), allow_unsigned=True))
 
 
 def test_a_shared_layer_present_is_omitted_for_every_image(tmp_path: Path) -> None:
@@ -186,11 +187,14 @@ def test_delta_before_its_base_is_refused_naming_blobs(tmp_path: Path) -> None:
     b_path = write_bundle(b, blobs=blobs, out=tmp_path / "b").path
     store = tmp_path / "store"
     with pytest.raises(VerificationError) as err:
-        load_bundle(b_path, store_dir=store, options=LoadOptions())
+        load_bundle(b_path, store_dir=store, options=LoadOptions(allow_unsigned=True))
     assert a_file.digest in err.value.message and "needs 1 blobs" in err.value.message
     assert not (store / "index.json").exists()  # nothing changed
-    load_bundle(a_path, store_dir=store, options=LoadOptions())
-    assert load_bundle(b_path, store_dir=store, options=LoadOptions()).blobs_added >= 1
+    load_bundle(a_path, store_dir=store, options=LoadOptions(allow_unsigned=True))
+    assert (
+        load_bundle(b_path, store_dir=store, options=LoadOptions(allow_unsigned=True)).blobs_added
+        >= 1
+    )
 
 
 # --- plan --since arithmetic --------------------------------------------------------------------

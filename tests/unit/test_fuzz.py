@@ -24,6 +24,7 @@ from airlock.oci.limits import Limits
 from airlock.oci.ref import parse_reference
 from airlock.oci.server import RegistryOptions, make_app
 from airlock.oci.sources import StoreSource
+from airlock.trust import TrustPolicy
 from airlock_lab.bundle_testing import sample_content
 
 _TMP = Path(tempfile.mkdtemp(prefix="airlock-fuzz-"))
@@ -67,7 +68,7 @@ def test_fuzz_bundle_reader_mutations(flips: list[tuple[int, int]], cut: int | N
     try:
         with open_bundle(path) as reader:
             reader.blob_digests()
-        verify_bundle(path, keys=[_PUB], require_signature=True)
+        verify_bundle(path, trust=TrustPolicy((_PUB,)))
     except AirlockError:
         return
     # accepted with the key: the signed manifest and every blob are the original's (the

@@ -17,6 +17,7 @@ from airlock.bundle.manifest import ChecksumEntry
 from airlock.bundle.reader import open_bundle
 from airlock.bundle.signing import key_id, verify_signature
 from airlock.errors import VerificationError
+from airlock.trust import check_expiry
 
 __all__ = ["BundleSummary", "FileSummary", "ImageSummary", "inspect_bundle"]
 
@@ -54,6 +55,8 @@ class BundleSummary:
     name: str
     channel: str
     sequence: int
+    expires: str | None  # YYYY-MM-DD: load and verify refuse the bundle after it
+    expired: bool
     tool_version: str
     spec_digest: str
     resolved: dict[str, object]
@@ -136,6 +139,8 @@ def inspect_bundle(path: Path, *, keys: Sequence[Path] = ()) -> BundleSummary:
             name=m.name,
             channel=m.channel,
             sequence=m.sequence,
+            expires=m.expires,
+            expired=_expired(m.expires),
             tool_version=m.tool.version,
             spec_digest=m.created_from,
             resolved=dict(m.resolved),
@@ -159,6 +164,14 @@ def inspect_bundle(path: Path, *, keys: Sequence[Path] = ()) -> BundleSummary:
             files_size=sum(f.size for f in carried),
             files_stored_size=sum(f.stored_size or f.size for f in carried),
         )
+
+
+def _expired(expires: str | None) -> bool:
+    try:
+        check_expiry(expires)
+    except VerificationError:
+        return True
+    return False
 
 
 def _component_count(data: bytes) -> int:

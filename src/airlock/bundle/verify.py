@@ -10,16 +10,21 @@ Order matters, so the first problem reported is the cause, not a symptom:
 6. the graph: every descriptor in index.json reachable, with all its child manifests,
    configs and layers present (or listed as omitted by a delta bundle).
 
-API: `verify_bundle` returns a VerifyReport only when everything is right. Otherwise it raises
+Trust fails closed: the caller passes a `TrustPolicy` (airlock.trust.trust_policy), which has
+keys, or says `allow_unsigned`; a signature is then required and checked, or the report says
+UNVERIFIED. An expired bundle fails here as it does in `load`.
+
+API: `verify_bundle` returns a VerifyReport only when everything is right; its `checked` and
+`not_checked` say what was checked and what could not be. Otherwise it raises
 BundleVerificationError (a VerificationError: exit code 3), whose message names the first
 problem and whose `.report` lists them all (the CLI renders `report.problems`).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,9 +41,10 @@ from airlock.bundle.manifest import BundleManifest
 from airlock.bundle.reader import BundleReader, open_bundle
 from airlock.bundle.signing import key_id, verify_signature
 from airlock.bundle.volumes import check_volumes, hash_spans, locate_volumes
-from airlock.errors import UsageError, VerificationError
+from airlock.errors import VerificationError
 from airlock.oci.digest import digest_hex
 from airlock.oci.media import ANNOTATION_REF_NAME, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
+from airlock.trust import UNVERIFIED, TrustPolicy, check_expiry
 
 __all__ = ["BundleVerificationError", "VerifyReport", "verify_bundle"]
 
@@ -55,8 +61,20 @@ class VerifyReport:
     blobs_checked: int = 0
     bytes_checked: int = 0
     volumes_checked: int = 0
+    expires: str | None = None
     problems: tuple[str, ...] = field(default=())
     recovery: tuple[str, ...] = ()  # recovery volumes, boot copies: what is damaged (bundle good)
+    checked: tuple[str, ...] = field(default=())
+    not_checked: tuple[str, ...] = field(default=())
+
+    @property
+    def verified(self) -> bool:
+        """The signature verified with a trusted key (else the bundle is UNVERIFIED)."""
+        return self.signed_by is not None
+
+    @property
+    def trust(self) -> str:
+        return f"signed by {self.signed_by}" if self.signed_by else UNVERIFIED
 
 
 class BundleVerificationError(VerificationError):
@@ -223,30 +241,57 @@ def _recovery(parts_path: Path | None, vol_problems: list[str], workers: int) ->
     return _Recovery(damage.summary(), hint if damage.repairable else None, ())
 
 
+def _signature(
+    reader: BundleReader, trust: TrustPolicy, checked: list[str], not_checked: list[str]
+) -> tuple[str | None, Path | None]:
+    """Check airlock.json's signature as the policy says; (key id, key path) when it verified."""
+    if reader.signature is None:
+        if trust.keys and not trust.allow_unsigned:
+            raise VerificationError("airlock.json is not signed, but a trusted key was given")
+        not_checked.append(f"signature: the bundle is unsigned (--allow-unsigned: {UNVERIFIED})")
+        return None, None
+    if not trust.keys:
+        not_checked.append(
+            f"signature: no trusted key to check it (--allow-unsigned: {UNVERIFIED})"
+        )
+        return None, None
+    path = verify_signature(reader.manifest_bytes, reader.signature, trust.keys)
+    kid = key_id(path)
+    checked.append(f"signature of airlock.json: ed25519, by {kid} ({path})")
+    return kid, path
+
+
 def verify_bundle(
     path: Path,
     *,
-    keys: Sequence[Path] = (),
-    require_signature: bool = False,
-    allow_unsigned: bool = False,
+    trust: TrustPolicy,
     workers: int | None = None,
     hash_content: bool = True,
+    today: datetime.date | None = None,
 ) -> VerifyReport:
-    """Check volumes, signature, index.json, every blob and the graph; see the module doc.
+    """Check volumes, signature, expiry, index.json, every blob and the graph; see module doc.
 
     `hash_content=False` checks everything but the bytes of the volumes and blobs (a caller that
     hashes each blob while it copies it, like `load`, then reads the bundle only once)."""
     path = Path(path)
     workers = workers or os.cpu_count() or 1
-    if require_signature and not keys:
-        raise UsageError("a signature is required but no public key was given", "pass --key PUB")
     volumes = locate_volumes(path)
     problems: list[str] = []
+    checked: list[str] = []
+    not_checked: list[str] = []
     report = VerifyReport(ok=False, path=path)
 
     def fail(hint: str | None = None, **changes: Any) -> BundleVerificationError:
         return BundleVerificationError(
-            replace(report, **changes, problems=tuple(problems), ok=False), hint
+            replace(
+                report,
+                **changes,
+                problems=tuple(problems),
+                checked=tuple(checked),
+                not_checked=tuple(not_checked),
+                ok=False,
+            ),
+            hint,
         )
 
     vol_problems, volume_bytes = (
@@ -263,6 +308,10 @@ def verify_bundle(
     if vol_problems:
         problems += vol_problems
         raise fail()
+    if volumes.parts and hash_content:
+        checked.append(f"volumes: {volumes_checked}, each sha256 against {volumes.display()}")
+    elif volumes.parts:
+        not_checked.append("volumes: not hashed as wholes; every blob is hashed as it is read")
 
     try:
         reader = open_bundle(path)
@@ -271,6 +320,10 @@ def verify_bundle(
         raise fail() from exc
     with reader:
         manifest = reader.manifest
+        checked.append(
+            f"archive: {len(reader.members)} entries, regular files only, no path outside the "
+            "bundle, every size as airlock.json pins it"
+        )
         report = VerifyReport(
             ok=False,
             path=path,
@@ -279,22 +332,22 @@ def verify_bundle(
             signed=reader.signature is not None,
             volumes_checked=volumes_checked,
             recovery=report.recovery,
+            expires=manifest.expires,
         )
-        signed_by: str | None = None
-        signed_by_path: Path | None = None
-        if keys:
-            if reader.signature is None:
-                if not allow_unsigned:
-                    problems.append("airlock.json is not signed, but a key was given to check it")
-                    raise fail()
-            else:
-                try:
-                    signed_by_path = verify_signature(reader.manifest_bytes, reader.signature, keys)
-                except VerificationError as exc:
-                    problems.append(exc.message)
-                    raise fail() from exc
-                signed_by = key_id(signed_by_path)
+        try:
+            signed_by, signed_by_path = _signature(reader, trust, checked, not_checked)
+        except VerificationError as exc:
+            problems.append(exc.message)
+            raise fail() from exc
         report = replace(report, signed_by=signed_by, signed_by_path=signed_by_path)
+        try:
+            check_expiry(manifest.expires, today=today)
+        except VerificationError as exc:
+            problems.append(exc.message)
+            raise fail() from exc
+        checked.append(
+            f"expiry: valid until {manifest.expires}" if manifest.expires else "expiry: none set"
+        )
 
         index_bytes = reader.read_member(INDEX_JSON, limit=MAX_JSON_BLOB_BYTES)
         index_hex, _ = hash_spans(reader.member_spans(INDEX_JSON))
@@ -304,13 +357,17 @@ def verify_bundle(
                 f"index.json sha256 mismatch: airlock.json pins {manifest.index.digest}, "
                 f"the archive holds sha256:{index_hex}"
             )
+        else:
+            checked.append("index.json: sha256 as airlock.json pins it")
         if hash_content:
             verified, blobs_checked, nbytes = _check_blobs(reader, workers, problems)
             problems += check_stored_files(manifest.files, reader.open_blob, verified)
+            checked.append(f"blobs: {blobs_checked}, {nbytes} bytes, each sha256 as named")
         else:
             for digest in reader.missing_blobs():
                 problems.append(f"{_describe(manifest, digest)} is missing from the archive")
             verified, blobs_checked, nbytes = set(reader.blob_digests()), 0, 0
+            not_checked.append("blob bytes: each is hashed while it is copied into the store")
         report = replace(
             report,
             blobs_checked=blobs_checked,
@@ -325,6 +382,22 @@ def verify_bundle(
                 problems.append("index.json is not a JSON object")
             else:
                 _check_graph(reader, index, verified, problems)
+                checked.append(
+                    "graph: every image's manifests, configs and layers present, as airlock.json "
+                    "lists them"
+                )
+        if manifest.omitted:
+            not_checked.append(
+                f"{len(manifest.omitted)} blobs this delta leaves out: `load` checks that the "
+                "store holds them"
+            )
+        not_checked.append(
+            "rollback: `load` compares the sequence with the store's high-water mark"
+        )
+        not_checked.append(
+            "upstream checksums and signatures of files: checked when the bundle was made "
+            "(airlock.json records them)"
+        )
     if problems:
         raise fail()
-    return replace(report, ok=True)
+    return replace(report, ok=True, checked=tuple(checked), not_checked=tuple(not_checked))

@@ -217,8 +217,12 @@ def inspect(
                 True: f"signed by {s.key_id}",
                 False: "signature INVALID for the given keys",
             }[s.signature_valid]
+        expiry = "no expiry"
+        if s.expires:
+            expiry = f"EXPIRED on {s.expires}" if s.expired else f"expires {s.expires}"
         state.line(
-            f"{s.name} (channel {s.channel}, sequence {s.sequence}), airlock {s.tool_version}, {sig}"
+            f"{s.name} (channel {s.channel}, sequence {s.sequence}, {expiry}), "
+            f"airlock {s.tool_version}, {sig}"
         )
         state.line(
             f"{format_size(s.archive_size)} in {max(s.volumes, 1)} volume(s); "
@@ -272,29 +276,38 @@ def inspect(
 def verify(
     bundle: Path = typer.Argument(...),
     key: list[Path] = typer.Option([], "--key", help="Trusted public key(s)."),
-    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="Accept no signature."),
+    allow_unsigned: bool = typer.Option(
+        False, "--allow-unsigned", help="Accept a bundle no trusted key vouches for (UNVERIFIED)."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Check every digest, the signature and every volume; name what is wrong."""
     use_json(json_out)
     from airlock.bundle.verify import BundleVerificationError, verify_bundle
+    from airlock.bundle.volumes import locate_volumes
     from airlock.cli.sizes import format_size
-    from airlock.trust import trusted_keys
+    from airlock.trust import trust_policy
 
-    key = trusted_keys(key)
+    locate_volumes(bundle)  # a bundle that is not there is named before any key is looked for
+    trust = trust_policy(key, allow_unsigned=allow_unsigned)
     try:
-        report = verify_bundle(
-            bundle,
-            keys=key,
-            require_signature=bool(key) and not allow_unsigned,
-            allow_unsigned=allow_unsigned,
-        )
+        report = verify_bundle(bundle, trust=trust)
     except BundleVerificationError as exc:
+        r = exc.report
         if state.json:
-            state.emit({"ok": False, "problems": list(exc.report.problems)})
+            state.emit(
+                {
+                    "ok": False,
+                    "problems": list(r.problems),
+                    "checked": list(r.checked),
+                    "notChecked": list(r.not_checked),
+                }
+            )
         else:
-            for problem in exc.report.problems:
+            for problem in r.problems:
                 state.err.print(f"[red]✗[/] {escape(problem)}")
+            for item in r.checked:
+                state.err.print(f"  checked: {escape(item)}")
         raise
     data = {
         "ok": True,
@@ -302,24 +315,31 @@ def verify(
         "sequence": report.sequence,
         "signed": report.signed,
         "signedBy": report.signed_by,
+        "verified": report.verified,
+        "trust": report.trust,
+        "expires": report.expires,
         "blobs": report.blobs_checked,
         "bytes": report.bytes_checked,
         "volumes": report.volumes_checked,
         "recoveryProblems": list(report.recovery),
+        "checked": list(report.checked),
+        "notChecked": list(report.not_checked),
     }
 
     def text() -> None:
-        signed = (
-            f"signature OK ({report.signed_by})"
-            if report.signed_by
-            else ("signed, not checked (no --key)" if report.signed else "unsigned")
-        )
+        head = "OK" if report.verified else f"OK but {report.trust}"
         state.line(
-            f"OK {bundle}: {report.blobs_checked} blobs, {format_size(report.bytes_checked)} "
-            f"hashed, {report.volumes_checked} volumes; {signed}"
+            f"{head} {bundle}: {report.blobs_checked} blobs, {format_size(report.bytes_checked)} "
+            f"hashed, {report.volumes_checked} volumes; {report.trust}"
         )
         for problem in report.recovery:
             state.warn(f"{problem}: the bundle is intact, its protection is not (bundle repair)")
+        for item in report.checked:
+            state.line(f"  checked: {item}")
+        for item in report.not_checked:
+            state.line(f"  not checked: {item}")
+        if not report.verified:
+            state.warn(f"{bundle} is {report.trust}: nobody vouched for its content")
 
     state.emit(data, text)
 
@@ -453,7 +473,9 @@ def load(
     bundle: Path = typer.Argument(...),
     store: Path = typer.Option(Path("/var/lib/airlock/store"), "--store", help="The store."),
     key: list[Path] = typer.Option([], "--key", help="Trusted public key(s)."),
-    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="Accept no signature."),
+    allow_unsigned: bool = typer.Option(
+        False, "--allow-unsigned", help="Accept a bundle no trusted key vouches for (UNVERIFIED)."
+    ),
     allow_downgrade: bool = typer.Option(
         False, "--allow-downgrade", help="Accept an older sequence than the store has loaded."
     ),
@@ -485,13 +507,16 @@ def load(
     def text() -> None:
         for volume in result.repaired:
             state.line(f"rebuilt {volume} from the recovery volumes")
+        trust = result.verify.trust
         if not result.changed:
-            state.line(f"{store} already holds everything in {bundle}; nothing changed")
-            return
-        state.line(
-            f"loaded {bundle} into {store}: {result.blobs_added} new blobs "
-            f"({format_size(result.bytes_added)}), {result.blobs_present} already present, "
-            f"{len(result.images)} images"
-        )
+            state.line(f"{store} already holds everything in {bundle} ({trust}); nothing changed")
+        else:
+            state.line(
+                f"loaded {bundle} ({trust}) into {store}: {result.blobs_added} new blobs "
+                f"({format_size(result.bytes_added)}), {result.blobs_present} already present, "
+                f"{len(result.images)} images"
+            )
+        if not result.verify.verified:
+            state.warn(f"{bundle} was loaded {trust}: nobody vouched for its content")
 
     state.emit(result.to_json(), text)

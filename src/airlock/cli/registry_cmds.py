@@ -31,6 +31,10 @@ def serve(
     tls_cert: Path | None = typer.Option(None, "--tls-cert"),
     tls_key: Path | None = typer.Option(None, "--tls-key"),
     htpasswd: Path | None = typer.Option(None, "--htpasswd"),
+    key: list[Path] = typer.Option([], "--key", help="Trusted public key(s) for --bundle."),
+    allow_unsigned: bool = typer.Option(
+        False, "--allow-unsigned", help="Serve a --bundle no trusted key vouches for (UNVERIFIED)."
+    ),
     push: bool = typer.Option(
         False, "--push", help="Accept pushes into the store (needs TLS and --htpasswd)."
     ),
@@ -47,11 +51,14 @@ def serve(
         5.0, "--free-floor-percent", help="...or below this share of the filesystem."
     ),
 ) -> None:
-    """Serve an OCI registry from the store (or a bundle); pull-only unless --push."""
+    """Serve an OCI registry from the store (or a bundle, verified first); pull-only unless
+    --push."""
+    from airlock.bundle.verify import verify_bundle
     from airlock.oci.layout import OciLayout
     from airlock.oci.server import RegistryOptions
     from airlock.oci.server import serve as serve_registry
     from airlock.oci.sources import BundleSource, ContentSource, StoreSource
+    from airlock.trust import trust_policy
 
     options = RegistryOptions(
         push=push,
@@ -59,7 +66,12 @@ def serve(
         limits=_limits(max_manifest, max_upload, max_uploads, free_floor, free_floor_percent),
     )
     source: ContentSource
+    trust_note = ""
     if bundle is not None:
+        report = verify_bundle(bundle, trust=trust_policy(key, allow_unsigned=allow_unsigned))
+        trust_note = f" ({report.trust})"
+        if not report.verified:
+            state.warn(f"serving {bundle} {report.trust}: nobody vouched for its content")
         source = BundleSource(bundle)
     else:
         layout = OciLayout(store)
@@ -74,7 +86,7 @@ def serve(
         tls_key=tls_key,
         htpasswd=htpasswd,
         options=options,
-        ready=lambda url: state.info(f"serving {source.description} at {url} ({mode})"),
+        ready=lambda url: state.info(f"serving {source.description}{trust_note} at {url} ({mode})"),
     )
 
 

@@ -33,13 +33,7 @@ from airlock.errors import AirlockError, VerificationError
 from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import digest_hex, sha256_digest
 from airlock.oci.layout import OciLayout
-from airlock.trust import (
-    ChannelState,
-    check_expiry,
-    check_sequence,
-    record_sequence,
-    trusted_keys,
-)
+from airlock.trust import ChannelState, check_sequence, record_sequence, trust_policy
 
 __all__ = [
     "DEFAULT_STORE",
@@ -75,8 +69,8 @@ def newest_bundle_record(store: Path) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    keys: Sequence[Path] = ()  # none: the trusted-keys directory, if it has keys
-    allow_unsigned: bool = False
+    keys: Sequence[Path] = ()  # none: the trusted-keys directory; no key there: refused
+    allow_unsigned: bool = False  # load without a checked signature (UNVERIFIED)
     allow_downgrade: bool = False
     scan: Sequence[str] = ()  # a scanner command; the directory of staged content is appended
     repair: bool = False  # rebuild damaged volumes from the recovery volumes first
@@ -105,6 +99,8 @@ class LoadResult:
             "name": self.verify.name,
             "sequence": self.verify.sequence,
             "signedBy": self.verify.signed_by,
+            "verified": self.verify.verified,
+            "trust": self.verify.trust,
             "blobsAdded": self.blobs_added,
             "bytesAdded": self.bytes_added,
             "blobsPresent": self.blobs_present,
@@ -128,18 +124,13 @@ def _check_free_space(store: OciLayout, needed: int) -> None:
 def load_bundle(
     bundle: Path, *, store_dir: Path = DEFAULT_STORE, options: LoadOptions
 ) -> LoadResult:
-    keys = trusted_keys(options.keys)
+    locate_volumes(bundle)  # a bundle that is not there is named before any key is looked for
+    trust = trust_policy(options.keys, allow_unsigned=options.allow_unsigned)
     repaired = _repair(bundle, options) if options.repair else []
-    # Structure, signature, index and graph now; every blob's bytes while it is staged below,
-    # so the bundle is read once.
+    # Structure, signature, expiry, index and graph now; every blob's bytes while it is staged
+    # below, so the bundle is read once.
     try:
-        report = verify_bundle(
-            bundle,
-            keys=keys,
-            require_signature=bool(keys) and not options.allow_unsigned,
-            allow_unsigned=options.allow_unsigned,
-            hash_content=False,
-        )
+        report = verify_bundle(bundle, trust=trust, hash_content=False)
     except VerificationError as exc:
         if not options.repair and _damaged_volumes(bundle):
             exc.hint = _damage_hint(bundle, exc.hint)
@@ -150,7 +141,6 @@ def load_bundle(
     with open_bundle(bundle) as reader:
         manifest = reader.manifest
         manifest_digest = sha256_digest(manifest.to_bytes())
-        check_expiry(manifest.expires)
         check_sequence(
             meta,
             channel=manifest.channel,

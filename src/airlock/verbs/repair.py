@@ -27,7 +27,7 @@ from airlock.bundle.repair import RecoverySet, assess_set, find_recovery_set
 from airlock.bundle.signing import verify_signature
 from airlock.bundle.verify import VerifyReport, verify_bundle
 from airlock.errors import UsageError, VerificationError
-from airlock.trust import trusted_keys
+from airlock.trust import trust_policy
 
 __all__ = ["RepairOptions", "RepairResult", "repair_bundle"]
 
@@ -119,7 +119,8 @@ def repair_bundle(path: Path, *, options: RepairOptions) -> RepairResult:
             f"{path} has no recovery volumes: there is nothing to rebuild it from",
             "copy the damaged volume again; next time create it with --split SIZE --recovery N%",
         )
-    keys = trusted_keys(options.keys)
+    trust = trust_policy(options.keys, allow_unsigned=options.allow_unsigned)
+    keys = list(trust.keys)
     _check_signature(rset, keys, options.allow_unsigned)
     damage = assess_set(rset, workers=options.workers)
     result = RepairResult(bundle=rset.parts_path, before=damage.summary())
@@ -132,10 +133,5 @@ def repair_bundle(path: Path, *, options: RepairOptions) -> RepairResult:
             "copy the parts file or any NAME.airlock.boot.N.tar from the source media",
         )
     if options.verify:
-        result.verify = verify_bundle(
-            rset.parts_path,
-            keys=keys,
-            require_signature=bool(keys) and not options.allow_unsigned,
-            allow_unsigned=options.allow_unsigned,
-        )
+        result.verify = verify_bundle(rset.parts_path, trust=trust)
     return result
