@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from airlock import system
-from airlock.errors import UsageError, VerificationError
+from airlock.errors import UsageError
 from airlock.node.units import render_registry_unit
 from airlock.oci.certs import generate_certs, server_ssl_context
 from airlock.oci.digest import sha256_digest
@@ -49,7 +49,7 @@ from airlock.oci.media import (
     OCI_MANIFEST,
 )
 from airlock.oci.server import RegistryOptions, RunningServer, start_server
-from airlock.oci.sources import BundleSource, ContentSource, StoreSource
+from airlock.oci.sources import ContentSource, StoreSource
 from airlock_lab.distribution import start_distribution
 
 pytestmark = pytest.mark.component
@@ -201,24 +201,6 @@ def build_store(root: Path) -> Content:
         [image_descriptor(i.ref, i.media_type, i.digest, i.size) for i in images.values()]
     )
     return Content(root, images, images["apiserver"].blobs[2])
-
-
-def bundle_tar(layout_dir: Path, out: Path) -> Path:
-    """A bundle-like tar: `airlock.json` first, then the OCI layout, sorted, fixed metadata."""
-    (layout_dir / "airlock.json").write_bytes(b'{"test":true}')
-    names = sorted(
-        str(p.relative_to(layout_dir))
-        for p in layout_dir.rglob("*")
-        if p.is_file() and "uploads" not in p.parts
-    )
-    names.remove("airlock.json")
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
-        for name in ["airlock.json", *names]:
-            info = tf.gettarinfo(str(layout_dir / name), arcname=name)
-            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-            with (layout_dir / name).open("rb") as fh:
-                tf.addfile(info, fh)
-    return out
 
 
 # -- running the server -------------------------------------------------------------------------
@@ -784,17 +766,6 @@ def test_manifest_push_is_validated(
     assert request(srv.port, "GET", "/v2/app/tags/list").json()["tags"] == ["v1"]
 
 
-def test_bundle_source_is_read_only(content: Content, tmp_path: Path) -> None:
-    tar = bundle_tar(content.root, tmp_path / "b.airlock.tar")
-    with running(BundleSource(tar)) as srv:
-        for method, path in (
-            ("POST", f"/v2/{PAUSE}/blobs/uploads/"),
-            ("PUT", f"/v2/{PAUSE}/manifests/x"),
-        ):
-            got = request(srv.port, method, path, body=b"{}")
-            assert (got.status, got.code) == (405, "UNSUPPORTED"), path
-
-
 # -- auth and TLS ---------------------------------------------------------------------------
 
 
@@ -901,79 +872,6 @@ def test_tls_with_generated_ca(content: Content, tmp_path: Path) -> None:
     # a second run reuses the CA (nodes keep trusting it) and writes a new server certificate
     again = generate_certs(tmp_path / "pki", names=["localhost"], addresses=[])
     assert again.ca_reused and again.ca_cert.read_bytes() == paths.ca_cert.read_bytes()
-
-
-# -- bundle source --------------------------------------------------------------------------
-
-
-def test_skopeo_pulls_from_a_bundle_tar_without_extracting(
-    content: Content, tmp_path: Path
-) -> None:
-    tar = bundle_tar(content.root, tmp_path / "lab.airlock.tar")
-    with tarfile.open(tar) as tf:
-        assert tf.getnames()[0] == "airlock.json"
-    source = BundleSource(tar)
-    member = source.member("airlock.json")
-    assert member is not None and member.read() == b'{"test":true}'
-    pause = content.images["pause"]
-    with running(source) as srv:
-        out = tmp_path / "pulled"
-        skopeo(
-            "copy",
-            "--all",
-            "--src-tls-verify=false",
-            f"docker://127.0.0.1:{srv.port}/{pause.ref}",
-            f"oci:{out}:p",
-        )
-        assert (
-            json.loads((out / "index.json").read_bytes())["manifests"][0]["digest"] == pause.digest
-        )
-        catalog = request(srv.port, "GET", "/v2/_catalog").json()["repositories"]
-        assert catalog == sorted(i.ref.rsplit(":", 1)[0] for i in content.images.values())
-        got = request(
-            srv.port,
-            "GET",
-            f"/v2/{APISERVER}/blobs/{content.big_layer}",
-            headers={"Range": "bytes=100-199"},
-        )
-        assert got.body == OciLayout(content.root).read(content.big_layer)[100:200]
-
-
-def test_bundle_split_into_volumes(content: Content, tmp_path: Path) -> None:
-    whole = bundle_tar(content.root, tmp_path / "whole.tar").read_bytes()
-    # cut at odd places so the big layer spans volumes
-    cuts = [0, len(whole) // 3 + 7, 2 * len(whole) // 3 + 13, len(whole)]
-    base = tmp_path / "vol" / "lab.airlock.tar"
-    base.parent.mkdir()
-    for i in range(3):
-        (base.parent / f"lab.airlock.tar.{i:03d}").write_bytes(whole[cuts[i] : cuts[i + 1]])
-    source = BundleSource(base)
-    assert [p.name for p in source.paths] == [f"lab.airlock.tar.{i:03d}" for i in range(3)]
-    loc = source.locate(content.big_layer)
-    assert loc is not None and len(loc.segments) >= 2
-    data = OciLayout(content.root).read(content.big_layer)
-    api = content.images["apiserver"]
-    with running(source) as srv:
-        full = request(srv.port, "GET", f"/v2/{APISERVER}/blobs/{content.big_layer}")
-        assert full.body == data
-        off = cuts[1] - loc.segments[0].offset - 50  # straddles the first cut
-        got = request(
-            srv.port,
-            "GET",
-            f"/v2/{APISERVER}/blobs/{content.big_layer}",
-            headers={"Range": f"bytes={off}-{off + 99}"},
-        )
-        assert got.status == 206 and got.body == data[off : off + 100]
-        info = json.loads(
-            skopeo(
-                "inspect", "--tls-verify=false", f"docker://127.0.0.1:{srv.port}/{api.ref}"
-            ).stdout
-        )
-        assert info["Digest"] == api.digest
-    # a missing volume is named, not served short
-    (base.parent / "lab.airlock.tar.002").unlink()
-    with pytest.raises(VerificationError):
-        BundleSource(base)
 
 
 # -- running as a service -------------------------------------------------------------------

@@ -37,7 +37,7 @@ from airlock.bundle.volumes import ConcatReader, Span, VolumeSet, locate_volumes
 from airlock.errors import VerificationError
 from airlock.standalone.tarindex import TarIndexError, iter_entries
 
-__all__ = ["BundleReader", "Member", "bundle_paths", "open_bundle"]
+__all__ = ["BundleReader", "Member", "bundle_paths", "open_bundle", "open_volumes"]
 
 _SMALL_MEMBER_MAX = 4096  # oci-layout, airlock.json.sig
 _HOSTILE_HINT = "the archive was not written by airlock or was altered; do not extract it"
@@ -203,7 +203,11 @@ def _read_at(stream: ConcatReader, offset: int, size: int) -> bytes:
 
 def open_bundle(path: Path, *, max_members: int = MAX_MEMBERS) -> BundleReader:
     """Index a bundle (tar, parts file or first volume) and check every entry; see module doc."""
-    volumes = locate_volumes(Path(path))
+    return open_volumes(locate_volumes(Path(path)), max_members=max_members)
+
+
+def open_volumes(volumes: VolumeSet, *, max_members: int = MAX_MEMBERS) -> BundleReader:
+    """Index the bundle whose bytes are `volumes` (as `open_bundle`, volumes already found)."""
     where = volumes.display()
     stream = ConcatReader(volumes.paths)
     try:

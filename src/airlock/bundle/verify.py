@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,15 +38,23 @@ from airlock.bundle.layout import (
     blob_member,
 )
 from airlock.bundle.manifest import BundleManifest
-from airlock.bundle.reader import BundleReader, open_bundle
+from airlock.bundle.reader import BundleReader
 from airlock.bundle.signing import key_id, verify_signature
-from airlock.bundle.volumes import check_volumes, hash_spans, locate_volumes
+from airlock.bundle.volumes import hash_spans
 from airlock.errors import VerificationError
-from airlock.oci.digest import digest_hex
+from airlock.oci.digest import digest_hex, sha256_digest
 from airlock.oci.media import ANNOTATION_REF_NAME, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
 from airlock.trust import UNVERIFIED, TrustPolicy, check_expiry
 
-__all__ = ["BundleVerificationError", "VerifyReport", "verify_bundle"]
+__all__ = [
+    "BundleVerificationError",
+    "RecoveryStatus",
+    "Verified",
+    "VerifyReport",
+    "recovery_status",
+    "verify_bundle",
+    "verify_reader",
+]
 
 
 @dataclass(frozen=True)
@@ -220,13 +228,15 @@ def _check_graph(
 
 
 @dataclass(frozen=True)
-class _Recovery:
+class RecoveryStatus:
     damage: str | None  # what the scan found when data volumes are damaged
     hint: str | None  # how to repair them (None: cannot)
     notes: tuple[str, ...]  # damaged recovery volumes or boot copies of an intact bundle
 
 
-def _recovery(parts_path: Path | None, vol_problems: list[str], workers: int) -> _Recovery | None:
+def recovery_status(
+    parts_path: Path | None, vol_problems: Sequence[str], workers: int
+) -> RecoveryStatus | None:
     """With recovery volumes (format 1.2): damaged data volumes are judged repairable or not;
     with none damaged, the recovery volumes and boot copies themselves are checked."""
     from airlock.bundle import repair
@@ -235,10 +245,10 @@ def _recovery(parts_path: Path | None, vol_problems: list[str], workers: int) ->
     if rset is None:
         return None
     if not vol_problems:
-        return _Recovery(None, None, tuple(repair.recovery_problems(rset)))
+        return RecoveryStatus(None, None, tuple(repair.recovery_problems(rset)))
     damage = repair.assess_set(rset, workers=workers)
     hint = f"repair it: airlock bundle repair {rset.parts_path} (or airlock load --repair)"
-    return _Recovery(damage.summary(), hint if damage.repairable else None, ())
+    return RecoveryStatus(damage.summary(), hint if damage.repairable else None, ())
 
 
 def _signature(
@@ -261,25 +271,39 @@ def _signature(
     return kid, path
 
 
-def verify_bundle(
-    path: Path,
-    *,
-    trust: TrustPolicy,
-    workers: int | None = None,
-    hash_content: bool = True,
-    today: datetime.date | None = None,
-) -> VerifyReport:
-    """Check volumes, signature, expiry, index.json, every blob and the graph; see module doc.
+@dataclass(frozen=True)
+class Verified:
+    """What verification read and checked: the report and index.json's verified bytes."""
 
-    `hash_content=False` checks everything but the bytes of the volumes and blobs (a caller that
-    hashes each blob while it copies it, like `load`, then reads the bundle only once)."""
-    path = Path(path)
-    workers = workers or os.cpu_count() or 1
-    volumes = locate_volumes(path)
-    problems: list[str] = []
+    report: VerifyReport
+    index_bytes: bytes
+    index: dict[str, Any]
+
+
+def verify_reader(
+    reader: BundleReader,
+    *,
+    path: Path,
+    trust: TrustPolicy,
+    workers: int,
+    hash_content: bool,
+    today: datetime.date | None = None,
+    volume_problems: Sequence[str] = (),
+    volume_bytes: int = 0,
+    expiry: bool = True,
+    recovery_notes: Sequence[str] = (),
+) -> Verified:
+    """Check an indexed bundle: signature, expiry, index.json, every blob (with
+    `hash_content`) and the graph. `volume_problems` come from the caller's volume check;
+    any problem raises BundleVerificationError with them all."""
+    volumes = reader.volumes
+    problems: list[str] = list(volume_problems)
     checked: list[str] = []
     not_checked: list[str] = []
-    report = VerifyReport(ok=False, path=path)
+    volumes_checked = len(volumes.parts.volumes) if volumes.parts else 0
+    report = VerifyReport(
+        ok=False, path=path, volumes_checked=volumes_checked, recovery=tuple(recovery_notes)
+    )
 
     def fail(hint: str | None = None, **changes: Any) -> BundleVerificationError:
         return BundleVerificationError(
@@ -294,110 +318,109 @@ def verify_bundle(
             hint,
         )
 
-    vol_problems, volume_bytes = (
-        check_volumes(volumes, workers=workers) if hash_content else ([], 0)
-    )
-    volumes_checked = len(volumes.parts.volumes) if volumes.parts else 0
-    report = VerifyReport(ok=False, path=path, volumes_checked=volumes_checked)
-    recovery = _recovery(volumes.parts_path, vol_problems, workers) if hash_content else None
-    if recovery is not None:
-        report = replace(report, recovery=recovery.notes)
-        if recovery.damage is not None:
-            problems += [*vol_problems, recovery.damage]
-            raise fail(recovery.hint)
-    if vol_problems:
-        problems += vol_problems
+    if problems:
         raise fail()
     if volumes.parts and hash_content:
         checked.append(f"volumes: {volumes_checked}, each sha256 against {volumes.display()}")
     elif volumes.parts:
         not_checked.append("volumes: not hashed as wholes; every blob is hashed as it is read")
-
+    manifest = reader.manifest
+    checked.append(
+        f"archive: {len(reader.members)} entries, regular files only, no path outside the "
+        "bundle, every size as airlock.json pins it"
+    )
+    report = replace(
+        report,
+        name=manifest.name,
+        sequence=manifest.sequence,
+        signed=reader.signature is not None,
+        expires=manifest.expires,
+    )
     try:
-        reader = open_bundle(path)
+        signed_by, signed_by_path = _signature(reader, trust, checked, not_checked)
+        report = replace(report, signed_by=signed_by, signed_by_path=signed_by_path)
+        if expiry:
+            check_expiry(manifest.expires, today=today)
     except VerificationError as exc:
         problems.append(exc.message)
         raise fail() from exc
-    with reader:
-        manifest = reader.manifest
-        checked.append(
-            f"archive: {len(reader.members)} entries, regular files only, no path outside the "
-            "bundle, every size as airlock.json pins it"
-        )
-        report = VerifyReport(
-            ok=False,
-            path=path,
-            name=manifest.name,
-            sequence=manifest.sequence,
-            signed=reader.signature is not None,
-            volumes_checked=volumes_checked,
-            recovery=report.recovery,
-            expires=manifest.expires,
-        )
-        try:
-            signed_by, signed_by_path = _signature(reader, trust, checked, not_checked)
-        except VerificationError as exc:
-            problems.append(exc.message)
-            raise fail() from exc
-        report = replace(report, signed_by=signed_by, signed_by_path=signed_by_path)
-        try:
-            check_expiry(manifest.expires, today=today)
-        except VerificationError as exc:
-            problems.append(exc.message)
-            raise fail() from exc
-        checked.append(
-            f"expiry: valid until {manifest.expires}" if manifest.expires else "expiry: none set"
-        )
+    if not expiry:
+        not_checked.append("expiry: not asked for (an old bundle read as a delta's baseline)")
+    elif manifest.expires:
+        checked.append(f"expiry: valid until {manifest.expires}")
+    else:
+        checked.append("expiry: none set")
 
-        index_bytes = reader.read_member(INDEX_JSON, limit=MAX_JSON_BLOB_BYTES)
-        index_hex, _ = hash_spans(reader.member_spans(INDEX_JSON))
-        index_ok = "sha256:" + index_hex == manifest.index.digest
-        if not index_ok:
-            problems.append(
-                f"index.json sha256 mismatch: airlock.json pins {manifest.index.digest}, "
-                f"the archive holds sha256:{index_hex}"
-            )
+    # Read once, hashed from the bytes read: these bytes are the index the caller gets.
+    index_bytes = reader.read_member(INDEX_JSON, limit=MAX_JSON_BLOB_BYTES)
+    index_digest = sha256_digest(index_bytes)
+    index_ok = index_digest == manifest.index.digest
+    if not index_ok:
+        problems.append(
+            f"index.json sha256 mismatch: airlock.json pins {manifest.index.digest}, "
+            f"the archive holds {index_digest}"
+        )
+    else:
+        checked.append("index.json: sha256 as airlock.json pins it")
+    if hash_content:
+        verified, blobs_checked, nbytes = _check_blobs(reader, workers, problems)
+        problems += check_stored_files(manifest.files, reader.open_blob, verified)
+        checked.append(f"blobs: {blobs_checked}, {nbytes} bytes, each sha256 as named")
+    else:
+        for digest in reader.missing_blobs():
+            problems.append(f"{_describe(manifest, digest)} is missing from the archive")
+        verified, blobs_checked, nbytes = set(reader.blob_digests()), 0, 0
+        not_checked.append("blob bytes: each is hashed as it is read (load: as it is copied)")
+    report = replace(
+        report,
+        blobs_checked=blobs_checked,
+        bytes_checked=volume_bytes + nbytes + len(index_bytes) + len(reader.manifest_bytes),
+    )
+    index: Any = None
+    if index_ok:
+        try:
+            index = json.loads(index_bytes)
+        except ValueError:
+            index = None
+        if not isinstance(index, dict):
+            problems.append("index.json is not a JSON object")
         else:
-            checked.append("index.json: sha256 as airlock.json pins it")
-        if hash_content:
-            verified, blobs_checked, nbytes = _check_blobs(reader, workers, problems)
-            problems += check_stored_files(manifest.files, reader.open_blob, verified)
-            checked.append(f"blobs: {blobs_checked}, {nbytes} bytes, each sha256 as named")
-        else:
-            for digest in reader.missing_blobs():
-                problems.append(f"{_describe(manifest, digest)} is missing from the archive")
-            verified, blobs_checked, nbytes = set(reader.blob_digests()), 0, 0
-            not_checked.append("blob bytes: each is hashed while it is copied into the store")
-        report = replace(
-            report,
-            blobs_checked=blobs_checked,
-            bytes_checked=volume_bytes + nbytes + len(index_bytes) + len(reader.manifest_bytes),
-        )
-        if index_ok:
-            try:
-                index = json.loads(index_bytes)
-            except ValueError:
-                index = None
-            if not isinstance(index, dict):
-                problems.append("index.json is not a JSON object")
-            else:
-                _check_graph(reader, index, verified, problems)
-                checked.append(
-                    "graph: every image's manifests, configs and layers present, as airlock.json "
-                    "lists them"
-                )
-        if manifest.omitted:
-            not_checked.append(
-                f"{len(manifest.omitted)} blobs this delta leaves out: `load` checks that the "
-                "store holds them"
+            _check_graph(reader, index, verified, problems)
+            checked.append(
+                "graph: every image's manifests, configs and layers present, as airlock.json "
+                "lists them"
             )
+    if manifest.omitted:
         not_checked.append(
-            "rollback: `load` compares the sequence with the store's high-water mark"
+            f"{len(manifest.omitted)} blobs this delta leaves out: `load` checks that the "
+            "store holds them"
         )
-        not_checked.append(
-            "upstream checksums and signatures of files: checked when the bundle was made "
-            "(airlock.json records them)"
-        )
+    not_checked.append("rollback: `load` compares the sequence with the store's high-water mark")
+    not_checked.append(
+        "upstream checksums and signatures of files: checked when the bundle was made "
+        "(airlock.json records them)"
+    )
     if problems:
         raise fail()
-    return replace(report, ok=True, checked=tuple(checked), not_checked=tuple(not_checked))
+    report = replace(report, ok=True, checked=tuple(checked), not_checked=tuple(not_checked))
+    return Verified(report, index_bytes, index)
+
+
+def verify_bundle(
+    path: Path,
+    *,
+    trust: TrustPolicy,
+    workers: int | None = None,
+    hash_content: bool = True,
+    today: datetime.date | None = None,
+) -> VerifyReport:
+    """Check volumes, signature, expiry, index.json, every blob and the graph; see module doc.
+
+    `hash_content=False` checks everything but the bytes of the volumes and blobs (a caller that
+    hashes each blob while it reads it then reads the bundle only once)."""
+    from airlock.bundle.handle import Bundle  # the handle verifies through this module
+
+    with Bundle.open(
+        path, trust=trust, workers=workers, hash_content=hash_content, today=today
+    ) as bundle:
+        return bundle.report

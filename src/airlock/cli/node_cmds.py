@@ -74,6 +74,10 @@ def install(
         "else this node's advertise address and loopback).",
     ),
     store: Path = typer.Option(STORE, "--store"),
+    key: list[Path] = typer.Option([], "--key", help="Trusted public key(s) for a BUNDLE."),
+    allow_unsigned: bool = typer.Option(
+        False, "--allow-unsigned", help="Install from a BUNDLE no trusted key vouches for."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Binaries, CNI plugins, containerd, kubelet units, mirrors, from the bundle."""
@@ -81,7 +85,11 @@ def install(
     from airlock.verbs.node import InstallOptions, install_node
 
     options = InstallOptions(
-        registries=[r for r in registry.split(",") if r], registry_listen=listen, store=store
+        registries=[r for r in registry.split(",") if r],
+        registry_listen=listen,
+        store=store,
+        keys=key,
+        allow_unsigned=allow_unsigned,
     )
     _render(install_node(bundle, root=root, dry_run=dry_run, options=options), dry_run=dry_run)
 

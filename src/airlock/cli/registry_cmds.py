@@ -53,11 +53,15 @@ def serve(
 ) -> None:
     """Serve an OCI registry from the store (or a bundle, verified first); pull-only unless
     --push."""
-    from airlock.bundle.verify import verify_bundle
+    import contextlib
+
+    from airlock.bundle.handle import Bundle
+    from airlock.bundle.serving import BundleSource
+    from airlock.bundle.volumes import locate_volumes
     from airlock.oci.layout import OciLayout
     from airlock.oci.server import RegistryOptions
     from airlock.oci.server import serve as serve_registry
-    from airlock.oci.sources import BundleSource, ContentSource, StoreSource
+    from airlock.oci.sources import ContentSource, StoreSource
     from airlock.trust import trust_policy
 
     options = RegistryOptions(
@@ -67,27 +71,32 @@ def serve(
     )
     source: ContentSource
     trust_note = ""
-    if bundle is not None:
-        report = verify_bundle(bundle, trust=trust_policy(key, allow_unsigned=allow_unsigned))
-        trust_note = f" ({report.trust})"
-        if not report.verified:
-            state.warn(f"serving {bundle} {report.trust}: nobody vouched for its content")
-        source = BundleSource(bundle)
-    else:
-        layout = OciLayout(store)
-        if push or delete or not layout.index_path.exists():
-            layout.init()
-        source = StoreSource(layout)
-    mode = "pull and push" if push else "pull only"
-    serve_registry(
-        source,
-        listen=listen,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        htpasswd=htpasswd,
-        options=options,
-        ready=lambda url: state.info(f"serving {source.description}{trust_note} at {url} ({mode})"),
-    )
+    with contextlib.ExitStack() as stack:
+        if bundle is not None:
+            locate_volumes(bundle)  # a bundle that is not there is named before any key
+            trust = trust_policy(key, allow_unsigned=allow_unsigned)
+            opened = stack.enter_context(Bundle.open(bundle, trust=trust))
+            trust_note = f" ({opened.report.trust})"
+            if not opened.report.verified:
+                state.warn(f"serving {bundle} {opened.report.trust}: nobody vouched for it")
+            source = BundleSource(opened)
+        else:
+            layout = OciLayout(store)
+            if push or delete or not layout.index_path.exists():
+                layout.init()
+            source = StoreSource(layout)
+        mode = "pull and push" if push else "pull only"
+        serve_registry(
+            source,
+            listen=listen,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            htpasswd=htpasswd,
+            options=options,
+            ready=lambda url: state.info(
+                f"serving {source.description}{trust_note} at {url} ({mode})"
+            ),
+        )
 
 
 def _limits(

@@ -36,6 +36,7 @@ from airlock.bundle.compression import (
     ANNOTATION_CONTENT_SIZE,
     open_content,
 )
+from airlock.bundle.handle import Bundle
 from airlock.bundle.layout import (
     ANNOTATION_BUNDLE_SEQUENCE,
     ANNOTATION_FILE_KIND,
@@ -44,7 +45,6 @@ from airlock.bundle.layout import (
     ANNOTATION_FILE_VERSION,
     FILES_ARTIFACT_TYPE,
 )
-from airlock.bundle.reader import BundleReader
 from airlock.errors import DigestMismatch, NodeError, VerificationError
 from airlock.node.engine import Context, Resource
 from airlock.node.mirrors import Mirror, mirror_files, render_containerd_config
@@ -192,24 +192,25 @@ class StoreSource:
 
 
 class BundleSource:
-    """An ArtifactSource over an open bundle (`airlock.bundle.reader.open_bundle`)."""
+    """An ArtifactSource over an open, verified Bundle (its readers hash as they read)."""
 
-    def __init__(self, reader: BundleReader) -> None:
-        self.reader = reader
-        self._by_digest = {f.digest: f for f in reader.manifest.files}
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self._by_digest = {f.digest: f for f in bundle.manifest.files}
 
     def files(self) -> Sequence[FileRecordLike]:
-        return list(self.reader.manifest.files)
+        return list(self.bundle.manifest.files)
 
     @contextlib.contextmanager
     def open(self, digest: str) -> Iterator[BinaryIO]:
-        """The file's own bytes (decompressed as they stream when stored compressed)."""
+        """The file's own bytes (decompressed as they stream when stored compressed); the
+        blob is hashed as it is read (the handle's verifying reader)."""
         entry = self._by_digest.get(digest)
         if entry is None or entry.stored is None:
-            with self.reader.open_blob(digest) as fh:
+            with self.bundle.open_blob(digest) as fh:
                 yield fh
             return
-        stored = self.reader.open_blob(entry.stored.digest)
+        stored = self.bundle.open_blob(entry.stored.digest)
         with open_content(stored, entry.stored.compression, size=entry.size, what=entry.name) as fh:
             yield fh
 

@@ -1,31 +1,27 @@
-"""Where the registry server reads content from: the store directory or a bundle tar as it is.
+"""Where the registry server reads content from: a ContentSource.
 
-Both are OCI image layouts whose index.json names each image by its full upstream reference
-(`registry.k8s.io/pause:3.9`); the repository the registry serves is the part before the tag
-(`registry.k8s.io/pause`). A `Catalog` is the per-repository view built from index.json by
+Every source is an OCI image layout whose index.json names each image by its full upstream
+reference (`registry.k8s.io/pause:3.9`); the repository the registry serves is the part before
+the tag (`registry.k8s.io/pause`). A `Catalog` is the per-repository view built from index.json by
 walking every image's manifests: which tags exist and which manifests and blobs a repository
 references (a blob is served under a repository only if that repository references it, as in
 distribution).
 
 - `StoreSource(OciLayout)`: the store; the catalog is rebuilt when index.json changes; pushes
   go here (`store`).
-- `BundleSource(path | [volumes])`: a bundle tar, or its split volumes `NAME.000`, `NAME.001`...
-  concatenated, read without extracting: the tar is indexed once by the hardened indexer
-  (`airlock.standalone.tarindex`: member data offset and size, hostile entries refused)
-  and blobs are served as byte ranges of the volume files. Read-only. Bytes are not re-hashed
-  here (that is `airlock bundle verify`); clients verify every digest they pull.
+- A bundle served in place is `airlock.bundle.serving.BundleSource` (this package knows no
+  bundle format): blobs are byte `Segment`s of the files a verified bundle handle holds.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from airlock.bundle.volumes import Span, spans
 from airlock.errors import UsageError, VerificationError
 from airlock.oci.digest import is_digest
 from airlock.oci.layout import OciLayout
@@ -35,13 +31,10 @@ from airlock.oci.media import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
-from airlock.standalone.tarindex import TarIndexError, VolumeReader, iter_entries
-from airlock.standalone.volumes import VolumeError, locate
 
 __all__ = [
     "MAX_MANIFEST_SIZE",
     "BlobLocation",
-    "BundleSource",
     "Catalog",
     "ContentSource",
     "ManifestInfo",
@@ -95,7 +88,13 @@ def split_ref_name(ref: str) -> tuple[str, str | None, str | None] | None:
     return name, tag, digest
 
 
-Segment = Span  # `length` bytes at `offset` of the file `path`
+@dataclass(frozen=True)
+class Segment:
+    """`length` bytes at `offset` of the file `path`."""
+
+    path: Path
+    offset: int
+    length: int
 
 
 @dataclass(frozen=True)
@@ -359,97 +358,3 @@ class StoreSource:
         except OSError:
             return None
         return BlobLocation(digest, size, (Segment(path, 0, size),))
-
-
-def bundle_volumes(path: Path) -> list[Path]:
-    """The files that make up a bundle: the tar itself, or its volumes in order."""
-    try:
-        return list(locate(path).paths)
-    except VolumeError as exc:
-        raise UsageError(exc.message, exc.hint) from exc
-
-
-class BundleSource:
-    """A bundle tar (or its split volumes) served in place, indexed once."""
-
-    def __init__(self, path: Path | Sequence[Path]) -> None:
-        paths = bundle_volumes(Path(path)) if isinstance(path, (str, Path)) else list(path)
-        if not paths:
-            raise UsageError("no bundle files given")
-        self.paths = paths
-        volumes: list[tuple[Path, int, int]] = []
-        pos = 0
-        for p in paths:
-            try:
-                size = p.stat().st_size
-            except OSError as exc:
-                raise UsageError(f"cannot read bundle volume {p}: {exc.strerror}") from exc
-            volumes.append((p, pos, size))
-            pos += size
-        self._volumes = volumes
-        self._total = pos
-        self._members: dict[str, tuple[int, int]] = {}  # name -> (offset, size)
-        self._blobs: dict[str, tuple[int, int]] = {}
-        self._index_tar()
-        index = self._members.get("index.json")
-        if index is None or "oci-layout" not in self._members:
-            raise UsageError(
-                f"{paths[0]} is not an OCI layout bundle (no index.json or oci-layout at its root)",
-                "serve a bundle made by `airlock bundle create`, or load it into a store",
-            )
-        raw = BlobLocation("index.json", index[1], tuple(self._segments(*index))).read()
-        try:
-            doc = json.loads(raw)
-            manifests = list(doc.get("manifests", []))
-        except (ValueError, AttributeError, TypeError) as exc:
-            raise VerificationError(f"index.json in {paths[0]} is not valid") from exc
-        self._catalog = build_catalog(manifests, _InfoCache(self.locate))
-
-    def _index_tar(self) -> None:
-        try:
-            with VolumeReader(self.paths) as reader:
-                for entry in iter_entries(reader.read_at, reader.size):
-                    if entry.is_dir:
-                        continue
-                    name = entry.name.removeprefix("./")
-                    if name in self._members:
-                        raise VerificationError(f"bundle {self.paths[0]} holds {name} twice")
-                    self._members[name] = (entry.offset, entry.size)
-                    if name.startswith("blobs/sha256/"):
-                        digest = "sha256:" + name.rsplit("/", 1)[1]
-                        if is_digest(digest):
-                            self._blobs[digest] = (entry.offset, entry.size)
-        except TarIndexError as exc:
-            raise VerificationError(
-                f"bundle {self.paths[0]}: {exc.message}",
-                "copy the bundle (every volume) again"
-                if exc.truncated
-                else "the archive was not written by airlock or was altered",
-            ) from exc
-
-    def _segments(self, offset: int, length: int) -> list[Segment]:
-        return spans([(p, size) for p, _, size in self._volumes], offset, length)
-
-    @property
-    def description(self) -> str:
-        return f"bundle {self.paths[0]}"
-
-    @property
-    def store(self) -> None:
-        return None
-
-    def catalog(self) -> Catalog:
-        return self._catalog
-
-    def locate(self, digest: str) -> BlobLocation | None:
-        found = self._blobs.get(digest)
-        if found is None:
-            return None
-        return BlobLocation(digest, found[1], tuple(self._segments(*found)))
-
-    def member(self, name: str) -> BlobLocation | None:
-        """Any regular file of the bundle by its path (e.g. `airlock.json`)."""
-        found = self._members.get(name)
-        if found is None:
-            return None
-        return BlobLocation(name, found[1], tuple(self._segments(*found)))

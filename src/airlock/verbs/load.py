@@ -24,10 +24,9 @@ from typing import Any
 
 from airlock import system
 from airlock.atomic import fsync_dir, write_atomic
-from airlock.bundle.layout import INDEX_JSON
-from airlock.bundle.manifest import BlobEntry, BundleManifest
-from airlock.bundle.reader import BundleReader, open_bundle
-from airlock.bundle.verify import VerifyReport, verify_bundle
+from airlock.bundle.handle import Bundle
+from airlock.bundle.manifest import BlobEntry
+from airlock.bundle.verify import VerifyReport
 from airlock.bundle.volumes import check_volumes, locate_volumes
 from airlock.errors import AirlockError, VerificationError
 from airlock.oci.blobstore import BlobStore
@@ -122,75 +121,85 @@ def _check_free_space(store: OciLayout, needed: int) -> None:
 
 
 def load_bundle(
-    bundle: Path, *, store_dir: Path = DEFAULT_STORE, options: LoadOptions
+    bundle: Path | Bundle, *, store_dir: Path = DEFAULT_STORE, options: LoadOptions
 ) -> LoadResult:
+    """Load a bundle (a path, opened and verified here, or a Bundle already open) into the
+    store; see the module doc."""
+    if isinstance(bundle, Bundle):
+        return _load(bundle, store_dir=store_dir, options=options)
     locate_volumes(bundle)  # a bundle that is not there is named before any key is looked for
     trust = trust_policy(options.keys, allow_unsigned=options.allow_unsigned)
     repaired = _repair(bundle, options) if options.repair else []
     # Structure, signature, expiry, index and graph now; every blob's bytes while it is staged
     # below, so the bundle is read once.
     try:
-        report = verify_bundle(bundle, trust=trust, hash_content=False)
+        opened = Bundle.open(bundle, trust=trust, hash_content=False)
     except VerificationError as exc:
         if not options.repair and _damaged_volumes(bundle):
             exc.hint = _damage_hint(bundle, exc.hint)
         raise
+    with opened:
+        result = _load(opened, store_dir=store_dir, options=options)
+    result.repaired = repaired
+    return result
+
+
+def _load(bundle: Bundle, *, store_dir: Path, options: LoadOptions) -> LoadResult:
     store = OciLayout(store_dir)
-    result = LoadResult(bundle=bundle, store=store_dir, verify=report, repaired=repaired)
+    result = LoadResult(bundle=bundle.path, store=store_dir, verify=bundle.report)
     meta = store_meta_dir(store_dir)
-    with open_bundle(bundle) as reader:
-        manifest = reader.manifest
-        manifest_digest = sha256_digest(manifest.to_bytes())
-        check_sequence(
-            meta,
-            channel=manifest.channel,
-            sequence=manifest.sequence,
-            manifest_digest=manifest_digest,
-            allow_downgrade=options.allow_downgrade,
+    manifest = bundle.manifest
+    manifest_digest = sha256_digest(bundle.manifest_bytes)
+    check_sequence(
+        meta,
+        channel=manifest.channel,
+        sequence=manifest.sequence,
+        manifest_digest=manifest_digest,
+        allow_downgrade=options.allow_downgrade,
+    )
+    missing_base = [d for d in manifest.omitted if not store.has(d)]
+    if missing_base:
+        shown = ", ".join(missing_base[:5]) + (" ..." if len(missing_base) > 5 else "")
+        raise VerificationError(
+            f"delta bundle {bundle.display()} needs {len(missing_base)} blobs the store "
+            f"{store_dir} does not have: {shown}",
+            hint="load the bundle this delta was built on first (or build a full bundle)",
         )
-        missing_base = [d for d in manifest.omitted if not store.has(d)]
-        if missing_base:
-            shown = ", ".join(missing_base[:5]) + (" ..." if len(missing_base) > 5 else "")
-            raise VerificationError(
-                f"delta bundle {bundle} needs {len(missing_base)} blobs the store {store_dir} "
-                f"does not have: {shown}",
-                hint="load the bundle this delta was built on first (or build a full bundle)",
-            )
-        carried = [b for b in manifest.blobs if reader.has_blob(b.digest)]
-        new = [b for b in carried if not store.has(b.digest)]
-        _check_free_space(store, sum(b.size for b in new) * (2 if options.scan else 1))
-        existed = store_dir.exists()
-        try:
-            store_dir.mkdir(parents=True, exist_ok=True)
-            if options.scan:
-                scan_content(reader, manifest, new, scanner=options.scan, workdir=store_dir)
-            staging = BlobStore(store_dir / STAGING)
-            _stage(reader, new, staging, bundle=bundle)
-        except BaseException:
-            if not existed:  # refused: not even an empty store is left behind
-                shutil.rmtree(store_dir, ignore_errors=True)
-            raise
-        store.init()
-        store.remove_temp_files()
-        for entry in new:  # every byte checked: now they join the store, each atomically
-            os.replace(staging.path(entry.digest), store.path(entry.digest))
-            result.blobs_added += 1
-            result.bytes_added += entry.size
-        fsync_dir(store.blob_dir)
-        shutil.rmtree(store_dir / STAGING, ignore_errors=True)
-        result.blobs_present = len(carried) - len(new)
-        record = store_meta_dir(store_dir) / "bundles" / f"{manifest.name}.{manifest.sequence}.json"
-        raw = manifest.to_bytes()
-        if not record.exists() or record.read_bytes() != raw:
-            write_atomic(record, raw)
-        index = json.loads(reader.read_member(INDEX_JSON))
-        result.index_entries_changed = store.merge_index(list(index.get("manifests", [])))
-        result.images = sorted(i.reference for i in manifest.images)
-        record_sequence(
-            meta,
-            channel=manifest.channel,
-            state=ChannelState(manifest.sequence, manifest_digest, manifest.name),
-        )
+    carried = [b for b in manifest.blobs if bundle.has_blob(b.digest)]
+    new = [b for b in carried if not store.has(b.digest)]
+    _check_free_space(store, sum(b.size for b in new) * (2 if options.scan else 1))
+    existed = store_dir.exists()
+    try:
+        store_dir.mkdir(parents=True, exist_ok=True)
+        if options.scan:
+            scan_content(bundle, new, scanner=options.scan, workdir=store_dir)
+        staging = BlobStore(store_dir / STAGING)
+        _stage(bundle, new, staging)
+    except BaseException:
+        if not existed:  # refused: not even an empty store is left behind
+            shutil.rmtree(store_dir, ignore_errors=True)
+        raise
+    store.init()
+    store.remove_temp_files()
+    for entry in new:  # every byte checked: now they join the store, each atomically
+        os.replace(staging.path(entry.digest), store.path(entry.digest))
+        result.blobs_added += 1
+        result.bytes_added += entry.size
+    fsync_dir(store.blob_dir)
+    shutil.rmtree(store_dir / STAGING, ignore_errors=True)
+    result.blobs_present = len(carried) - len(new)
+    record = store_meta_dir(store_dir) / "bundles" / f"{manifest.name}.{manifest.sequence}.json"
+    raw = bundle.manifest_bytes
+    if not record.exists() or record.read_bytes() != raw:
+        write_atomic(record, raw)
+    # index.json as verified when the bundle was opened (never read again)
+    result.index_entries_changed = store.merge_index(list(bundle.index.get("manifests", [])))
+    result.images = sorted(i.reference for i in manifest.images)
+    record_sequence(
+        meta,
+        channel=manifest.channel,
+        state=ChannelState(manifest.sequence, manifest_digest, manifest.name),
+    )
     return result
 
 
@@ -214,9 +223,7 @@ def _repair(bundle: Path, options: LoadOptions) -> list[str]:
 STAGING = ".staging"  # blobs copied and checked, not yet in the store (kept for a rerun)
 
 
-def _stage(
-    reader: BundleReader, entries: Sequence[BlobEntry], staging: BlobStore, *, bundle: Path
-) -> None:
+def _stage(bundle: Bundle, entries: Sequence[BlobEntry], staging: BlobStore) -> None:
     """Copy each blob beside the store, hashing it on the way (both cores); a mismatch names
     the blob (and, for a split bundle, the volume that is damaged) and nothing joins the store."""
     staging.ensure()
@@ -225,24 +232,18 @@ def _stage(
     def one(entry: BlobEntry) -> None:
         if staging.has(entry.digest):  # staged by an interrupted run: committed only if it matched
             return
-        with reader.open_blob(entry.digest) as src, staging.writer(entry.digest) as w:
-            while chunk := src.read(_COPY_CHUNK):
-                w.write(chunk)
-            w.commit(
-                f"blob {entry.digest} ({entry.role}, {entry.source or 'no source'}) in {bundle}"
-            )
+        bundle.copy_blob(entry.digest, staging)
 
     try:
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             list(pool.map(one, sorted(entries, key=lambda e: -e.size)))
     except VerificationError as exc:
         shutil.rmtree(staging.root, ignore_errors=True)
-        volumes = locate_volumes(bundle)
-        bad, _ = check_volumes(volumes) if volumes.parts else ([], 0)
+        bad = bundle.damaged_volumes()
         raise VerificationError(
             exc.message + (f"; {'; '.join(bad)}" if bad else ""),
             hint=_damage_hint(
-                bundle, "nothing was loaded; copy the bundle (the named volume) again"
+                bundle.path, "nothing was loaded; copy the bundle (the named volume) again"
             ),
         ) from exc
 
@@ -275,8 +276,7 @@ _SCANNED_ROLES = {"file", "image-layer", "sbom"}
 
 
 def scan_content(
-    reader: BundleReader,
-    manifest: BundleManifest,
+    bundle: Bundle,
     entries: Sequence[BlobEntry],
     *,
     scanner: Sequence[str],
@@ -286,8 +286,8 @@ def scan_content(
     (ClamAV, Trivy offline, ...); a non-zero exit refuses the load before the store changes."""
     from airlock.node.install import BundleSource
 
-    files = {f.blob_digest: f for f in manifest.files}
-    source = BundleSource(reader)  # a compressed file is scanned as itself, decompressed
+    files = {f.blob_digest: f for f in bundle.manifest.files}
+    source = BundleSource(bundle)  # a compressed file is scanned as itself, decompressed
     with tempfile.TemporaryDirectory(prefix=".scan-", dir=workdir) as tmp:
         staged = Path(tmp)
         for entry in entries:
@@ -295,7 +295,7 @@ def scan_content(
                 continue
             f = files.get(entry.digest)
             name = f.name if f else f"{digest_hex(entry.digest)}.layer.tar.gz"
-            opened = source.open(f.digest) if f else reader.open_blob(entry.digest)
+            opened = source.open(f.digest) if f else bundle.open_blob(entry.digest)
             with opened as src, (staged / name).open("wb") as dst:
                 shutil.copyfileobj(src, dst, _COPY_CHUNK)
         result = system.run([*scanner, str(staged)], check=False, timeout=3600)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from airlock.atomic import remove_dead_temps
-from airlock.bundle.reader import open_bundle
+from airlock.bundle.handle import Bundle
+from airlock.bundle.volumes import locate_volumes
 from airlock.node import engine
 from airlock.node.install import ArtifactSource, BundleSource, install_resources, store_source
 from airlock.node.inventory import collect_inventory
@@ -23,6 +24,7 @@ from airlock.node.prepare import PrepareOptions, prepare_resources
 from airlock.node.resources import Probe
 from airlock.oci.ref import parse_reference
 from airlock.system import host_path
+from airlock.trust import trust_policy
 from airlock.verbs.load import DEFAULT_STORE, newest_bundle_record
 
 __all__ = [
@@ -76,6 +78,8 @@ class InstallOptions:
     registry_listen: Sequence[str] = ()
     store: Path = DEFAULT_STORE
     platform: str | None = None
+    keys: Sequence[Path] = ()  # for a bundle: none given, the trusted-keys directory
+    allow_unsigned: bool = False  # install from a bundle no trusted key vouches for
 
 
 def registry_listen_addresses(
@@ -123,26 +127,29 @@ class _Installing:
 
 
 @contextlib.contextmanager
-def _source(bundle: Path | None, store: Path) -> Iterator[_Installing]:
-    """The files to install, the resolved versions, the image references and the spec."""
+def _source(bundle: Path | None, options: InstallOptions) -> Iterator[_Installing]:
+    """The files to install, the resolved versions, the image references and the spec: from
+    the store, or from a bundle opened (and verified: structure, signature; bytes as read)."""
     if bundle is None:
-        meta = newest_bundle_record(store) or {}
+        meta = newest_bundle_record(options.store) or {}
         images = [i["reference"] for i in meta.get("images", [])]
         yield _Installing(
-            store_source(store), meta.get("resolved", {}), images, meta.get("spec") or {}
+            store_source(options.store), meta.get("resolved", {}), images, meta.get("spec") or {}
         )
         return
-    with open_bundle(bundle) as reader:
-        m = reader.manifest
+    locate_volumes(bundle)  # a bundle that is not there is named before any key is looked for
+    trust = trust_policy(options.keys, allow_unsigned=options.allow_unsigned)
+    with Bundle.open(bundle, trust=trust, hash_content=False) as opened:
+        m = opened.manifest
         yield _Installing(
-            BundleSource(reader), dict(m.resolved), [i.reference for i in m.images], dict(m.spec)
+            BundleSource(opened), dict(m.resolved), [i.reference for i in m.images], dict(m.spec)
         )
 
 
 def install_node(
     bundle: Path | None, *, root: Path, dry_run: bool, options: InstallOptions
 ) -> NodeResult:
-    with _source(bundle, options.store) as found:
+    with _source(bundle, options) as found:
         source, resolved, images = found.source, found.resolved, found.images
         listen = registry_listen_addresses(
             options.registry_listen,
