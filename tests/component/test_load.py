@@ -280,10 +280,10 @@ def test_kill_9_at_random_points_then_rerun(tmp_path: Path) -> None:
 
 
 def test_newest_bundle_record_is_the_highest_sequence(tmp_path: Path) -> None:
-    from airlock.verbs.load import newest_bundle_record
+    from airlock.store import Store
 
     store = tmp_path / "store"
-    assert newest_bundle_record(store) is None
+    assert Store.open(store).newest_bundle_record() is None
     load_bundle(
         make_bundle(tmp_path, sequence=10),
         store_dir=store,
@@ -294,5 +294,5 @@ def test_newest_bundle_record_is_the_highest_sequence(tmp_path: Path) -> None:
         store_dir=store,
         options=LoadOptions(allow_unsigned=True, allow_downgrade=True),
     )
-    newest = newest_bundle_record(store)
+    newest = Store.open(store).newest_bundle_record()
     assert newest is not None and newest["sequence"] == 10  # not "lab.9" > "lab.10" by name

@@ -58,10 +58,10 @@ def serve(
     from airlock.bundle.handle import Bundle
     from airlock.bundle.serving import BundleSource
     from airlock.bundle.volumes import locate_volumes
-    from airlock.oci.layout import OciLayout
     from airlock.oci.server import RegistryOptions
     from airlock.oci.server import serve as serve_registry
     from airlock.oci.sources import ContentSource, StoreSource
+    from airlock.store import Store
     from airlock.trust import trust_policy
 
     options = RegistryOptions(
@@ -81,10 +81,10 @@ def serve(
                 state.warn(f"serving {bundle} {opened.report.trust}: nobody vouched for it")
             source = BundleSource(opened)
         else:
-            layout = OciLayout(store)
-            if push or delete or not layout.index_path.exists():
-                layout.init()
-            source = StoreSource(layout)
+            opened_store = Store.open(store, write=push or delete)  # pushes land here
+            if push or delete or not opened_store.layout.index_path.exists():
+                Store.open(store, write=True).init()
+            source = StoreSource(opened_store.layout)
         mode = "pull and push" if push else "pull only"
         serve_registry(
             source,

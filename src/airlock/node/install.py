@@ -65,8 +65,9 @@ from airlock.node.units import (
     render_registry_unit,
 )
 from airlock.oci.blobstore import BlobStore
-from airlock.oci.layout import OciLayout
 from airlock.oci.media import ANNOTATION_TITLE
+from airlock.store import DEFAULT_STORE as _DEFAULT_STORE
+from airlock.store import Store
 
 __all__ = [
     "CERTS_DIR",
@@ -92,7 +93,7 @@ CERTS_DIR = "/etc/containerd/certs.d"
 CRICTL_YAML = "/etc/crictl.yaml"
 KUBELET_UNIT = f"{SYSTEMD_DIR}/kubelet.service"
 KUBEADM_DROPIN = f"{SYSTEMD_DIR}/kubelet.service.d/10-kubeadm.conf"
-DEFAULT_STORE = "/var/lib/airlock/store"
+DEFAULT_STORE = str(_DEFAULT_STORE)
 _CHUNK = 1 << 20
 __all__ += ["CNI_BIN", "LOCAL_BIN", "RUNC_PATH"]
 
@@ -217,7 +218,7 @@ class BundleSource:
 
 def store_source(store_dir: Path) -> StoreSource:
     """The files of every bundle loaded into a store (its files artifact manifests)."""
-    layout = OciLayout(store_dir)
+    layout = Store.open(store_dir).layout  # read-only
     records: dict[str, FileRecord] = {}
     # oldest bundle first, so a file of a newer bundle (same name) wins
     descs = sorted(

@@ -19,8 +19,7 @@ from airlock.errors import NodeError
 from airlock.node.install import CERTS_DIR, CNI_BIN, LOCAL_BIN, RUNC_PATH
 from airlock.node.osinfo import read_os_info
 from airlock.node.resources import dpkg_status
-from airlock.oci.layout import OciLayout
-from airlock.trust import read_channels
+from airlock.store import DEFAULT_STORE, Store
 
 __all__ = ["INVENTORY_SCHEMA", "collect_inventory"]
 
@@ -73,32 +72,30 @@ def _binaries(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _store(store: Path) -> dict[str, Any]:
-    if not (store / "index.json").exists() and not (store / "blobs").exists():
-        return {"path": str(store), "present": False, "blobs": [], "images": {}}
-    layout = OciLayout(store)
-    channels = read_channels(store / "airlock")
+def _store(path: Path) -> dict[str, Any]:
+    store = Store.open(path)  # read-only
+    if not store.exists():
+        return {"path": str(path), "present": False, "blobs": [], "images": {}}
     return {
-        "path": str(store),
+        "path": str(path),
         "present": True,
         # the newest sequence loaded per channel: the next bundle needs a higher one
-        "channels": {ch: st.sequence for ch, st in sorted(channels.items())},
-        "blobs": layout.digests(),
-        "images": {ref: d["digest"] for ref, d in sorted(layout.images().items())},
+        "channels": {ch: st.sequence for ch, st in sorted(store.channels().items())},
+        "blobs": store.digests(),
+        "images": {ref: d["digest"] for ref, d in sorted(store.images().items())},
         # files held zstd-compressed: their own digest -> the blob that holds them, so the
         # connected side's `plan --since` knows them by the digest upstream publishes
         "compressedFiles": _compressed_files(store),
     }
 
 
-def _compressed_files(store: Path) -> dict[str, str]:
+def _compressed_files(store: Store) -> dict[str, str]:
     from airlock.node.install import store_source
 
-    layout = OciLayout(store)
     return {
         f.digest: f.stored.digest
-        for f in store_source(store).records()
-        if f.stored is not None and layout.has(f.stored.digest)
+        for f in store_source(store.root).records()
+        if f.stored is not None and store.has(f.stored.digest)
     }
 
 
@@ -122,7 +119,7 @@ def _mirrors(root: Path) -> list[dict[str, Any]]:
 def collect_inventory(*, root: Path = Path("/"), store: Path | None = None) -> dict[str, Any]:
     """The node's inventory; `store` is a host path (default: the store under root)."""
     root = Path(root)
-    store_path = store or system.host_path("/var/lib/airlock/store", root)
+    store_path = store or system.host_path(str(DEFAULT_STORE), root)
     live = root == Path("/")
     return {
         "schema": INVENTORY_SCHEMA,

@@ -1,7 +1,10 @@
 """An OCI image layout on disk: `oci-layout`, `index.json`, `blobs/` (the store and the cache).
 
 index.json holds one descriptor per image, annotated with the full upstream reference in both
-`org.opencontainers.image.ref.name` and `io.containerd.image.name`. Updates are atomic.
+`org.opencontainers.image.ref.name` and `io.containerd.image.name`. Updates are atomic, and every
+read-modify-write of index.json (init, merge, write) holds `lock`, an inter-process flock on
+`index.json.lock` beside it: a registry push and a load into the same layout lose no tag.
+Readers need no lock (index.json is only ever replaced whole).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from airlock.atomic import write_atomic
+from airlock.locking import FileLock
 from airlock.oci.blobstore import BlobStore
 from airlock.oci.media import (
     ANNOTATION_CONTAINERD_NAME,
@@ -19,9 +23,10 @@ from airlock.oci.media import (
     OCI_INDEX,
 )
 
-__all__ = ["OCI_LAYOUT_CONTENT", "OciLayout", "canonical_json", "image_descriptor"]
+__all__ = ["INDEX_LOCK", "OCI_LAYOUT_CONTENT", "OciLayout", "canonical_json", "image_descriptor"]
 
 OCI_LAYOUT_CONTENT = b'{"imageLayoutVersion":"1.0.0"}'
+INDEX_LOCK = "index.json.lock"
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -59,17 +64,22 @@ def _entry_key(d: dict[str, Any]) -> str:
 
 
 class OciLayout(BlobStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.lock = FileLock(self.root / INDEX_LOCK, what=f"the index of {self.root}")
+
     @property
     def index_path(self) -> Path:
         return self.root / "index.json"
 
     def init(self) -> None:
         self.ensure()
-        layout = self.root / "oci-layout"
-        if not layout.exists():
-            write_atomic(layout, OCI_LAYOUT_CONTENT)
-        if not self.index_path.exists():
-            self.write_index([])
+        with self.lock:
+            layout = self.root / "oci-layout"
+            if not layout.exists():
+                write_atomic(layout, OCI_LAYOUT_CONTENT)
+            if not self.index_path.exists():
+                self.write_index([])
 
     def read_index(self) -> dict[str, Any]:
         if not self.index_path.exists():
@@ -86,7 +96,8 @@ class OciLayout(BlobStore):
             "mediaType": OCI_INDEX,
             "manifests": sorted(manifests, key=_sort_key),
         }
-        write_atomic(self.index_path, canonical_json(index))
+        with self.lock:
+            write_atomic(self.index_path, canonical_json(index))
 
     def images(self) -> dict[str, dict[str, Any]]:
         """Full reference -> descriptor, for every annotated entry of index.json."""
@@ -99,13 +110,14 @@ class OciLayout(BlobStore):
 
     def merge_index(self, new: list[dict[str, Any]]) -> int:
         """Add or replace descriptors by reference name; returns how many entries changed."""
-        current = {_entry_key(d): d for d in self.manifests()}
-        changed = 0
-        for d in new:
-            key = _entry_key(d)
-            if current.get(key) != d:
-                current[key] = d
-                changed += 1
-        if changed:
-            self.write_index(list(current.values()))
-        return changed
+        with self.lock:
+            current = {_entry_key(d): d for d in self.manifests()}
+            changed = 0
+            for d in new:
+                key = _entry_key(d)
+                if current.get(key) != d:
+                    current[key] = d
+                    changed += 1
+            if changed:
+                self.write_index(list(current.values()))
+            return changed

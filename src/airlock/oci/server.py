@@ -600,7 +600,7 @@ async def _blob_delete(request: web.Request, name: str, digest: str) -> web.Stre
 
 def _delete_entries(store: OciLayout, name: str, ref: str) -> bool:
     """Remove a tag, or a manifest and its tags, from index.json; False when there was none."""
-    with store_lock(store.root, exclusive=False):
+    with store_lock(store.root, exclusive=False), store.lock:  # index.json read-modify-write
         entries = store.manifests()
         if ":" in ref:
             new = without_manifest(entries, name, ref)
@@ -1034,11 +1034,12 @@ def _publish_manifest(
         media_type, _blobs, _children = _validate_manifest(store, body, content_type)
         store.put_bytes(body, digest)
         if ":" in ref:
-            entries = with_digest_entry(
-                store.manifests(), digest_entry(name, media_type, digest, len(body))
-            )
-            if entries is not None:
-                store.write_index(entries)
+            with store.lock:  # index.json read-modify-write
+                entries = with_digest_entry(
+                    store.manifests(), digest_entry(name, media_type, digest, len(body))
+                )
+                if entries is not None:
+                    store.write_index(entries)
         else:
             store.merge_index([image_descriptor(f"{name}:{ref}", media_type, digest, len(body))])
     info = manifest_info(body, media_type)

@@ -26,7 +26,7 @@ from airlock.cluster.init import InitOptions, InitResult, init_cluster
 from airlock.errors import UsageError
 from airlock.node.install import store_source
 from airlock.spec import Spec, load_spec
-from airlock.verbs.load import newest_bundle_record, store_meta_dir
+from airlock.store import Store
 
 __all__ = ["ClusterInputs", "app_deploy", "app_list", "cluster_init", "store_inputs"]
 
@@ -40,7 +40,7 @@ class ClusterInputs:
 
 
 def _newest_manifest(store: Path) -> dict[str, Any]:
-    data = newest_bundle_record(store)
+    data = Store.open(store).newest_bundle_record()
     if data is None:
         raise UsageError(
             f"the store {store} holds no bundle", hint="run `airlock load BUNDLE` first"
@@ -56,7 +56,7 @@ def store_inputs(store: Path, *, spec_file: Path | None = None) -> ClusterInputs
     cni = next((f for f in files if f.kind == "manifest"), None)
     if cni is None:
         raise UsageError(f"the store {store} carries no CNI manifest", hint="rebuild the bundle")
-    unpacked = store_meta_dir(store) / "files"  # files the bundle stored compressed
+    unpacked = Store.open(store).meta_dir / "files"  # files the bundle stored compressed
     charts = {}
     for f in files:
         if f.kind == "chart":

@@ -6,13 +6,15 @@ Order, so that a crash at any point leaves a valid store and a rerun completes:
 2. check free disk for the blobs the store does not have;
 3. copy each missing blob (verified again while streaming: the bytes stored are the bytes
    checked) with temp file, fsync, rename;
-4. record the bundle's airlock.json under `airlock/bundles/`, then merge index.json (atomic).
-Loading the same bundle twice changes nothing.
+4. under the store's lock: the rollback guard again, the bundle's airlock.json under
+   `airlock/bundles/`, index.json merged (atomic), the sequence high-water mark (airlock.store).
+Loading the same bundle twice changes nothing; two loads and a registry push at once lose
+nothing.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import shutil
 import tempfile
@@ -23,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from airlock import system
-from airlock.atomic import fsync_dir, write_atomic
 from airlock.bundle.handle import Bundle
 from airlock.bundle.manifest import BlobEntry
 from airlock.bundle.verify import VerifyReport
@@ -31,39 +32,13 @@ from airlock.bundle.volumes import check_volumes, locate_volumes
 from airlock.errors import AirlockError, VerificationError
 from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import digest_hex, sha256_digest
-from airlock.oci.layout import OciLayout
-from airlock.trust import ChannelState, check_sequence, record_sequence, trust_policy
+from airlock.store import DEFAULT_STORE, BundleCommit, Store
+from airlock.trust import trust_policy
 
-__all__ = [
-    "DEFAULT_STORE",
-    "LoadOptions",
-    "LoadResult",
-    "load_bundle",
-    "newest_bundle_record",
-    "store_meta_dir",
-]
+__all__ = ["LoadOptions", "LoadResult", "load_bundle"]
 
-DEFAULT_STORE = Path("/var/lib/airlock/store")
 _COPY_CHUNK = 1 << 20
 _DISK_MARGIN = 64 << 20
-
-
-def store_meta_dir(store: Path) -> Path:
-    """Where the store keeps what airlock knows about it (loaded bundles, sequence numbers)."""
-    return store / "airlock"
-
-
-def newest_bundle_record(store: Path) -> dict[str, Any] | None:
-    """The airlock.json of the newest bundle loaded into `store` (highest sequence, then the
-    most recently loaded), or None when nothing was loaded."""
-    best: tuple[int, float] | None = None
-    newest: dict[str, Any] | None = None
-    for path in (store_meta_dir(store) / "bundles").glob("*.json"):
-        data: dict[str, Any] = json.loads(path.read_bytes())
-        key = (int(data.get("sequence", 0)), path.stat().st_mtime)
-        if best is None or key > best:
-            best, newest = key, data
-    return newest
 
 
 @dataclass(frozen=True)
@@ -110,7 +85,7 @@ class LoadResult:
         }
 
 
-def _check_free_space(store: OciLayout, needed: int) -> None:
+def _check_free_space(store: Store, needed: int) -> None:
     free = BlobStore.free_bytes(store.root)
     if free < needed + _DISK_MARGIN:
         raise AirlockError(
@@ -145,13 +120,12 @@ def load_bundle(
 
 
 def _load(bundle: Bundle, *, store_dir: Path, options: LoadOptions) -> LoadResult:
-    store = OciLayout(store_dir)
+    store = Store.open(store_dir, write=True)
     result = LoadResult(bundle=bundle.path, store=store_dir, verify=bundle.report)
-    meta = store_meta_dir(store_dir)
     manifest = bundle.manifest
     manifest_digest = sha256_digest(bundle.manifest_bytes)
-    check_sequence(
-        meta,
+    # early, to refuse before copying; checked again under the store's lock at the commit
+    store.check_sequence(
         channel=manifest.channel,
         sequence=manifest.sequence,
         manifest_digest=manifest_digest,
@@ -169,37 +143,39 @@ def _load(bundle: Bundle, *, store_dir: Path, options: LoadOptions) -> LoadResul
     new = [b for b in carried if not store.has(b.digest)]
     _check_free_space(store, sum(b.size for b in new) * (2 if options.scan else 1))
     existed = store_dir.exists()
-    try:
-        store_dir.mkdir(parents=True, exist_ok=True)
-        if options.scan:
-            scan_content(bundle, new, scanner=options.scan, workdir=store_dir)
-        staging = BlobStore(store_dir / STAGING)
-        _stage(bundle, new, staging)
-    except BaseException:
-        if not existed:  # refused: not even an empty store is left behind
-            shutil.rmtree(store_dir, ignore_errors=True)
-        raise
-    store.init()
-    store.remove_temp_files()
-    for entry in new:  # every byte checked: now they join the store, each atomically
-        os.replace(staging.path(entry.digest), store.path(entry.digest))
-        result.blobs_added += 1
-        result.bytes_added += entry.size
-    fsync_dir(store.blob_dir)
-    shutil.rmtree(store_dir / STAGING, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            store_dir.mkdir(parents=True, exist_ok=True)
+            if options.scan:
+                scan_content(bundle, new, scanner=options.scan, workdir=store_dir)
+            staging = stack.enter_context(store.staging(digest_hex(manifest_digest)[:16]))
+            _stage(bundle, new, staging)
+        except BaseException:
+            if not existed:  # refused: not even an empty store is left behind
+                shutil.rmtree(store_dir, ignore_errors=True)
+            raise
+        store.init()
+        store.remove_temp_files()
+        # every byte checked: now they join the store, each atomically
+        store.publish_staged(staging, [entry.digest for entry in new])
+        store.drop_staging(staging)
+    result.blobs_added = len(new)
+    result.bytes_added = sum(entry.size for entry in new)
     result.blobs_present = len(carried) - len(new)
-    record = store_meta_dir(store_dir) / "bundles" / f"{manifest.name}.{manifest.sequence}.json"
-    raw = bundle.manifest_bytes
-    if not record.exists() or record.read_bytes() != raw:
-        write_atomic(record, raw)
-    # index.json as verified when the bundle was opened (never read again)
-    result.index_entries_changed = store.merge_index(list(bundle.index.get("manifests", [])))
-    result.images = sorted(i.reference for i in manifest.images)
-    record_sequence(
-        meta,
-        channel=manifest.channel,
-        state=ChannelState(manifest.sequence, manifest_digest, manifest.name),
+    # the record, index.json as verified when the bundle was opened (never read again) and the
+    # sequence, at once under the store's lock
+    result.index_entries_changed = store.commit_bundle(
+        BundleCommit(
+            name=manifest.name,
+            channel=manifest.channel,
+            sequence=manifest.sequence,
+            manifest_bytes=bundle.manifest_bytes,
+            manifest_digest=manifest_digest,
+            index_manifests=list(bundle.index.get("manifests", [])),
+            allow_downgrade=options.allow_downgrade,
+        )
     )
+    result.images = sorted(i.reference for i in manifest.images)
     return result
 
 
@@ -218,9 +194,6 @@ def _repair(bundle: Path, options: LoadOptions) -> list[str]:
         ),
     )
     return [str(p) for p in repaired.rebuilt]
-
-
-STAGING = ".staging"  # blobs copied and checked, not yet in the store (kept for a rerun)
 
 
 def _stage(bundle: Bundle, entries: Sequence[BlobEntry], staging: BlobStore) -> None:

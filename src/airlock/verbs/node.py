@@ -23,9 +23,9 @@ from airlock.node.preflight import CheckResult, PreflightOptions, run_preflight
 from airlock.node.prepare import PrepareOptions, prepare_resources
 from airlock.node.resources import Probe
 from airlock.oci.ref import parse_reference
+from airlock.store import DEFAULT_STORE, Store
 from airlock.system import host_path
 from airlock.trust import trust_policy
-from airlock.verbs.load import DEFAULT_STORE, newest_bundle_record
 
 __all__ = [
     "InstallOptions",
@@ -131,7 +131,7 @@ def _source(bundle: Path | None, options: InstallOptions) -> Iterator[_Installin
     """The files to install, the resolved versions, the image references and the spec: from
     the store, or from a bundle opened (and verified: structure, signature; bytes as read)."""
     if bundle is None:
-        meta = newest_bundle_record(options.store) or {}
+        meta = Store.open(options.store).newest_bundle_record() or {}
         images = [i["reference"] for i in meta.get("images", [])]
         yield _Installing(
             store_source(options.store), meta.get("resolved", {}), images, meta.get("spec") or {}
@@ -178,7 +178,7 @@ def install_node(
 
 
 def check_node(*, root: Path, registry_url: str | None, store: Path) -> list[CheckResult]:
-    resolved = (newest_bundle_record(store) or {}).get("resolved", {})
+    resolved = (Store.open(store).newest_bundle_record() or {}).get("resolved", {})
     images = tuple(r for r in resolved.get("images", []) if r.startswith("registry.k8s.io/"))
     return run_preflight(
         root=root,

@@ -23,7 +23,7 @@ from airlock.bundle.oneway import (
 )
 from airlock.bundle.verify import VerifyReport, verify_bundle
 from airlock.errors import AirlockError, UsageError, VerificationError
-from airlock.trust import trusted_keys
+from airlock.trust import trust_policy
 
 __all__ = [
     "ReceiveOptions",
@@ -138,7 +138,8 @@ def receive_bundle(out: Path, *, options: ReceiveOptions) -> ReceiveResult:
     names = [f.name for f in manifest.files]
     parts = next((n for n in names if n.endswith(".parts.json")), None)
     target = Path(out) / (parts or names[0])
-    keys = trusted_keys(options.keys)
+    trust = trust_policy(options.keys, allow_unsigned=options.allow_unsigned)
+    keys = list(trust.keys)
     if report.missing:
         from airlock.bundle.repair import find_recovery_set
         from airlock.verbs.repair import RepairOptions, repair_bundle
@@ -165,10 +166,5 @@ def receive_bundle(out: Path, *, options: ReceiveOptions) -> ReceiveResult:
         result.repaired = [p.name for p in repaired.rebuilt]
         result.verify = repaired.verify
         return result
-    result.verify = verify_bundle(
-        target,
-        keys=keys,
-        require_signature=bool(keys) and not options.allow_unsigned,
-        allow_unsigned=options.allow_unsigned,
-    )
+    result.verify = verify_bundle(target, trust=trust)
     return result
