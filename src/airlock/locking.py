@@ -10,17 +10,18 @@ so a crashed writer never leaves the lock held.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from airlock.errors import AirlockError
 
-__all__ = ["FileLock", "LockTimeout"]
+__all__ = ["FileLock", "LockTimeout", "async_locked", "locked"]
 
 _POLL = 0.05
 
@@ -90,3 +91,26 @@ def locked(path: Path, *, timeout: float = 600, what: str | None = None) -> Iter
     """A one-off FileLock held for the block."""
     with FileLock(path, timeout=timeout, what=what) as lock:
         yield lock
+
+
+@contextlib.asynccontextmanager
+async def async_locked(
+    path: Path, *, timeout: float = 6 * 3600, what: str | None = None
+) -> AsyncIterator[None]:
+    """The same flock for a coroutine: waits with `asyncio.sleep`, never blocking the loop.
+    Each holder opens the file itself, so two tasks of one process exclude each other too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise FileLock(path, timeout=timeout, what=what)._timeout() from None
+                await asyncio.sleep(_POLL)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the flock

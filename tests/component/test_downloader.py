@@ -307,3 +307,28 @@ def test_parallel_fetch_keeps_order(tmp_path: Path) -> None:
     res = run(go())
     assert [r.request.url for r in res] == [f"https://up{p}" for p in files]
     assert all(cache.read(r.digest) == files[r.request.url.removeprefix("https://up")] for r in res)
+
+
+def test_two_runs_sharing_a_cache_download_a_file_once(tmp_path: Path) -> None:
+    """Two fetchers (two `bundle create` runs) on one cache, the same URL at the same time:
+    the URL's lock makes the second wait and find the file in the cache; nobody writes the
+    same partial file twice."""
+    data = os.urandom(8 * MiB)
+    srv = FileServer(files={"/rel/kubeadm": data})
+    cache = tmp_path / "cache"
+
+    async def go() -> list[list[FetchedFile]]:
+        async with serve(srv) as base:
+            req = FileRequest(
+                "https://dl.k8s.io/rel/kubeadm", f"{base}/rel/kubeadm", sha256_ck(data)
+            )
+            return list(
+                await asyncio.gather(fetch(BlobStore(cache), [req]), fetch(BlobStore(cache), [req]))
+            )
+
+    (a,), (b,) = run(go())
+    assert a.digest == b.digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert len(srv.requests_for("/rel/kubeadm")) == 1
+    assert sorted([a.from_cache, b.from_cache]) == [False, True]
+    assert leftovers(BlobStore(cache)) == []
+    assert BlobStore(cache).read(a.digest) == data

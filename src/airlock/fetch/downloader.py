@@ -15,6 +15,10 @@ checksum given or fetched from `checksum_url`):
    partial and raises DigestMismatch naming URL, expected and actual; nothing enters the cache.
 4. Commit: `cache.put_file(partial, sha256)` (re-verified by the blob writer), then the record.
 
+Steps 1-4 for one URL hold `locks/<sha256(url)>.lock` (airlock.locking, an flock): two
+`bundle create` runs sharing a cache never write the same partial file; the second waits and
+then finds the file in the cache.
+
 Retries: see `airlock.fetch.retry` (transient failures only, bounded count and time).
 """
 
@@ -49,6 +53,7 @@ from airlock.fetch.retry import (
     retry_after_seconds,
     with_retries,
 )
+from airlock.locking import async_locked
 from airlock.oci.blobstore import BlobStore
 
 __all__ = [
@@ -356,21 +361,29 @@ class _Fetcher:
             expected = req.checksum
             if expected is None and req.checksum_url:
                 expected = await self._fetch_checksum(req)
-            hit = self._cache_hit(req, expected)
-            if hit is None:
-                record = self.urls.get(req.url)
-                revalidate = (
-                    record
-                    if expected is None and record and self.cache.has(record.digest)
-                    else None
-                )
-                hit = await self._download(req, expected, revalidate)
-            # the file is in the cache: a partial left by an earlier run that was killed after
-            # its commit (or before a 304 revalidation made it moot) has no use any more
-            partial = self.cache.root / "partial" / _url_key(req.url)
-            partial.unlink(missing_ok=True)
-            partial.with_name(partial.name + ".json").unlink(missing_ok=True)
-            return hit
+            # one writer per URL: another process (or task) sharing this cache waits, then
+            # finds the file in the cache instead of writing into the same partial file
+            key = _url_key(req.url)
+            lock = self.cache.root / "locks" / f"{key}.lock"
+            async with async_locked(lock, what=f"the download cache's copy of {req.url}"):
+                return await self._fetch_locked(req, expected)
+
+    async def _fetch_locked(
+        self, req: FileRequest, expected: UpstreamChecksum | None
+    ) -> FetchedFile:
+        hit = self._cache_hit(req, expected)
+        if hit is None:
+            record = self.urls.get(req.url)
+            revalidate = (
+                record if expected is None and record and self.cache.has(record.digest) else None
+            )
+            hit = await self._download(req, expected, revalidate)
+        # the file is in the cache: a partial left by an earlier run that was killed after
+        # its commit (or before a 304 revalidation made it moot) has no use any more
+        partial = self.cache.root / "partial" / _url_key(req.url)
+        partial.unlink(missing_ok=True)
+        partial.with_name(partial.name + ".json").unlink(missing_ok=True)
+        return hit
 
     def _cache_hit(self, req: FileRequest, expected: UpstreamChecksum | None) -> FetchedFile | None:
         if expected is None:
