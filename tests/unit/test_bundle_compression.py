@@ -20,6 +20,7 @@ from airlock.bundle.compression import (
     open_content,
     parse_compression,
 )
+from airlock.bundle.handle import Bundle
 from airlock.bundle.layout import AIRLOCK_JSON, FORMAT_VERSION, blob_member
 from airlock.bundle.manifest import parse_manifest
 from airlock.bundle.reader import open_bundle
@@ -32,8 +33,11 @@ from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import sha256_digest
 from airlock.oci.layout import canonical_json
 from airlock.oci.media import ANNOTATION_TITLE
+from airlock.trust import TrustPolicy
 from airlock.verbs.load import LoadOptions, load_bundle
 from airlock_lab.bundle_testing import put_file, sample_content
+
+UNSIGNED_OK = TrustPolicy((), allow_unsigned=True)
 
 # Like a Go binary: long runs of structure with some noise (zstd gets ~5:1 on this).
 _BINARY = b"".join(
@@ -123,9 +127,12 @@ def test_bundle_with_compressed_files(tmp_path: Path, store: BlobStore) -> None:
         assert layer["digest"] == kubelet.stored.digest
         assert layer["mediaType"].endswith("+zstd")
         assert layer["annotations"][ANNOTATION_CONTENT_DIGEST] == kubelet.digest
-        with BundleSource(reader).open(kubelet.digest) as fh:
-            assert fh.read() == _BINARY
-    report = verify_bundle(written.path)
+    with (
+        Bundle.open(written.path, trust=UNSIGNED_OK) as bundle,
+        BundleSource(bundle).open(kubelet.digest) as fh,
+    ):
+        assert fh.read() == _BINARY
+    report = verify_bundle(written.path, trust=UNSIGNED_OK)
     assert report.ok
     # deterministic: the same content from another cache gives the same bytes
     store2 = BlobStore(tmp_path / "store2")
@@ -146,7 +153,7 @@ def test_a_bundle_without_compression_keeps_the_1_0_bytes(tmp_path: Path, store:
 def test_the_store_gives_the_file_back(tmp_path: Path, store: BlobStore) -> None:
     written = write_bundle(_content(store), blobs=store, out=tmp_path / "a.airlock.tar")
     target = tmp_path / "target"
-    load_bundle(written.path, store_dir=target, options=LoadOptions())
+    load_bundle(written.path, store_dir=target, options=LoadOptions(allow_unsigned=True))
     source = store_source(target)
     kubelet = next(f for f in source.files() if f.name == "kubelet")
     assert kubelet.digest == sha256_digest(_BINARY) and kubelet.size == len(_BINARY)
@@ -182,13 +189,13 @@ def test_a_stored_blob_that_is_not_the_file_is_named(tmp_path: Path, store: Blob
         _rewrite(content, store, forged), blobs=store, out=tmp_path / "a.airlock.tar"
     )
     with pytest.raises(BundleVerificationError, match="kubelet: blob .* decompresses to"):
-        verify_bundle(written.path)
-    with open_bundle(written.path) as reader:
+        verify_bundle(written.path, trust=UNSIGNED_OK)
+    with Bundle.open(written.path, trust=UNSIGNED_OK, hash_content=False) as bundle:
         from airlock.node.install import _verify_stream
 
-        entry = next(f for f in reader.manifest.files if f.name == "kubelet")
+        entry = next(f for f in bundle.manifest.files if f.name == "kubelet")
         with pytest.raises(VerificationError, match="kubelet"):
-            _verify_stream(BundleSource(reader), entry)
+            _verify_stream(BundleSource(bundle), entry)
 
 
 def test_a_bomb_stops_at_the_recorded_size() -> None:
