@@ -239,7 +239,7 @@ def test_deltas_know_compressed_files_by_their_own_digest(tmp_path: Path, store:
     assert kubelet.digest in old.contents and kubelet.digest not in old.blobs
     assert kubelet.stored.digest in old.blobs
     target = tmp_path / "target"
-    load_bundle(written.path, store_dir=target, options=LoadOptions())
+    load_bundle(written.path, store_dir=target, options=LoadOptions(allow_unsigned=True))
     inventory = collect_inventory(root=tmp_path / "root", store=target)
     assert inventory["store"]["compressedFiles"] == {kubelet.digest: kubelet.stored.digest}
     write_inventory(inventory, tmp_path / "inventory.json")
