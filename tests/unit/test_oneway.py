@@ -78,7 +78,9 @@ def test_too_little_recovery_names_the_loss_and_repair_rebuilds(tmp_path: Path) 
         report.missing[0].startswith(f"{volume.name}: ")
         and "groups lost (bytes " in (report.missing[0])
     )
-    repaired = repair_bundle(tmp_path / "dst" / parts.name, options=RepairOptions())
+    repaired = repair_bundle(
+        tmp_path / "dst" / parts.name, options=RepairOptions(allow_unsigned=True)
+    )
     assert [p.name for p in repaired.rebuilt] == [volume.name]
     assert repaired.verify is not None and repaired.verify.ok
 
