@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,16 @@ def test_wheels_for_this_interpreter(
     name: str, version: tuple[int, int], arch: str, fits: bool
 ) -> None:
     assert bootstrap.fits(name, version, arch) is fits
+
+
+def test_cli_prints_and_writes_the_script(tmp_path: Path) -> None:
+    airlock = str(Path(sys.executable).with_name("airlock"))
+    printed = subprocess.run(
+        [airlock, "bundle", "bootstrap-script"], capture_output=True, timeout=120, check=True
+    )
+    assert printed.stdout == render_script()
+    out = tmp_path / "airlock-bootstrap.py"
+    subprocess.run(
+        [airlock, "bundle", "bootstrap-script", "-o", str(out)], capture_output=True, check=True
+    )
+    assert out.read_bytes() == render_script() and out.stat().st_mode & 0o777 == 0o755
