@@ -110,3 +110,21 @@ def test_a_manifest_larger_than_allowed_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="larger than the 1000 bytes allowed"):
         for p in datagrams(manifest, paths):
             receiver.feed(p)
+
+
+def test_a_burst_of_loss_is_spread_over_interleaved_groups(tmp_path: Path) -> None:
+    """A full queue on the link drops a run of packets: interleaved, each group loses a few
+    and is rebuilt; sent group by group, the same burst takes whole groups."""
+    parts = _bundle(tmp_path)
+    paths = bundle_files(parts)
+    manifest = describe(paths, 0.05)  # m = 12 for a group of 64
+
+    def burst(window: int, out: Path) -> list[str]:
+        receiver = Receiver(out, max_bytes=1 << 30)
+        for n, packet in enumerate(datagrams(manifest, paths, window=window)):
+            if not 1000 <= n < 1150:  # 150 packets in a row lost
+                receiver.feed(packet)
+        return receiver.finish(keep=lambda _: False).missing
+
+    assert burst(16, tmp_path / "interleaved") == []
+    assert any("groups lost" in m for m in burst(1, tmp_path / "in-order"))

@@ -5,7 +5,8 @@ copies, parts file) as datagrams at a given rate; the receiver sends nothing bac
 by erasure coding at the packet level: each file is cut into blocks of BLOCK bytes, every GROUP
 blocks form a group, and zfec adds m recovery packets to each group, m sized for the expected
 loss (`recovery_for`): any k of a group's k + m packets rebuild it. What no group could rebuild
-is reported by file and byte range; volumes of a bundle with recovery volumes are then rebuilt
+is reported by file and byte range; groups go out 16 at a time, interleaved, so a burst of
+loss is spread over them; volumes of a bundle with recovery volumes are then rebuilt
 from the rest by `bundle repair`, as after a bad DVD.
 
 Datagram: header `!4s8sBHIB` (magic "ALK1", transfer id, kind, file, group, share) + payload.
@@ -39,6 +40,7 @@ from airlock.errors import UsageError
 __all__ = [
     "BLOCK",
     "GROUP",
+    "INTERLEAVE",
     "Receiver",
     "TransferFile",
     "TransferManifest",
@@ -52,6 +54,7 @@ MAGIC = b"ALK1"
 HEADER = struct.Struct("!4s8sBHIB")
 BLOCK = 1200  # payload: with the header and UDP/IP, one Ethernet frame
 GROUP = 64
+INTERLEAVE = 16  # groups sent round-robin: a burst of 16 x m lost packets is still rebuilt
 KIND_MANIFEST, KIND_SHARE = 0, 1
 _MANIFEST_EVERY = 512  # packets between repeats of the manifest
 _NAME_RE = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.+@=,~-]{1,255}\Z")
@@ -174,14 +177,10 @@ def _manifest_packets(manifest: TransferManifest) -> list[bytes]:
     ]
 
 
-def datagrams(manifest: TransferManifest, paths: Sequence[Path]) -> Iterator[bytes]:
-    """The whole stream: the manifest, then every group's k + m shares, file by file, with the
-    manifest repeated every few hundred packets and at the end."""
+def _group_packets(manifest: TransferManifest, paths: Sequence[Path]) -> Iterator[list[bytes]]:
+    """Every group's k + m datagrams, file by file."""
     zfec = zfec_module()
-    head = _manifest_packets(manifest)
     tid = manifest.transfer_id
-    yield from head
-    sent = 0
     for index, (f, path) in enumerate(zip(manifest.files, paths, strict=True)):
         with path.open("rb") as fh:
             for g in range(f.groups):
@@ -192,11 +191,42 @@ def datagrams(manifest: TransferManifest, paths: Sequence[Path]) -> Iterator[byt
                     blocks.append(block + bytes(BLOCK - len(block)))
                 m = manifest.recovery(k)
                 extra = zfec.Encoder(k, k + m).encode(tuple(blocks), tuple(range(k, k + m)))
-                for share, payload in enumerate([*blocks, *extra]):
-                    yield HEADER.pack(MAGIC, tid, KIND_SHARE, index, g, share) + bytes(payload)
-                    sent += 1
-                    if sent % _MANIFEST_EVERY == 0:
-                        yield from head
+                yield [
+                    HEADER.pack(MAGIC, tid, KIND_SHARE, index, g, share) + bytes(payload)
+                    for share, payload in enumerate([*blocks, *extra])
+                ]
+
+
+def _interleaved(groups: Iterator[list[bytes]], window: int) -> Iterator[bytes]:
+    """Round-robin over `window` groups at a time: a burst of lost packets (a full queue on
+    the link) costs each group a few packets instead of one group all of them."""
+    batch: list[list[bytes]] = []
+    for group in groups:
+        batch.append(group)
+        if len(batch) == window:
+            yield from _round_robin(batch)
+            batch = []
+    yield from _round_robin(batch)
+
+
+def _round_robin(batch: list[list[bytes]]) -> Iterator[bytes]:
+    for i in range(max((len(g) for g in batch), default=0)):
+        for group in batch:
+            if i < len(group):
+                yield group[i]
+
+
+def datagrams(
+    manifest: TransferManifest, paths: Sequence[Path], *, window: int = INTERLEAVE
+) -> Iterator[bytes]:
+    """The whole stream: the manifest, then every group's k + m shares, `window` groups
+    interleaved, with the manifest repeated every few hundred packets and at the end."""
+    head = _manifest_packets(manifest)
+    yield from head
+    for sent, packet in enumerate(_interleaved(_group_packets(manifest, paths), window), 1):
+        yield packet
+        if sent % _MANIFEST_EVERY == 0:
+            yield from head
     for _ in range(3):
         yield from head
 
