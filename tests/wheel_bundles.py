@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from airlock.blobstore import BlobStore
 from airlock.bootstrap import SCRIPT_NAME, render_script
 from airlock.bundle.writer import WriteResult, write_bundle
 from airlock.content import FileArtifact
-from airlock.oci.blobstore import BlobStore
 from airlock_lab.bundle_testing import sample_content
 
 __all__ = ["base_python", "run_script", "wheel_bundle", "write_script"]

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from airlock.atomic import fsync_dir, remove_dead_temps, write_atomic
+from airlock.blobstore import BlobStore
 from airlock.errors import UsageError
 from airlock.locking import FileLock
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.layout import OciLayout
 from airlock.trust import ChannelState, check_sequence, read_channels, record_sequence
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.handle import Bundle
 from airlock.bundle.layout import INDEX_JSON, blob_member
 from airlock.bundle.reader import open_bundle
@@ -27,7 +28,6 @@ from airlock.bundle.serving import BundleSource
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.writer import write_bundle
 from airlock.errors import DigestMismatch, VerificationError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.layout import OciLayout
 from airlock.oci.server import RunningServer, start_server
 from airlock.trust import TrustPolicy

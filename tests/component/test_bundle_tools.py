@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.layout import AIRLOCK_JSON, SIGNATURE
 from airlock.bundle.signing import generate_keypair, key_id
 from airlock.bundle.verify import verify_bundle
 from airlock.bundle.writer import WriteResult, write_bundle
 from airlock.errors import AirlockError
-from airlock.oci.blobstore import BlobStore
 from airlock.trust import TrustPolicy
 from airlock_lab.bundle_testing import sample_content
 

@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from airlock.blobstore import BlobStore
 from airlock.content import UpstreamChecksum
 from airlock.errors import DigestMismatch, FetchError
 from airlock.fetch.downloader import FetchedFile, FileRequest, fetch_files
-from airlock.oci.blobstore import BlobStore
 
 pytestmark = pytest.mark.component
 

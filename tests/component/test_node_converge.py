@@ -29,13 +29,13 @@ from pathlib import Path
 import pytest
 
 from airlock import system
+from airlock.blobstore import BlobStore
 from airlock.errors import NodeError
 from airlock.node.engine import Context, Plan, apply, plan
 from airlock.node.install import FileRecord, StoreSource, install_resources
 from airlock.node.osinfo import read_os_info
 from airlock.node.prepare import PrepareOptions, prepare_resources
 from airlock.node.resources import File
-from airlock.oci.blobstore import BlobStore
 
 pytestmark = pytest.mark.component
 

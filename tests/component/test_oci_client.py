@@ -28,9 +28,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from airlock.blobstore import BlobStore
 from airlock.content import BlobRole, ImageArtifact
 from airlock.errors import DigestMismatch, RegistryError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.client import Endpoint, pull_images
 from airlock.oci.digest import sha256_digest
 from airlock.oci.layout import OciLayout, canonical_json

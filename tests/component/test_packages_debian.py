@@ -34,9 +34,9 @@ import aiohttp
 import pytest
 
 from airlock import system
+from airlock.blobstore import BlobStore
 from airlock.errors import DigestMismatch
 from airlock.fetch.downloader import fetch_files
-from airlock.oci.blobstore import BlobStore
 from airlock.packages import (
     Installed,
     PackageNotFound,

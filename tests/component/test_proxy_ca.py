@@ -29,11 +29,11 @@ from registry_fronts import Loop, Tap
 from ruamel.yaml import YAML
 
 from airlock import system
+from airlock.blobstore import BlobStore
 from airlock.bundle.wheelhouse import build_wheelhouse
 from airlock.errors import FetchError, RegistryError
 from airlock.fetch.downloader import FileRequest, fetch_files
 from airlock.fetch.network import NetworkOptions
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.certs import generate_certs, server_ssl_context
 from airlock.oci.client import Endpoint, pull_images
 from airlock.oci.ref import parse_reference

@@ -39,9 +39,9 @@ from registry_fronts import (
 from ruamel.yaml import YAML
 from test_oci_client import build_index, build_manifest, children, tag
 
+from airlock.blobstore import BlobStore
 from airlock.content import ImageArtifact
 from airlock.errors import RegistryError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.client import Endpoint, pull_images
 from airlock.oci.credentials import CredentialRef, CredentialStore
 from airlock.oci.layout import OciLayout

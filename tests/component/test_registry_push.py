@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.writer import write_bundle
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.layout import OciLayout
 from airlock.verbs.load import LoadOptions, load_bundle
 from airlock_lab.bundle_testing import sample_content

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.writer import write_bundle
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import sha256_digest
 from airlock.oci.layout import canonical_json
 from airlock.oci.media import ANNOTATION_REF_NAME, OCI_CONFIG, OCI_MANIFEST

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.writer import write_bundle
-from airlock.oci.blobstore import BlobStore
 from airlock_lab.bundle_testing import sample_content
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))

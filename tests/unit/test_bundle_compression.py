@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.compression import (
     ANNOTATION_CONTENT_DIGEST,
     Compression,
@@ -29,7 +30,6 @@ from airlock.bundle.writer import BundleContent, write_bundle
 from airlock.content import FileArtifact
 from airlock.errors import UsageError, VerificationError
 from airlock.node.install import BundleSource, StoreSource, store_source
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import sha256_digest
 from airlock.oci.layout import canonical_json
 from airlock.oci.media import ANNOTATION_TITLE

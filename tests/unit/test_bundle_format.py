@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.inspect import _component_count as sbom_component_count
 from airlock.bundle.layout import (
     EMPTY_CONFIG_DATA,
@@ -23,7 +24,6 @@ from airlock.bundle.sbom import build_sbom
 from airlock.bundle.volumes import ConcatReader, spans
 from airlock.bundle.writer import build_manifest
 from airlock.errors import VerificationError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import sha256_digest
 from airlock_lab.bundle_testing import sample_content
 

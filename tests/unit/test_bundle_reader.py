@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.layout import AIRLOCK_JSON, INDEX_JSON, OCI_LAYOUT, blob_member
 from airlock.bundle.reader import bundle_paths, open_bundle
 from airlock.bundle.writer import build_manifest, write_bundle
 from airlock.errors import UsageError, VerificationError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.layout import OCI_LAYOUT_CONTENT
 from airlock_lab.bundle_testing import sample_content
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.bootvol import read_boot_volumes
 from airlock.bundle.recovery import parse_index, parse_percent, plan_recovery
 from airlock.bundle.signing import generate_keypair
@@ -17,7 +18,6 @@ from airlock.bundle.verify import BundleVerificationError, verify_bundle
 from airlock.bundle.volumes import load_parts
 from airlock.bundle.writer import WriteResult, write_bundle
 from airlock.errors import UsageError, VerificationError
-from airlock.oci.blobstore import BlobStore
 from airlock.standalone import bootstrap
 from airlock.trust import TrustPolicy
 from airlock.verbs.load import LoadOptions, load_bundle

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.inspect import inspect_bundle
 from airlock.bundle.layout import INDEX_JSON, blob_member
 from airlock.bundle.reader import open_bundle
@@ -15,7 +16,6 @@ from airlock.bundle.signing import generate_keypair, key_id
 from airlock.bundle.verify import BundleVerificationError, verify_bundle
 from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
 from airlock.errors import EXIT_VERIFY, VerificationError
-from airlock.oci.blobstore import BlobStore
 from airlock.trust import TrustPolicy, trust_policy
 from airlock_lab.bundle_testing import Layer, put_image, put_index, sample_content
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.layout import AIRLOCK_JSON, INDEX_JSON, OCI_LAYOUT, SIGNATURE, blob_member
 from airlock.bundle.manifest import parse_manifest
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.volumes import load_parts
 from airlock.bundle.writer import BundleContent, write_bundle
 from airlock.errors import AirlockError, DigestMismatch, UsageError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import sha256_digest
 from airlock.oci.media import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, ANNOTATION_TITLE
 from airlock_lab.bundle_testing import put_file, sample_content

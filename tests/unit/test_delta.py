@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.verify import verify_bundle
 from airlock.bundle.writer import write_bundle
 from airlock.errors import UsageError, VerificationError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import sha256_digest
 from airlock.trust import TrustPolicy
 from airlock.verbs.delta import (

@@ -13,12 +13,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.reader import open_bundle
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.verify import verify_bundle
 from airlock.bundle.writer import write_bundle
 from airlock.errors import AirlockError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.layout import OciLayout
 from airlock.oci.limits import Limits
 from airlock.oci.ref import parse_reference

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from airlock.blobstore import BlobStore
 from airlock.errors import DigestMismatch, NodeError
 from airlock.node.engine import Context, Plan, apply, plan
 from airlock.node.install import (
@@ -21,7 +22,6 @@ from airlock.node.install import (
     store_source,
 )
 from airlock.node.units import kubelet_unit_for_local_bin, render_registry_unit
-from airlock.oci.blobstore import BlobStore
 
 PLAT = "linux/amd64"
 UPSTREAMS = ["docker.io", "registry.k8s.io"]

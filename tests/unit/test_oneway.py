@@ -8,6 +8,7 @@ import dataclasses
 import random
 from pathlib import Path
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.oneway import (
     Receiver,
     TransferManifest,
@@ -17,7 +18,6 @@ from airlock.bundle.oneway import (
     recovery_for,
 )
 from airlock.bundle.writer import write_bundle
-from airlock.oci.blobstore import BlobStore
 from airlock.verbs.repair import RepairOptions, repair_bundle
 from airlock_lab.bundle_testing import sample_content
 

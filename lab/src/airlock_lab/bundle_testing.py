@@ -14,9 +14,9 @@ import random
 import tarfile
 from collections.abc import Mapping, Sequence
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.writer import BundleContent
 from airlock.content import Blob, BlobRole, FileArtifact, ImageArtifact, UpstreamChecksum
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import sha256_digest
 from airlock.oci.layout import canonical_json
 from airlock.oci.media import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST

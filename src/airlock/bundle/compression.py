@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from airlock.atomic import remove_dead_temps, write_atomic
+from airlock.blobstore import BlobStore
 from airlock.content import FileArtifact, StoredForm
 from airlock.errors import UsageError, VerificationError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import digest_hex, is_digest
 
 __all__ = [

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.layout import blob_member
 from airlock.bundle.manifest import BundleManifest
 from airlock.bundle.reader import BundleReader, open_volumes
@@ -42,7 +43,6 @@ from airlock.bundle.verify import (
 )
 from airlock.bundle.volumes import Span, VolumeSet, hash_spans, locate_volumes
 from airlock.errors import DigestMismatch, VerificationError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import Hasher
 from airlock.trust import TrustPolicy
 

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 
 import airlock
 from airlock.atomic import TMP_PREFIX, fsync_dir, lock_as_live, remove_dead_temps, write_atomic
+from airlock.blobstore import BlobStore
 from airlock.bundle.bootvol import (
     BOOT_PARTS,
     BOOT_RECOVERY,
@@ -104,7 +105,6 @@ from airlock.bundle.signing import SIGNATURE_SIZE, sign
 from airlock.bundle.volumes import PartsFile, VolumeInfo, parts_file_path, write_parts
 from airlock.content import Blob, BlobRole, FileArtifact, ImageArtifact
 from airlock.errors import AirlockError, DigestMismatch, UsageError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import is_digest, sha256_digest
 from airlock.oci.layout import OCI_LAYOUT_CONTENT, canonical_json, image_descriptor
 from airlock.oci.media import (

@@ -37,6 +37,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 
 from airlock.atomic import write_atomic
+from airlock.blobstore import BlobStore
 from airlock.content import UpstreamChecksum
 from airlock.errors import DigestMismatch, FetchError
 from airlock.fetch.checksums import (
@@ -54,7 +55,6 @@ from airlock.fetch.retry import (
     with_retries,
 )
 from airlock.locking import async_locked
-from airlock.oci.blobstore import BlobStore
 
 __all__ = [
     "CHUNK_SIZE",

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Protocol
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.compression import (
     ANNOTATION_CONTENT_DIGEST,
     ANNOTATION_CONTENT_SIZE,
@@ -64,7 +65,6 @@ from airlock.node.units import (
     kubelet_unit_for_local_bin,
     render_registry_unit,
 )
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.media import ANNOTATION_TITLE
 from airlock.store import DEFAULT_STORE as _DEFAULT_STORE
 from airlock.store import Store

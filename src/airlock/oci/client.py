@@ -38,6 +38,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from airlock.blobstore import BlobStore
 from airlock.content import Blob, BlobRole, ImageArtifact
 from airlock.errors import AirlockError, DigestMismatch, RegistryError
 from airlock.fetch.downloader import ProgressSink, gather_or_cancel
@@ -50,7 +51,6 @@ from airlock.fetch.retry import (
     with_retries,
 )
 from airlock.oci.auth import Authenticator, CredentialLoader, Credentials, pull_scope
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.credentials import CredentialStore
 from airlock.oci.digest import is_digest, sha256_digest
 from airlock.oci.media import (

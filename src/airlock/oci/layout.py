@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from airlock.atomic import write_atomic
+from airlock.blobstore import BlobStore
 from airlock.locking import FileLock
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.media import (
     ANNOTATION_CONTAINERD_NAME,
     ANNOTATION_REF_NAME,

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airlock import system
+from airlock.blobstore import BlobStore
 from airlock.bundle.compression import Compression, compress_files
 from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
 from airlock.content import FileArtifact, ImageArtifact, UpstreamChecksum
 from airlock.errors import AirlockError
 from airlock.fetch.downloader import FetchedFile, FileRequest, ProgressSink, fetch_files
 from airlock.fetch.network import NetworkOptions
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.client import Endpoint, pull_images
 from airlock.oci.credentials import CredentialRef, CredentialStore
 from airlock.oci.ref import parse_reference

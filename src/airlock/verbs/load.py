@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from airlock import system
+from airlock.blobstore import BlobStore
 from airlock.bundle.handle import Bundle
 from airlock.bundle.manifest import BlobEntry
 from airlock.bundle.verify import VerifyReport
 from airlock.bundle.volumes import check_volumes, locate_volumes
 from airlock.errors import AirlockError, VerificationError
-from airlock.oci.blobstore import BlobStore
 from airlock.oci.digest import digest_hex, sha256_digest
 from airlock.store import DEFAULT_STORE, BundleCommit, Store
 from airlock.trust import trust_policy

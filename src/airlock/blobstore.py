@@ -1,5 +1,8 @@
 """A content-addressed blob directory (`blobs/sha256/<hex>`), as in an OCI image layout.
 
+Below both `oci/` (the store's layout, the registry) and `fetch/` (the download cache), which
+share it; it knows neither a registry nor a bundle.
+
 Writes stream into a temp file in the blob directory while hashing, then fsync and rename only
 if the digest matches: a mismatch or a crash never leaves a file under a final name, so a retry
 starts clean. An existing blob is trusted by its name only after `verify` (never by its size).
