@@ -9,6 +9,7 @@ import os
 import tarfile
 from importlib import resources as ilr
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -381,3 +382,40 @@ def test_install_writes_registry_credentials_once_and_never_prints_them(tmp_path
         assert (pki / name).stat().st_mode & 0o777 == 0o600, name
     assert plan([creds], ctx).empty  # a second install keeps them (clients keep working)
     assert (pki / "registry-password").read_text().strip() == password
+
+
+def test_install_from_a_bundle_needs_a_key_or_says_unverified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses as dc
+
+    import airlock.trust
+    from airlock.bundle.signing import generate_keypair
+    from airlock.bundle.writer import write_bundle
+    from airlock.errors import VerificationError
+    from airlock.verbs.node import InstallOptions, NodeResult, install_node
+    from airlock_lab.bundle_testing import put_file, sample_content
+
+    monkeypatch.setattr(airlock.trust, "TRUSTED_KEYS_DIR", tmp_path / "no-keys")
+    priv, pub = generate_keypair(tmp_path / "site")
+    blobs = BlobStore(tmp_path / "blobs")
+    files = [
+        put_file(blobs, name, data, url=url, platform=platform)
+        for name, (url, data, platform) in bundle_files().items()
+    ]
+    content = dc.replace(sample_content(blobs, big_file_size=10), files=files)
+    bundle = write_bundle(content, blobs=blobs, out=tmp_path / "out", sign_key=priv).path
+
+    def install(**kw: Any) -> NodeResult:
+        opts = InstallOptions(registry_listen=["127.0.0.1:5000"], platform=PLAT, **kw)
+        return install_node(bundle, root=tmp_path / "root", dry_run=True, options=opts)
+
+    with pytest.raises(VerificationError, match="no trusted key") as refused:
+        install()
+    assert refused.value.exit_code == 3
+    unverified = install(allow_unsigned=True)
+    assert unverified.trust == "UNVERIFIED"
+    assert unverified.to_json()["trust"] == "UNVERIFIED"
+    signed = install(keys=[pub])
+    assert signed.trust is not None and signed.trust.startswith("signed by sha256:")
+    assert not (tmp_path / "root" / "usr").exists()  # a dry run

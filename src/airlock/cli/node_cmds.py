@@ -22,11 +22,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _render(result: object, *, dry_run: bool) -> None:
+    from airlock.trust import UNVERIFIED
     from airlock.verbs.node import NodeResult
 
     assert isinstance(result, NodeResult)
 
     def text() -> None:
+        if result.trust is not None and result.trust == UNVERIFIED:
+            state.warn("installing from a bundle no trusted key vouched for: UNVERIFIED")
         if result.plan.empty:
             state.line("nothing to change: the node already matches the plan")
             return

@@ -7,6 +7,7 @@ applied and a second run finds nothing to do.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +42,16 @@ __all__ = [
 class NodeResult:
     plan: engine.Plan
     applied: engine.ApplyResult | None
+    trust: str | None = None  # installing from a bundle: who vouched for it, or UNVERIFIED
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "plan": self.plan.to_json(),
             "applied": self.applied.to_json() if self.applied else None,
         }
+        if self.trust is not None:
+            out["trust"] = self.trust
+        return out
 
 
 def _run(resources: Sequence[engine.Resource], *, root: Path, dry_run: bool) -> NodeResult:
@@ -124,6 +129,7 @@ class _Installing:
     resolved: dict[str, Any]
     images: list[str]
     spec: dict[str, Any]
+    trust: str | None = None
 
 
 @contextlib.contextmanager
@@ -142,7 +148,11 @@ def _source(bundle: Path | None, options: InstallOptions) -> Iterator[_Installin
     with Bundle.open(bundle, trust=trust, hash_content=False) as opened:
         m = opened.manifest
         yield _Installing(
-            BundleSource(opened), dict(m.resolved), [i.reference for i in m.images], dict(m.spec)
+            BundleSource(opened),
+            dict(m.resolved),
+            [i.reference for i in m.images],
+            dict(m.spec),
+            opened.report.trust,
         )
 
 
@@ -174,7 +184,7 @@ def install_node(
         warning = loopback_only_warning(listen)
         if warning is not None:
             resources.append(Probe("registry listen addresses", lambda _ctx: [warning]))
-        return _run(resources, root=root, dry_run=dry_run)
+        return dataclasses.replace(_run(resources, root=root, dry_run=dry_run), trust=found.trust)
 
 
 def check_node(*, root: Path, registry_url: str | None, store: Path) -> list[CheckResult]:
