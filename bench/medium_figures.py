@@ -196,12 +196,12 @@ def main() -> None:
         victim.unlink()
         parts = next(out.glob("*.airlock.parts.json"))
         started = time.monotonic()
-        repair_bundle(parts, options=RepairOptions(verify=False))
+        repair_bundle(parts, options=RepairOptions(verify=False, allow_unsigned=True))
         rebuild_seconds = time.monotonic() - started
         assert victim.read_bytes() == saved.read_bytes()
         victim.unlink()
         started = time.monotonic()
-        repair_bundle(parts, options=RepairOptions(verify=True))
+        repair_bundle(parts, options=RepairOptions(verify=True, allow_unsigned=True))
         repair_verify_seconds = time.monotonic() - started
         usb_seconds = split / USB_BYTES_PER_SECOND
         results["repair"] = {
