@@ -857,9 +857,14 @@ async def _upload_status(request: web.Request, name: str, upload_id: str) -> web
 async def _limited_append(
     request: web.Request, reg: _Registry, store: OciLayout, upload: _Upload
 ) -> None:
-    """Append a chunk within the limits; past one, the whole upload is dropped (nothing stays)."""
+    """Append a chunk within the limits; past one, the whole upload is dropped (nothing stays).
+
+    The upload is claimed (busy) before the first await, so a second request for the same
+    upload is refused rather than interleaved.
+    """
     limit = _chunk_limit(request, upload)
     cap = _upload_cap(reg, store, upload.size)
+    upload.busy = True
     try:
         if limit is not None and upload.size + limit > cap.limit:
             raise _too_large(cap.what, cap.limit, upload.size + limit)
@@ -869,6 +874,8 @@ async def _limited_append(
         if exc.status in (403, 413):
             _drop_upload(reg, upload)
         raise
+    finally:
+        upload.busy = False
 
 
 async def _upload_patch(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
@@ -895,13 +902,13 @@ async def _upload_finish(request: web.Request, name: str, upload_id: str) -> web
     except _CLIENT_GONE as exc:
         _drop_upload(reg, upload)
         raise RegistryHTTPError(400, "BLOB_UPLOAD_INVALID", "upload interrupted") from exc
+    upload.busy = True  # from here on the upload is being published: nobody appends
     try:
         # publishing copies the upload into the blob directory
         await asyncio.to_thread(reg.check_floor, store, upload.size)
     except RegistryHTTPError:
         _drop_upload(reg, upload)
         raise
-    upload.busy = True
     try:
         await asyncio.to_thread(store.put_file, upload.path, digest)
     except DigestMismatch as exc:
