@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKERS ?= 2
 
-.PHONY: deps demo test test-full lint unit component conformance e2e bench fuzz clean
+.PHONY: deps demo test test-full components lint unit component conformance e2e bench fuzz clean
+FULL_PLATFORMS := linux/amd64,linux/arm64
 
 deps:
 	@scripts/deps.sh
@@ -15,14 +16,24 @@ lint: deps
 	$(VENV)/bin/ruff format --check src lab/src tests bench
 	$(VENV)/bin/mypy
 
-test: deps lint
+# The seed's real components, built from their Go modules (cached: see docs/components.md).
+components: deps
+	$(VENV)/bin/airlock lab components --set seed
+
+test: deps lint components
 	$(VENV)/bin/pytest -n $(WORKERS) -q tests/unit tests/component
 	$(PY) -m airlock_lab.conformance --results out/conformance
 	$(VENV)/bin/pytest -q tests/e2e  # one shared gap topology: serially
 
 # Slower checks, apart from `make test`: bundle send/receive through lossy links (namespaces
-# medium-tx/medium-rx of its own, iptables drops at 1, 5 and 20 %).
+# medium-tx/medium-rx of its own, iptables drops at 1, 5 and 20 %); the real components for
+# linux/arm64 too (multi-arch indexes of real builds) and the `current` preset's versions.
 test-full: deps
+	AIRLOCK_DEPS_FULL=1 scripts/deps.sh
+	$(VENV)/bin/airlock lab components --set seed --set current \
+	  --platform linux/amd64 --platform linux/arm64
+	AIRLOCK_TEST_PLATFORMS=$(FULL_PLATFORMS) $(VENV)/bin/pytest -q \
+	  tests/component/test_upstream.py tests/component/test_real_components.py
 	$(VENV)/bin/pytest -q tests/full
 
 unit: deps

@@ -26,9 +26,15 @@ def upstream_cache_dir() -> Path:
     return Path(os.environ.get("AIRLOCK_TEST_CACHE", "/tmp/airlock-test-cache")) / "upstream"
 
 
+def component_platforms() -> tuple[str, ...]:
+    """The platforms the real components are built for: linux/amd64 in `make test`; `make
+    test-full` adds linux/arm64 (AIRLOCK_TEST_PLATFORMS=linux/amd64,linux/arm64)."""
+    return tuple(os.environ.get("AIRLOCK_TEST_PLATFORMS", "linux/amd64").split(","))
+
+
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[Upstream]:
-    with Upstream.start(upstream_cache_dir()) as up:
+    with Upstream.start(upstream_cache_dir(), platforms=component_platforms()) as up:
         yield up
 
 

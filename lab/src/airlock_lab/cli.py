@@ -1,4 +1,4 @@
-"""`airlock lab up|down|status|upstream`: the blog's air-gap topology on one Linux host."""
+"""`airlock lab up|down|status|upstream|components`: the air-gap lab and its real components."""
 
 from __future__ import annotations
 
@@ -89,3 +89,35 @@ def upstream(
         state.info("serving until interrupted (Ctrl-C or SIGTERM)")
 
     serve_forever(workdir, sources_out=sources_out, ready=ready)
+
+
+@lab_app.command("components")
+def components_cmd(
+    sets: list[str] = typer.Option(["seed"], "--set", help="seed, current (repeatable)."),
+    platform: list[str] = typer.Option(["linux/amd64"], "--platform", help="GOOS/GOARCH."),
+    json_out: bool = json_option(),
+) -> None:
+    """Build the real components from their Go modules (cached under the user's cache dir)."""
+    use_json(json_out)
+    from airlock_lab.components import build
+
+    built = build(sets, platforms=platform, progress=lambda name, msg: state.info(f"{name}: {msg}"))
+    rows = [
+        {
+            "component": b.recipe.key,
+            "platform": f"{b.goos}/{b.goarch}",
+            "cached": b.cached,
+            "seconds": round(b.seconds, 1),
+            "dir": str(b.dir),
+            "note": b.recipe.note,
+        }
+        for b in built
+    ]
+    total = sum(b.seconds for b in built)
+    state.emit(
+        {"components": rows, "seconds": round(total, 1)},
+        lambda: state.line(
+            f"{len(built)} component builds ready ({sum(not b.cached for b in built)} built, "
+            f"{total:.0f}s)"
+        ),
+    )

@@ -207,7 +207,15 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
         with _stage(
             summary, "1. simulated upstream (files, chart repo, 3 docker-registry daemons)"
         ):
-            up = stack.enter_context(Upstream.start(cache / "upstream"))
+            _say(
+                "   the seed's real components are built from their Go modules first: the first"
+                " (cold) build takes tens of minutes on 2 cores, later runs take seconds"
+            )
+            up = stack.enter_context(
+                Upstream.start(
+                    cache / "upstream", progress=lambda name, msg: _say(f"   {name}: {msg}")
+                )
+            )
             _say(
                 f"   files {up.files_url}; registries "
                 + ", ".join(f"{h}={u}" for h, u in sorted(up.registries.items()))
@@ -418,7 +426,7 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             )
         with _stage(
             summary,
-            "12. cluster init and app deploy, --dry-run (kubeadm and helm are stand-ins here)",
+            "12. cluster init and app deploy, --dry-run (the bundle's real kubeadm and helm)",
         ):
             res = _airlock(
                 gap_airlock,
@@ -485,10 +493,10 @@ def _print_summary(s: DemoSummary) -> None:
         _say(f"   {secs:7.1f}s  {name}")
     _say(f"   total {sum(s.stages.values()):.1f}s")
     _say(
-        "   real: docker-registry (upstream), skopeo, airlock's registry, containerd 1.6 + runc, CNI plugins, network namespaces, bundle signing and verification"
+        "   real: docker-registry (upstream), skopeo, airlock's registry, containerd 1.6 + runc, network namespaces, bundle signing and verification; kubeadm, kubelet, kubectl, kube-* images, etcd, CoreDNS, pause, Flannel, CNI plugins, Helm, k9s built from their Go modules (docs/components.md)"
     )
     _say(
-        "   stand-ins: kubeadm, kubelet, crictl, helm, k9s binaries and the image contents (kube-*, etcd, coredns, flannel, podinfo run busybox); no Kubernetes cluster was started"
+        "   stand-ins: crictl v1.27.0, podinfo (image and chart) and the registry image (their modules are not served here); no Kubernetes cluster was started"
     )
     for note in s.notes:
         _say(f"   note: {note}")

@@ -17,7 +17,7 @@ import gzip
 import hashlib
 import io
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -504,12 +504,19 @@ def build_seed_images(
     *,
     kubernetes_versions: Sequence[str] = ("v1.27.3", "v1.27.4"),
     busybox: Path = BUSYBOX_PATH,
+    replaced: Collection[str] = (),
 ) -> list[BuiltImage]:
-    """Write the blog's image set into `layout`; every image shares the busybox base layer."""
+    """Write the blog's image set into `layout`; every image shares the busybox base layer.
+
+    `replaced` names the references that are built from the real components instead
+    (`realimages`); no stand-in is written for them.
+    """
     builder = ImageBuilder(layout)
     base = busybox_base_layer(busybox)
     images: list[BuiltImage] = []
     for seed in _seeds(kubernetes_versions):
+        if seed.ref in replaced:
+            continue
         variants = []
         for platform in seed.arches:
             labels = {

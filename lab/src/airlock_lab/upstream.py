@@ -47,7 +47,8 @@ from airlock.atomic import write_atomic
 from airlock.errors import AirlockError, SystemCommandError, UsageError
 from airlock.oci.layout import OciLayout
 from airlock.oci.ref import parse_reference
-from airlock_lab import imagebuild, standins
+from airlock_lab import components, imagebuild, realimages, standins
+from airlock_lab.components import Built
 from airlock_lab.distribution import Distribution, start_distribution
 from airlock_lab.imagebuild import TarEntry, write_tgz
 
@@ -55,6 +56,7 @@ __all__ = [
     "CNI_VERSION",
     "CONTAINERD_VERSION",
     "DEFAULT_KUBERNETES_VERSIONS",
+    "DEFAULT_PLATFORMS",
     "FILE_HOSTS",
     "FLANNEL_VERSION",
     "PODINFO_CHART_VERSION",
@@ -66,6 +68,7 @@ __all__ = [
 ]
 
 DEFAULT_KUBERNETES_VERSIONS = ("v1.27.3", "v1.27.4")
+DEFAULT_PLATFORMS = ("linux/amd64",)
 FILE_HOSTS = (
     "dl.k8s.io",
     "github.com",
@@ -161,12 +164,17 @@ def _data(name: str) -> bytes:
     return (resources.files("airlock_lab") / "data" / name).read_bytes()
 
 
-def _cache_key(inputs: _DebianInputs, versions: Sequence[str]) -> str:
-    """Changes when anything that shapes the build changes: code, data, Debian binaries."""
+Components = dict[tuple[str, str], Built]  # (recipe key, goarch) -> its cached build
+
+
+def _cache_key(inputs: _DebianInputs, versions: Sequence[str], comps: Components) -> str:
+    """Changes when anything that shapes the build changes: code, data, Debian binaries, and
+    the component builds (their directories are named by their own cache keys)."""
     h = hashlib.sha256(_BUILD_FORMAT.encode())
-    h.update(json.dumps([list(versions), inputs.fingerprint()]).encode())
+    built = sorted(str(b.dir) for b in comps.values())
+    h.update(json.dumps([list(versions), inputs.fingerprint(), built]).encode())
     here = Path(__file__).parent
-    for module in ("imagebuild.py", "standins.py", "upstream.py"):
+    for module in ("imagebuild.py", "realimages.py", "standins.py", "upstream.py"):
         h.update((here / module).read_bytes())
     for name in _DATA_FILES:
         h.update(_data(name))
@@ -241,44 +249,166 @@ def release_public_key_pem() -> bytes:
     )
 
 
-def _build_files(root: Path, inputs: _DebianInputs, versions: Sequence[str]) -> None:
-    """The upstream file hosts, as `root/<host>/<path>` (see the module docstring)."""
-    # dl.k8s.io: kubeadm/kubelet stand-ins, the real kubectl; `.sha256` holds the hex only.
+def _sha1_hex(path: Path) -> str:
+    h = hashlib.sha1()  # the CNI release publishes a .sha1 beside the others
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _arches(comps: Components, key: str) -> list[tuple[str, Built]]:
+    return sorted((arch, b) for (k, arch), b in comps.items() if k == key)
+
+
+def _signed_release_binary(path: Path) -> None:
+    """dl.k8s.io's checksum files hold the hex only; the `.sig` is a detached signature as
+    `cosign sign-blob --key` writes it (base64), beside the binary."""
+    _put(path.with_name(path.name + ".sha256"), _sha256_hex(path).encode())
+    _put(path.with_name(path.name + ".sha512"), _sha512_hex(path).encode())
+    sig = release_signing_key().sign(path.read_bytes())
+    _put(path.with_name(path.name + ".sig"), base64.b64encode(sig))
+
+
+def _build_kubernetes(
+    root: Path, inputs: _DebianInputs, versions: Sequence[str], comps: Components
+) -> None:
     release = root / "dl.k8s.io" / "release"
     for v in versions:
+        real = _arches(comps, f"kubernetes-{v}")
+        constants = (
+            root
+            / "raw.githubusercontent.com"
+            / (f"kubernetes/kubernetes/{v}/cmd/kubeadm/app/constants/constants.go")
+        )
+        if real:
+            # the release binaries of every command, as the release bucket holds them
+            for arch, built in real:
+                for command in built.recipe.commands:
+                    dst = _copy(
+                        built.path(command.name),
+                        release / v / "bin" / "linux" / arch / command.name,
+                    )
+                    _signed_release_binary(dst)
+            source = components.source_dir(real[0][1], "k8s.io/kubernetes")
+            _copy_file(source / "cmd/kubeadm/app/constants/constants.go", constants)
+            continue
+        # A version with no component build: labelled stand-ins (kubeadm, kubelet) and
+        # Debian's kubectl.
         bindir = release / v / "bin" / "linux" / "amd64"
-        binaries = [
+        for b in (
             _put(bindir / "kubeadm", standins.kubeadm_script(v), mode=0o755),
             _put(bindir / "kubelet", standins.kubelet_script(v), mode=0o755),
             _copy(inputs.kubectl, bindir / "kubectl"),
-        ]
-        for b in binaries:
-            _put(b.with_name(b.name + ".sha256"), _sha256_hex(b).encode())
-            # a detached signature as `cosign sign-blob --key` writes it (base64, beside it)
-            sig = release_signing_key().sign(b.read_bytes())
-            _put(b.with_name(b.name + ".sig"), base64.b64encode(sig))
-    # kubeadm's constants.go at each tag: airlock's second source for the image list.
-    for v in versions:
-        constants = f"kubernetes/kubernetes/{v}/cmd/kubeadm/app/constants/constants.go"
-        _put(root / "raw.githubusercontent.com" / constants, standins.kubeadm_constants_go(v))
+        ):
+            _signed_release_binary(b)
+        _put(constants, standins.kubeadm_constants_go(v))
     minors: dict[str, str] = {}
     for v in sorted(versions, key=_version_key):
         minors[".".join(v.split(".")[:2])] = v
     for minor, latest in minors.items():
         _put(release / f"stable-{minor.lstrip('v')}.txt", latest.encode())
 
-    gh = root / "github.com"
-    # CNI plugins: Debian's real plugins, at ./ of the tgz as upstream packs them.
-    cni_dir = gh / "containernetworking/plugins/releases/download" / CNI_VERSION
-    cni = cni_dir / f"cni-plugins-linux-amd64-{CNI_VERSION}.tgz"
-    write_tgz(
-        cni,
-        [TarEntry(p.name, source=p, mode=0o755) for p in inputs.cni_plugins()],
-        dot_root=True,
-    )
-    _put(cni.with_name(cni.name + ".sha256"), _sum_line(cni))
-    _put(cni.with_name(cni.name + ".sha512"), f"{_sha512_hex(cni)}  {cni.name}\n".encode())
 
+def _copy_file(src: Path, dst: Path) -> Path:
+    """A plain (non-executable) copy out of Go's read-only module cache."""
+    _put(dst, src.read_bytes())
+    return dst
+
+
+def _build_cni(gh: Path, comps: Components) -> None:
+    # scripts/release.sh at v1.3.0: `tar -C bin -caf cni-plugins-linux-$arch-$TAG.tgz .` of
+    # every plugin, then `.sha1`, `.sha256`, `.sha512` files as sha*sum writes them.
+    for arch, built in _arches(comps, f"cni-plugins-{CNI_VERSION}"):
+        cni = (
+            gh
+            / "containernetworking/plugins/releases/download"
+            / CNI_VERSION
+            / f"cni-plugins-linux-{arch}-{CNI_VERSION}.tgz"
+        )
+        write_tgz(
+            cni,
+            [
+                TarEntry(c.name, source=built.path(c.name), mode=0o755)
+                for c in built.recipe.commands
+            ],
+            dot_root=True,
+        )
+        _put(cni.with_name(cni.name + ".sha1"), f"{_sha1_hex(cni)}  {cni.name}\n".encode())
+        _put(cni.with_name(cni.name + ".sha256"), _sum_line(cni))
+        _put(cni.with_name(cni.name + ".sha512"), f"{_sha512_hex(cni)}  {cni.name}\n".encode())
+
+
+def _build_helm(root: Path, comps: Components) -> None:
+    # helm's Makefile at v3.12.2: `dist` packs linux-$arch/{helm,LICENSE,README.md}; `checksum`
+    # writes `.sha256sum` (hash  name) and `.sha256` (hash only).
+    for arch, built in _arches(comps, f"helm-{standins.HELM_VERSION}"):
+        source = components.source_dir(built, "helm.sh/helm/v3")
+        helm = root / "get.helm.sh" / f"helm-{standins.HELM_VERSION}-linux-{arch}.tar.gz"
+        write_tgz(
+            helm,
+            [
+                TarEntry(f"linux-{arch}/helm", source=built.path("helm"), mode=0o755),
+                TarEntry(f"linux-{arch}/LICENSE", source=source / "LICENSE"),
+                TarEntry(f"linux-{arch}/README.md", source=source / "README.md"),
+            ],
+        )
+        _put(helm.with_name(helm.name + ".sha256sum"), _sum_line(helm))
+        _put(helm.with_name(helm.name + ".sha256"), _sha256_hex(helm).encode())
+
+
+def _build_k9s(gh: Path, comps: Components) -> None:
+    # .goreleaser.yml at v0.27.4: archives `k9s_{{ .Os }}_{{ .Arch }}` (linux -> Linux) with
+    # goreleaser's default extra files (LICENSE*, README*), one `checksums.txt` for all.
+    k9s_dir = gh / "derailed/k9s/releases/download" / standins.K9S_VERSION
+    sums = b""
+    for arch, built in _arches(comps, f"k9s-{standins.K9S_VERSION}"):
+        source = components.source_dir(built, "github.com/derailed/k9s")
+        k9s = k9s_dir / f"k9s_Linux_{arch}.tar.gz"
+        write_tgz(
+            k9s,
+            [
+                TarEntry("k9s", source=built.path("k9s"), mode=0o755),
+                TarEntry("LICENSE", source=source / "LICENSE"),
+                TarEntry("README.md", source=source / "README.md"),
+            ],
+        )
+        sums += _sum_line(k9s)
+    if sums:
+        _put(k9s_dir / "checksums.txt", sums)
+
+
+def _build_flannel(gh: Path, comps: Components) -> None:
+    # The release's kube-flannel.yml is Documentation/kube-flannel.yml of the tag; the Makefile's
+    # tar.gz target packs flanneld, mk-docker-opts.sh and README.md per architecture.
+    download = gh / "flannel-io/flannel/releases/download" / FLANNEL_VERSION
+    real = _arches(comps, f"flannel-{FLANNEL_VERSION}")
+    if not real:
+        _put(download / "kube-flannel.yml", _data("upstream-kube-flannel.yml"))
+        return
+    source = components.source_dir(real[0][1], "github.com/flannel-io/flannel")
+    _copy_file(source / "Documentation/kube-flannel.yml", download / "kube-flannel.yml")
+    for arch, built in real:
+        tgz = download / f"flannel-{FLANNEL_VERSION}-linux-{arch}.tar.gz"
+        write_tgz(
+            tgz,
+            [
+                TarEntry("flanneld", source=built.path("flanneld"), mode=0o755),
+                TarEntry("mk-docker-opts.sh", source=source / "dist/mk-docker-opts.sh", mode=0o755),
+                TarEntry("README.md", source=source / "README.md"),
+            ],
+        )
+
+
+def _build_files(
+    root: Path, inputs: _DebianInputs, versions: Sequence[str], comps: Components
+) -> None:
+    """The upstream file hosts, as `root/<host>/<path>` (see the module docstring)."""
+    _build_kubernetes(root, inputs, versions, comps)
+    gh = root / "github.com"
+    _build_cni(gh, comps)
+
+    # crictl v1.27.0 is not served by the module proxy these machines reach: a stand-in.
     crictl_dir = gh / "kubernetes-sigs/cri-tools/releases/download" / standins.CRICTL_VERSION
     crictl = crictl_dir / f"crictl-{standins.CRICTL_VERSION}-linux-amd64.tar.gz"
     write_tgz(crictl, [TarEntry("crictl", data=standins.crictl_script(), mode=0o755)])
@@ -302,32 +432,9 @@ def _build_files(root: Path, inputs: _DebianInputs, versions: Sequence[str]) -> 
     )
     _put(runc.with_name("runc.sha256sum"), _sum_line(runc))
 
-    k9s_dir = gh / "derailed/k9s/releases/download" / standins.K9S_VERSION
-    k9s = k9s_dir / "k9s_Linux_amd64.tar.gz"
-    write_tgz(
-        k9s,
-        [
-            TarEntry("k9s", data=standins.k9s_script(), mode=0o755),
-            TarEntry("LICENSE", data=b"Apache License 2.0 (airlock stand-in archive)\n"),
-            TarEntry("README.md", data=b"# k9s (airlock stand-in)\n"),
-        ],
-    )
-    _put(k9s_dir / "checksums.txt", _sum_line(k9s))
-
-    flannel = gh / "flannel-io/flannel/releases/download" / FLANNEL_VERSION / "kube-flannel.yml"
-    _put(flannel, _data("upstream-kube-flannel.yml"))
-
-    helm = root / "get.helm.sh" / f"helm-{standins.HELM_VERSION}-linux-amd64.tar.gz"
-    write_tgz(
-        helm,
-        [
-            TarEntry("linux-amd64/helm", data=standins.helm_script(), mode=0o755),
-            TarEntry("linux-amd64/LICENSE", data=b"Apache License 2.0 (airlock stand-in)\n"),
-            TarEntry("linux-amd64/README.md", data=b"# Helm (airlock stand-in archive)\n"),
-        ],
-    )
-    _put(helm.with_name(helm.name + ".sha256sum"), _sum_line(helm))
-    _put(helm.with_name(helm.name + ".sha256"), _sha256_hex(helm).encode())
+    _build_k9s(gh, comps)
+    _build_flannel(gh, comps)
+    _build_helm(root, comps)
 
     templates = (
         root
@@ -502,6 +609,7 @@ class Upstream:
         build_dir: Path,
         run_dir: Path,
         kubernetes_versions: tuple[str, ...],
+        platforms: tuple[str, ...],
         images: list[str],
         file_server: _FileServer,
         registry_procs: dict[str, Distribution],
@@ -511,6 +619,7 @@ class Upstream:
         self.build_dir = build_dir
         self.run_dir = run_dir
         self.kubernetes_versions = kubernetes_versions
+        self.platforms = platforms
         self.images = images
         self._files = file_server
         self._registries = registry_procs
@@ -522,8 +631,14 @@ class Upstream:
         workdir: Path,
         *,
         kubernetes_versions: Sequence[str] = DEFAULT_KUBERNETES_VERSIONS,
+        platforms: Sequence[str] = DEFAULT_PLATFORMS,
+        progress: components.Progress | None = None,
     ) -> Upstream:
-        """Build (or reuse the cached build), start the registries and the file server."""
+        """Build (or reuse the cached build), start the registries and the file server.
+
+        The real components are built first (`components.build`, cached under the user's
+        cache directory) for every platform in `platforms`.
+        """
         versions = tuple(kubernetes_versions)
         for v in versions:
             standins.kubeadm_images(v)  # refuse unknown versions before any work
@@ -534,7 +649,11 @@ class Upstream:
                 "skopeo not found: the simulated upstream pushes its images with it",
                 "apt-get install skopeo",
             )
-        build_dir = workdir / f"build-{_cache_key(inputs, versions)}"
+        comps = {
+            (b.recipe.key, b.goarch): b
+            for b in components.build(("seed",), platforms=platforms, progress=progress)
+        }
+        build_dir = workdir / f"build-{_cache_key(inputs, versions, comps)}"
         run_dir = workdir / "run" / f"{os.getpid()}-{secrets.token_hex(4)}"
         run_dir.mkdir(parents=True)
         registries: dict[str, Distribution] = {}
@@ -548,12 +667,8 @@ class Upstream:
                 if not complete:
                     shutil.rmtree(build_dir, ignore_errors=True)
                     build_dir.mkdir(parents=True)
-                    built = imagebuild.build_seed_images(
-                        OciLayout(build_dir / "oci"),
-                        kubernetes_versions=versions,
-                        busybox=inputs.busybox,
-                    )
-                    _build_files(build_dir / "files", inputs, versions)
+                    built = _build_images(build_dir / "oci", inputs, versions, comps)
+                    _build_files(build_dir / "files", inputs, versions, comps)
                 for host in REGISTRY_HOSTS:
                     registries[host] = start_distribution(
                         host, build_dir / "registry" / host, run_dir
@@ -582,6 +697,7 @@ class Upstream:
             build_dir=build_dir,
             run_dir=run_dir,
             kubernetes_versions=versions,
+            platforms=tuple(platforms),
             images=images,
             file_server=files,
             registry_procs=registries,
@@ -674,6 +790,27 @@ class Upstream:
             if upstream_url.startswith(prefix):
                 return self.files_root / host / upstream_url[len(prefix) :]
         raise UsageError(f"{upstream_url} is not served by the simulated upstream")
+
+
+def _build_images(
+    layout_dir: Path, inputs: _DebianInputs, versions: Sequence[str], comps: Components
+) -> list[imagebuild.BuiltImage]:
+    """The real images where a component build makes them, labelled stand-ins for the rest
+    (podinfo, the registry, Kubernetes versions without a build)."""
+    layout = OciLayout(layout_dir)
+    wanted = realimages.real_images(versions)
+    builder = imagebuild.ImageBuilder(layout)
+    real = realimages.build_real_images(
+        builder, wanted, comps, busybox=imagebuild.busybox_base_layer(inputs.busybox)
+    )
+    standin = imagebuild.build_seed_images(
+        layout,
+        kubernetes_versions=versions,
+        busybox=inputs.busybox,
+        replaced={i.ref for i in real},
+    )
+    order = {ref: n for n, ref in enumerate(imagebuild.seed_image_refs(versions))}
+    return sorted([*real, *standin], key=lambda i: order.get(i.ref, len(order)))
 
 
 def _push_all(
