@@ -10,6 +10,9 @@
     └── VerificationError             exit 3: a digest, a signature or a volume is wrong
         └── DigestMismatch            bytes do not match their digest
 
+Each class has a stable `code` (SPEC_INVALID, VERIFICATION_FAILED, ...): the `error.code` of the
+one JSON document a command prints with --json, for scripts to switch on.
+
 Third-party exceptions are translated at the boundary (`raise X(...) from exc`); the CLI has one
 handler that maps these to exit codes and prints message and hint (traceback only with --debug).
 """
@@ -42,6 +45,7 @@ class AirlockError(Exception):
     """A failure the user can act on: what failed, and a hint on what to do."""
 
     exit_code = EXIT_FAILED
+    code = "FAILED"
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -54,10 +58,13 @@ class AirlockError(Exception):
 
 class UsageError(AirlockError):
     exit_code = EXIT_USAGE
+    code = "USAGE"
 
 
 class SpecError(UsageError):
     """One or more spec fields are wrong; each problem names file, line and field."""
+
+    code = "SPEC_INVALID"
 
     def __init__(self, problems: list[str], hint: str | None = None) -> None:
         self.problems = problems
@@ -65,26 +72,29 @@ class SpecError(UsageError):
 
 
 class FetchError(AirlockError):
-    pass
+    code = "FETCH_FAILED"
 
 
 class RegistryError(FetchError):
-    pass
+    code = "REGISTRY_ERROR"
 
 
 class SystemCommandError(AirlockError):
-    pass
+    code = "COMMAND_FAILED"
 
 
 class NodeError(AirlockError):
-    pass
+    code = "NODE_FAILED"
 
 
 class VerificationError(AirlockError):
     exit_code = EXIT_VERIFY
+    code = "VERIFICATION_FAILED"
 
 
 class DigestMismatch(VerificationError):
+    code = "DIGEST_MISMATCH"
+
     def __init__(self, what: str, expected: str, actual: str, hint: str | None = None) -> None:
         self.what = what
         self.expected = expected

@@ -7,11 +7,12 @@ that pydantic cannot place (duplicate images) are done here with their own posit
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from io import StringIO
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -371,14 +372,54 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return out or "(document)"
 
 
+def _model_fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The field names (as users write them) of the model that `loc` points into."""
+    model: type[BaseModel] = Spec
+    for part in loc:
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            continue  # a list index or a dict key: still inside the same model's container
+        inner = _model_in(field.annotation)
+        if inner is None:
+            return []
+        model = inner
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _describe(err: ErrorDetails) -> str:
     kind = err["type"]
+    loc = tuple(err["loc"])
     if kind == "extra_forbidden":
-        return "unknown field"
+        known = _model_fields_at(loc[:-1])
+        return "unknown field" + _did_you_mean(str(loc[-1]), known)
     if kind == "missing":
         return "required field is missing"
     if kind == "literal_error":
-        return f"{err['msg'].lower()}, got {err['input']!r}"
+        expected = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+        msg = str(err["msg"])
+        return f"{msg[:1].lower()}{msg[1:]}, got {err['input']!r}" + _did_you_mean(
+            str(err["input"]), expected
+        )
+    if kind == "string_type" and isinstance(err["input"], int | float):
+        return (
+            f"must be text, but YAML read {err['input']!r} as a number "
+            f'(1.30 even becomes 1.3): quote it, e.g. "v{err["input"]}"'
+        )
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ")
 

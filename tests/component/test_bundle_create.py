@@ -246,9 +246,9 @@ def test_os_packages_closure_travels(upstream: Upstream, tmp_path: Path) -> None
         packages = {"os": "debian-12", "names": ["app"], "repositories": [f"{url}dists/toy"]}
         spec = write_spec(tmp_path, upstream, packages=packages)
         plan = json.loads(run("plan", "-f", str(spec), "--json").stdout)
-        rows = {a["name"]: a for a in plan if a["kind"] == "package"}
+        rows = {a["name"]: a for a in plan["artifacts"] if a["kind"] == "package"}
         assert set(rows) == {"app", "libdep"}
-        assert rows["libdep"]["found_in"][0].startswith("app (Depends: libdep")  # why it travels
+        assert rows["libdep"]["foundIn"][0].startswith("app (Depends: libdep")  # why it travels
         out = json.loads(
             create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=("--json",)).stdout
         )
@@ -269,7 +269,7 @@ def test_upstream_signatures_checked_and_recorded(upstream: Upstream, tmp_path: 
         create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=("--json",)).stdout
     )
     files = json.loads(run("bundle", "inspect", out["bundle"], "--json").stdout)["files"]
-    signed_files = {f["name"] for f in files if f["signature_key"]}
+    signed_files = {f["name"] for f in files if f["signatureKey"]}
     assert signed_files == {"kubeadm", "kubelet", "kubectl"}
     # a key that did not sign them: refused, naming the file
     from airlock.bundle.signing import generate_keypair

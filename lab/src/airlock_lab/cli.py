@@ -76,11 +76,20 @@ def status(
 def upstream(
     workdir: Path = typer.Option(Path("/var/tmp/airlock-upstream"), "--workdir"),
     sources_out: Path | None = typer.Option(None, "--sources-out"),
+    json_out: bool = json_option(),
 ) -> None:
     """Run the simulated upstream in the foreground; write the `sources:` block for a spec."""
+    use_json(json_out)
     from airlock_lab.upstream import Upstream, serve_forever
 
     def ready(up: Upstream) -> None:
+        state.ready(
+            {
+                "filesUrl": up.files_url,
+                "registries": dict(sorted(up.registries.items())),
+                "sourcesOut": str(sources_out) if sources_out else None,
+            }
+        )
         state.info(f"files at {up.files_url}")
         for host, url in sorted(up.registries.items()):
             state.info(f"registry {host} at {url}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from airlock.cli.output import json_option, state, use_json
+from airlock.cli.output import camel, json_option, state, use_json
 
 __all__ = ["register"]
 
@@ -23,6 +23,28 @@ def register(app: typer.Typer) -> None:
     app.add_typer(bundle_app, name="bundle")
     app.add_typer(keys_app, name="keys")
     app.command("load")(load)
+
+
+def _expiry(text: str | None) -> str | None:
+    """`--expires YYYY-MM-DD`, checked on the command line: a real date, not in the past."""
+    import datetime
+
+    from airlock.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--expires {text!r} is not a date", hint="give it as YYYY-MM-DD, e.g. 2027-06-30"
+        ) from None
+    if day < datetime.datetime.now(datetime.UTC).date():
+        raise UsageError(
+            f"--expires {text} is in the past: every load would refuse the bundle",
+            hint="give a later date (YYYY-MM-DD), or leave --expires out",
+        )
+    return day.isoformat()
 
 
 @bundle_app.command("create")
@@ -77,6 +99,7 @@ def create(
             "e.g. --split 4G --recovery 20%",
         )
     recovery_percent = parse_percent(recovery) if recovery is not None else None
+    expiry = _expiry(expires)  # before any download: a typo must not cost the fetch
     spec = load_spec(spec_file)
     with DownloadProgress() as progress:
         result = create_bundle(
@@ -87,7 +110,7 @@ def create(
                 sign_key=sign,
                 split=parse_size(split) if split else None,
                 sequence=sequence,
-                expires=expires,
+                expires=expiry,
                 progress=progress,
                 since=since,
                 since_keys=tuple(since_key),
@@ -201,7 +224,6 @@ def inspect(
 ) -> None:
     """List contents, sizes, sources, SBOM summary."""
     use_json(json_out)
-    import dataclasses
 
     from airlock.bundle.inspect import inspect_bundle
     from airlock.cli.sizes import format_size
@@ -267,9 +289,7 @@ def inspect(
             title=f"files ({len(s.files)})",
         )
 
-    state.emit(
-        {**dataclasses.asdict(summary), "compression_ratio": summary.compression_ratio}, text
-    )
+    state.emit({**camel(summary), "compressionRatio": summary.compression_ratio}, text)
 
 
 @bundle_app.command("verify")

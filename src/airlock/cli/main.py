@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -66,37 +68,103 @@ def _register_plugins(group: str = "airlock.commands") -> None:
 _register_plugins()
 
 
-def _report(exc: AirlockError) -> None:
-    if state.json:
-        import json
+GLOBAL_FLAGS = ("--json", "--debug")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+# click's base of usage errors, whether typer bundles click or depends on it
+_ClickException: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
 
-        payload = {"error": exc.message, "hint": exc.hint, "exitCode": exc.exit_code}
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+def _take_global_flags(argv: list[str]) -> list[str]:
+    """--json and --debug count wherever they stand on the line (before a `--`)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head, tail = argv[:end], argv[end:]
+    state.json = state.json or "--json" in head
+    state.debug = state.debug or "--debug" in head
+    return [a for a in head if a not in GLOBAL_FLAGS] + tail
+
+
+def _error(code: str, message: str, hint: str | None) -> dict[str, str | None]:
+    return {"code": code, "message": message, "hint": hint}
+
+
+def _report(exc: AirlockError, code: str | None = None) -> None:
+    state.finish(_error(code or exc.code, exc.message, exc.hint))
     # messages name things like `containers[kube-flannel]`: never read them as markup
     state.err.print(f"[red bold]error:[/] {escape(exc.message)}", highlight=False)
     if exc.hint:
         state.err.print(f"[dim]hint:[/] {escape(exc.hint)}")
 
 
-def run() -> None:
+def _click_usage(exc: Any) -> int:
+    if state.json:
+        state.finish(_error("USAGE", exc.format_message(), "see --help"))
+    exc.show()
+    return int(exc.exit_code)
+
+
+_OS_HINTS = {
+    errno.EROFS: "the filesystem is mounted read-only: remount it read-write or choose another path",
+    errno.ENOSPC: "the filesystem is full: free space or choose another path, then run again",
+    errno.EACCES: "permission denied: run as a user that may write there (often root)",
+    errno.EPERM: "not permitted: run as root, or choose a path you own",
+    errno.ENOENT: "a file or directory on the path does not exist: check the path",
+}
+
+
+def _os_message(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
+def _os_hint(exc: OSError) -> str:
+    return _OS_HINTS.get(exc.errno or 0, "check the path and the filesystem, then run again")
+
+
+def run(argv: list[str] | None = None) -> None:
     """Console-script entry: every AirlockError becomes its exit code; nothing else leaks."""
-    if "--json" in sys.argv[1:]:
-        state.json = True
-    if "--debug" in sys.argv[1:]:
-        state.debug = True
+    args = _take_global_flags(list(sys.argv[1:] if argv is None else argv))
     try:
-        app()  # standalone: typer maps usage errors to exit 2 and --help/--version to 0
+        # not standalone: click would turn Ctrl-C into a silent exit and print usage errors
+        # itself; here every outcome goes through one place and one JSON document
+        code = app(args=args, prog_name="airlock", standalone_mode=False)
     except AirlockError as exc:
         if state.debug:
             traceback.print_exc()
         _report(exc)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        state.err.print("interrupted; run the command again to resume")
-        sys.exit(130)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except _ClickException as exc:
+        sys.exit(_click_usage(exc))
+    except (KeyboardInterrupt, typer.Abort):
+        code = EXIT_INTERRUPTED
+    except OSError as exc:
+        # the host said no (read-only, full, missing, not permitted): the user's to fix
+        if state.debug:
+            traceback.print_exc()
+        _report(AirlockError(_os_message(exc), _os_hint(exc)), "OS_ERROR")
+        sys.exit(EXIT_FAILED)
     except Exception as exc:
         if state.debug:
             traceback.print_exc()
-        state.err.print(f"[red bold]internal error:[/] {type(exc).__name__}: {escape(str(exc))}")
-        state.err.print("[dim]hint:[/] rerun with --debug for a traceback, and report it")
+        _report(
+            AirlockError(
+                f"internal error: {type(exc).__name__}: {exc}",
+                "rerun with --debug for a traceback, and report it",
+            ),
+            "INTERNAL",
+        )
         sys.exit(EXIT_FAILED)
+    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into this code, silently
+        _report(
+            AirlockError(
+                "interrupted: what was already downloaded, verified or written is kept",
+                "run the same command again: it resumes from there",
+            ),
+            "INTERRUPTED",
+        )
+    code = code if isinstance(code, int) else 0
+    state.finish(None if code == 0 else _error("FAILED", f"failed (exit {code})", None))
+    sys.exit(code)

@@ -1,7 +1,17 @@
-"""Rendering: rich text on a terminal, plain lines otherwise, stable JSON with --json."""
+"""Rendering: rich text on a terminal, plain lines otherwise, stable JSON with --json.
+
+The JSON contract: with --json a command prints exactly one JSON object on stdout, whether it
+succeeds or fails, once it ends (`finish`). Its keys are camelCase; `schemaVersion` names the
+contract's version; `ok` says whether the command succeeded; a failure adds
+`error: {code, message, hint}` (codes from `airlock.errors`) beside whatever result the command
+had already produced. A list result is carried under `items`. Long-running servers print their
+readiness object when they listen (`ready`), and their logs on stderr. Human output never goes
+to stdout under --json. The schema: `schemas/output.schema.json` in the source tree.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -13,7 +23,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["Output", "json_option", "state", "use_json"]
+from airlock.naming import camel_name
+
+__all__ = ["SCHEMA_VERSION", "Output", "camel", "json_option", "state", "use_json"]
+
+SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -25,17 +39,38 @@ class Output:
     err: Console = field(
         default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True)
     )
+    result: dict[str, Any] = field(default_factory=dict)
+    written: bool = False
 
     @property
     def interactive(self) -> bool:
         return not self.json and sys.stdout.isatty()
 
     def emit(self, data: Any, text: Callable[[], None] | None = None) -> None:
-        """JSON of `data` with --json, else the text renderer (or a JSON dump as a fallback)."""
-        if self.json or text is None:
-            sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        """The command's result: kept for the one JSON document with --json, else rendered as
+        text (a JSON dump when a command has no text form)."""
+        if self.json:
+            self.result.update(data if isinstance(data, dict) else {"items": data})
+        elif text is None:
+            _write(data)
         else:
             text()
+
+    def ready(self, data: dict[str, Any]) -> None:
+        """A server's readiness document, printed at once (it then runs until stopped)."""
+        if self.json:
+            _write({"schemaVersion": SCHEMA_VERSION, "ok": True, **data})
+            self.written = True
+
+    def finish(self, error: dict[str, Any] | None = None) -> None:
+        """Print the one JSON document (with --json), success or failure, exactly once."""
+        if not self.json or self.written:
+            return
+        doc: dict[str, Any] = {"schemaVersion": SCHEMA_VERSION, **self.result, "ok": error is None}
+        if error is not None:
+            doc["error"] = error
+        _write(doc)
+        self.written = True
 
     def line(self, message: str) -> None:
         if not self.json:
@@ -59,6 +94,23 @@ class Output:
 
 
 state = Output()
+
+
+def camel(obj: Any) -> Any:
+    """A dataclass tree as JSON data with camelCase field names (plain dict keys are data and
+    stay as they are)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {camel_name(f.name): camel(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: camel(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [camel(v) for v in obj]
+    return obj
+
+
+def _write(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def json_option() -> Any:

@@ -93,10 +93,13 @@ def serve(
             tls_key=tls_key,
             htpasswd=htpasswd,
             options=options,
-            ready=lambda url: state.info(
-                f"serving {source.description}{trust_note} at {url} ({mode})"
-            ),
+            ready=lambda url: _ready(f"{source.description}{trust_note}", url, mode),
         )
+
+
+def _ready(description: str, url: str, mode: str) -> None:
+    state.ready({"url": url, "serving": description, "mode": mode})
+    state.info(f"serving {description} at {url} ({mode})")
 
 
 def _limits(

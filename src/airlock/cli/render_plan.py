@@ -55,9 +55,11 @@ def render_plan(plan: Plan) -> None:
             state.warn(w)
 
     if state.json:
-        wheelhouse = [
-            {"kind": "wheelhouse", "name": label, "size": n} for label, n in plan.wheelhouse.items()
-        ]
-        state.emit([a.to_json() for a in plan.artifacts] + wheelhouse)
+        state.emit(
+            {
+                **plan.to_json(),
+                "wheelhouse": [{"name": label, "size": n} for label, n in plan.wheelhouse.items()],
+            }
+        )
     else:
         text()

@@ -41,6 +41,11 @@ def init(
         raise UsageError(f"unknown preset {preset!r}", hint=f"choose one of: {', '.join(PRESETS)}")
     if output.exists() and not force:
         raise UsageError(f"{output} exists", hint="use --force to overwrite, or -o another file")
+    if not output.parent.is_dir():
+        raise UsageError(
+            f"cannot write {output}: directory {output.parent} does not exist",
+            hint=f"create it first (mkdir -p {output.parent}), or name another -o/--output",
+        )
     text = preset_text(preset, sources=sources.read_text() if sources else None)  # type: ignore[arg-type]
     from airlock.spec import parse_spec
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from airlock.naming import camel_name
+
 __all__ = ["Artifact", "Plan"]
 
 
@@ -25,9 +27,8 @@ class Artifact:
     signature_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["found_in"] = list(self.found_in)
-        return data
+        """camelCase keys, as every --json document has."""
+        return {camel_name(k): list(v) if k == "found_in" else v for k, v in asdict(self).items()}
 
 
 @dataclass
