@@ -208,7 +208,7 @@ def test_trusted_keys_dir_requires_a_signature(tmp_path: Path, keys: tuple[Path,
         timeout=60,
         check=True,
     )
-    assert json.loads(inspect.stdout)["key_id"].startswith("sha256:")
+    assert json.loads(inspect.stdout)["keyId"].startswith("sha256:")
 
 
 def test_scanner_hook(tmp_path: Path) -> None:

@@ -53,7 +53,8 @@ def test_unknown_key_names_line_and_field() -> None:
     text = SEED.replace("  podSubnet: 10.244.0.0/16", "  podSubnet: 10.244.0.0/16\n  podSubnett: x")
     (problem,) = errors_of(text)
     assert (
-        problem == f"airlock.yaml:{line_of(text, 'podSubnett')}: network.podSubnett: unknown field"
+        problem
+        == f"airlock.yaml:{line_of(text, 'podSubnett')}: network.podSubnett: unknown field; did you mean 'podSubnet'?"
     )
 
 
