@@ -136,7 +136,7 @@ def setup(up: Upstream, work: Path, rounds: int, load_seconds: float) -> Bench:
     spec = work / "airlock.yaml"
     spec.unlink(missing_ok=True)  # a spec of an earlier run points at old ports
     run([AIRLOCK, "init", "--sources", str(sources), "-o", str(spec)])
-    plan = json.loads(run([AIRLOCK, "plan", "-f", str(spec), "--json"]))
+    plan = json.loads(run([AIRLOCK, "plan", "-f", str(spec), "--json"]))["artifacts"]
     (work / "site.key").unlink(missing_ok=True)
     (work / "site.pub").unlink(missing_ok=True)
     run([AIRLOCK, "keys", "generate", "--out", str(work / "site")])
@@ -149,7 +149,7 @@ def setup(up: Upstream, work: Path, rounds: int, load_seconds: float) -> Bench:
         key=work / "site.key",
         pub=work / "site.pub",
         images=sorted(a["source"] for a in plan if a["kind"] == "image"),
-        fetch_urls=[a["fetch_url"] for a in plan if a.get("fetch_url")],
+        fetch_urls=[a["fetchUrl"] for a in plan if a.get("fetchUrl")],
     )
 
 

@@ -324,7 +324,7 @@ def test_files_are_compressed_and_image_blobs_are_not(built: dict[str, object]) 
         assert image_blobs and all(not blobs[d].media_type.endswith("+zstd") for d in image_blobs)
         assert all(f.stored is None for f in m.files if f.kind in ("wheel", "package"))
     summary = json.loads(run("bundle", "inspect", str(bundle), "--json").stdout)
-    assert summary["compression_ratio"] > 1.5 and summary["format_version"] == "1.1"
+    assert summary["compressionRatio"] > 1.5 and summary["formatVersion"] == "1.1"
 
 
 def test_recovery_volumes_rebuild_what_was_lost(built: dict[str, object], tmp_path: Path) -> None:

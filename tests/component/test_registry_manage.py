@@ -142,7 +142,7 @@ def test_push_needs_tls_and_credentials(store: Path, tmp_path: Path) -> None:
         "registry", "certs", "--out", str(pki), "--htpasswd-user", "ci", "--show-secrets", "--json"
     )
     data = json.loads(shown.stdout)
-    assert data["password"] == password and data["credentials_created"] is False
+    assert data["password"] == password and data["credentialsCreated"] is False
     # --push alone (no TLS, no credentials) is refused before anything listens
     port = free_port()
     refused = _airlock(
@@ -509,7 +509,7 @@ def test_gc_dry_run_first_then_apply(store: Path) -> None:
     )
     assert dry.returncode == 0, dry.stderr
     report = json.loads(dry.stdout)
-    assert report["dry_run"] is True and report["removed"] == [orphan] and report["young"] == 1
+    assert report["dryRun"] is True and report["removed"] == [orphan] and report["young"] == 1
     assert layout.has(orphan)
     applied = subprocess.run(
         [sys.executable, "-m", "airlock", "registry", "gc", "--store", str(store), "--apply"],

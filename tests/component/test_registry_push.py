@@ -56,7 +56,7 @@ def test_push_then_read_back_equal_digests(tmp_path: Path, target: Distribution)
     store = _store(tmp_path)
     first = push(store, target.url)
     assert first["images"] == ["docker.io/library/busybox:1.36", "registry.k8s.io/pause:3.9"]
-    assert first["blobs_uploaded"] and first["blobs_mounted"]  # the shared base layer is mounted
+    assert first["blobsUploaded"] and first["blobsMounted"]  # the shared base layer is mounted
     for ref, desc in OciLayout(store).images().items():
         repo_tag = ref  # the full upstream name is the repository name on the target too
         digest = subprocess.run(
@@ -75,7 +75,7 @@ def test_push_then_read_back_equal_digests(tmp_path: Path, target: Distribution)
 
         assert "sha256:" + hashlib.sha256(digest).hexdigest() == desc["digest"], ref
     second = push(store, target.url)
-    assert second["blobs_uploaded"] == 0 and second["blobs_mounted"] == 0
+    assert second["blobsUploaded"] == 0 and second["blobsMounted"] == 0
 
 
 def test_kill_9_mid_push_then_rerun(tmp_path: Path, target: Distribution) -> None:
@@ -94,4 +94,4 @@ def test_kill_9_mid_push_then_rerun(tmp_path: Path, target: Distribution) -> Non
     result = push(store, target.url)
     assert result["images"]
     again = push(store, target.url)
-    assert again["blobs_uploaded"] == 0
+    assert again["blobsUploaded"] == 0

@@ -73,7 +73,7 @@ def seed_bundle(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) ->
             "--json",
         ).stdout
     )
-    plan = json.loads(airlock("plan", "-f", str(spec), "--json").stdout)
+    plan = json.loads(airlock("plan", "-f", str(spec), "--json").stdout)["artifacts"]
     return SeedBundle(
         dir=out,
         parts=Path(created["bundle"]),

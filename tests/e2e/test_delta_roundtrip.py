@@ -129,7 +129,7 @@ def test_inventory_out_delta_in(seed_bundle: SeedBundle, gap: LabState, tmp_path
     assert loaded["blobsAdded"] > 0
     images = sorted(
         a["source"]
-        for a in json.loads(airlock("plan", "-f", str(spec), "--json").stdout)
+        for a in json.loads(airlock("plan", "-f", str(spec), "--json").stdout)["artifacts"]
         if a["kind"] == "image"
     )
     assert "registry.k8s.io/kube-apiserver:v1.27.4" in images

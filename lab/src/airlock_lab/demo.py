@@ -230,7 +230,7 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             )
             plan = json.loads(
                 system.run([str(host_airlock), "plan", "-f", str(spec), "--json"]).stdout
-            )
+            )["artifacts"]
             summary.images = sorted(a["source"] for a in plan if a["kind"] == "image")
             _say(f"   plan: {len(plan)} artifacts, {len(summary.images)} images")
         with _stage(summary, "3. bundle create (fetch, verify, sign, split)"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Output:
         """The command's result: kept for the one JSON document with --json, else rendered as
         text (a JSON dump when a command has no text form)."""
         if self.json:
+            data = camel(data)
             self.result.update(data if isinstance(data, dict) else {"items": data})
         elif text is None:
             _write(data)
@@ -97,15 +99,18 @@ state = Output()
 
 
 def camel(obj: Any) -> Any:
-    """A dataclass tree as JSON data with camelCase field names (plain dict keys are data and
-    stay as they are)."""
+    """JSON data with every snake_case key camelCased, dataclasses included (`found_in` ->
+    `foundIn`); keys that are data (image references, paths, versions) never look like that."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {camel_name(f.name): camel(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
-        return {k: camel(v) for k, v in obj.items()}
+        return {camel_name(k) if _SNAKE.match(k) else k: camel(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [camel(v) for v in obj]
     return obj
+
+
+_SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
 
 
 def _write(data: Any) -> None:
