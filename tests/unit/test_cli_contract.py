@@ -14,10 +14,10 @@ from typing import Any
 
 import jsonschema
 import pytest
+from airlock.oci.blobstore import BlobStore
 
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.writer import write_bundle
-from airlock.oci.blobstore import BlobStore
 from airlock_lab.bundle_testing import sample_content
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
