@@ -58,12 +58,13 @@ def test_seed_plan_shows_digests_sizes_and_total_without_downloading(
     out = plan(spec, "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     requests = upstream.request_log[before:]
-    artifacts = json.loads(out.stdout)
-    files = [a for a in artifacts if a["kind"] not in ("image", "package", "wheelhouse")]
+    doc = json.loads(out.stdout)
+    artifacts = doc["artifacts"]
+    files = [a for a in artifacts if a["kind"] not in ("image", "package")]
     images = [a for a in artifacts if a["kind"] == "image"]
     assert files and images
     # airlock's own wheelhouse: the bytes airlock, then each (Python, architecture), adds
-    wheelhouse = {a["name"]: a["size"] for a in artifacts if a["kind"] == "wheelhouse"}
+    wheelhouse = {w["name"]: w["size"] for w in doc["wheelhouse"]}
     targets = [
         f"cp{py} {arch}" for py in ("3.11", "3.12", "3.13") for arch in ("x86_64", "aarch64")
     ]

@@ -14,7 +14,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from airlock.oci.blobstore import BlobStore
+from airlock.blobstore import BlobStore
 
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.writer import write_bundle
