@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 from airlock import system
+from airlock.bundle.manifest import parse_manifest
 from airlock.verbs.mirrors import MirrorOptions, configure_mirrors
 from airlock_lab.containerd import ContainerdDaemon
 from airlock_lab.demo import CarryServer, carry
@@ -108,7 +110,15 @@ def test_inventory_out_delta_in(seed_bundle: SeedBundle, gap: LabState, tmp_path
     assert created["delta"]["omittedBlobs"] > 0
     full_size = sum(v.stat().st_size for v in seed_bundle.volumes)
     assert created["size"] < full_size / 4  # what changed, not the release again
-    assert plan["travelBytes"] <= created["uniqueBlobBytes"]  # plan omits only the wheelhouse/meta
+    # plan --since counts files as upstream publishes them (it downloads nothing); the bundle
+    # stores them zstd-compressed: compare like with like
+    with tarfile.open(created["bundle"]) as tar:
+        member = tar.extractfile("airlock.json")
+        assert member is not None
+        m = parse_manifest(member.read())
+    as_published = {f.stored.digest: f.size for f in m.files if f.stored}
+    carried_as_published = sum(as_published.get(b.digest, b.size) for b in m.blobs)
+    assert plan["travelBytes"] <= carried_as_published  # plan omits only the wheelhouse/meta
 
     # --- carried in over the lab link, loaded inside the gap
     with CarryServer(delta.parent, gap.host_ip, PORT) as server:

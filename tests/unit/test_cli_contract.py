@@ -14,8 +14,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-from airlock.blobstore import BlobStore
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.writer import write_bundle
 from airlock_lab.bundle_testing import sample_content
