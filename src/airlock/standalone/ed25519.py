@@ -23,7 +23,7 @@ _P = 2**255 - 19
 _L = 2**252 + 27742317777372353535851937790883648493
 _D = -121665 * pow(121666, _P - 2, _P) % _P
 _SQRT_M1 = pow(2, (_P - 1) // 4, _P)
-# DER of SubjectPublicKeyInfo { algorithm id-Ed25519 (1.3.101.112) } before the 32 key bytes.
+# DER of SubjectPublicKeyInfo { algorithm id-Ed25519 (OID 1 3 101 112, RFC 8410) } before the 32 key bytes.
 _SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 
 _Point = tuple[int, int, int, int]  # extended coordinates (X, Y, Z, T), x = X/Z, y = Y/Z
