@@ -151,7 +151,7 @@ def test_plan_names_exactly_what_real_kubeadm_flannel_and_helm_name(
             check=True,
             timeout=300,
         ).stdout
-    )
+    )["artifacts"]
     planned = {a["source"] for a in plan if a["kind"] == "image"}
     listed_in_spec = {str(i) for i in doc.get("images", [])}  # the blog's registry image
     assert planned == set(SEED_IMAGES) | flannel | helm_images | listed_in_spec

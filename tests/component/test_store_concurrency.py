@@ -36,6 +36,7 @@ MiB = 1 << 20
 _SERVER = (
     "import asyncio, sys\n"
     "from pathlib import Path\n"
+    "from airlock.oci.limits import Limits\n"
     "from airlock.oci.server import RegistryOptions, start_server\n"
     "from airlock.oci.sources import StoreSource\n"
     "from airlock.store import Store\n"
@@ -43,7 +44,9 @@ _SERVER = (
     "    store = Store.open(Path(sys.argv[1]), write=True)\n"
     "    store.init()\n"
     "    srv = await start_server(StoreSource(store.layout), host='127.0.0.1', port=0,\n"
-    "                             options=RegistryOptions(push=True))\n"
+    # the lock is under test, not the host's free space: no floor
+    "                             options=RegistryOptions(push=True,\n"
+    "                                 limits=Limits(floor_bytes=0, floor_percent=0)))\n"
     "    print(srv.url, flush=True)\n"
     "    await asyncio.Event().wait()\n"
     "asyncio.run(main())\n"
