@@ -41,7 +41,7 @@ from airlock.bundle.verify import (
     recovery_status,
     verify_reader,
 )
-from airlock.bundle.volumes import Span, VolumeSet, hash_spans, locate_volumes
+from airlock.bundle.volumes import Span, VolumeSet, hash_spans, locate_volumes, volume_problem
 from airlock.errors import DigestMismatch, VerificationError
 from airlock.oci.digest import Hasher
 from airlock.trust import TrustPolicy
@@ -329,18 +329,7 @@ def _check_held_volumes(volumes: VolumeSet, *, workers: int) -> tuple[list[str],
     hashed = 0
     for v, (size, hexd) in zip(parts.volumes, measured, strict=True):
         hashed += size
-        if hexd == v.sha256 and size == v.size:
-            continue
-        other = by_hash.get(hexd)
-        if other is not None and other != v.name:
-            problems.append(
-                f"volume {v.name} sha256 mismatch: it holds the bytes of {other} "
-                "(volumes swapped or renamed?)"
-            )
-        elif size != v.size:
-            problems.append(
-                f"volume {v.name} is {size} bytes, expected {v.size} (truncated or wrong file)"
-            )
-        else:
-            problems.append(f"volume {v.name} sha256 mismatch (damaged medium or copy)")
+        problem = volume_problem(v, size, hexd, by_hash)
+        if problem is not None:
+            problems.append(problem)
     return problems, hashed

@@ -42,6 +42,7 @@ __all__ = [
     "locate_volumes",
     "parts_file_path",
     "spans",
+    "volume_problem",
     "write_parts",
 ]
 
@@ -277,18 +278,23 @@ def check_volumes(volumes: VolumeSet, *, workers: int = 2) -> tuple[list[str], i
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for v, size, digest in pool.map(one, present):
             hashed += size
-            if digest == v.sha256 and size == v.size:
-                continue
-            other = expected_by_hash.get(digest)
-            if other is not None and other != v.name:
-                problems.append(
-                    f"volume {v.name} sha256 mismatch: it holds the bytes of {other} "
-                    "(volumes swapped or renamed?)"
-                )
-            elif size != v.size:
-                problems.append(
-                    f"volume {v.name} is {size} bytes, expected {v.size} (truncated or wrong file)"
-                )
-            else:
-                problems.append(f"volume {v.name} sha256 mismatch (damaged medium or copy)")
+            problem = volume_problem(v, size, digest, expected_by_hash)
+            if problem is not None:
+                problems.append(problem)
     return problems, hashed
+
+
+def volume_problem(v: VolumeInfo, size: int, digest: str, by_hash: dict[str, str]) -> str | None:
+    """What is wrong with volume `v` (name, size, sha256 from the parts file) that measured
+    `size` bytes hashing to `digest`; `by_hash` names the volume each expected digest belongs to."""
+    if digest == v.sha256 and size == v.size:
+        return None
+    other = by_hash.get(digest)
+    if other is not None and other != v.name:
+        return (
+            f"volume {v.name} sha256 mismatch: it holds the bytes of {other} "
+            "(volumes swapped or renamed?)"
+        )
+    if size != v.size:
+        return f"volume {v.name} is {size} bytes, expected {v.size} (truncated or wrong file)"
+    return f"volume {v.name} sha256 mismatch (damaged medium or copy)"
