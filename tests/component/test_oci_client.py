@@ -198,6 +198,37 @@ def test_pull_single_arch_from_docker_registry(real_registry: RealRegistry, tmp_
     assert sorted(dest.digests()) == sorted(b.digest for b in art.blobs)
 
 
+class _Recorder:
+    """A ProgressSink that records what each download was called."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, int | None] = {}
+        self.bytes: Counter[str] = Counter()
+        self.finished: list[str] = []
+
+    def start(self, name: str, total: int | None) -> None:
+        self.started[name] = total
+
+    def advance(self, name: str, nbytes: int) -> None:
+        self.bytes[name] += nbytes
+
+    def done(self, name: str) -> None:
+        self.finished.append(name)
+
+
+def test_download_progress_is_labelled_by_image_and_layer(
+    real_registry: RealRegistry, tmp_path: Path
+) -> None:
+    labels = _Recorder()
+    eps = {"registry.k8s.io": Endpoint(real_registry.url, insecure=True)}
+    run(pull(BlobStore(tmp_path / "dest"), ["registry.k8s.io/pause:3.9"], eps, progress=labels))
+    ref = "registry.k8s.io/pause:3.9"
+    assert sorted(labels.started) == [f"{ref} config 1/1", f"{ref} layer 1/2", f"{ref} layer 2/2"]
+    assert sorted(labels.finished) == sorted(labels.started)
+    for name, total in labels.started.items():
+        assert labels.bytes[name] == total  # every byte reported under its label
+
+
 def test_single_arch_for_another_platform_fails(
     real_registry: RealRegistry, tmp_path: Path
 ) -> None:

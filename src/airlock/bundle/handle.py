@@ -44,6 +44,7 @@ from airlock.bundle.verify import (
 from airlock.bundle.volumes import Span, VolumeSet, hash_spans, locate_volumes, volume_problem
 from airlock.errors import DigestMismatch, VerificationError
 from airlock.oci.digest import Hasher
+from airlock.progress import ProgressSink, report_done, report_start
 from airlock.trust import TrustPolicy
 
 __all__ = ["Bundle"]
@@ -136,6 +137,7 @@ class Bundle:
         today: Any = None,
         expiry: bool = True,
         on_verified: Callable[[Path], None] | None = None,
+        progress: ProgressSink | None = None,
     ) -> Bundle:
         """Open and verify; a BundleVerificationError (exit 3) names every problem found."""
         path = Path(path)
@@ -154,7 +156,9 @@ class Bundle:
             volume_bytes = 0
             notes: tuple[str, ...] = ()
             if not problems and hash_content:
-                problems, volume_bytes = _check_held_volumes(held, workers=workers)
+                problems, volume_bytes = _check_held_volumes(
+                    held, workers=workers, progress=progress
+                )
             recovery = (
                 recovery_status(volumes.parts_path, problems, workers) if hash_content else None
             )
@@ -184,6 +188,7 @@ class Bundle:
                     volume_bytes=volume_bytes,
                     expiry=expiry,
                     recovery_notes=notes,
+                    progress=progress,
                 )
             except BaseException:
                 reader.close()
@@ -308,7 +313,9 @@ def _hold(volumes: VolumeSet, files: list[int]) -> list[str]:
     return problems
 
 
-def _check_held_volumes(volumes: VolumeSet, *, workers: int) -> tuple[list[str], int]:
+def _check_held_volumes(
+    volumes: VolumeSet, *, workers: int, progress: ProgressSink | None = None
+) -> tuple[list[str], int]:
     """Each held volume's size and sha256 against the parts file; a volume holding another's
     bytes is named as swapped. Returns (problems, bytes hashed)."""
     parts = volumes.parts
@@ -319,13 +326,19 @@ def _check_held_volumes(volumes: VolumeSet, *, workers: int) -> tuple[list[str],
         problems.append(f"parts file {volumes.display()} is inconsistent: sizes do not add up")
     by_hash = {v.sha256: v.name for v in parts.volumes}
 
+    label = f"check volumes of {volumes.display()}"
+
     def one(i: int) -> tuple[int, str]:
         size = os.stat(volumes.paths[i]).st_size
         hexd, _ = hash_spans([Span(volumes.paths[i], 0, size)])
+        if progress is not None:
+            progress.advance(label, size)
         return size, hexd
 
+    report_start(progress, label, parts.size)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         measured = list(pool.map(one, range(len(parts.volumes))))
+    report_done(progress, label)
     hashed = 0
     for v, (size, hexd) in zip(parts.volumes, measured, strict=True):
         hashed += size

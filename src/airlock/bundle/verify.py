@@ -44,6 +44,7 @@ from airlock.bundle.volumes import hash_spans
 from airlock.errors import VerificationError
 from airlock.oci.digest import digest_hex, sha256_digest
 from airlock.oci.media import ANNOTATION_REF_NAME, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
+from airlock.progress import ProgressSink, report_done, report_start
 from airlock.trust import UNVERIFIED, TrustPolicy, check_expiry
 
 __all__ = [
@@ -108,7 +109,11 @@ def _describe(manifest: BundleManifest, digest: str) -> str:
 
 
 def _check_blobs(
-    reader: BundleReader, workers: int, problems: list[str]
+    reader: BundleReader,
+    workers: int,
+    problems: list[str],
+    progress: ProgressSink | None = None,
+    label: str = "verify",
 ) -> tuple[set[str], int, int]:
     """Hash every present blob; returns (digests verified, blobs checked, bytes checked)."""
     manifest = reader.manifest
@@ -120,12 +125,16 @@ def _check_blobs(
 
     def one(digest: str) -> tuple[str, str, int]:
         hexd, n = hash_spans(reader.blob_spans(digest))
+        if progress is not None:
+            progress.advance(label, n)
         return digest, hexd, n
 
     ok: set[str] = set()
     total = 0
+    report_start(progress, label, sum(b.size for b in present))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(one, [b.digest for b in present]))
+    report_done(progress, label)
     for digest, hexd, n in sorted(results):
         total += n
         if hexd == digest_hex(digest):
@@ -292,6 +301,7 @@ def verify_reader(
     volume_bytes: int = 0,
     expiry: bool = True,
     recovery_notes: Sequence[str] = (),
+    progress: ProgressSink | None = None,
 ) -> Verified:
     """Check an indexed bundle: signature, expiry, index.json, every blob (with
     `hash_content`) and the graph. `volume_problems` come from the caller's volume check;
@@ -363,7 +373,9 @@ def verify_reader(
     else:
         checked.append("index.json: sha256 as airlock.json pins it")
     if hash_content:
-        verified, blobs_checked, nbytes = _check_blobs(reader, workers, problems)
+        verified, blobs_checked, nbytes = _check_blobs(
+            reader, workers, problems, progress, f"verify {path.name}"
+        )
         problems += check_stored_files(manifest.files, reader.open_blob, verified)
         checked.append(f"blobs: {blobs_checked}, {nbytes} bytes, each sha256 as named")
     else:
@@ -413,6 +425,7 @@ def verify_bundle(
     workers: int | None = None,
     hash_content: bool = True,
     today: datetime.date | None = None,
+    progress: ProgressSink | None = None,
 ) -> VerifyReport:
     """Check volumes, signature, expiry, index.json, every blob and the graph; see module doc.
 
@@ -421,6 +434,11 @@ def verify_bundle(
     from airlock.bundle.handle import Bundle  # the handle verifies through this module
 
     with Bundle.open(
-        path, trust=trust, workers=workers, hash_content=hash_content, today=today
+        path,
+        trust=trust,
+        workers=workers,
+        hash_content=hash_content,
+        today=today,
+        progress=progress,
     ) as bundle:
         return bundle.report

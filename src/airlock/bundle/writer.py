@@ -114,6 +114,7 @@ from airlock.oci.media import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
+from airlock.progress import ProgressSink, report_done, report_start
 
 __all__ = ["BundleContent", "WriteResult", "build_manifest", "write_bundle"]
 
@@ -499,6 +500,8 @@ def _stream_tar(
     index_bytes: bytes,
     blobs: BlobStore,
     entries: Sequence[BlobEntry],
+    progress: ProgressSink | None = None,
+    label: str = "write",
 ) -> None:
     def small(name: str, data: bytes) -> None:
         sink.write(_header(name, len(data)))
@@ -513,6 +516,7 @@ def _stream_tar(
     sink.write(_header(BLOBS_DIR, 0, directory=True))
     sink.write(_header(BLOB_DIR, 0, directory=True))
     buf = bytearray(_CHUNK)
+    report_start(progress, label, sum(e.size for e in entries))
     for entry in entries:
         sink.write(_header(blob_member(entry.digest), entry.size))
         hasher = hashlib.sha256()
@@ -534,6 +538,9 @@ def _stream_tar(
                 hint="the cache is corrupt; remove that blob and fetch again",
             )
         sink.write(_padding(entry.size))
+        if progress is not None:
+            progress.advance(label, entry.size)
+    report_done(progress, label)
     end = b"\0" * (2 * _BLOCK)
     sink.write(end)
     sink.write(b"\0" * (-sink.size % _RECORD))
@@ -692,6 +699,7 @@ def write_bundle(
     sign_key: Path | None = None,
     split: int | None = None,
     recovery: float | None = None,
+    progress: ProgressSink | None = None,
 ) -> WriteResult:
     """Write `content` as a bundle at `out`: a path ending in `.tar`, or a directory that gets
     NAME.airlock.tar (or its volumes and parts file when `split` is given). `recovery`, a
@@ -743,6 +751,8 @@ def write_bundle(
             index_bytes=gen.index_bytes,
             blobs=blobs,
             entries=manifest.blobs,
+            progress=progress,
+            label=f"write {final.name}",
         )
         sink.finish()
         volumes: tuple[Path, ...] = ()

@@ -83,7 +83,7 @@ def create(
     use_json(json_out)
     from airlock.bundle.compression import parse_compression
     from airlock.bundle.recovery import parse_percent
-    from airlock.cli.progress import DownloadProgress
+    from airlock.cli.progress import StepProgress
     from airlock.cli.sizes import format_size, parse_size
     from airlock.errors import UsageError
     from airlock.fetch.network import NetworkOptions
@@ -101,7 +101,7 @@ def create(
     recovery_percent = parse_percent(recovery) if recovery is not None else None
     expiry = _expiry(expires)  # before any download: a typo must not cost the fetch
     spec = load_spec(spec_file)
-    with DownloadProgress() as progress:
+    with StepProgress() as progress:
         result = create_bundle(
             spec,
             options=CreateOptions(
@@ -305,13 +305,15 @@ def verify(
     use_json(json_out)
     from airlock.bundle.verify import BundleVerificationError, verify_bundle
     from airlock.bundle.volumes import locate_volumes
+    from airlock.cli.progress import StepProgress
     from airlock.cli.sizes import format_size
     from airlock.trust import trust_policy
 
     locate_volumes(bundle)  # a bundle that is not there is named before any key is looked for
     trust = trust_policy(key, allow_unsigned=allow_unsigned)
     try:
-        report = verify_bundle(bundle, trust=trust)
+        with StepProgress() as progress:
+            report = verify_bundle(bundle, trust=trust, progress=progress)
     except BundleVerificationError as exc:
         r = exc.report
         if state.json:
@@ -509,20 +511,23 @@ def load(
 ) -> None:
     """Verify the bundle, then merge it into the store (idempotent)."""
     use_json(json_out)
+    from airlock.cli.progress import StepProgress
     from airlock.cli.sizes import format_size
     from airlock.verbs.load import LoadOptions, load_bundle
 
-    result = load_bundle(
-        bundle,
-        store_dir=store,
-        options=LoadOptions(
-            keys=key,
-            allow_unsigned=allow_unsigned,
-            allow_downgrade=allow_downgrade,
-            scan=shlex.split(scan) if scan else (),
-            repair=repair,
-        ),
-    )
+    with StepProgress() as progress:
+        result = load_bundle(
+            bundle,
+            store_dir=store,
+            options=LoadOptions(
+                keys=key,
+                allow_unsigned=allow_unsigned,
+                allow_downgrade=allow_downgrade,
+                scan=shlex.split(scan) if scan else (),
+                repair=repair,
+                progress=progress,
+            ),
+        )
 
     def text() -> None:
         for volume in result.repaired:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import traceback
 from typing import Any
@@ -13,7 +14,7 @@ from rich.markup import escape
 from airlock import __version__
 from airlock.cli import bundle_cmds, cluster_cmds, node_cmds, registry_cmds, spec_cmds
 from airlock.cli.output import state
-from airlock.errors import EXIT_FAILED, AirlockError
+from airlock.errors import EXIT_FAILED, AirlockError, UsageError
 
 __all__ = ["app", "run"]
 
@@ -37,13 +38,23 @@ def main(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
     verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More detail."),
+    progress: str = typer.Option(
+        "auto",
+        "--progress",
+        metavar="MODE",
+        help="auto (a live display when stderr is a terminal), plain (lines, for logs and CI) "
+        "or none; anywhere on the line, or AIRLOCK_PROGRESS.",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
+    # --json, --debug and --progress are taken off the line before typer parses it (they
+    # count anywhere); these options document them in --help
     state.json = state.json or json_out
-    state.debug = debug
+    state.debug = state.debug or debug
     state.verbose = verbose
+    del progress
 
 
 spec_cmds.register(app)
@@ -77,12 +88,37 @@ _ClickException: type[Exception] = next(
 
 
 def _take_global_flags(argv: list[str]) -> list[str]:
-    """--json and --debug count wherever they stand on the line (before a `--`)."""
+    """--json, --debug and --progress MODE count wherever they stand on the line (before a
+    `--`)."""
     end = argv.index("--") if "--" in argv else len(argv)
     head, tail = argv[:end], argv[end:]
     state.json = state.json or "--json" in head
     state.debug = state.debug or "--debug" in head
-    return [a for a in head if a not in GLOBAL_FLAGS] + tail
+    state.progress = os.environ.get("AIRLOCK_PROGRESS") or state.progress
+    kept: list[str] = []
+    take_mode = False
+    for arg in head:
+        if take_mode:
+            state.progress, take_mode = arg, False
+        elif arg == "--progress":
+            take_mode = True
+        elif arg.startswith("--progress="):
+            state.progress = arg.partition("=")[2]
+        elif arg not in GLOBAL_FLAGS:
+            kept.append(arg)
+    if take_mode:
+        raise UsageError("--progress needs a mode", "--progress auto, plain or none")
+    return kept + tail
+
+
+def _check_progress_mode() -> None:
+    from airlock.cli.progress import MODES
+
+    if state.progress not in MODES:
+        raise UsageError(
+            f"--progress {state.progress!r} is not a mode",
+            "--progress auto (a live display on a terminal), plain (lines) or none",
+        )
 
 
 def _error(code: str, message: str, hint: str | None) -> dict[str, str | None]:
@@ -124,8 +160,9 @@ def _os_hint(exc: OSError) -> str:
 
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry: every AirlockError becomes its exit code; nothing else leaks."""
-    args = _take_global_flags(list(sys.argv[1:] if argv is None else argv))
     try:
+        args = _take_global_flags(list(sys.argv[1:] if argv is None else argv))
+        _check_progress_mode()
         # not standalone: click would turn Ctrl-C into a silent exit and print usage errors
         # itself; here every outcome goes through one place and one JSON document
         code = app(args=args, prog_name="airlock", standalone_mode=False)

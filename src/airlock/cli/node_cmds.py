@@ -85,16 +85,20 @@ def install(
 ) -> None:
     """Binaries, CNI plugins, containerd, kubelet units, mirrors, from the bundle."""
     use_json(json_out)
+    from airlock.cli.progress import StepProgress
     from airlock.verbs.node import InstallOptions, install_node
 
-    options = InstallOptions(
-        registries=[r for r in registry.split(",") if r],
-        registry_listen=listen,
-        store=store,
-        keys=key,
-        allow_unsigned=allow_unsigned,
-    )
-    _render(install_node(bundle, root=root, dry_run=dry_run, options=options), dry_run=dry_run)
+    with StepProgress(unit="changes") as progress:
+        options = InstallOptions(
+            registries=[r for r in registry.split(",") if r],
+            registry_listen=listen,
+            store=store,
+            keys=key,
+            allow_unsigned=allow_unsigned,
+            progress=progress,
+        )
+        result = install_node(bundle, root=root, dry_run=dry_run, options=options)
+    _render(result, dry_run=dry_run)
 
 
 @node_app.command("mirrors")

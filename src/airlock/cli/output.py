@@ -36,6 +36,7 @@ class Output:
     json: bool = False
     debug: bool = False
     verbose: int = 0
+    progress: str = "auto"  # auto, plain or none (airlock.cli.progress)
     console: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     err: Console = field(
         default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True)

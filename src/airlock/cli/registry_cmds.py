@@ -135,19 +135,22 @@ def push(
 ) -> None:
     """Copy the store into an existing registry (distribution, Harbor, Zot)."""
     use_json(json_out)
+    from airlock.cli.progress import StepProgress
     from airlock.oci.push import PushOptions, push_store
 
-    result = push_store(
-        store,
-        to=to,
-        options=PushOptions(
-            username=username,
-            password=password,
-            ca_file=ca,
-            insecure=insecure,
-            concurrency=concurrency,
-        ),
-    )
+    with StepProgress() as progress:
+        result = push_store(
+            store,
+            to=to,
+            options=PushOptions(
+                username=username,
+                password=password,
+                ca_file=ca,
+                insecure=insecure,
+                concurrency=concurrency,
+                progress=progress,
+            ),
+        )
 
     def text() -> None:
         state.line(

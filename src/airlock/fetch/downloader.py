@@ -32,7 +32,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -55,6 +55,7 @@ from airlock.fetch.retry import (
     with_retries,
 )
 from airlock.locking import async_locked
+from airlock.progress import ProgressSink
 
 __all__ = [
     "CHUNK_SIZE",
@@ -88,14 +89,6 @@ class FetchedFile:
     checksum: UpstreamChecksum | None  # what the bytes were verified against (None: nothing)
     from_cache: bool
     bytes_downloaded: int
-
-
-class ProgressSink(Protocol):
-    """Progress events; `name` is the upstream URL (unique per download)."""
-
-    def start(self, name: str, total: int | None) -> None: ...
-    def advance(self, name: str, nbytes: int) -> None: ...
-    def done(self, name: str) -> None: ...
 
 
 @dataclass(frozen=True)

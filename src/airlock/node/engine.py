@@ -24,6 +24,7 @@ from typing import Any
 
 from airlock import system
 from airlock.errors import NodeError
+from airlock.progress import ProgressSink, report_done, report_start
 
 __all__ = [
     "Action",
@@ -99,6 +100,8 @@ class Context:
     actions: list[Action] = field(default_factory=list)
     # Filled while planning: on-node paths some resource will change in this run.
     pending_paths: set[str] = field(default_factory=set)
+    # told of each change as it is applied (amounts count changes, not bytes)
+    progress: ProgressSink | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -261,6 +264,8 @@ def apply(the_plan: Plan, ctx: Context) -> ApplyResult:
     ctx.pending_paths = set(the_plan.pending)
     start = len(ctx.actions)
     done: list[str] = []
+    label = "apply changes"
+    report_start(ctx.progress, label, len(changes))
     for item in changes:
         try:
             item.resource.apply(ctx)
@@ -271,6 +276,9 @@ def apply(the_plan: Plan, ctx: Context) -> ApplyResult:
                 "fix the cause and run it again: the plan converges from where it stopped",
             ) from exc
         done.append(item.resource.id)
+        if ctx.progress is not None:
+            ctx.progress.advance(label, 1)
+    report_done(ctx.progress, label)
     return ApplyResult(
         tuple(done), tuple(ctx.actions[start:]), tuple(the_plan.warnings), dry_run=False
     )

@@ -418,11 +418,14 @@ class RegistryClient:
         *,
         what: str,
         progress: ProgressSink | None = None,
+        progress_label: str | None = None,
     ) -> int:
-        """Stream a blob into `dest`, verified; returns the bytes downloaded (resumes count)."""
+        """Stream a blob into `dest`, verified; returns the bytes downloaded (resumes count).
+        `progress_label` names it to `progress` (default: the image and the digest)."""
         url = self.url(repository, "blobs", digest)
         scope = pull_scope(repository)
         label = f"blob {digest} of {what}"
+        shown = progress_label or f"{what} {digest}"
         downloaded = 0
         with dest.writer(digest) as w:
 
@@ -458,16 +461,16 @@ class RegistryClient:
                             raise DigestMismatch(label, f"{digest} ({size} bytes)", "more bytes")
                         w.write(chunk)
                         if progress is not None:
-                            progress.advance(digest, len(chunk))
+                            progress.advance(shown, len(chunk))
                 if w.size < size:
                     raise TransientError(f"connection closed at byte {w.size} of {size}")
 
             if progress is not None:
-                progress.start(digest, size)
+                progress.start(shown, size)
             await self._retrying(attempt, what=label)
             w.commit(label)
             if progress is not None:
-                progress.done(digest)
+                progress.done(shown)
         return downloaded
 
     async def _retrying(self, attempt: Any, *, what: str) -> Any:
@@ -541,22 +544,34 @@ class _Puller:
         self.checked.add(digest)
         return True
 
-    async def ensure_blob(self, ref: Reference, desc: Mapping[str, Any], *, what: str) -> None:
+    async def ensure_blob(
+        self, ref: Reference, desc: Mapping[str, Any], *, what: str, label: str | None = None
+    ) -> None:
         """Make sure a blob is in dest; concurrent and repeated requests share one fetch."""
         digest = str(desc["digest"])
         task = self.inflight.get(digest)
         if task is None:
-            task = asyncio.create_task(self._fetch_blob(ref, digest, int(desc["size"]), what))
+            task = asyncio.create_task(
+                self._fetch_blob(ref, digest, int(desc["size"]), what, label or what)
+            )
             self.inflight[digest] = task
         # shield: one image giving up must not cancel a fetch another image waits on
         await asyncio.shield(task)
 
-    async def _fetch_blob(self, ref: Reference, digest: str, size: int, what: str) -> None:
+    async def _fetch_blob(
+        self, ref: Reference, digest: str, size: int, what: str, label: str
+    ) -> None:
         if await self._present(digest):
             return
         async with self.sem:
             await self.client(ref.registry).fetch_blob(
-                ref.repository, digest, size, self.dest, what=what, progress=self.progress
+                ref.repository,
+                digest,
+                size,
+                self.dest,
+                what=what,
+                progress=self.progress,
+                progress_label=label,
             )
         self.checked.add(digest)
 
@@ -638,7 +653,12 @@ class _Puller:
             _descriptor(m.doc.get("config"), what=f"the manifest {m.digest} of {what}")
             for m in manifests
         ]
-        await asyncio.gather(*(self.ensure_blob(ref, c, what=what) for c in configs))
+        await asyncio.gather(
+            *(
+                self.ensure_blob(ref, c, what=what, label=f"{what} config {i}/{len(configs)}")
+                for i, c in enumerate(configs, 1)
+            )
+        )
         if top.media_type in MANIFEST_MEDIA_TYPES:
             carried = self._check_single_platform(configs[0], what=what)
         layers: list[dict[str, Any]] = []
@@ -650,7 +670,12 @@ class _Puller:
                 _descriptor(d, what=f"the manifest {m.digest} of {what}") for d in raw_layers
             )
         await gather_or_cancel(
-            [asyncio.ensure_future(self.ensure_blob(ref, d, what=what)) for d in layers]
+            [
+                asyncio.ensure_future(
+                    self.ensure_blob(ref, d, what=what, label=f"{what} layer {i}/{len(layers)}")
+                )
+                for i, d in enumerate(layers, 1)
+            ]
         )
         for c in configs:
             blobs.append(

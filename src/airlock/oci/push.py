@@ -28,6 +28,7 @@ from airlock.oci.auth import Authenticator, Credentials
 from airlock.oci.layout import OciLayout
 from airlock.oci.media import INDEX_MEDIA_TYPES
 from airlock.oci.ref import parse_reference
+from airlock.progress import ProgressSink, report_done, report_start
 
 __all__ = ["PushOptions", "PushResult", "push_store"]
 
@@ -43,6 +44,7 @@ class PushOptions:
     insecure: bool = False  # TLS without verification (plain http needs nothing)
     concurrency: int = 8
     images: Sequence[str] = ()  # default: every image in the store
+    progress: ProgressSink | None = None  # per image: bytes pushed, mounted or already there
 
 
 @dataclass
@@ -136,6 +138,7 @@ class _Pusher:
         self.done: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.where: dict[str, str] = {}  # digest -> a repository that has it (for mounts)
         self.first: dict[str, asyncio.Task[None]] = {}  # digest -> its first push
+        self.progress = options.progress
 
     def blob(self, repo: str, digest: str, size: int) -> asyncio.Task[None]:
         key = (repo, digest)
@@ -196,6 +199,11 @@ class _Pusher:
             self.result.bytes_uploaded += size
             self.where.setdefault(digest, repo)
 
+    async def _counted(self, ref: str, repo: str, blob: Mapping[str, Any]) -> None:
+        await self.blob(repo, blob["digest"], blob["size"])
+        if self.progress is not None:
+            self.progress.advance(ref, int(blob["size"]))
+
     async def manifest(self, repo: str, reference: str, digest: str, media_type: str) -> int:
         t, r = self.t, self.t.repo(repo)
         resp = await t.request(
@@ -221,10 +229,12 @@ class _Pusher:
         manifests = [(c["digest"], c["mediaType"]) for c in present]
         if not children:
             manifests = [(desc["digest"], desc["mediaType"])]
-        for digest, _ in manifests:
-            doc = json.loads(self.store.read(digest))
-            blobs = [doc["config"], *doc.get("layers", [])]
-            await asyncio.gather(*(self.blob(repo, b["digest"], b["size"]) for b in blobs))
+        docs = [json.loads(self.store.read(digest)) for digest, _ in manifests]
+        blob_lists = [[doc["config"], *doc.get("layers", [])] for doc in docs]
+        report_start(self.progress, ref, sum(int(b["size"]) for bl in blob_lists for b in bl))
+        for blobs in blob_lists:
+            await asyncio.gather(*(self._counted(ref, repo, b) for b in blobs))
+        report_done(self.progress, ref)
         if children:
             for digest, media_type in manifests:
                 status = await self.manifest(repo, digest, digest, media_type)

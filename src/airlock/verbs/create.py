@@ -414,6 +414,7 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
         sign_key=options.sign_key,
         split=options.split,
         recovery=options.recovery,
+        progress=options.progress,
     )
     bootstrap = None
     if wheels:

@@ -32,6 +32,7 @@ from airlock.bundle.verify import VerifyReport
 from airlock.bundle.volumes import check_volumes, locate_volumes
 from airlock.errors import AirlockError, VerificationError
 from airlock.oci.digest import digest_hex, sha256_digest
+from airlock.progress import ProgressSink, report_done, report_start
 from airlock.store import DEFAULT_STORE, BundleCommit, Store
 from airlock.trust import trust_policy
 
@@ -48,6 +49,7 @@ class LoadOptions:
     allow_downgrade: bool = False
     scan: Sequence[str] = ()  # a scanner command; the directory of staged content is appended
     repair: bool = False  # rebuild damaged volumes from the recovery volumes first
+    progress: ProgressSink | None = None  # bytes copied into the store, as they are
 
 
 @dataclass
@@ -149,7 +151,7 @@ def _load(bundle: Bundle, *, store_dir: Path, options: LoadOptions) -> LoadResul
             if options.scan:
                 scan_content(bundle, new, scanner=options.scan, workdir=store_dir)
             staging = stack.enter_context(store.staging(digest_hex(manifest_digest)[:16]))
-            _stage(bundle, new, staging)
+            _stage(bundle, new, staging, options.progress)
         except BaseException:
             if not existed:  # refused: not even an empty store is left behind
                 shutil.rmtree(store_dir, ignore_errors=True)
@@ -196,17 +198,26 @@ def _repair(bundle: Path, options: LoadOptions) -> list[str]:
     return [str(p) for p in repaired.rebuilt]
 
 
-def _stage(bundle: Bundle, entries: Sequence[BlobEntry], staging: BlobStore) -> None:
+def _stage(
+    bundle: Bundle,
+    entries: Sequence[BlobEntry],
+    staging: BlobStore,
+    progress: ProgressSink | None = None,
+) -> None:
     """Copy each blob beside the store, hashing it on the way (both cores); a mismatch names
     the blob (and, for a split bundle, the volume that is damaged) and nothing joins the store."""
     staging.ensure()
     staging.remove_temp_files()
+    label = f"load {bundle.path.name}"
 
     def one(entry: BlobEntry) -> None:
-        if staging.has(entry.digest):  # staged by an interrupted run: committed only if it matched
-            return
-        bundle.copy_blob(entry.digest, staging)
+        # staged by an interrupted run: committed only if it matched
+        if not staging.has(entry.digest):
+            bundle.copy_blob(entry.digest, staging)
+        if progress is not None:
+            progress.advance(label, entry.size)
 
+    report_start(progress, label, sum(e.size for e in entries))
     try:
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             list(pool.map(one, sorted(entries, key=lambda e: -e.size)))
@@ -219,6 +230,7 @@ def _stage(bundle: Bundle, entries: Sequence[BlobEntry], staging: BlobStore) -> 
                 bundle.path, "nothing was loaded; copy the bundle (the named volume) again"
             ),
         ) from exc
+    report_done(progress, label)
 
 
 def _damaged_volumes(bundle: Path) -> bool:

@@ -24,6 +24,7 @@ from airlock.node.preflight import CheckResult, PreflightOptions, run_preflight
 from airlock.node.prepare import PrepareOptions, prepare_resources
 from airlock.node.resources import Probe
 from airlock.oci.ref import parse_reference
+from airlock.progress import ProgressSink
 from airlock.store import DEFAULT_STORE, Store
 from airlock.system import host_path
 from airlock.trust import trust_policy
@@ -54,8 +55,14 @@ class NodeResult:
         return out
 
 
-def _run(resources: Sequence[engine.Resource], *, root: Path, dry_run: bool) -> NodeResult:
-    ctx = engine.Context(root=root, dry_run=dry_run)
+def _run(
+    resources: Sequence[engine.Resource],
+    *,
+    root: Path,
+    dry_run: bool,
+    progress: ProgressSink | None = None,
+) -> NodeResult:
+    ctx = engine.Context(root=root, dry_run=dry_run, progress=progress)
     if not dry_run:  # what an earlier run killed mid-write left beside the files it manages
         for directory in sorted({host_path(p, root).parent for r in resources for p in r.writes()}):
             remove_dead_temps(directory)
@@ -85,6 +92,7 @@ class InstallOptions:
     platform: str | None = None
     keys: Sequence[Path] = ()  # for a bundle: none given, the trusted-keys directory
     allow_unsigned: bool = False  # install from a bundle no trusted key vouches for
+    progress: ProgressSink | None = None  # each change as it is applied
 
 
 def registry_listen_addresses(
@@ -184,7 +192,8 @@ def install_node(
         warning = loopback_only_warning(listen)
         if warning is not None:
             resources.append(Probe("registry listen addresses", lambda _ctx: [warning]))
-        return dataclasses.replace(_run(resources, root=root, dry_run=dry_run), trust=found.trust)
+        ran = _run(resources, root=root, dry_run=dry_run, progress=options.progress)
+        return dataclasses.replace(ran, trust=found.trust)
 
 
 def check_node(*, root: Path, registry_url: str | None, store: Path) -> list[CheckResult]:
