@@ -100,6 +100,7 @@ from airlock.bundle.recovery import (
     plan_recovery,
     write_index,
 )
+from airlock.bundle.reuse import forget, load_record, save_record
 from airlock.bundle.sbom import build_sbom
 from airlock.bundle.signing import SIGNATURE_SIZE, sign
 from airlock.bundle.volumes import PartsFile, VolumeInfo, parts_file_path, write_parts
@@ -119,6 +120,7 @@ from airlock.progress import ProgressSink, report_done, report_start
 __all__ = ["BundleContent", "WriteResult", "build_manifest", "write_bundle"]
 
 _CHUNK = 1 << 20
+OUTPUT_RECORDS = "outputs"  # in the blob store's root: what each bundle output holds
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 
@@ -422,7 +424,7 @@ def _padding(size: int) -> bytes:
 class _Sink:
     """Where the tar stream goes: one temp file, or volumes cut every `split` bytes."""
 
-    def __init__(self, final: Path, split: int | None) -> None:
+    def __init__(self, final: Path, split: int | None, *, reuse: bool = False) -> None:
         self.final = final
         self.split = split
         self.whole = hashlib.sha256()
@@ -433,6 +435,63 @@ class _Sink:
         self._vol_hash = hashlib.sha256()
         self._vol_size = 0
         self.recovery: list[tuple[Path, Path]] = []  # (temp, final) of each recovery volume
+        # Existing outputs equal to the stream are kept (see airlock.bundle.reuse): while
+        # `_old` matches, nothing is written; `kept` are outputs left as they were.
+        self._reuse = reuse
+        self._old: BinaryIO | None = None
+        self._old_path: Path | None = None
+        self._same = 0
+        self.kept: set[Path] = set()
+
+    def _output(self, number: int) -> Path:
+        return (
+            self.final
+            if self.split is None
+            else self.final.with_name(f"{self.final.name}.{number:03d}")
+        )
+
+    def _start_volume(self) -> None:
+        """Compare the next volume with the output already there, if any; else open a temp."""
+        out = self._output(len(self.temps))
+        if self._reuse and out.is_file() and not out.is_symlink():
+            try:
+                self._old = out.open("rb")
+            except OSError:
+                self._old = None
+            if self._old is not None:
+                self._old_path, self._same = out, 0
+                self._vol_hash = hashlib.sha256()
+                self._vol_size = 0
+                return
+        self._open_next()
+
+    def _diverge(self) -> BinaryIO:
+        """The stream left the old output: a temp file with the prefix that matched."""
+        old, same = self._old, self._same
+        assert old is not None
+        vol_hash, vol_size = self._vol_hash, self._vol_size
+        fh = self._open_next()
+        self._vol_hash, self._vol_size = vol_hash, vol_size
+        old.seek(0)
+        left = same
+        while left:
+            chunk = old.read(min(left, _CHUNK))
+            if not chunk:
+                raise OSError(errno.EIO, f"{self._old_path} shrank while it was read")
+            fh.write(chunk)
+            left -= len(chunk)
+        old.close()
+        self._old = self._old_path = None
+        return fh
+
+    def _compare(self, view: memoryview) -> bool:
+        """Whether `view` equals the old output's next bytes (consumed when it does)."""
+        assert self._old is not None
+        theirs = self._old.read(len(view))
+        if theirs != view:
+            return False
+        self._same += len(view)
+        return True
 
     def _open_next(self) -> BinaryIO:
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + self.final.name + ".", dir=self.final.parent)
@@ -445,12 +504,27 @@ class _Sink:
         return self._fh
 
     def _close_current(self) -> None:
+        if self._old is not None:
+            if self._old.read(1):  # the old output is longer: not the same bytes
+                self._diverge()
+            else:
+                assert self._old_path is not None
+                self._old.close()
+                self.kept.add(self._old_path)
+                self.temps.append(self._old_path)  # published as it is (a rename onto itself)
+                self._old = self._old_path = None
+                self._fh = None
+                self._record_volume()
+                return
         if self._fh is None:
             return
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
         self._fh = None
+        self._record_volume()
+
+    def _record_volume(self) -> None:
         if self.split is not None:
             number = len(self.volumes)
             self.volumes.append(
@@ -466,13 +540,16 @@ class _Sink:
         self.whole.update(view)
         self.size += len(view)
         while len(view):
-            fh = self._fh or self._open_next()
-            if self.split is None:
-                fh.write(view)
-                return
-            room = self.split - self._vol_size
+            if self._fh is None and self._old is None:
+                self._start_volume()
+            room = len(view) if self.split is None else self.split - self._vol_size
             part = view[:room]
-            fh.write(part)
+            if self._old is not None and not self._compare(part):
+                self._diverge()
+            if self._fh is not None:
+                self._fh.write(part)
+            if self.split is None:
+                return
             self._vol_hash.update(part)
             self._vol_size += len(part)
             view = view[len(part) :]
@@ -480,7 +557,7 @@ class _Sink:
                 self._close_current()
 
     def finish(self) -> None:
-        if self._fh is None and not self.temps:
+        if self._fh is None and self._old is None and not self.temps:
             self._open_next()
         self._close_current()
 
@@ -488,8 +565,12 @@ class _Sink:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self._old is not None:
+            self._old.close()
+            self._old = None
         for t in (*self.temps, *(tmp for tmp, _ in self.recovery)):
-            t.unlink(missing_ok=True)
+            if t not in self.kept:
+                t.unlink(missing_ok=True)
 
 
 def _stream_tar(
@@ -691,6 +772,45 @@ def _write_boot(
     return paths
 
 
+def _unchanged(
+    records: Path,
+    final: Path,
+    manifest: BundleManifest,
+    manifest_bytes: bytes,
+    signature: bytes | None,
+    split: int | None,
+) -> WriteResult | None:
+    """The outputs as they are, when the record says they hold exactly this bundle (see
+    airlock.bundle.reuse); None when they must be written (or compared)."""
+    record = load_record(records, final, manifest=manifest_bytes, signature=signature, split=split)
+    if record is None or not record.still_holds(final.parent):
+        return None
+    first = final if split is None else final.with_name(f"{final.name}.000")
+    try:
+        with first.open("rb") as fh:
+            head = fh.read(_BLOCK + len(manifest_bytes))
+    except OSError:
+        return None
+    if head[_BLOCK:] != manifest_bytes:
+        return None
+    volumes: tuple[Path, ...] = ()
+    path = final
+    if split is not None:
+        volumes = tuple(final.parent / name for name, _, _ in record.volumes)
+        path = parts_file_path(final)
+        _remove_stale_volumes(final, len(volumes))
+    return WriteResult(
+        path=path,
+        volumes=volumes,
+        size=record.size,
+        sha256=record.sha256,
+        blob_count=len(manifest.blobs),
+        unique_blob_bytes=sum(b.size for b in manifest.blobs),
+        manifest=manifest,
+        signed=signature is not None,
+    )
+
+
 def write_bundle(
     content: BundleContent,
     *,
@@ -740,7 +860,13 @@ def write_bundle(
     except OSError as exc:
         raise AirlockError(f"cannot create {final.parent}: {exc.strerror}") from exc
     remove_dead_temps(final.parent, prefix=f"{TMP_PREFIX}{final.name}.")
-    sink = _Sink(final, split)
+    records = blobs.root / OUTPUT_RECORDS
+    if plan is None:
+        kept = _unchanged(records, final, manifest, manifest_bytes, signature, split)
+        if kept is not None:
+            return kept
+    forget(records, final)  # rewritten below: until it is done, no record vouches for it
+    sink = _Sink(final, split, reuse=plan is None)
     published: list[Path] = []
     extra = _Extra()
     try:
@@ -793,6 +919,18 @@ def write_bundle(
                 published += extra.boot
             write_atomic(path, parts_bytes)
         fsync_dir(final.parent)
+        if plan is None:
+            save_record(
+                records,
+                final,
+                manifest=manifest_bytes,
+                signature=signature,
+                split=split,
+                size=sink.size,
+                sha256="sha256:" + sink.whole.hexdigest(),
+                files=[*volumes, path] if volumes else [path],
+                volumes=[(v.name, v.size, v.sha256) for v in sink.volumes],
+            )
     except OSError as exc:
         sink.discard()
         for p in published:

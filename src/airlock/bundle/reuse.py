@@ -1,0 +1,165 @@
+"""Leave a bundle's outputs as they are when they already hold the bytes a write would produce.
+
+A second `bundle create` with nothing changed upstream used to write the whole tar again (on
+ext4 there are no reflinks: every byte costs a disk write). Two ways to avoid that:
+
+- The record. After a write, a small JSON record in the cache (`outputs/<key>.json`, keyed by
+  the output path) names the digest of airlock.json, the signature, the split, the whole tar's
+  sha256 and each output file's identity (inode, size, mtime, ctime). A later write whose
+  airlock.json and signature are the same bytes, and whose files still have that identity
+  (nothing wrote to them or replaced them since: ctime cannot be set back), keeps them
+  without reading a byte. airlock.json pins index.json and every blob by digest, and the tar
+  layout is a pure function of it, so equal airlock.json bytes mean an equal tar.
+- The comparison. Without a usable record (another cache, an edited file), the sink reads
+  each existing output alongside the stream it generates and writes nothing while the bytes
+  match; at the first difference it starts a temp file with the matching prefix copied from
+  the old file. An output equal to the stream is kept, so with volumes only the volumes
+  whose bytes changed are written.
+
+Either way a changed blob is never served from an old output: the record needs identical
+airlock.json bytes, and the comparison compares every byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from airlock.atomic import write_atomic
+
+__all__ = [
+    "OutputRecord",
+    "file_identity",
+    "forget",
+    "load_record",
+    "record_path",
+    "save_record",
+]
+
+_FORMAT = "airlock.output-record/v1"
+
+
+def file_identity(path: Path) -> list[int] | None:
+    """What changes when anyone writes to, replaces or truncates the file (None: not a file)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    if not path.is_file() or path.is_symlink():
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    manifest_sha256: str  # of airlock.json's bytes
+    signature_sha256: str | None
+    split: int | None
+    size: int  # of the whole tar stream
+    sha256: str  # sha256:<hex> of the whole tar stream
+    files: tuple[tuple[str, tuple[int, ...]], ...]  # (name in the output dir, identity)
+    volumes: tuple[tuple[str, int, str], ...] = ()  # (name, size, sha256 hex) when split
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "format": _FORMAT,
+                "manifestSha256": self.manifest_sha256,
+                "signatureSha256": self.signature_sha256,
+                "split": self.split,
+                "size": self.size,
+                "sha256": self.sha256,
+                "files": [[name, list(ident)] for name, ident in self.files],
+                "volumes": [list(v) for v in self.volumes],
+            },
+            sort_keys=True,
+        ).encode()
+
+    def still_holds(self, directory: Path) -> bool:
+        """Every output file is still the one written then (same inode, size and times)."""
+        return all(
+            (ident := file_identity(directory / name)) is not None and tuple(ident) == want
+            for name, want in self.files
+        )
+
+
+def _sha(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def record_path(records: Path, final: Path) -> Path:
+    key = hashlib.sha256(str(final.resolve()).encode()).hexdigest()[:32]
+    return records / f"{key}.json"
+
+
+def load_record(
+    records: Path, final: Path, *, manifest: bytes, signature: bytes | None, split: int | None
+) -> OutputRecord | None:
+    """The record of `final`'s last write, if it was of these very airlock.json and signature
+    bytes with this split; None otherwise (or when unreadable: then the caller compares)."""
+    try:
+        doc = json.loads(record_path(records, final).read_bytes())
+        if doc.get("format") != _FORMAT:
+            return None
+        record = OutputRecord(
+            manifest_sha256=str(doc["manifestSha256"]),
+            signature_sha256=doc["signatureSha256"],
+            split=doc["split"],
+            size=int(doc["size"]),
+            sha256=str(doc["sha256"]),
+            files=tuple((str(n), tuple(int(x) for x in ident)) for n, ident in doc["files"]),
+            volumes=tuple((str(n), int(s), str(h)) for n, s, h in doc["volumes"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if (
+        record.manifest_sha256 != _sha(manifest)
+        or record.signature_sha256 != _sha(signature)
+        or record.split != split
+        or not record.files
+    ):
+        return None
+    return record
+
+
+def save_record(
+    records: Path,
+    final: Path,
+    *,
+    manifest: bytes,
+    signature: bytes | None,
+    split: int | None,
+    size: int,
+    sha256: str,
+    files: Sequence[Path],
+    volumes: Sequence[tuple[str, int, str]] = (),
+) -> None:
+    """Record a finished write; a file that cannot be described leaves no record at all."""
+    idents = []
+    for path in files:
+        ident = file_identity(path)
+        if ident is None:
+            forget(records, final)
+            return
+        idents.append((path.name, tuple(ident)))
+    record = OutputRecord(
+        manifest_sha256=_sha(manifest) or "",
+        signature_sha256=_sha(signature),
+        split=split,
+        size=size,
+        sha256=sha256,
+        files=tuple(idents),
+        volumes=tuple(volumes),
+    )
+    try:
+        records.mkdir(parents=True, exist_ok=True)
+        write_atomic(record_path(records, final), record.to_json())
+    except OSError:
+        forget(records, final)  # no record: the next write compares bytes instead
+
+
+def forget(records: Path, final: Path) -> None:
+    record_path(records, final).unlink(missing_ok=True)
