@@ -21,6 +21,7 @@ __all__ = [
     "CommandResult",
     "Process",
     "host_path",
+    "missing_command_hint",
     "run",
     "spawn",
     "which",
@@ -47,6 +48,27 @@ def host_path(path: str | Path, root: Path | None = None) -> Path:
     if root is None or Path(root) == Path("/"):
         return p
     return Path(root) / p.relative_to("/") if p.is_absolute() else Path(root) / p
+
+
+# tools `airlock node install` puts on a node from the bundle (helm when the spec has charts)
+_CARRIED_TOOLS = frozenset(
+    {"kubeadm", "kubelet", "kubectl", "crictl", "containerd", "runc", "helm"}
+)
+
+
+def missing_command_hint(command: str) -> str:
+    """What an operator does about a command that is not on this machine."""
+    name = Path(command).name
+    if name in _CARRIED_TOOLS:
+        return (
+            f"{name} travels in the bundle: run `airlock node install` on this node first (it "
+            f"puts {name} in /usr/local/bin)"
+            + ("; the bundle carries helm when the spec lists charts" if name == "helm" else "")
+        )
+    return (
+        f"install {name} with the distribution's package manager (offline: list it under the "
+        "spec's packages so the bundle carries it)"
+    )
 
 
 def run(
@@ -76,8 +98,7 @@ def run(
         )
     except FileNotFoundError as exc:
         raise SystemCommandError(
-            f"command not found: {full[0]}",
-            hint="install it (make test and make demo install every package they use)",
+            f"command not found: {full[0]}", hint=missing_command_hint(full[0])
         ) from exc
     except subprocess.TimeoutExpired as exc:
         raise SystemCommandError(f"command timed out after {timeout}s: {' '.join(full)}") from exc

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from airlock.atomic import write_atomic
-from airlock.errors import UsageError, VerificationError
+from airlock.errors import AirlockError, UsageError, VerificationError
 
 __all__ = [
     "SIGNATURE_SIZE",
@@ -109,8 +109,12 @@ def sign(data: bytes, key_path: Path) -> bytes:
     return load_private_key(key_path).sign(data)
 
 
-def verify_signature(data: bytes, sig: bytes, pub_keys: Sequence[Path]) -> Path:
-    """Return the first key of `pub_keys` that verifies `sig` over `data`, else raise."""
+def verify_signature(
+    data: bytes, sig: bytes, pub_keys: Sequence[Path], *, others: Sequence[Path] = ()
+) -> Path:
+    """Return the first key of `pub_keys` that verifies `sig` over `data`, else raise a
+    VerificationError naming each key tried by its fingerprint, and which of `others` (public
+    keys at hand but not trusted, e.g. beside the bundle) signed it, when one did."""
     if not pub_keys:
         raise UsageError("no public key given to verify the signature with")
     if len(sig) != SIGNATURE_SIZE:
@@ -125,7 +129,29 @@ def verify_signature(data: bytes, sig: bytes, pub_keys: Sequence[Path]) -> Path:
             continue
         return path
     names = ", ".join(os.fspath(p) for p in pub_keys)
+    tried = "; ".join(f"{key_id(p)} ({os.fspath(p)})" for p in pub_keys)
+    signer = _signer_among(data, sig, [p for p in others if p not in pub_keys])
+    if signer is not None:
+        raise VerificationError(
+            f"signature of airlock.json does not verify with {names}: it was signed by "
+            f"{key_id(signer)} ({os.fspath(signer)}), not by the trusted {tried}",
+            f"if you trust {os.fspath(signer)}, pass it with --key (or put it in the trusted-keys "
+            "directory) after checking its fingerprint with the bundle's maker",
+        )
     raise VerificationError(
-        f"signature of airlock.json does not verify with {names}",
-        "airlock.json was changed after signing, or it was signed with another key",
+        f"signature of airlock.json does not verify with {names} (tried {tried})",
+        "the bundle was signed with another key (compare the signer's fingerprint, "
+        "`airlock keys fingerprint PUB`, with the keys tried, and pass the right one with --key), "
+        "or airlock.json was changed after signing: then do not load it, ask for a new bundle",
     )
+
+
+def _signer_among(data: bytes, sig: bytes, candidates: Sequence[Path]) -> Path | None:
+    """The first readable ed25519 public key among `candidates` that verifies `sig`."""
+    for path in candidates:
+        try:
+            load_public_key(path).verify(sig, data)
+        except (InvalidSignature, AirlockError, OSError, ValueError):
+            continue
+        return path
+    return None

@@ -260,8 +260,21 @@ def recovery_status(
     return RecoveryStatus(damage.summary(), hint if damage.repairable else None, ())
 
 
+def _keys_at_hand(path: Path) -> list[Path]:
+    """Public keys beside the bundle and in the trusted-keys directory: not trusted for this
+    check, only to name who signed a bundle the trusted keys do not verify."""
+    from airlock.trust import trusted_keys
+
+    beside = sorted(Path(path).parent.glob("*.pub"))
+    return [*beside, *trusted_keys([])]
+
+
 def _signature(
-    reader: BundleReader, trust: TrustPolicy, checked: list[str], not_checked: list[str]
+    reader: BundleReader,
+    trust: TrustPolicy,
+    checked: list[str],
+    not_checked: list[str],
+    path: Path | None = None,
 ) -> tuple[str | None, Path | None]:
     """Check airlock.json's signature as the policy says; (key id, key path) when it verified."""
     if reader.signature is None:
@@ -274,10 +287,11 @@ def _signature(
             f"signature: no trusted key to check it (--allow-unsigned: {UNVERIFIED})"
         )
         return None, None
-    path = verify_signature(reader.manifest_bytes, reader.signature, trust.keys)
-    kid = key_id(path)
-    checked.append(f"signature of airlock.json: ed25519, by {kid} ({path})")
-    return kid, path
+    others = _keys_at_hand(path) if path is not None else []
+    key = verify_signature(reader.manifest_bytes, reader.signature, trust.keys, others=others)
+    kid = key_id(key)
+    checked.append(f"signature of airlock.json: ed25519, by {kid} ({key})")
+    return kid, key
 
 
 @dataclass(frozen=True)
@@ -347,13 +361,13 @@ def verify_reader(
         expires=manifest.expires,
     )
     try:
-        signed_by, signed_by_path = _signature(reader, trust, checked, not_checked)
+        signed_by, signed_by_path = _signature(reader, trust, checked, not_checked, path)
         report = replace(report, signed_by=signed_by, signed_by_path=signed_by_path)
         if expiry:
             check_expiry(manifest.expires, today=today)
     except VerificationError as exc:
         problems.append(exc.message)
-        raise fail() from exc
+        raise fail(exc.hint) from exc
     if not expiry:
         not_checked.append("expiry: not asked for (an old bundle read as a delta's baseline)")
     elif manifest.expires:

@@ -477,18 +477,50 @@ def receive(
 
 @keys_app.command("generate")
 def keys_generate(
-    out: Path = typer.Option(Path("airlock"), "--out", help="Prefix: PREFIX.key and PREFIX.pub."),
+    out: Path = typer.Option(
+        Path("airlock"),
+        "-o",
+        "--output",
+        metavar="PREFIX",
+        help="Write PREFIX.key (private, 0600) and PREFIX.pub.",
+    ),
+    old_out: Path | None = typer.Option(None, "--out", hidden=True),  # the first spelling
     json_out: bool = json_option(),
 ) -> None:
-    """Generate an ed25519 key pair (PEM)."""
+    """Generate an ed25519 key pair (PEM).
+
+    Example: airlock keys generate -o site  (writes site.key and site.pub)
+    """
     use_json(json_out)
     from airlock.bundle.signing import generate_keypair, key_id
 
-    private, public = generate_keypair(out)
+    private, public = generate_keypair(old_out or out)
     data = {"private": str(private), "public": str(public), "keyId": key_id(public)}
     state.emit(
         data, lambda: state.line(f"wrote {private} (keep it secret) and {public} ({data['keyId']})")
     )
+
+
+@keys_app.command("fingerprint")
+def keys_fingerprint(
+    keys: list[Path] = typer.Argument(..., metavar="PUB...", help="Public keys (PEM)."),
+    json_out: bool = json_option(),
+) -> None:
+    """The key ID of each public key: sha256 of its DER form, as verify and inspect show it.
+
+    Example: airlock keys fingerprint site.pub
+    (the same as: openssl pkey -pubin -in site.pub -outform DER | sha256sum)
+    """
+    use_json(json_out)
+    from airlock.bundle.signing import key_id
+
+    rows = [{"key": str(k), "keyId": key_id(k)} for k in keys]
+
+    def text() -> None:
+        for r in rows:
+            state.line(f"{r['keyId']}  {r['key']}")
+
+    state.emit({"keys": rows}, text)
 
 
 def load(

@@ -82,7 +82,9 @@ def serve(
             source = BundleSource(opened)
         else:
             opened_store = Store.open(store, write=push or delete)  # pushes land here
-            if push or delete or not opened_store.layout.index_path.exists():
+            if not (push or delete or opened_store.layout.index_path.exists()):
+                _no_store(store)
+            if push or delete:
                 Store.open(store, write=True).init()
             source = StoreSource(opened_store.layout)
         mode = "pull and push" if push else "pull only"
@@ -95,6 +97,18 @@ def serve(
             options=options,
             ready=lambda url: _ready(f"{source.description}{trust_note}", url, mode),
         )
+
+
+def _no_store(store: Path) -> None:
+    """Pull-only from a directory that holds no store would answer every pull with 404."""
+    from airlock.errors import UsageError
+
+    what = "does not exist" if not store.exists() else "holds no store (no index.json)"
+    raise UsageError(
+        f"--store {store} {what}: there is nothing to serve",
+        f"load a bundle into it first (airlock load BUNDLE --store {store}), serve a bundle "
+        "as it is (--bundle BUNDLE), or accept pushes into a new store (--push)",
+    )
 
 
 def _ready(description: str, url: str, mode: str) -> None:

@@ -145,7 +145,10 @@ def _source(bundle: Path | None, options: InstallOptions) -> Iterator[_Installin
     """The files to install, the resolved versions, the image references and the spec: from
     the store, or from a bundle opened (and verified: structure, signature; bytes as read)."""
     if bundle is None:
-        meta = Store.open(options.store).newest_bundle_record() or {}
+        opened = Store.open(options.store)
+        meta = (opened.newest_bundle_record() if opened.exists() else None) or {}
+        if not meta:
+            _no_bundle_loaded(options.store)
         images = [i["reference"] for i in meta.get("images", [])]
         yield _Installing(
             store_source(options.store), meta.get("resolved", {}), images, meta.get("spec") or {}
@@ -162,6 +165,17 @@ def _source(bundle: Path | None, options: InstallOptions) -> Iterator[_Installin
             dict(m.spec),
             opened.report.trust,
         )
+
+
+def _no_bundle_loaded(store: Path) -> None:
+    from airlock.errors import UsageError
+
+    what = "does not exist" if not store.exists() else "holds no loaded bundle"
+    raise UsageError(
+        f"the store {store} {what}: nothing to install from",
+        f"load the bundle first (airlock load BUNDLE --store {store}), or install from it "
+        "directly (airlock node install BUNDLE)",
+    )
 
 
 def install_node(
