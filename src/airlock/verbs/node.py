@@ -145,8 +145,8 @@ def _source(bundle: Path | None, options: InstallOptions) -> Iterator[_Installin
     """The files to install, the resolved versions, the image references and the spec: from
     the store, or from a bundle opened (and verified: structure, signature; bytes as read)."""
     if bundle is None:
-        opened = Store.open(options.store)
-        meta = (opened.newest_bundle_record() if opened.exists() else None) or {}
+        store = Store.open(options.store)
+        meta = (store.newest_bundle_record() if store.exists() else None) or {}
         if not meta:
             _no_bundle_loaded(options.store)
         images = [i["reference"] for i in meta.get("images", [])]
