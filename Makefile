@@ -53,11 +53,14 @@ e2e: deps
 demo: deps
 	$(PY) -m airlock_lab.demo
 
-bench: deps
+# Figures at the seed's size (bench/run.py), then growth curves on real-size content
+# (bench/scale.py: 1x by default; AIRLOCK_BENCH_SCALES=1,4,8 for the full scales).
+bench: deps components
 	$(PY) bench/run.py
+	$(PY) bench/scale.py
 
 fuzz: deps
 	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -q tests/unit -k fuzz
 
 clean:
-	rm -rf out bench/work .pytest_cache .mypy_cache .ruff_cache
+	rm -rf out bench/work $${XDG_CACHE_HOME:-$$HOME/.cache}/airlock/bench/work .pytest_cache .mypy_cache .ruff_cache

@@ -1020,6 +1020,10 @@ def main() -> int:
     results["stage_seconds"] = stage_seconds
     results["fixed_costs"] = fixed_costs()
     results["total_seconds"] = round(time.monotonic() - started, 1)
+    if args.out.exists():  # the growth curves are bench/scale.py's: kept as they are
+        earlier = json.loads(args.out.read_text())
+        if "growth" in earlier:
+            results["growth"] = earlier["growth"]
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print_table(results)
     say(f"\nwrote {args.out} in {results['total_seconds']:.0f}s")

@@ -244,3 +244,17 @@ def test_deltas_know_compressed_files_by_their_own_digest(tmp_path: Path, store:
     assert inventory["store"]["compressedFiles"] == {kubelet.digest: kubelet.stored.digest}
     write_inventory(inventory, tmp_path / "inventory.json")
     assert read_baseline(tmp_path / "inventory.json").contents == {kubelet.digest}
+
+
+def test_large_incompressible_file_is_probed_not_compressed_whole(tmp_path: Path) -> None:
+    """A large file whose probes barely shrink (random, already gzip'd) stays raw; a large
+    compressible one is stored compressed as before."""
+    from airlock_lab.bundle_testing import put_file
+
+    store = BlobStore(tmp_path / "store")
+    rng = random.Random(5)
+    noise = put_file(store, "noise.bin", rng.randbytes(9 << 20), kind="file")
+    text = put_file(store, "text.bin", b"kubeadm config images list\n" * 400_000, kind="file")
+    stored = {f.name: f.stored for f in compress_files([noise, text], store, Compression())}
+    assert stored["noise.bin"] is None
+    assert stored["text.bin"] is not None and stored["text.bin"].size < text.size // 10

@@ -1,0 +1,848 @@
+"""Growth curves: airlock and its peers on real-size content, at 1x, 4x, 8x the seed.
+
+Content: the seed's real components (Kubernetes v1.27.3, etcd, CoreDNS, Flannel, CNI, Helm, k9s
+built from their Go modules, served by the lab's simulated upstream) plus a synthetic upstream
+of k times the seed (bench/synth.py: incompressible, shared layers, realistic sizes), cached
+under ~/.cache/airlock/bench. Each scale runs in its own work directory, deleted before the
+next; free disk space is checked before each scale and a scale that would leave less than
+15 GB free is skipped and recorded as such.
+
+Per scale, `--rounds` interleaved rounds (the order of airlock and its peer alternates):
+
+  create (cold)   airlock create (fresh cache)           | skopeo copy (all images, one OCI layout) + curl (files)
+  create (warm)   the same again (same cache, same -o)   | (ratio to airlock's cold create)
+  verify          airlock bundle verify --key            | openssl dgst -sha256 over the same blobs, 1 and 2 processes
+  verify (split)  the bundle split into 4+ volumes       | openssl dgst, 2 processes
+  load            airlock load --key into a fresh store  | cp of the bundle
+  media->pullable airlock registry serve --bundle        | the blog: skopeo copy docker-archive -> docker-registry
+  first pull      serve --bundle, then every blob pulled | docker-registry (same images) started, same pull
+  containerd      ctr pull of every image via hosts.toml | the same from docker-registry
+  delta create    create --since the old bundle          | skopeo copy + curl of what changed only
+
+Each measurement: wall time, peak RSS (GNU time's maximum resident set size, or VmHWM of a
+server), bytes written (GNU time's file system outputs x 512, or /proc/PID/io write_bytes).
+
+    .venv/bin/python bench/scale.py [--scales 1,4,8] [--rounds 3] [--out bench/results.json]
+
+AIRLOCK_BENCH_SCALES=1,4,8 sets the default scales (make bench runs 1x). Results go into
+bench/results.json under "growth" (the other figures are bench/run.py's), figures into
+bench/growth-*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import synth
+from ruamel.yaml import YAML
+from support import (
+    Daemon,
+    check_pullable,
+    concurrent_pull,
+    discover_sync,
+    free_port,
+    median,
+    say,
+    wait_http,
+)
+
+from airlock.verbs.mirrors import MirrorOptions, configure_mirrors
+from airlock_lab.containerd import ContainerdDaemon
+from airlock_lab.demo import CarryServer
+from airlock_lab.distribution import start_distribution
+from airlock_lab.upstream import Upstream
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+AIRLOCK = str(Path(sys.executable).with_name("airlock"))
+INPROC = str(HERE / "inproc.py")
+UPSTREAM_CACHE = Path("/tmp/airlock-test-cache/upstream")
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "airlock" / "bench"
+FLOOR = 15 * 10**9  # never leave less free than this on the disk
+# bytes a scale's stage holds at once, as a multiple of its bundle: upstream copy, create
+# cache, bundle, split copy, store, docker-archives + blog registry, docker-registry,
+# containerd content + snapshots, peers' copies; measured at 1x: about 9x
+DISK_FACTOR = 10
+
+
+@dataclass
+class Meas:
+    wall: float
+    rss_mib: float
+    written: int  # bytes
+
+    def r(self) -> dict[str, float]:
+        return {
+            "s": round(self.wall, 3),
+            "rss_mib": round(self.rss_mib, 1),
+            "written": self.written,
+        }
+
+
+def gnu_time(argv: Sequence[str], *, timeout: float = 3600) -> tuple[Meas, str]:
+    """Run under /usr/bin/time -v (report to a file, so stdout stays the command's)."""
+    report = CACHE / f"time-{os.getpid()}.txt"
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        ["/usr/bin/time", "-v", "-o", str(report), *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    text = report.read_text()
+    report.unlink()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))  # type: ignore[union-attr]
+    out = int(re.search(r"File system outputs: (\d+)", text).group(1))  # type: ignore[union-attr]
+    return Meas(wall, rss / 1024, out * 512), proc.stdout
+
+
+def gnu_time_many(argvs: Sequence[Sequence[str]]) -> Meas:
+    """Several commands one after the other: summed time and writes, max RSS."""
+    total = Meas(0.0, 0.0, 0)
+    for argv in argvs:
+        m, _ = gnu_time(argv)
+        total = Meas(total.wall + m.wall, max(total.rss_mib, m.rss_mib), total.written + m.written)
+    return total
+
+
+def gnu_time_parallel(argvs: Sequence[Sequence[str]]) -> Meas:
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(list(a), stdout=subprocess.DEVNULL) for a in argvs]
+    for p in procs:
+        if p.wait(3600) != 0:
+            raise RuntimeError(f"{p.args!r} exited {p.returncode}")
+    return Meas(time.perf_counter() - t0, 0.0, 0)
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(VmHWM MiB, write_bytes) of a live process and its children's are not included."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    io = Path(f"/proc/{pid}/io").read_text()
+    written = int(re.search(r"write_bytes: (\d+)", io).group(1))  # type: ignore[union-attr]
+    return hwm, written
+
+
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def skopeo(src: str, dest: str, *flags: str) -> list[str]:
+    tls = ["--src-tls-verify=false", "--dest-tls-verify=false"]
+    return ["skopeo", "copy", "-q", *tls, *flags, src, dest]
+
+
+# --- one scale --------------------------------------------------------------------------------
+
+
+@dataclass
+class Scale:
+    k: int
+    work: Path
+    up: Upstream
+    syn: synth.Synth
+    syn_url: str  # http://127.0.0.1:P of the synthetic registry
+    files_url: str  # http://127.0.0.1:P/ of the synthetic files
+    spec: Path
+    spec_v2: Path
+    pub: Path
+    key: Path
+    images: list[str]
+    images_v2: list[str]
+    fetch_urls: list[str]
+    fetch_urls_v2: list[str]
+
+    def src(self, ref: str) -> str:
+        registry, _, rest = ref.partition("/")
+        url = self.syn_url if registry == synth.HOST else self.up.registries[registry]
+        return f"docker://{url.removeprefix('http://')}/{rest}"
+
+
+def _write_spec(
+    work: Path, up: Upstream, s: synth.Synth, syn_url: str, files_url: str
+) -> tuple[Path, Path]:
+    sources = work / "sources.yaml"
+    with sources.open("w") as fh:
+        YAML().dump({"sources": up.sources()}, fh)
+    seed = work / "seed.yaml"
+    seed.unlink(missing_ok=True)
+    subprocess.run(
+        [AIRLOCK, "init", "--sources", str(sources), "-o", str(seed)],
+        check=True,
+        capture_output=True,
+    )
+    yaml = YAML()
+    out = []
+    for gen, refs, files in (("1", s.refs, s.files), ("2", s.refs_v2, s.files_v2)):
+        doc = yaml.load(seed.read_text())
+        doc["metadata"]["name"] = "bench"
+        doc["images"] = [*doc["images"], *refs]
+        doc["files"] = [
+            {"url": f"{files_url}{f['name']}", "sha256": f["sha256"], "name": f["name"]}
+            for f in files
+        ]
+        doc["sources"]["registries"][synth.HOST] = {"url": syn_url, "insecure": True}
+        path = work / f"airlock-{gen}.yaml"
+        with path.open("w") as fh:
+            yaml.dump(doc, fh)
+        out.append(path)
+    return out[0], out[1]
+
+
+def _plan(spec: Path) -> tuple[list[str], list[str]]:
+    plan = json.loads(
+        subprocess.run(
+            [AIRLOCK, "plan", "-f", str(spec), "--json"], check=True, capture_output=True, text=True
+        ).stdout
+    )["artifacts"]
+    images = sorted(a["source"] for a in plan if a["kind"] == "image")
+    return images, [a["fetchUrl"] for a in plan if a.get("fetchUrl")]
+
+
+@contextmanager
+def scale_env(k: int, work: Path) -> Iterator[Scale]:
+    syn = synth.ensure(k, CACHE, say)
+    with Upstream.start(UPSTREAM_CACHE) as up:
+        reg = start_distribution(synth.HOST, syn.registry, fresh(work / "run"))
+        port = free_port()
+        try:
+            with CarryServer(syn.files_dir, "127.0.0.1", port):
+                files_url = f"http://127.0.0.1:{port}/"
+                spec, spec_v2 = _write_spec(work, up, syn, reg.url, files_url)
+                for p in ("site.key", "site.pub"):
+                    (work / p).unlink(missing_ok=True)
+                subprocess.run(
+                    [AIRLOCK, "keys", "generate", "--out", str(work / "site")],
+                    check=True,
+                    capture_output=True,
+                )
+                images, urls = _plan(spec)
+                images2, urls2 = _plan(spec_v2)
+                yield Scale(
+                    k,
+                    work,
+                    up,
+                    syn,
+                    reg.url,
+                    files_url,
+                    spec,
+                    spec_v2,
+                    work / "site.pub",
+                    work / "site.key",
+                    images,
+                    images2,
+                    urls,
+                    urls2,
+                )
+        finally:
+            reg.process.stop()
+
+
+# --- the measurements -------------------------------------------------------------------------
+
+
+def create(
+    sc: Scale, spec: Path, cache: Path, out: Path, *extra: str
+) -> tuple[Meas, dict[str, Any]]:
+    argv = [
+        AIRLOCK,
+        "bundle",
+        "create",
+        "-f",
+        str(spec),
+        "--cache",
+        str(cache),
+        "-o",
+        str(out),
+        "--sign",
+        str(sc.key),
+        "--json",
+        "--progress=none",
+        *extra,
+    ]
+    m, stdout = gnu_time(argv)
+    return m, json.loads(stdout)
+
+
+def peer_create(sc: Scale, images: Sequence[str], urls: Sequence[str]) -> Meas:
+    layout, files = fresh(sc.work / "peer-oci"), fresh(sc.work / "peer-files")
+    argvs = [skopeo(sc.src(ref), f"oci:{layout}:{ref}") for ref in images]
+    argvs += [["curl", "-fsS", "-o", str(files / f"{n:03d}"), u] for n, u in enumerate(urls)]
+    m = gnu_time_many(argvs)
+    shutil.rmtree(layout)
+    shutil.rmtree(files)
+    return m
+
+
+def blob_paths(cache: Path, bundle_json: dict[str, Any], bundle: Path) -> list[tuple[int, str]]:
+    from airlock.bundle.reader import open_bundle
+
+    blobs = open_bundle(bundle).manifest.blobs
+    return [
+        (b.size, str(cache / "blobs" / "sha256" / b.digest.removeprefix("sha256:"))) for b in blobs
+    ]
+
+
+def halves(paths: list[tuple[int, str]]) -> list[list[str]]:
+    out: list[list[str]] = [[], []]
+    weights = [0, 0]
+    for size, p in sorted(paths, reverse=True):
+        k = weights.index(min(weights))
+        out[k].append(p)
+        weights[k] += size
+    return out
+
+
+@contextmanager
+def airlock_serve(args: Sequence[str], log: Path) -> Iterator[tuple[str, Daemon]]:
+    port = free_port()
+    d = Daemon([AIRLOCK, "registry", "serve", *args, "--listen", f"127.0.0.1:{port}"], log)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/", d, seconds=600)
+        yield f"http://127.0.0.1:{port}", d
+    finally:
+        d.stop()
+
+
+@contextmanager
+def dist_serve(storage: Path, run: Path) -> Iterator[tuple[str, int]]:
+    reg = start_distribution("bench", storage, fresh(run))
+    try:
+        yield reg.url, reg.process.pid
+    finally:
+        reg.process.stop()
+
+
+def server_meas(t0: float, pid: int) -> Meas:
+    hwm, written = proc_stats(pid)
+    return Meas(time.perf_counter() - t0, hwm, written)
+
+
+def serve_first_pull(sc: Scale, bundle: Path, items_for: dict[str, Any]) -> Meas:
+    t0 = time.perf_counter()
+    with airlock_serve(
+        ["--bundle", str(bundle), "--key", str(sc.pub)], sc.work / "logs" / "sb.log"
+    ) as (url, d):
+        items = items_for.setdefault("airlock", discover_sync(url, sc.images))
+        _, stats = concurrent_pull(url, items, clients=1)
+        assert stats.errors == 0, stats.error_samples
+        return server_meas(t0, d.proc.pid)
+
+
+def dist_first_pull(sc: Scale, storage: Path, items_for: dict[str, Any]) -> Meas:
+    t0 = time.perf_counter()
+    with dist_serve(storage, sc.work / "run-dist") as (url, pid):
+        items = items_for.setdefault("dist", discover_sync(url, sc.images))
+        _, stats = concurrent_pull(url, items, clients=1)
+        assert stats.errors == 0, stats.error_samples
+        return server_meas(t0, pid)
+
+
+def serve_bundle_pullable(sc: Scale, bundle: Path) -> Meas:
+    t0 = time.perf_counter()
+    with airlock_serve(
+        ["--bundle", str(bundle), "--key", str(sc.pub)], sc.work / "logs" / "sb.log"
+    ) as (url, d):
+        check_pullable(url, sc.images)
+        return server_meas(t0, d.proc.pid)
+
+
+def blog_pullable(sc: Scale, archives: dict[str, Path]) -> Meas:
+    storage = fresh(sc.work / "blog-registry")
+    with dist_serve(storage, sc.work / "run-blog") as (url, pid):
+        host = url.removeprefix("http://")
+        t0 = time.perf_counter()
+        m = gnu_time_many(
+            [skopeo(f"docker-archive:{archives[r]}", f"docker://{host}/{r}") for r in sc.images]
+        )
+        check_pullable(url, sc.images)
+        wall = time.perf_counter() - t0
+        hwm, written = proc_stats(pid)
+    shutil.rmtree(storage)
+    return Meas(wall, max(m.rss_mib, hwm), m.written + written)
+
+
+def containerd_pull(sc: Scale, hosts: Path, name: str) -> Meas:
+    workdir = fresh(sc.work / "ctd" / name)
+    with ContainerdDaemon(workdir, hosts_dir=hosts) as ctd:
+        t0 = time.perf_counter()
+        for ref in sc.images:
+            ctd.pull(ref, timeout=1800)
+        wall = time.perf_counter() - t0
+        pulled = ctd.images()
+    missing = [r for r in sc.images if r not in pulled]
+    shutil.rmtree(workdir, ignore_errors=True)
+    if missing:
+        raise RuntimeError(f"containerd ({name}) lacks {missing}")
+    return Meas(wall, 0.0, 0)
+
+
+def mirrors_for(sc: Scale, url: str, store: Path, name: str) -> Path:
+    return configure_mirrors(
+        root=fresh(sc.work / f"mirrors-{name}"),
+        store=store,
+        options=MirrorOptions(registries=[url.removeprefix("http://")]),
+    ).hosts_dir
+
+
+Pair = tuple[str, Callable[[], Meas], str, Callable[[], Meas]]
+
+
+def run_scale(k: int, rounds: int, work: Path) -> dict[str, Any]:
+    fresh(work)
+    raw: dict[str, list[dict[str, float]]] = {}
+
+    def add(name: str, m: Meas) -> None:
+        raw.setdefault(name, []).append(m.r())
+
+    with scale_env(k, work) as sc:
+        say(f"\n== {k}x: {len(sc.images)} images, {len(sc.fetch_urls)} files")
+        info: dict[str, Any] = {}
+        cache, out = work / "cache", work / "out"
+        items_for: dict[str, Any] = {}
+        archives: dict[str, Path] = {}
+        store = work / "store"
+
+        def one_round(i: int) -> None:
+            first_airlock = i % 2 == 0
+
+            def pair(a: Callable[[], None], b: Callable[[], None]) -> None:
+                for f in (a, b) if first_airlock else (b, a):
+                    f()
+
+            # create: cold and warm, against skopeo + curl
+            def airlock_create() -> None:
+                fresh(cache)
+                fresh(out)
+                m, data = create(sc, sc.spec, cache, out)
+                add("create_cold", m)
+                info.update(
+                    bundle=data["bundle"], size=data["size"], unique=data["uniqueBlobBytes"]
+                )
+                m2, _ = create(sc, sc.spec, cache, out)
+                add("create_warm", m2)
+                say(f"   [{k}x r{i}] create cold {m.wall:.1f}s warm {m2.wall:.2f}s")
+
+            def peer() -> None:
+                m = peer_create(sc, sc.images, sc.fetch_urls)
+                add("peer_skopeo_curl", m)
+                say(f"   [{k}x r{i}] skopeo+curl {m.wall:.1f}s")
+
+            pair(airlock_create, peer)
+            bundle = Path(info["bundle"])
+            paths = blob_paths(cache, info, bundle)
+            info["blob_bytes"] = sum(s for s, _ in paths)
+            if i == 0:
+                # a split copy for the multi-volume verify (not timed)
+                split = max(16 * 2**20, info["size"] // 4 + 1)
+                _, sdata = create(sc, sc.spec, cache, work / "split", "--split", str(split))
+                info["split_parts"] = sdata["bundle"]
+                info["split_volumes"] = len(sdata["volumes"])
+            # verify, page cache warmed for both by the round's first reader
+            ssl1 = ["openssl", "dgst", "-sha256", *[p for _, p in paths]]
+            verify = [
+                AIRLOCK,
+                "bundle",
+                "verify",
+                str(bundle),
+                "--key",
+                str(sc.pub),
+                "--progress=none",
+            ]
+            vsplit = [
+                AIRLOCK,
+                "bundle",
+                "verify",
+                info["split_parts"],
+                "--key",
+                str(sc.pub),
+                "--progress=none",
+            ]
+            gnu_time(ssl1)
+            pair(
+                lambda: add("verify", gnu_time(verify)[0]),
+                lambda: add("openssl_1", gnu_time(ssl1)[0]),
+            )
+            pair(
+                lambda: add("verify_split", gnu_time(vsplit)[0]),
+                lambda: add(
+                    "openssl_2",
+                    gnu_time_parallel([["openssl", "dgst", "-sha256", *h] for h in halves(paths)]),
+                ),
+            )
+            say(
+                f"   [{k}x r{i}] verify {raw['verify'][-1]['s']}s split {raw['verify_split'][-1]['s']}s "
+                f"openssl 1p {raw['openssl_1'][-1]['s']}s 2p {raw['openssl_2'][-1]['s']}s"
+            )
+
+            # load vs cp
+            def airlock_load() -> None:
+                shutil.rmtree(store, ignore_errors=True)
+                add(
+                    "load",
+                    gnu_time(
+                        [
+                            AIRLOCK,
+                            "load",
+                            str(bundle),
+                            "--store",
+                            str(store),
+                            "--key",
+                            str(sc.pub),
+                            "--progress=none",
+                        ]
+                    )[0],
+                )
+
+            def cp() -> None:
+                dest = fresh(work / "cp")
+                add("cp", gnu_time(["cp", str(bundle), str(dest)])[0])
+                shutil.rmtree(dest)
+
+            pair(airlock_load, cp)
+            say(
+                f"   [{k}x r{i}] load {raw['load'][-1]['s']}s ({raw['load'][-1]['written'] / 2**20:.0f} MiB written) "
+                f"cp {raw['cp'][-1]['s']}s"
+            )
+
+            # media to pullable: serve --bundle vs the blog's docker-archive push
+            if not archives:
+                adir = fresh(work / "archives")
+                for n, ref in enumerate(sc.images):
+                    archives[ref] = adir / f"{n:03d}.tar"
+                    subprocess.run(
+                        skopeo(sc.src(ref), f"docker-archive:{archives[ref]}:{ref}"), check=True
+                    )
+            pair(
+                lambda: add("serve_bundle_pullable", serve_bundle_pullable(sc, bundle)),
+                lambda: add("blog_pullable", blog_pullable(sc, archives)),
+            )
+            say(
+                f"   [{k}x r{i}] serve --bundle pullable {raw['serve_bundle_pullable'][-1]['s']}s, "
+                f"blog {raw['blog_pullable'][-1]['s']}s"
+            )
+
+            # first pull of everything: serve --bundle vs docker-registry holding the same
+            dist = work / "dist-registry"
+            if not dist.exists():
+                with dist_serve(fresh(dist), work / "run-fill") as (url, _):
+                    host = url.removeprefix("http://")
+                    for ref in sc.images:
+                        subprocess.run(
+                            skopeo(sc.src(ref), f"docker://{host}/{ref}", "--preserve-digests"),
+                            check=True,
+                        )
+            pair(
+                lambda: add("serve_first_pull", serve_first_pull(sc, bundle, items_for)),
+                lambda: add("dist_first_pull", dist_first_pull(sc, dist, items_for)),
+            )
+            say(
+                f"   [{k}x r{i}] first pull: serve --bundle {raw['serve_first_pull'][-1]['s']}s, "
+                f"docker-registry {raw['dist_first_pull'][-1]['s']}s"
+            )
+
+            # containerd pulls everything: airlock registry (store) vs docker-registry
+            def ctd_airlock() -> None:
+                with airlock_serve(["--store", str(store)], work / "logs" / "ss.log") as (url, _):
+                    add(
+                        "containerd_airlock",
+                        containerd_pull(sc, mirrors_for(sc, url, store, "a"), "a"),
+                    )
+
+            def ctd_dist() -> None:
+                with dist_serve(dist, work / "run-dist") as (url, _):
+                    add(
+                        "containerd_dist",
+                        containerd_pull(sc, mirrors_for(sc, url, store, "d"), "d"),
+                    )
+
+            pair(ctd_airlock, ctd_dist)
+            say(
+                f"   [{k}x r{i}] containerd from airlock {raw['containerd_airlock'][-1]['s']}s, "
+                f"docker-registry {raw['containerd_dist'][-1]['s']}s"
+            )
+
+            # delta: the upstream moved on (one image and one file in ten)
+            changed_images = sorted(set(sc.images_v2) - set(sc.images))
+            changed_urls = sorted(set(sc.fetch_urls_v2) - set(sc.fetch_urls))
+
+            def delta() -> None:
+                dout = fresh(work / "delta")
+                m, data = create(
+                    sc, sc.spec_v2, cache, dout, "--since", str(bundle), "--since-key", str(sc.pub)
+                )
+                add("delta_create", m)
+                info["delta_size"] = data["size"]
+                shutil.rmtree(dout)
+
+            pair(delta, lambda: add("peer_delta", peer_create(sc, changed_images, changed_urls)))
+            say(
+                f"   [{k}x r{i}] delta {raw['delta_create'][-1]['s']}s, peer {raw['peer_delta'][-1]['s']}s"
+            )
+            info["delta_changed"] = {"images": changed_images, "files": changed_urls}
+
+        for i in range(rounds):
+            one_round(i)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"scale": k, "rounds": rounds, "bundle": info, "raw": raw}
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+RATIOS = [
+    # name, ours, theirs, direction, goal, what
+    ("create_vs_skopeo_curl", "create_cold", "peer_skopeo_curl", "lower", 1.0, "time"),
+    ("create_warm_vs_cold", "create_warm", "create_cold", "lower", 0.05, "time"),
+    ("verify_vs_openssl_1proc", "verify", "openssl_1", "lower", 1 / 0.9, "time"),
+    ("verify_split_vs_openssl_2proc", "verify_split", "openssl_2", "lower", 1 / 0.9, "time"),
+    ("load_vs_cp", "load", "cp", "lower", None, "time"),
+    (
+        "serve_bundle_vs_blog_pullable",
+        "serve_bundle_pullable",
+        "blog_pullable",
+        "lower",
+        0.1,
+        "time",
+    ),
+    (
+        "serve_bundle_first_pull_vs_distribution",
+        "serve_first_pull",
+        "dist_first_pull",
+        "lower",
+        1.0,
+        "time",
+    ),
+    (
+        "containerd_airlock_vs_distribution",
+        "containerd_airlock",
+        "containerd_dist",
+        "lower",
+        1.0,
+        "time",
+    ),
+    ("delta_create_vs_skopeo_curl", "delta_create", "peer_delta", "lower", None, "time"),
+]
+
+
+def summarize(scale: dict[str, Any]) -> dict[str, Any]:
+    raw = scale["raw"]
+    out: dict[str, Any] = {}
+    for name, ours, theirs, direction, goal, _ in RATIOS:
+        if ours not in raw or theirs not in raw:
+            continue
+        per = [a["s"] / b["s"] for a, b in zip(raw[ours], raw[theirs], strict=True)]
+        out[name] = {
+            "value": round(median(per), 4),
+            "min": round(min(per), 4),
+            "max": round(max(per), 4),
+            "per_round": [round(x, 4) for x in per],
+            "direction": f"{ours} time / {theirs} time, {direction} is better",
+            "goal": None if goal is None else f"<= {goal:.3g}",
+            "meets_goal": None if goal is None else median(per) <= goal,
+        }
+    bundle = scale["bundle"]
+    nbytes = bundle["blob_bytes"]
+    for name in ("verify", "verify_split", "openssl_1", "openssl_2"):
+        out[f"{name}_mib_per_s"] = round(nbytes / median([m["s"] for m in raw[name]]) / 2**20, 1)
+    load_w = median([m["written"] for m in raw["load"]])
+    out["load_written_vs_new_bytes"] = {
+        "value": round(load_w / bundle["unique"], 4),
+        "direction": "bytes written by airlock load (GNU time file system outputs x 512) / unique "
+        "blob bytes new to the (empty) store, lower is better",
+        "goal": "<= 1.05",
+        "meets_goal": load_w / bundle["unique"] <= 1.05,
+    }
+    out["peak_rss_mib"] = {
+        name: round(max(m["rss_mib"] for m in raw[name]), 1)
+        for name in (
+            "create_cold",
+            "create_warm",
+            "verify",
+            "verify_split",
+            "load",
+            "serve_bundle_pullable",
+            "serve_first_pull",
+            "delta_create",
+            "peer_skopeo_curl",
+            "dist_first_pull",
+        )
+        if name in raw
+    }
+    out["median_s"] = {name: round(median([m["s"] for m in ms]), 3) for name, ms in raw.items()}
+    out["median_written_bytes"] = {
+        name: int(median([m["written"] for m in ms])) for name, ms in raw.items()
+    }
+    return out
+
+
+def plots(scales: list[dict[str, Any]], where: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    xs = [s["bundle"]["size"] / 2**30 for s in scales]
+    pairs = [(n, o, t) for n, o, t, *_ in RATIOS]
+    for name, ours, theirs in pairs:
+        if not all(ours in s["raw"] and theirs in s["raw"] for s in scales):
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, label in ((ours, f"airlock: {ours}"), (theirs, f"peer: {theirs}")):
+            med = [median([m["s"] for m in s["raw"][key]]) for s in scales]
+            lo = [min(m["s"] for m in s["raw"][key]) for s in scales]
+            hi = [max(m["s"] for m in s["raw"][key]) for s in scales]
+            ax.errorbar(
+                xs,
+                med,
+                yerr=[
+                    [a - b for a, b in zip(med, lo, strict=True)],
+                    [b - a for a, b in zip(med, hi, strict=True)],
+                ],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
+        ax.set_xlabel("bundle size (GiB)")
+        ax.set_ylabel("seconds (median, min-max)")
+        ax.set_title(name.replace("_", " "))
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        path = where / f"growth-{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        made.append(str(path.relative_to(HERE.parent)))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in ("create_cold", "verify", "load", "serve_first_pull", "delta_create"):
+        ax.plot(
+            xs, [max(m["rss_mib"] for m in s["raw"][name]) for s in scales], marker="o", label=name
+        )
+    ax.set_xlabel("bundle size (GiB)")
+    ax.set_ylabel("peak RSS (MiB)")
+    ax.set_title("airlock peak RSS by scale")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = where / "growth-peak-rss.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    made.append(str(path.relative_to(HERE.parent)))
+    return made
+
+
+def limits() -> dict[str, Any]:
+    """What the machine can do at best: SHA-256 (openssl speed) and the disk (dd)."""
+    speed = subprocess.run(
+        ["openssl", "speed", "-seconds", "2", "-evp", "sha256"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    row = [line for line in speed.splitlines() if line.startswith("sha256")]
+    sha = float(row[-1].split()[-1].rstrip("k")) * 1000 if row else 0.0
+    probe = CACHE / "dd-probe.bin"
+    dd = subprocess.run(
+        ["dd", "if=/dev/zero", f"of={probe}", "bs=4M", "count=256", "conv=fdatasync"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stderr
+    probe.unlink(missing_ok=True)
+    m = re.search(r"copied, ([\d.]+) s", dd)
+    write = 2**30 / float(m.group(1)) if m else 0.0
+    return {
+        "sha256_bytes_per_s_one_core": sha,
+        "sha256_mib_per_s_one_core": round(sha / 2**20, 1),
+        "disk_write_mib_per_s_fdatasync": round(write / 2**20, 1),
+        "how": "`openssl speed -evp sha256` (16 KiB blocks) and `dd if=/dev/zero bs=4M count=256 "
+        "conv=fdatasync` in the bench cache directory",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", default=os.environ.get("AIRLOCK_BENCH_SCALES", "1"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    done: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    seed_unit = synth.SEED_UNIT
+    for k in [int(x) for x in args.scales.split(",")]:
+        free = shutil.disk_usage(CACHE).free
+        have = (CACHE / f"synth-{k}x-{synth.FORMAT}").is_dir()
+        need = (0 if have else k * seed_unit * 1.3) + DISK_FACTOR * (k + 1) * seed_unit
+        if free - need < FLOOR:
+            say(
+                f"\n== {k}x does not fit: {free / 1e9:.1f} GB free, needs about {need / 1e9:.1f} GB, floor {FLOOR / 1e9:.0f} GB"
+            )
+            skipped.append(
+                {"scale": k, "free_bytes": free, "needed_bytes": int(need), "floor_bytes": FLOOR}
+            )
+            continue
+        say(f"\n== {k}x: {free / 1e9:.1f} GB free, needs about {need / 1e9:.1f} GB")
+        result = run_scale(k, args.rounds, CACHE / "work")
+        result["free_bytes_before"] = free
+        result["summary"] = summarize(result)
+        done.append(result)
+    figures = plots(done, HERE) if done else []
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results["growth"] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed_unit_bytes": seed_unit,
+        "scales": done,
+        "skipped": skipped,
+        "limits": limits(),
+        "figures": figures,
+        "seconds": round(time.monotonic() - started, 1),
+        "notes": [
+            "scale k = the seed's real components (lab upstream) + a synthetic upstream of "
+            "k x seed_unit bytes (bench/synth.py); ratios are airlock / peer per round, the "
+            "value is their median with min and max; rounds alternate who goes first",
+            "times are whole processes as a user waits for them (interpreter start included)",
+        ],
+    }
+    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    table(done)
+    say(f"\nwrote {args.out} ({', '.join(figures)}) in {time.monotonic() - started:.0f}s")
+    return 0
+
+
+def table(done: list[dict[str, Any]]) -> None:
+    for s in done:
+        say(f"\n-- {s['scale']}x: bundle {s['bundle']['size'] / 2**30:.2f} GiB")
+        for name, fig in s["summary"].items():
+            if isinstance(fig, dict) and "value" in fig:
+                say(
+                    f"   {name:42} {fig['value']:>8} [{fig.get('min', '')}-{fig.get('max', '')}] goal {fig['goal']}"
+                )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
