@@ -13,11 +13,15 @@ __all__ = ["register"]
 lab_app = typer.Typer(help="The air-gap lab (network namespaces).", no_args_is_help=True)
 
 
+def _example(line: str) -> str:
+    return f"Example:\n\n  {line}"
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(lab_app, name="lab")
 
 
-@lab_app.command("up")
+@lab_app.command("up", epilog=_example("airlock lab up --nodes 2"))
 def up(nodes: int = typer.Option(1, "--nodes"), json_out: bool = json_option()) -> None:
     """Create the gap namespace(s), veth and blackhole default route."""
     use_json(json_out)
@@ -33,7 +37,7 @@ def up(nodes: int = typer.Option(1, "--nodes"), json_out: bool = json_option()) 
     )
 
 
-@lab_app.command("down")
+@lab_app.command("down", epilog=_example("airlock lab down"))
 def down(json_out: bool = json_option()) -> None:
     """Remove everything `lab up` made (idempotent, also after a crash)."""
     use_json(json_out)
@@ -48,7 +52,7 @@ def down(json_out: bool = json_option()) -> None:
     )
 
 
-@lab_app.command("status")
+@lab_app.command("status", epilog=_example("airlock lab status --json"))
 def status(
     upstream_port: list[int] = typer.Option([], "--upstream-port", help="Ports to probe."),
     json_out: bool = json_option(),
@@ -72,7 +76,7 @@ def status(
         raise typer.Exit(1)
 
 
-@lab_app.command("upstream")
+@lab_app.command("upstream", epilog=_example("airlock lab upstream --sources-out sources.yaml"))
 def upstream(
     workdir: Path = typer.Option(Path("/var/tmp/airlock-upstream"), "--workdir"),
     sources_out: Path | None = typer.Option(None, "--sources-out"),
@@ -100,9 +104,13 @@ def upstream(
     serve_forever(workdir, sources_out=sources_out, ready=ready)
 
 
-@lab_app.command("components")
+@lab_app.command(
+    "components", epilog=_example("airlock lab components --set seed --platform linux/amd64")
+)
 def components_cmd(
-    sets: list[str] = typer.Option(["seed"], "--set", help="seed, current (repeatable)."),
+    sets: list[str] = typer.Option(
+        ["seed"], "--set", metavar="SET", help="seed, current (repeatable)."
+    ),
     platform: list[str] = typer.Option(["linux/amd64"], "--platform", help="GOOS/GOARCH."),
     json_out: bool = json_option(),
 ) -> None:

@@ -50,7 +50,13 @@ def _expiry(text: str | None) -> str | None:
 @bundle_app.command("create")
 def create(
     spec_file: Path = typer.Option(Path("airlock.yaml"), "-f", "--file", help="The spec file."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Bundle path."),
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="NAME.airlock.tar, or a directory to write it in (default: here).",
+    ),
     split: str | None = typer.Option(None, "--split", help="Volume size, e.g. 700M, 4G."),
     sign: Path | None = typer.Option(None, "--sign", help="ed25519 private key (PEM)."),
     since: Path | None = typer.Option(None, "--since", help="Inventory or old bundle: a delta."),
@@ -398,7 +404,9 @@ def repair(
 @bundle_app.command("send")
 def send(
     bundle: Path = typer.Argument(..., help="The bundle (tar, parts file or first volume)."),
-    to: str = typer.Option(..., "--to", help="Receiver ADDRESS:PORT (UDP; nothing comes back)."),
+    to: str = typer.Option(
+        ..., "--to", metavar="ADDRESS:PORT", help="The receiver (UDP; nothing comes back)."
+    ),
     rate: str = typer.Option(..., "--rate", help="Bytes per second, e.g. 10M."),
     loss: str = typer.Option("5%", "--loss", help="Expected packet loss; sizes the recovery."),
     json_out: bool = json_option(),

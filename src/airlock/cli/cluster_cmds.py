@@ -113,7 +113,9 @@ def reset(
 
 @cluster_app.command("upgrade")
 def upgrade(
-    to: str = typer.Option(..., "--to", help="The target version, e.g. v1.27.4."),
+    to: str = typer.Option(
+        ..., "--to", metavar="VERSION", help="The target version, e.g. v1.27.4."
+    ),
     role: str | None = typer.Option(
         None,
         "--role",
@@ -121,7 +123,10 @@ def upgrade(
         " where a kube-apiserver manifest exists, else worker).",
     ),
     from_version: str | None = typer.Option(
-        None, "--from", help="The version the node runs now (default: read from the node)."
+        None,
+        "--from",
+        metavar="VERSION",
+        help="The version the node runs now (default: read from the node).",
     ),
     node: str | None = typer.Option(None, "--node", help="This node's name (default: hostname)."),
     kubeconfig: str = typer.Option(

@@ -12,7 +12,15 @@ import typer
 from rich.markup import escape
 
 from airlock import __version__
-from airlock.cli import bundle_cmds, cluster_cmds, node_cmds, registry_cmds, spec_cmds
+from airlock.cli import (
+    bundle_cmds,
+    cluster_cmds,
+    meta_cmds,
+    node_cmds,
+    registry_cmds,
+    spec_cmds,
+)
+from airlock.cli.helpstyle import tidy
 from airlock.cli.output import state
 from airlock.errors import EXIT_FAILED, AirlockError, UsageError
 
@@ -62,6 +70,7 @@ bundle_cmds.register(app)
 registry_cmds.register(app)
 node_cmds.register(app)
 cluster_cmds.register(app)
+meta_cmds.register(app)
 
 
 def _register_plugins(group: str = "airlock.commands") -> None:
@@ -80,6 +89,7 @@ _register_plugins()
 
 
 GLOBAL_FLAGS = ("--json", "--debug")
+COMPLETE_VAR = meta_cmds.COMPLETE_VAR
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 # click's base of usage errors, whether typer bundles click or depends on it
 _ClickException: type[Exception] = next(
@@ -165,7 +175,14 @@ def run(argv: list[str] | None = None) -> None:
         _check_progress_mode()
         # not standalone: click would turn Ctrl-C into a silent exit and print usage errors
         # itself; here every outcome goes through one place and one JSON document
-        code = app(args=args, prog_name="airlock", standalone_mode=False)
+        if COMPLETE_VAR in os.environ:  # a shell asks for completions (airlock completion)
+            from typer.completion import completion_init  # type: ignore[attr-defined]
+
+            completion_init()
+        command = tidy(typer.main.get_command(app))
+        code = command.main(
+            args=args, prog_name="airlock", complete_var=COMPLETE_VAR, standalone_mode=False
+        )
     except AirlockError as exc:
         if state.debug:
             traceback.print_exc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -171,6 +172,27 @@ def check(
         raise typer.Exit(1)
 
 
+def _inventory_text(data: dict[str, Any]) -> None:
+    """The inventory in a few lines; the document itself is for -o FILE (or --json)."""
+    os_info = data.get("os") or {}
+    name = os_info.get("error") or " ".join(
+        str(os_info[k]) for k in ("id", "version_id") if os_info.get(k)
+    )
+    store = data.get("store") or {}
+    held = (
+        f"{len(store.get('images') or [])} images, {len(store.get('blobs') or [])} blobs in "
+        f"{store.get('path')}"
+        if store.get("present")
+        else f"no store at {store.get('path')}"
+    )
+    state.line(
+        f"{name or 'unknown OS'} on {data.get('arch')}: {len(data.get('packages') or [])} "
+        f"packages, {len(data.get('binaries') or [])} binaries, "
+        f"{len(data.get('mirrors') or [])} registry mirrors; {held}"
+    )
+    state.line("carry it back: airlock inventory -o inventory.json [--sign KEY]")
+
+
 def inventory(
     root: Path = typer.Option(Path("/"), "--root"),
     store: Path | None = typer.Option(None, "--store"),
@@ -189,7 +211,7 @@ def inventory(
         raise AirlockError("--sign needs -o FILE: the signature goes next to it as FILE.sig")
     data = collect(root=root, store=store)
     if output is None:
-        state.emit(data)
+        state.emit(data, lambda: _inventory_text(data))
         return
     written = write_inventory(data, output, sign_key=sign)
     summary = {

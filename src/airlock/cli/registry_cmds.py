@@ -136,7 +136,9 @@ def _limits(
 
 @registry_app.command("push")
 def push(
-    to: str = typer.Option(..., "--to", help="Target registry URL (https://harbor.local)."),
+    to: str = typer.Option(
+        ..., "--to", metavar="URL", help="The target registry, e.g. https://127.0.0.1:8443."
+    ),
     store: Path = typer.Option(Path("/var/lib/airlock/store"), "--store"),
     ca: Path | None = typer.Option(None, "--ca", help="CA file to verify the target's TLS."),
     insecure: bool = typer.Option(False, "--insecure", help="Do not verify the target's TLS."),
@@ -180,7 +182,14 @@ def push(
 
 @registry_app.command("certs")
 def certs(
-    out: Path = typer.Option(Path("/etc/airlock/pki"), "--out"),
+    out: Path = typer.Option(
+        Path("/etc/airlock/pki"),
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="The directory for the CA, the certificate and the credentials.",
+    ),
+    old_out: Path | None = typer.Option(None, "--out", hidden=True),  # the first spelling
     name: list[str] = typer.Option([], "--name", help="DNS names for the certificate."),
     address: list[str] = typer.Option([], "--address", help="IP addresses for the certificate."),
     htpasswd_user: str | None = typer.Option(
@@ -196,6 +205,7 @@ def certs(
     from airlock.oci.certs import generate_certs
     from airlock.oci.htpasswd import ensure_credentials
 
+    out = old_out or out
     paths = generate_certs(out, names=name or ["localhost"], addresses=address or ["127.0.0.1"])
     data: dict[str, object] = {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(paths).items()
