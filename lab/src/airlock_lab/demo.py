@@ -74,13 +74,81 @@ def _stage(summary: DemoSummary, name: str) -> Iterator[None]:
         _say(f"   ({summary.stages[name]:.1f}s)")
 
 
+class _CommandLog:
+    """Every airlock command's whole output, kept in the demo's work directory; the screen
+    gets a line or two of it."""
+
+    def __init__(self) -> None:
+        self.root: Path | None = None
+        self.count = 0
+
+    def start(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root, self.count = root, 0
+
+    def save(self, args: Sequence[str], result: system.CommandResult) -> Path | None:
+        if self.root is None:
+            return None
+        self.count += 1
+        words = [a for a in args[:2] if not a.startswith("-") and "/" not in a]
+        path = self.root / f"{self.count:02d}-{'-'.join(words) or 'airlock'}.log"
+        path.write_text(
+            f"$ airlock {' '.join(args)}\n(exit {result.returncode})\n\n--- stdout\n"
+            f"{result.stdout}\n--- stderr\n{result.stderr}"
+        )
+        return path
+
+
+_log = _CommandLog()
+# what a JSON result says first, when it has it
+_JSON_FIRST = (
+    "bundle", "size", "volumes", "blobs", "images", "signed", "trust", "blobsAdded",
+    "bytesAdded", "blobsPresent", "changed", "applied", "plan",
+)  # fmt: skip
+_SHOWN_LINES = 3
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, list):
+        return f"{len(value)} items" if len(value) != 1 else "1 item"
+    if isinstance(value, dict):
+        return f"{len(value)} entries"
+    text = str(value)
+    return text if len(text) <= 60 else text[:28] + "…" + text[-28:]
+
+
+def json_summary(doc: dict[str, Any]) -> str:
+    """One line for a --json result: whether it succeeded and its first few facts."""
+    if not doc.get("ok", True):
+        error = doc.get("error") or {}
+        return f"FAILED {error.get('code')}: {error.get('message')}"
+    keys = [k for k in _JSON_FIRST if k in doc][:5]
+    return "ok: " + ", ".join(f"{k} {_brief(doc[k])}" for k in keys)
+
+
 def _airlock(
     exe: Path, *args: str, netns: str | None = None, check: bool = True
 ) -> system.CommandResult:
     _say(("   [gap] $ " if netns else "   $ ") + " ".join(["airlock", *args]))
     result = system.run([str(exe), *args], netns=netns, check=check, timeout=900)
-    for line in (result.stdout + result.stderr).strip().splitlines()[-6:]:
+    saved = _log.save(args, result)
+    if "--json" in args:
+        try:
+            shown = [json_summary(json.loads(result.stdout))]
+        except ValueError:
+            shown = result.stdout.strip().splitlines()[:_SHOWN_LINES]
+    else:
+        lines = result.stdout.strip().splitlines()
+        shown = lines[:_SHOWN_LINES] + (
+            [f"… {len(lines) - _SHOWN_LINES} more lines"] if len(lines) > _SHOWN_LINES else []
+        )
+    problems = [
+        line for line in result.stderr.splitlines() if line.startswith(("warning:", "error:"))
+    ]
+    for line in [*shown, *problems]:
         _say(f"     {line}")
+    if saved is not None:
+        _say(f"     (all of it: {saved})")
     return result
 
 
@@ -203,6 +271,7 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
     for d in (connected, gapdir, out):
         d.mkdir(parents=True)
     lab_down()  # a crashed earlier run leaves nothing in the way
+    _log.start(workdir / "logs")
     with contextlib.ExitStack() as stack:
         with _stage(
             summary, "1. simulated upstream (files, chart repo, 3 docker-registry daemons)"
@@ -255,6 +324,11 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             )
             summary.bundle_bytes = created["size"]
             summary.bundle_volumes = len(created["volumes"])
+            _say(
+                f"   bundle: {created['size'] / 2**20:.1f} MiB in {len(created['volumes'])} "
+                f"volumes of {SPLIT}, {created['images']} images, {created['files']} files, "
+                f"{created['blobs']} blobs, {'signed' if created['signed'] else 'UNSIGNED'}"
+            )
         with _stage(
             summary, "4. the blog's way, for comparison (one docker-archive tar per image)"
         ):
@@ -345,6 +419,7 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             )
             if json.loads(again.stdout)["changed"]:
                 raise SystemExit("demo: a second load changed the store")
+            _say("   second load: nothing changed (idempotent)")
         registry_addr = f"{st.gap_ip}:{REGISTRY_PORT}"
         with _stage(summary, f"9. registry serve on {registry_addr} (inside the gap)"):
             _say(f"   [gap] $ airlock registry serve --store {store} --listen {registry_addr} &")

@@ -38,12 +38,28 @@ def _render(result: object, *, dry_run: bool) -> None:
         if dry_run:
             state.line(f"dry run: {len(result.plan.changes)} changes planned, none applied")
         elif result.applied:
-            state.line(f"applied {len(result.applied.changed)} changes")
-            for action in result.applied.actions:
-                verb = "ran" if action.ran else "recorded (sysroot)"
-                state.line(f"  {verb}: {' '.join(action.argv)}")
+            _render_applied(result.applied)
 
     state.emit(result.to_json(), text)
+
+
+def _render_applied(applied: object) -> None:
+    """The changes applied, then the commands they ran (or, in a sysroot, recorded for the
+    node): two counts of two different things, each named as what it is."""
+    from airlock.node.engine import ApplyResult
+
+    assert isinstance(applied, ApplyResult)
+    state.line(f"applied {len(applied.changed)} changes: {', '.join(applied.changed)}")
+    ran = [a for a in applied.actions if a.ran]
+    recorded = [a for a in applied.actions if not a.ran]
+    if ran:
+        state.line(f"  {len(ran)} commands run for them:")
+        for action in ran:
+            state.line(f"    {' '.join(action.argv)}")
+    if recorded:
+        state.line(f"  {len(recorded)} commands recorded for the node (a sysroot runs none):")
+        for action in recorded:
+            state.line(f"    {' '.join(action.argv)}")
 
 
 @node_app.command("prepare")
