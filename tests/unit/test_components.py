@@ -15,7 +15,7 @@ from airlock_lab.components import COMPONENTS_DIR, Recipe, build_one, recipe_key
 
 
 def test_every_recipe_has_its_module_with_go_sum() -> None:
-    for recipe in recipes(("seed", "current")):
+    for recipe in recipes(("seed", "current", "upgrade")):
         module = COMPONENTS_DIR / recipe.module
         assert (module / "go.mod").is_file(), recipe.key
         assert (module / "go.sum").is_file(), recipe.key
@@ -31,7 +31,7 @@ def test_kubernetes_is_stamped_as_the_release_build_does() -> None:
 
 
 def test_substitutes_say_so() -> None:
-    for recipe in recipes(("seed", "current")):
+    for recipe in recipes(("seed", "current", "upgrade")):
         if recipe.built_version:
             assert recipe.note, recipe.key
 
@@ -86,7 +86,7 @@ def test_a_complete_build_is_taken_from_the_cache(
 def test_every_go_command_is_pinned_by_its_module() -> None:
     """tools.go imports every package a recipe builds, so `go mod tidy` put all of their
     dependencies in go.sum (a build runs with -mod=readonly)."""
-    for recipe in recipes(("seed", "current")):
+    for recipe in recipes(("seed", "current", "upgrade")):
         if recipe.kind != "go":
             continue
         module = COMPONENTS_DIR / recipe.module

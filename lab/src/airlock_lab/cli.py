@@ -109,7 +109,7 @@ def upstream(
 )
 def components_cmd(
     sets: list[str] = typer.Option(
-        ["seed"], "--set", metavar="SET", help="seed, current (repeatable)."
+        ["seed"], "--set", metavar="SET", help="seed, current, upgrade (repeatable)."
     ),
     platform: list[str] = typer.Option(["linux/amd64"], "--platform", help="GOOS/GOARCH."),
     json_out: bool = json_option(),

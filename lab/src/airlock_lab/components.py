@@ -106,8 +106,12 @@ _K8S_COMMANDS = (
     "kube-proxy",
 )
 
-# Each release's commit and build date, as `kubectl version` of the upstream binary reports.
-_K8S_RELEASES = {"v1.27.3": ("25b4e43193bcda6c7328a6d147b1fb73a33f1598", "2023-06-14T09:53:42Z")}
+# Each release's commit and build date, as `kubectl version` of the upstream binary reports
+# (v1.28.15: the tag's commit and its time, as the module proxy's .info records them).
+_K8S_RELEASES = {
+    "v1.27.3": ("25b4e43193bcda6c7328a6d147b1fb73a33f1598", "2023-06-14T09:53:42Z"),
+    "v1.28.15": ("841856557ef0f6a399096c42635d114d6f2cf7f4", "2024-10-22T20:26:26Z"),
+}
 
 
 def _kubernetes(version: str) -> Recipe:
@@ -137,19 +141,23 @@ def _kubernetes(version: str) -> Recipe:
     )
 
 
+def _etcd(version: str) -> Recipe:
+    return Recipe(
+        "etcd",
+        version,
+        f"etcd/{version}",
+        (
+            Command("etcd", "go.etcd.io/etcd/server/v3"),
+            Command("etcdctl", "go.etcd.io/etcd/etcdctl/v3"),
+            Command("etcdutl", "go.etcd.io/etcd/etcdutl/v3"),
+        ),
+    )
+
+
 def _seed() -> list[Recipe]:
     return [
         _kubernetes("v1.27.3"),
-        Recipe(
-            "etcd",
-            "v3.5.7",
-            "etcd/v3.5.7",
-            (
-                Command("etcd", "go.etcd.io/etcd/server/v3"),
-                Command("etcdctl", "go.etcd.io/etcd/etcdctl/v3"),
-                Command("etcdutl", "go.etcd.io/etcd/etcdutl/v3"),
-            ),
-        ),
+        _etcd("v3.5.7"),
         Recipe(
             "coredns",
             "v1.10.1",
@@ -255,7 +263,18 @@ def _current() -> list[Recipe]:
     ]
 
 
-SETS: dict[str, Callable[[], list[Recipe]]] = {"seed": _seed, "current": _current}
+def _upgrade() -> list[Recipe]:
+    """The target of issue 18's upgrade test (v1.27.3 -> v1.28.x, in `make test-full`): the
+    last v1.28 patch release and the etcd its kubeadm upgrades to (3.5.15-0); CoreDNS v1.10.1
+    and pause 3.9 are the seed's."""
+    return [_kubernetes("v1.28.15"), _etcd("v3.5.15")]
+
+
+SETS: dict[str, Callable[[], list[Recipe]]] = {
+    "seed": _seed,
+    "current": _current,
+    "upgrade": _upgrade,
+}
 
 
 def recipes(names: Sequence[str] = ("seed",)) -> list[Recipe]:

@@ -5,15 +5,20 @@ ports of the upstream image's own Dockerfile at its tag (cited per image below):
 
 - registry.k8s.io/kube-*:VERSION: build/lib/release.sh of k8s.io/kubernetes copies the binary to
   /usr/local/bin/ on a distroless base; kubeadm's static pods name the command, so no entrypoint
-  is needed (upstream's is go-runner, which is not built here).
+  is needed (upstream's is go-runner, which is not built here). kube-proxy's base is
+  distroless-iptables: Debian's iptables (legacy and nft), ip6tables, conntrack, ipset and
+  their libraries; here the same Debian packages, unpacked (`debroot`). Upstream's
+  iptables-wrapper, which picks legacy or nft from the rules the host already has, is not built
+  (its module is not served here): `iptables` is Debian's default alternative, nft.
 - registry.k8s.io/pause:3.9: build/pause/Dockerfile: /pause, USER 65535:65535.
 - registry.k8s.io/etcd:3.5.7-0: cluster/images/etcd of k8s.io/kubernetes: etcd, etcdctl and
   etcdutl in /usr/local/bin, ports 2379 and 2380.
 - registry.k8s.io/coredns/coredns:v1.10.1: the module's Dockerfile: scratch, the CA bundle,
   /coredns as entrypoint, 53 and 53/udp.
 - docker.io/flannel/flannel:v0.22.0: images/Dockerfile.ARCH of the flannel module: flanneld in
-  /opt/bin as entrypoint (upstream's alpine base also brings iptables and iproute2; here a
-  busybox base: the lab has no alpine).
+  /opt/bin as entrypoint on alpine with iptables, ip6tables and iproute2; here busybox (`cp` and
+  `sh` for the manifest's init container; the lab has no alpine) plus the same Debian layer as
+  kube-proxy's.
 - docker.io/flannel/flannel-cni-plugin:v1.1.2: the plugin as /flannel on a base with `cp`, which
   the Flannel manifest's init container runs.
 """
@@ -24,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from airlock.errors import UsageError
 from airlock_lab.components import Built
 from airlock_lab.imagebuild import (
     AMD64,
@@ -55,6 +61,7 @@ class RealImage:
     base: str = "minimal"  # "minimal" (passwd, group, nsswitch, CA bundle), "scratch", "busybox"
     push_as: MediaFlavor = "oci"
     index: bool = False  # upstream publishes an index (multi-arch) for it
+    net_tools: bool = False  # iptables, iproute2 and friends from Debian (`debroot`)
 
 
 def real_images(kubernetes_versions: Sequence[str]) -> list[RealImage]:
@@ -65,6 +72,7 @@ def real_images(kubernetes_versions: Sequence[str]) -> list[RealImage]:
             f"kubernetes-{version}",
             ((f"usr/local/bin/{name}", name),),
             ImageConfig(),
+            net_tools=name == "kube-proxy",
         )
         for version in kubernetes_versions
         for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
@@ -103,6 +111,7 @@ def real_images(kubernetes_versions: Sequence[str]) -> list[RealImage]:
             base="busybox",
             push_as="docker",
             index=True,
+            net_tools=True,
         ),
         RealImage(
             "docker.io/flannel/flannel-cni-plugin:v1.1.2",
@@ -139,17 +148,32 @@ def _base_layers(image: RealImage, busybox: Layer) -> tuple[Layer, ...]:
     return (_minimal_layer(ca_bundle=True),)
 
 
+def _net_tools_layer(
+    image: RealImage, arch: str, net_tools: Mapping[str, Layer]
+) -> tuple[Layer, ...]:
+    if not image.net_tools:
+        return ()
+    if arch not in net_tools:
+        raise UsageError(
+            f"{image.ref} needs Debian's network tools for {arch}, which were not prepared",
+            "pass debroot.net_tools_layer(debroot.unpacked_root(arch)) for every built arch",
+        )
+    return (net_tools[arch],)
+
+
 def build_real_images(
     builder: ImageBuilder,
     images: Sequence[RealImage],
     built: Mapping[tuple[str, str], Built],
     *,
     busybox: Layer,
+    net_tools: Mapping[str, Layer] | None = None,
     label: Callable[[RealImage, Built], dict[str, str]] | None = None,
 ) -> list[BuiltImage]:
     """Write every image whose component is built, for each architecture it was built for.
 
-    `built` maps (recipe key, goarch) to the cached build.
+    `built` maps (recipe key, goarch) to the cached build; `net_tools` maps goarch to the
+    Debian layer (`debroot.net_tools_layer`) for the images that need it.
     """
     out: list[BuiltImage] = []
     for image in images:
@@ -183,7 +207,12 @@ def build_real_images(
                 user=image.config.user,
                 labels=labels,
             )
-            variants.append((_PLATFORMS[arch], (*_base_layers(image, busybox), top), config))
+            layers = (
+                *_base_layers(image, busybox),
+                *_net_tools_layer(image, arch, net_tools or {}),
+                top,
+            )
+            variants.append((_PLATFORMS[arch], layers, config))
         built_image = builder.add_image(image.ref, variants, force_index=image.index)
         out.append(
             BuiltImage(

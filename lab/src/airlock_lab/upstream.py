@@ -47,7 +47,7 @@ from airlock.atomic import write_atomic
 from airlock.errors import AirlockError, SystemCommandError, UsageError
 from airlock.oci.layout import OciLayout
 from airlock.oci.ref import parse_reference
-from airlock_lab import components, imagebuild, realimages, standins
+from airlock_lab import components, debroot, imagebuild, realimages, standins
 from airlock_lab.components import Built
 from airlock_lab.distribution import Distribution, start_distribution
 from airlock_lab.imagebuild import TarEntry, write_tgz
@@ -167,14 +167,20 @@ def _data(name: str) -> bytes:
 Components = dict[tuple[str, str], Built]  # (recipe key, goarch) -> its cached build
 
 
-def _cache_key(inputs: _DebianInputs, versions: Sequence[str], comps: Components) -> str:
+def _cache_key(
+    inputs: _DebianInputs,
+    versions: Sequence[str],
+    comps: Components,
+    roots: dict[str, debroot.DebianRoot],
+) -> str:
     """Changes when anything that shapes the build changes: code, data, Debian binaries, and
-    the component builds (their directories are named by their own cache keys)."""
+    the component builds and Debian roots (their directories are named by their own keys)."""
     h = hashlib.sha256(_BUILD_FORMAT.encode())
     built = sorted(str(b.dir) for b in comps.values())
-    h.update(json.dumps([list(versions), inputs.fingerprint(), built]).encode())
+    unpacked = sorted((str(r.root), sorted(r.versions.items())) for r in roots.values())
+    h.update(json.dumps([list(versions), inputs.fingerprint(), built, unpacked]).encode())
     here = Path(__file__).parent
-    for module in ("imagebuild.py", "realimages.py", "standins.py", "upstream.py"):
+    for module in ("debroot.py", "imagebuild.py", "realimages.py", "standins.py", "upstream.py"):
         h.update((here / module).read_bytes())
     for name in _DATA_FILES:
         h.update(_data(name))
@@ -653,7 +659,8 @@ class Upstream:
             (b.recipe.key, b.goarch): b
             for b in components.build(("seed",), platforms=platforms, progress=progress)
         }
-        build_dir = workdir / f"build-{_cache_key(inputs, versions, comps)}"
+        roots = {arch: debroot.unpacked_root(arch) for arch in sorted({a for _, a in comps})}
+        build_dir = workdir / f"build-{_cache_key(inputs, versions, comps, roots)}"
         run_dir = workdir / "run" / f"{os.getpid()}-{secrets.token_hex(4)}"
         run_dir.mkdir(parents=True)
         registries: dict[str, Distribution] = {}
@@ -667,7 +674,7 @@ class Upstream:
                 if not complete:
                     shutil.rmtree(build_dir, ignore_errors=True)
                     build_dir.mkdir(parents=True)
-                    built = _build_images(build_dir / "oci", inputs, versions, comps)
+                    built = _build_images(build_dir / "oci", inputs, versions, comps, roots)
                     _build_files(build_dir / "files", inputs, versions, comps)
                 for host in REGISTRY_HOSTS:
                     registries[host] = start_distribution(
@@ -793,7 +800,11 @@ class Upstream:
 
 
 def _build_images(
-    layout_dir: Path, inputs: _DebianInputs, versions: Sequence[str], comps: Components
+    layout_dir: Path,
+    inputs: _DebianInputs,
+    versions: Sequence[str],
+    comps: Components,
+    roots: dict[str, debroot.DebianRoot],
 ) -> list[imagebuild.BuiltImage]:
     """The real images where a component build makes them, labelled stand-ins for the rest
     (podinfo, the registry, Kubernetes versions without a build)."""
@@ -801,7 +812,11 @@ def _build_images(
     wanted = realimages.real_images(versions)
     builder = imagebuild.ImageBuilder(layout)
     real = realimages.build_real_images(
-        builder, wanted, comps, busybox=imagebuild.busybox_base_layer(inputs.busybox)
+        builder,
+        wanted,
+        comps,
+        busybox=imagebuild.busybox_base_layer(inputs.busybox),
+        net_tools={arch: debroot.net_tools_layer(root) for arch, root in roots.items()},
     )
     standin = imagebuild.build_seed_images(
         layout,
