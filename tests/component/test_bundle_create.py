@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from test_packages_debian import _para, make_repo, serve
 
 from airlock_lab.upstream import Upstream
+from output_schemas import check_output
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 
@@ -245,13 +246,14 @@ def test_os_packages_closure_travels(upstream: Upstream, tmp_path: Path) -> None
     with serve(root) as url:
         packages = {"os": "debian-12", "names": ["app"], "repositories": [f"{url}dists/toy"]}
         spec = write_spec(tmp_path, upstream, packages=packages)
-        plan = json.loads(run("plan", "-f", str(spec), "--json").stdout)
+        plan = check_output("plan", json.loads(run("plan", "-f", str(spec), "--json").stdout))
         rows = {a["name"]: a for a in plan["artifacts"] if a["kind"] == "package"}
         assert set(rows) == {"app", "libdep"}
         assert rows["libdep"]["foundIn"][0].startswith("app (Depends: libdep")  # why it travels
         out = json.loads(
             create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=("--json",)).stdout
         )
+    check_output("bundle create", out)
     summary = json.loads(run("bundle", "inspect", out["bundle"], "--json").stdout)
     carried = {f["name"]: f for f in summary["files"] if f["kind"] == "package"}
     assert set(carried) == {"app_1.0_amd64.deb", "libdep_1.2_amd64.deb"}

@@ -19,6 +19,7 @@ from airlock.oci.layout import OciLayout
 from airlock.verbs.load import LoadOptions, load_bundle
 from airlock_lab.bundle_testing import sample_content
 from airlock_lab.distribution import Distribution, start_distribution
+from output_schemas import check_output
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 
@@ -48,7 +49,7 @@ def push(store: Path, url: str) -> dict[str, object]:
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    data: dict[str, object] = json.loads(out.stdout)
+    data: dict[str, object] = check_output("registry push", json.loads(out.stdout))
     return data
 
 

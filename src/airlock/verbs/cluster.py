@@ -48,9 +48,24 @@ def _newest_manifest(store: Path) -> dict[str, Any]:
     return data
 
 
+def _carried_spec(manifest: dict[str, Any], store: Path) -> Spec:
+    """The spec the newest loaded bundle carries; one this airlock cannot read is named."""
+    from pydantic import ValidationError
+
+    try:
+        return Spec.model_validate(manifest.get("spec") or {})
+    except ValidationError as exc:
+        fields = ", ".join(sorted({".".join(map(str, e["loc"])) for e in exc.errors()}))
+        raise UsageError(
+            f"the spec carried by the newest bundle in {store} is incomplete for this airlock "
+            f"({fields})",
+            hint="load a bundle built by this airlock (cluster init also takes the spec: -f FILE)",
+        ) from None
+
+
 def store_inputs(store: Path, *, spec_file: Path | None = None) -> ClusterInputs:
     manifest = _newest_manifest(store)
-    spec = load_spec(spec_file) if spec_file else Spec.model_validate(manifest["spec"])
+    spec = load_spec(spec_file) if spec_file else _carried_spec(manifest, store)
     source = store_source(store)
     files = list(source.files())
     cni = next((f for f in files if f.kind == "manifest"), None)
