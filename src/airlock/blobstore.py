@@ -50,18 +50,25 @@ class BlobWriter:
         if self.expected is not None and digest != self.expected:
             raise DigestMismatch(what or self.expected, self.expected, digest)
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if self._store.durable:
+            os.fsync(self._fh.fileno())
         self._fh.close()
         final = self._store.path(digest)
         os.replace(self.tmp, final)
-        fsync_dir(final.parent)
+        if self._store.durable:
+            fsync_dir(final.parent)
         return digest
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    """`durable=False` skips the fsyncs of each commit: for a cache whose every blob is hashed
+    again before it is used (bundle create's download cache: the writer re-hashes each blob
+    it copies), where a blob torn by a power cut is named then, not trusted."""
+
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
         self.root = Path(root)
         self.blob_dir = self.root / "blobs" / "sha256"
+        self.durable = durable
 
     def ensure(self) -> None:
         self.blob_dir.mkdir(parents=True, exist_ok=True)

@@ -258,3 +258,16 @@ def test_large_incompressible_file_is_probed_not_compressed_whole(tmp_path: Path
     stored = {f.name: f.stored for f in compress_files([noise, text], store, Compression())}
     assert stored["noise.bin"] is None
     assert stored["text.bin"] is not None and stored["text.bin"].size < text.size // 10
+
+
+def test_a_torn_cache_blob_is_named_not_compressed(tmp_path: Path) -> None:
+    """The create cache is not fsync'd: the bytes compressed are checked against the digest."""
+    from airlock.errors import DigestMismatch
+    from airlock_lab.bundle_testing import put_file
+
+    store = BlobStore(tmp_path / "store")
+    text = put_file(store, "text.bin", b"kubeadm config images list\n" * 4000, kind="file")
+    path = store.path(text.digest)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DigestMismatch, match=r"text\.bin"):
+        compress_files([text], store, Compression())

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, Protocol
 from airlock.atomic import remove_dead_temps, write_atomic
 from airlock.blobstore import BlobStore
 from airlock.content import FileArtifact, StoredForm
-from airlock.errors import UsageError, VerificationError
+from airlock.errors import DigestMismatch, UsageError, VerificationError
 from airlock.oci.digest import digest_hex, is_digest
 
 __all__ = [
@@ -146,16 +146,35 @@ def _incompressible(cache: BlobStore, f: FileArtifact, level: int) -> bool:
     return total > 0 and packed > total * _PROBE_GIVE_UP
 
 
+def _check_seen(f: FileArtifact, cache: BlobStore, seen: Any) -> None:
+    if "sha256:" + seen.hexdigest() != f.digest:
+        raise DigestMismatch(
+            f"{f.name} in {cache.root}",
+            f.digest,
+            "sha256:" + seen.hexdigest(),
+            hint="the cache is corrupt; remove that blob and fetch again",
+        )
+
+
 def _compress(cache: BlobStore, f: FileArtifact, level: int) -> StoredForm | None:
     zstd = _zstd()
     if _incompressible(cache, f, level):
         return None
     compressor = zstd.ZstdCompressor(level=level)
     compressor.set_pledged_input_size(f.size)
+    seen = hashlib.sha256()  # the cache is not fsync'd: what is compressed must be the file
     with cache.path(f.digest).open("rb") as src, cache.writer() as out:
-        while chunk := src.read(_CHUNK):
-            out.write(compressor.compress(chunk))
-        out.write(compressor.flush())
+        try:
+            while chunk := src.read(_CHUNK):
+                seen.update(chunk)
+                out.write(compressor.compress(chunk))
+            out.write(compressor.flush())
+        except Exception:  # zstd's own error (a size other than pledged): was it the file?
+            while chunk := src.read(_CHUNK):
+                seen.update(chunk)
+            _check_seen(f, cache, seen)
+            raise
+        _check_seen(f, cache, seen)
         if out.size > f.size * _KEEP_RATIO:
             return None  # not worth it: the temp file is dropped
         digest = out.commit(f"{f.name} compressed")

@@ -382,7 +382,8 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     options.network.ssl_context  # noqa: B018 (reads the CA bundle: a bad one is named now)
     ensure_releases_exist(spec, network=options.network)  # a missing version: named, nearest too
     plan = resolve_plan(spec, network=options.network)
-    cache = BlobStore(options.cache or default_cache_dir())
+    # no fsync per cached blob: the bundle writer hashes every blob again as it copies it
+    cache = BlobStore(options.cache or default_cache_dir(), durable=False)
     cache.ensure()
     cache.remove_temp_files()  # blobs a killed run was writing (a live writer's are locked)
     warnings = list(plan.warnings)
