@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKERS ?= 2
 
-.PHONY: deps demo test test-full components lint unit component conformance e2e bench fuzz clean
+.PHONY: deps demo test test-full components lint docs-check unit component conformance e2e bench fuzz clean
 FULL_PLATFORMS := linux/amd64,linux/arm64
 
 deps:
@@ -16,11 +16,16 @@ lint: deps
 	$(VENV)/bin/ruff format --check src lab/src tests bench
 	$(VENV)/bin/mypy
 
+# Every `airlock ...` command in README.md and docs/ (and every --help example) parsed by the
+# CLI as it is: subcommands, flags, values (tests/docs_check.py; under a second).
+docs-check: deps
+	$(PY) tests/docs_check.py
+
 # The seed's real components, built from their Go modules (cached: see docs/components.md).
 components: deps
 	$(VENV)/bin/airlock lab components --set seed
 
-test: deps lint components
+test: deps lint docs-check components
 	$(VENV)/bin/pytest -n $(WORKERS) -q tests/unit tests/component
 	$(PY) -m airlock_lab.conformance --results out/conformance
 	$(VENV)/bin/pytest -q tests/e2e  # one shared gap topology: serially

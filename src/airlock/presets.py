@@ -42,6 +42,10 @@ charts:
 packages:
   os: fedora-37
   names: [socat, conntrack-tools, libcgroup]
+  # Without repositories these names are only listed (plan warns) and `node check` looks for
+  # them on the node. With repositories the packages and their dependency closure travel in the
+  # bundle; point at mirrors you can reach (docs/spec.md), e.g.
+  # repositories: ["http://127.0.0.1:8080/fedora/37/x86_64/os"]
 """
 
 _CURRENT = """\
@@ -72,6 +76,10 @@ charts: []
 packages:
   os: debian-12
   names: [socat, conntrack, iptables, ebtables, ethtool]
+  # Without repositories these names are only listed (plan warns) and `node check` looks for
+  # them on the node. With repositories the packages and their dependency closure travel in the
+  # bundle; point at mirrors you can reach (docs/spec.md), e.g.
+  # repositories: ["http://127.0.0.1:8080/debian/dists/bookworm#main"]
 """
 
 PRESETS: dict[str, str] = {"seed": _SEED, "current": _CURRENT}
