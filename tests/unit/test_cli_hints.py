@@ -117,3 +117,10 @@ def test_a_missing_tool_says_what_an_operator_does(
     assert "airlock node install" in (caught.value.hint or "")
     assert "make test" not in (caught.value.hint or "")
     assert "package manager" in system.missing_command_hint("socat")
+
+
+def test_debug_anywhere_shows_the_traceback(tmp_path: Path) -> None:
+    for args in (["--debug", "load", "nothing.tar"], ["load", "nothing.tar", "--debug"]):
+        out = run(*args, cwd=tmp_path)
+        assert out.returncode != 0 and "Traceback" in out.stderr, args
+    assert "Traceback" not in run("load", "nothing.tar", cwd=tmp_path).stderr

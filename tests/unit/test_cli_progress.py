@@ -200,3 +200,53 @@ def test_ctrl_c_at_a_terminal(tmp_path: Path) -> None:
     assert code == 130, screen
     assert "interrupted" in screen and "run the same command again" in screen
     assert "Traceback" not in screen
+
+
+class _Recorder:
+    """A ProgressSink that keeps every event (thread-safe enough: the GIL orders list appends)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, int | None] = {}
+        self.seen: dict[str, int] = {}
+        self.finished: list[str] = []
+        self.steps: list[int] = []
+
+    def start(self, name: str, total: int | None) -> None:
+        self.totals[name] = total
+        self.seen.setdefault(name, 0)
+
+    def advance(self, name: str, nbytes: int) -> None:
+        self.seen[name] += nbytes
+        self.steps.append(nbytes)
+
+    def done(self, name: str) -> None:
+        self.finished.append(name)
+
+
+def test_core_verbs_report_every_byte_under_a_readable_name(tmp_path: Path) -> None:
+    """write, verify and load each start a step named after the bundle, advance by chunks (a
+    big blob moves the bar before it ends) up to the total, and finish it."""
+    from airlock.bundle.verify import verify_bundle
+    from airlock.trust import TrustPolicy
+    from airlock.verbs.load import LoadOptions, load_bundle
+
+    priv, pub = generate_keypair(tmp_path / "keys" / "site")
+    blobs = BlobStore(tmp_path / "blobs")
+    rec = _Recorder()
+    made = write_bundle(
+        sample_content(blobs, big_file_size=5 << 20),
+        blobs=blobs,
+        out=tmp_path / "out",
+        sign_key=priv,
+        progress=rec,
+    )
+    verify_bundle(made.path, trust=TrustPolicy((pub,)), progress=rec)
+    load_bundle(
+        made.path, store_dir=tmp_path / "store", options=LoadOptions(keys=(pub,), progress=rec)
+    )
+    name = made.path.name
+    assert set(rec.totals) == {f"write {name}", f"verify {name}", f"load {name}"}
+    for step, total in rec.totals.items():
+        assert total and rec.seen[step] == total, step
+    assert sorted(rec.finished) == sorted(rec.totals)
+    assert max(rec.steps) <= 1 << 20 < 5 << 20  # chunks, not whole blobs

@@ -261,12 +261,16 @@ class Bundle:
         with self.open_blob(digest) as fh:
             return fh.read()
 
-    def copy_blob(self, digest: str, store: BlobStore) -> None:
+    def copy_blob(
+        self, digest: str, store: BlobStore, *, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
         """Copy a blob into `store`; it is published there only if its bytes match (once hashed:
-        the store's writer checks what it writes)."""
+        the store's writer checks what it writes). `on_bytes` hears of each chunk copied."""
         with self._reader.open_blob(digest) as src, store.writer(digest) as w:
             while chunk := src.read(_CHUNK):
                 w.write(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
             w.commit(self._what(digest))
 
     def blob_spans(self, digest: str) -> list[Span]:
@@ -328,11 +332,13 @@ def _check_held_volumes(
 
     label = f"check volumes of {volumes.display()}"
 
+    def advance(n: int) -> None:
+        if progress is not None:
+            progress.advance(label, n)
+
     def one(i: int) -> tuple[int, str]:
         size = os.stat(volumes.paths[i]).st_size
-        hexd, _ = hash_spans([Span(volumes.paths[i], 0, size)])
-        if progress is not None:
-            progress.advance(label, size)
+        hexd, _ = hash_spans([Span(volumes.paths[i], 0, size)], on_bytes=advance)
         return size, hexd
 
     report_start(progress, label, parts.size)

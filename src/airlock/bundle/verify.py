@@ -123,10 +123,12 @@ def _check_blobs(
     # Largest first, so the two threads finish together.
     present.sort(key=lambda b: (-b.size, b.digest))
 
-    def one(digest: str) -> tuple[str, str, int]:
-        hexd, n = hash_spans(reader.blob_spans(digest))
+    def hashed(n: int) -> None:
         if progress is not None:
             progress.advance(label, n)
+
+    def one(digest: str) -> tuple[str, str, int]:
+        hexd, n = hash_spans(reader.blob_spans(digest), on_bytes=hashed)
         return digest, hexd, n
 
     ok: set[str] = set()

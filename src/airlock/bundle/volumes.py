@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,8 +157,14 @@ def spans(volumes: Sequence[tuple[Path, int]], offset: int, length: int) -> list
     return out
 
 
-def hash_spans(pieces: Sequence[Span], *, chunk: int = READ_CHUNK) -> tuple[str, int]:
-    """sha256 hex and byte count of the concatenated spans (for threads: GIL released)."""
+def hash_spans(
+    pieces: Sequence[Span],
+    *,
+    chunk: int = READ_CHUNK,
+    on_bytes: Callable[[int], None] | None = None,
+) -> tuple[str, int]:
+    """sha256 hex and byte count of the concatenated spans (for threads: GIL released);
+    `on_bytes` hears of each chunk hashed (progress)."""
     h = hashlib.sha256()
     buf = bytearray(chunk)
     view = memoryview(buf)
@@ -176,6 +182,8 @@ def hash_spans(pieces: Sequence[Span], *, chunk: int = READ_CHUNK) -> tuple[str,
                 h.update(view[:n])
                 left -= n
                 total += n
+                if on_bytes is not None:
+                    on_bytes(n)
     return h.hexdigest(), total
 
 

@@ -610,6 +610,8 @@ def _stream_tar(
                 if copied > entry.size:
                     break
                 sink.write(view)
+                if progress is not None:
+                    progress.advance(label, n)
         actual = "sha256:" + hasher.hexdigest()
         if copied != entry.size or actual != entry.digest:
             raise DigestMismatch(
@@ -619,8 +621,6 @@ def _stream_tar(
                 hint="the cache is corrupt; remove that blob and fetch again",
             )
         sink.write(_padding(entry.size))
-        if progress is not None:
-            progress.advance(label, entry.size)
     report_done(progress, label)
     end = b"\0" * (2 * _BLOCK)
     sink.write(end)

@@ -210,12 +210,15 @@ def _stage(
     staging.remove_temp_files()
     label = f"load {bundle.path.name}"
 
-    def one(entry: BlobEntry) -> None:
-        # staged by an interrupted run: committed only if it matched
-        if not staging.has(entry.digest):
-            bundle.copy_blob(entry.digest, staging)
+    def copied(n: int) -> None:
         if progress is not None:
-            progress.advance(label, entry.size)
+            progress.advance(label, n)
+
+    def one(entry: BlobEntry) -> None:
+        if staging.has(entry.digest):  # staged by an interrupted run: committed only if it matched
+            copied(entry.size)
+        else:
+            bundle.copy_blob(entry.digest, staging, on_bytes=copied)
 
     report_start(progress, label, sum(e.size for e in entries))
     try:
