@@ -11,6 +11,7 @@ Per scale, `--rounds` interleaved rounds (the order of airlock and its peer alte
 
   create (cold)   airlock create (fresh cache)           | skopeo copy (all images, one OCI layout) + curl (files)
   create (warm)   the same again (same cache, same -o)   | (ratio to airlock's cold create)
+  create (raw)    cold, --compress none (what zstd costs) | skopeo copy + curl
   verify          airlock bundle verify --key            | openssl dgst -sha256 over the same blobs, 1 and 2 processes
   verify (split)  the bundle split into 4+ volumes       | openssl dgst, 2 processes
   load            airlock load --key into a fresh store  | cp of the bundle
@@ -18,6 +19,7 @@ Per scale, `--rounds` interleaved rounds (the order of airlock and its peer alte
   first pull      serve --bundle, then every blob pulled | docker-registry (same images) started, same pull
   containerd      ctr pull of every image via hosts.toml | the same from docker-registry
   delta create    create --since the old bundle          | skopeo copy + curl of what changed only
+  node install    node install BUNDLE --root (sysroot)   | the blog's install/tar -x of the same files
 
 Each measurement: wall time, peak RSS (GNU time's maximum resident set size, or VmHWM of a
 server), bytes written (GNU time's file system outputs x 512, or /proc/PID/io write_bytes).
@@ -73,10 +75,10 @@ INPROC = str(HERE / "inproc.py")
 UPSTREAM_CACHE = Path("/tmp/airlock-test-cache/upstream")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "airlock" / "bench"
 FLOOR = 15 * 10**9  # never leave less free than this on the disk
-# bytes a scale's stage holds at once, as a multiple of its bundle: upstream copy, create
-# cache, bundle, split copy, store, docker-archives + blog registry, docker-registry,
-# containerd content + snapshots, peers' copies; measured at 1x: about 9x
-DISK_FACTOR = 8
+# bytes a scale's work directory holds at once, per (k+1) seed units: cache, bundle, split
+# copy, store, docker-archives or docker-registry, containerd; measured at 1x: 2.5 GB for a
+# 0.73 GB bundle (about 4 units); the floor is also checked before every round
+DISK_FACTOR = 5
 
 
 @dataclass
@@ -434,6 +436,16 @@ def blog_install(sc: Scale, root: Path) -> list[list[str]]:
     return steps
 
 
+class DiskFloor(RuntimeError):
+    """The disk fell to the floor during a scale: the scale stops and is cleaned up."""
+
+
+def guard() -> None:
+    free = shutil.disk_usage(CACHE).free
+    if free < FLOOR:
+        raise DiskFloor(f"{free / 1e9:.1f} GB free, below the {FLOOR / 1e9:.0f} GB floor")
+
+
 class Group:
     """Rounds of one figure pair; a failure is recorded, the run goes on."""
 
@@ -460,8 +472,11 @@ class Group:
         try:
             for i in range(rounds):
                 for f in (ours, theirs) if i % 2 == 0 else (theirs, ours):
+                    guard()
                     f()
                 say(f"   [{self.k}x {group} r{i}] " + "; ".join(self.last(n) for n in show))
+        except DiskFloor:
+            raise
         except Exception as exc:  # one figure failing must not lose the others
             self.errors[group] = f"{type(exc).__name__}: {exc}"[:2000]
             say(f"   [{self.k}x {group}] FAILED: {self.errors[group][:500]}")
@@ -477,6 +492,7 @@ def run_scale(k: int, rounds: int, work: Path) -> dict[str, Any]:
 
     def disk_mark() -> None:
         peak_disk[0] = max(peak_disk[0], dir_bytes(work))
+        guard()
 
     with scale_env(k, work) as sc:
         say(f"\n== {k}x: {len(sc.images)} images, {len(sc.fetch_urls)} files")
@@ -491,13 +507,21 @@ def run_scale(k: int, rounds: int, work: Path) -> dict[str, Any]:
             info.update(bundle=data["bundle"], size=data["size"], unique=data["uniqueBlobBytes"])
             g.add("create_warm", create(sc, sc.spec, cache, out)[0])
             disk_mark()
+            # the same cold create without compressing the files: what zstd costs
+            raw_cache, raw_out = fresh(work / "cache-raw"), fresh(work / "out-raw")
+            g.add(
+                "create_cold_nocompress",
+                create(sc, sc.spec, raw_cache, raw_out, "--compress", "none")[0],
+            )
+            shutil.rmtree(raw_cache)
+            shutil.rmtree(raw_out)
 
         g.rounds(
             "create",
             rounds,
             airlock_create,
             lambda: g.add("peer_skopeo_curl", peer_create(sc, sc.images, sc.fetch_urls)),
-            ["create_cold", "create_warm", "peer_skopeo_curl"],
+            ["create_cold", "create_warm", "create_cold_nocompress", "peer_skopeo_curl"],
         )
         bundle = Path(info["bundle"])
 
@@ -677,6 +701,14 @@ RATIOS = [
     # name, ours, theirs, direction, goal, what
     ("create_vs_skopeo_curl", "create_cold", "peer_skopeo_curl", "lower", 1.0, "time"),
     ("create_warm_vs_cold", "create_warm", "create_cold", "lower", 0.05, "time"),
+    (
+        "create_nocompress_vs_skopeo_curl",
+        "create_cold_nocompress",
+        "peer_skopeo_curl",
+        "lower",
+        None,
+        "time",
+    ),
     ("verify_vs_openssl_1proc", "verify", "openssl_1", "lower", 1 / 0.9, "time"),
     ("verify_split_vs_openssl_2proc", "verify_split", "openssl_2", "lower", 1 / 0.9, "time"),
     ("load_vs_cp", "load", "cp", "lower", None, "time"),
@@ -875,6 +907,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default=os.environ.get("AIRLOCK_BENCH_SCALES", "1"))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds-8x", type=int, default=0, help="fewer rounds at 8x and up")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -895,18 +928,43 @@ def main() -> int:
             )
             continue
         say(f"\n== {k}x: {free / 1e9:.1f} GB free, needs about {need / 1e9:.1f} GB")
-        result = run_scale(k, args.rounds, CACHE / "work")
+        try:
+            result = run_scale(k, rounds_for(k, args), CACHE / "work")
+        except DiskFloor as exc:
+            shutil.rmtree(CACHE / "work", ignore_errors=True)
+            say(f"\n== {k}x stopped: {exc}")
+            skipped.append({"scale": k, "stopped": str(exc), "free_bytes_before": free})
+            continue
         result["free_bytes_before"] = free
         result["summary"] = summarize(result)
         done.append(result)
+        write_results(args.out, done, skipped, started)  # a later scale may not finish
+    write_results(args.out, done, skipped, started, final=True)
+    table(done)
+    return 0
+
+
+def rounds_for(k: int, args: argparse.Namespace) -> int:
+    return int(args.rounds_8x) if k >= 8 and args.rounds_8x else int(args.rounds)
+
+
+def write_results(
+    out: Path,
+    done: list[dict[str, Any]],
+    skipped: list[dict[str, Any]],
+    started: float,
+    *,
+    final: bool = False,
+) -> None:
     figures = plots(done, HERE) if done else []
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results = json.loads(out.read_text()) if out.exists() else {}
+    seed_unit = synth.SEED_UNIT
     results["growth"] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed_unit_bytes": seed_unit,
         "scales": done,
         "skipped": skipped,
-        "limits": limits(),
+        "limits": limits() if final else {},
         "figures": figures,
         "seconds": round(time.monotonic() - started, 1),
         "notes": [
@@ -916,10 +974,9 @@ def main() -> int:
             "times are whole processes as a user waits for them (interpreter start included)",
         ],
     }
-    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    table(done)
-    say(f"\nwrote {args.out} ({', '.join(figures)}) in {time.monotonic() - started:.0f}s")
-    return 0
+    out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    if final:
+        say(f"\nwrote {out} ({', '.join(figures)}) in {time.monotonic() - started:.0f}s")
 
 
 def table(done: list[dict[str, Any]]) -> None:

@@ -256,18 +256,32 @@ async def _fetch_all(
                 notices=warnings,
             )
         )
-        try:
+
+        async def files_checked_and_compressed() -> tuple[list[FetchedFile], list[FileArtifact]]:
+            # in threads while the images still download: the signatures and zstd take the
+            # other core instead of adding their seconds after the last layer
             fetched = await files_task
+            files = _file_artifacts([(a, f) for (a, _), f in zip(pairs, fetched, strict=True)])
+            files = await asyncio.to_thread(
+                _check_signatures,
+                files,
+                [a for a, _ in pairs],
+                cache,
+                dict(spec.sources.files),
+                opts.network,
+            )
+            return fetched, await asyncio.to_thread(compress_files, files, cache, opts.compression)
+
+        files_done = asyncio.create_task(files_checked_and_compressed())
+        try:
+            fetched, files = await files_done
             images = await images_task
         except BaseException:
             files_task.cancel()
             images_task.cancel()
-            await asyncio.gather(files_task, images_task, return_exceptions=True)
+            files_done.cancel()
+            await asyncio.gather(files_task, images_task, files_done, return_exceptions=True)
             raise
-        files = _file_artifacts([(a, f) for (a, _), f in zip(pairs, fetched, strict=True)])
-        files = _check_signatures(
-            files, [a for a, _ in pairs], cache, dict(spec.sources.files), opts.network
-        )
         listed = _kubeadm_listed(files, cache, spec.kubernetes.version)
         if listed is not None:
             have = {a.source for a in plan.images()}
@@ -387,8 +401,8 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     cache.ensure()
     cache.remove_temp_files()  # blobs a killed run was writing (a live writer's are locked)
     warnings = list(plan.warnings)
+    # files come back checked and in their stored form (compressed while images download)
     files, images, fetched = asyncio.run(_fetch_all(spec, plan, cache, options, warnings))
-    files = compress_files(files, cache, options.compression)
     wheels = _wheelhouse(cache, spec) if options.wheelhouse else []
     content = BundleContent(
         name=spec.metadata.name,
