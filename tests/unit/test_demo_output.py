@@ -46,6 +46,8 @@ def test_json_summary_of_failures_and_lists() -> None:
     assert demo.json_summary(failed) == "FAILED VERIFICATION_FAILED: bad blob"
     ok = {"ok": True, "bundle": "out/lab.airlock.tar", "volumes": ["a", "b"], "size": 10}
     assert demo.json_summary(ok) == "ok: bundle out/lab.airlock.tar, size 10, volumes 2 items"
+    node = {"ok": True, "applied": None, "plan": {"changes": [{}, {}, {}], "root": "/"}}
+    assert demo.json_summary(node) == "ok: plan 3 changes"
 
 
 def test_applied_changes_and_commands_are_counted_apart(tmp_path: Path) -> None:
@@ -58,6 +60,7 @@ def test_applied_changes_and_commands_are_counted_apart(tmp_path: Path) -> None:
         text=True,
         check=True,
     ).stdout
+    assert out.splitlines()[0] == f"2 changes to apply on {root} (1 modules, 1 sysctl):"
     applied = next(line for line in out.splitlines() if line.startswith("applied "))
     n_changes = int(applied.split()[1])
     assert applied.count(":/etc/") == n_changes  # each change named

@@ -109,6 +109,8 @@ _SHOWN_LINES = 3
 
 
 def _brief(value: Any) -> str:
+    if isinstance(value, dict) and isinstance(value.get("changes"), list):  # a node plan
+        return f"{len(value['changes'])} changes"
     if isinstance(value, list):
         return f"{len(value)} items" if len(value) != 1 else "1 item"
     if isinstance(value, dict):
@@ -122,7 +124,7 @@ def json_summary(doc: dict[str, Any]) -> str:
     if not doc.get("ok", True):
         error = doc.get("error") or {}
         return f"FAILED {error.get('code')}: {error.get('message')}"
-    keys = [k for k in _JSON_FIRST if k in doc][:5]
+    keys = [k for k in _JSON_FIRST if doc.get(k) is not None][:5]
     return "ok: " + ", ".join(f"{k} {_brief(doc[k])}" for k in keys)
 
 

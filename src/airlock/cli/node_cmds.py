@@ -34,6 +34,7 @@ def _render(result: object, *, dry_run: bool) -> None:
         if result.plan.empty:
             state.line("nothing to change: the node already matches the plan")
             return
+        state.line(_plan_headline(result.plan, dry_run=dry_run))
         state.console.print(result.plan.render(), markup=False, highlight=False)
         if dry_run:
             state.line(f"dry run: {len(result.plan.changes)} changes planned, none applied")
@@ -43,13 +44,27 @@ def _render(result: object, *, dry_run: bool) -> None:
     state.emit(result.to_json(), text)
 
 
+def _plan_headline(plan: object, *, dry_run: bool) -> str:
+    """One line first: how many changes of which kinds, where (the details follow)."""
+    from collections import Counter
+
+    from airlock.node.engine import Plan
+
+    assert isinstance(plan, Plan)
+    kinds = Counter(item.resource.kind for item in plan.changes)
+    what = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+    verb = "planned" if dry_run else "to apply"
+    return f"{len(plan.changes)} changes {verb} on {plan.root} ({what}):"
+
+
 def _render_applied(applied: object) -> None:
     """The changes applied, then the commands they ran (or, in a sysroot, recorded for the
     node): two counts of two different things, each named as what it is."""
     from airlock.node.engine import ApplyResult
 
     assert isinstance(applied, ApplyResult)
-    state.line(f"applied {len(applied.changed)} changes: {', '.join(applied.changed)}")
+    names = ", ".join(applied.changed) if len(applied.changed) <= 6 else "as planned above"
+    state.line(f"applied {len(applied.changed)} changes: {names}")
     ran = [a for a in applied.actions if a.ran]
     recorded = [a for a in applied.actions if not a.ran]
     if ran:
