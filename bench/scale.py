@@ -78,7 +78,7 @@ FLOOR = 15 * 10**9  # never leave less free than this on the disk
 # bytes a scale's work directory holds at once, per (k+1) seed units: cache, bundle, split
 # copy, store, docker-archives or docker-registry, containerd; measured at 1x: 2.5 GB for a
 # 0.73 GB bundle (about 4 units); the floor is also checked before every round
-DISK_FACTOR = 5
+DISK_FACTOR = 4
 
 
 @dataclass
@@ -440,10 +440,17 @@ class DiskFloor(RuntimeError):
     """The disk fell to the floor during a scale: the scale stops and is cleaned up."""
 
 
+HEADROOM = [0]  # bytes one step of the current scale may write (set per scale)
+
+
 def guard() -> None:
+    """Before a step: the floor plus what the step may write must be free."""
     free = shutil.disk_usage(CACHE).free
-    if free < FLOOR:
-        raise DiskFloor(f"{free / 1e9:.1f} GB free, below the {FLOOR / 1e9:.0f} GB floor")
+    if free < FLOOR + HEADROOM[0]:
+        raise DiskFloor(
+            f"{free / 1e9:.1f} GB free, below the {FLOOR / 1e9:.0f} GB floor plus "
+            f"{HEADROOM[0] / 1e9:.1f} GB for the next step"
+        )
 
 
 class Group:
@@ -483,11 +490,30 @@ class Group:
 
 
 def run_scale(k: int, rounds: int, work: Path) -> dict[str, Any]:
+    """Every figure pair of one scale; the disk floor stops it early, keeping what was done."""
     fresh(work)
+    HEADROOM[0] = int(1.5 * (k + 1) * synth.SEED_UNIT)  # about one bundle and a half
     raw: dict[str, list[dict[str, float]]] = {}
     errors: dict[str, str] = {}
-    g = Group(k, raw, errors)
     info: dict[str, Any] = {}
+    try:
+        _run_scale(k, rounds, work, raw, errors, info)
+    except DiskFloor as exc:
+        errors["disk"] = f"stopped: {exc}"
+        say(f"\n== {k}x stopped: {exc}")
+    shutil.rmtree(work, ignore_errors=True)
+    return {"scale": k, "rounds": rounds, "bundle": info, "raw": raw, "errors": errors}
+
+
+def _run_scale(
+    k: int,
+    rounds: int,
+    work: Path,
+    raw: dict[str, list[dict[str, float]]],
+    errors: dict[str, str],
+    info: dict[str, Any],
+) -> None:
+    g = Group(k, raw, errors)
     peak_disk = [0]
 
     def disk_mark() -> None:
@@ -691,8 +717,6 @@ def run_scale(k: int, rounds: int, work: Path) -> dict[str, Any]:
             "containerd", rounds, ctd_airlock, ctd_dist, ["containerd_airlock", "containerd_dist"]
         )
         info["peak_work_dir_bytes"] = peak_disk[0]
-    shutil.rmtree(work, ignore_errors=True)
-    return {"scale": k, "rounds": rounds, "bundle": info, "raw": raw, "errors": errors}
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -758,9 +782,9 @@ def summarize(scale: dict[str, Any]) -> dict[str, Any]:
             "meets_goal": None if goal is None else median(per) <= goal,
         }
     bundle = scale["bundle"]
-    nbytes = bundle["blob_bytes"]
+    nbytes = bundle.get("blob_bytes", 0)
     for name in ("verify", "verify_split", "openssl_1", "openssl_2"):
-        if name in raw:
+        if name in raw and nbytes:
             med = median([m["s"] for m in raw[name]])
             out[f"{name}_mib_per_s"] = round(nbytes / med / 2**20, 1)
     if "verify_mib_per_s" in out and "openssl_1_mib_per_s" in out:
@@ -781,7 +805,7 @@ def summarize(scale: dict[str, Any]) -> dict[str, Any]:
             "goal": ">= 0.9",
             "meets_goal": value >= 0.9,
         }
-    if "load" in raw:
+    if "load" in raw and bundle.get("unique"):
         load_w = median([m["written"] for m in raw["load"]])
         out["load_written_vs_new_bytes"] = {
             "value": round(load_w / bundle["unique"], 4),
@@ -820,7 +844,9 @@ def plots(scales: list[dict[str, Any]], where: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    made = []
+    made: list[str] = []
+    if not scales:
+        return made
     xs = [s["bundle"]["size"] / 2**30 for s in scales]
     pairs = [(n, o, t) for n, o, t, *_ in RATIOS]
     for name, ours, theirs in pairs:
@@ -928,13 +954,7 @@ def main() -> int:
             )
             continue
         say(f"\n== {k}x: {free / 1e9:.1f} GB free, needs about {need / 1e9:.1f} GB")
-        try:
-            result = run_scale(k, rounds_for(k, args), CACHE / "work")
-        except DiskFloor as exc:
-            shutil.rmtree(CACHE / "work", ignore_errors=True)
-            say(f"\n== {k}x stopped: {exc}")
-            skipped.append({"scale": k, "stopped": str(exc), "free_bytes_before": free})
-            continue
+        result = run_scale(k, rounds_for(k, args), CACHE / "work")
         result["free_bytes_before"] = free
         result["summary"] = summarize(result)
         done.append(result)
@@ -956,8 +976,19 @@ def write_results(
     *,
     final: bool = False,
 ) -> None:
-    figures = plots(done, HERE) if done else []
     results = json.loads(out.read_text()) if out.exists() else {}
+    # scales measured by an earlier run stay, unless this run measured or skipped them again
+    earlier = results.get("growth", {})
+    ran = {s["scale"] for s in done} | {s["scale"] for s in skipped}
+    done = sorted(
+        [*done, *(s for s in earlier.get("scales", []) if s["scale"] not in ran)],
+        key=lambda s: s["scale"],
+    )
+    skipped = sorted(
+        [*skipped, *(s for s in earlier.get("skipped", []) if s["scale"] not in ran)],
+        key=lambda s: s["scale"],
+    )
+    figures = plots([s for s in done if s["raw"] and "size" in s["bundle"]], HERE)
     seed_unit = synth.SEED_UNIT
     results["growth"] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

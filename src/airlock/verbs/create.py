@@ -8,8 +8,12 @@ authoritative source), and any image the plan missed is pulled too, with a warni
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import platform as host_platform
+import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airlock import system
+from airlock.atomic import write_atomic
 from airlock.blobstore import BlobStore
 from airlock.bundle.compression import Compression, compress_files
 from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
@@ -26,6 +31,7 @@ from airlock.fetch.downloader import FetchedFile, FileRequest, ProgressSink, fet
 from airlock.fetch.network import NetworkOptions
 from airlock.oci.client import Endpoint, pull_images
 from airlock.oci.credentials import CredentialRef, CredentialStore
+from airlock.oci.digest import digest_hex
 from airlock.oci.ref import parse_reference
 from airlock.resolve.model import Artifact, Plan
 from airlock.resolve.plan import resolve_plan
@@ -209,9 +215,15 @@ def _kubeadm_listed(
     )
     if kubeadm is None:
         return None
+    # What a given kubeadm binary lists for a version never changes: remembered by its digest,
+    # so a warm create neither copies ~50 MB out of the cache nor runs it again.
+    memo = _kubeadm_memo(cache, kubeadm.digest, version)
+    remembered = _read_list(memo)
+    if remembered is not None:
+        return remembered
     with tempfile.TemporaryDirectory(prefix="airlock-kubeadm-") as tmp:
         exe = Path(tmp) / "kubeadm"
-        exe.write_bytes(cache.read(kubeadm.digest))
+        shutil.copyfile(cache.path(kubeadm.digest), exe)
         exe.chmod(0o755)
         try:
             result = system.run(
@@ -223,7 +235,28 @@ def _kubeadm_listed(
             return None
     if result.returncode != 0:
         return None
-    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    listed = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    with contextlib.suppress(OSError):  # only a memo: without it the next create runs kubeadm
+        write_atomic(memo, json.dumps(listed).encode())
+    return listed
+
+
+_KUBEADM_LISTS = "kubeadm-images"  # in the cache: what each kubeadm binary listed, by digest
+
+
+def _kubeadm_memo(cache: BlobStore, digest: str, version: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", version)
+    return cache.root / _KUBEADM_LISTS / f"{digest_hex(digest)}-{safe}.json"
+
+
+def _read_list(path: Path) -> list[str] | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, list) and data and all(isinstance(x, str) for x in data):
+        return data
+    return None
 
 
 async def _fetch_all(
