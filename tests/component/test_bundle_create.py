@@ -71,18 +71,13 @@ def built(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[
     # one wheelhouse target: the ratio below is about the compressible files, not wheels
     spec = write_spec(tmp, upstream, wheelhouse={"pythons": ["3.11"], "architectures": ["x86_64"]})
     run("keys", "generate", "--out", str(tmp / "k"))
-    out = json.loads(
-        create(
-            spec,
-            cache=tmp / "cache",
-            out=tmp / "a",
-            extra=(
-                "--sign",
-                str(tmp / "k.key"),
-                "--json",
-            ),
-        ).stdout
+    first = create(
+        spec,
+        cache=tmp / "cache",
+        out=tmp / "a",
+        extra=("--sign", str(tmp / "k.key"), "--json", "--progress=plain"),
     )
+    out = json.loads(first.stdout)
     again = json.loads(
         create(
             spec,
@@ -95,7 +90,20 @@ def built(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[
             ),
         ).stdout
     )
-    return {"tmp": tmp, "spec": spec, "first": out, "second": again}
+    return {"tmp": tmp, "spec": spec, "first": out, "second": again, "progress": first.stderr}
+
+
+def test_plain_progress_names_images_layers_and_files(built: dict[str, object]) -> None:
+    """--progress=plain (for CI logs): a line per download, labelled by image and layer or by
+    file name, and one for writing the bundle; stdout keeps the one JSON document."""
+    import re
+
+    log = str(built["progress"])
+    assert re.search(r"^registry\.k8s\.io/pause:3\.9 layer 1/\d+: done, ", log, re.M), log
+    assert re.search(r"^registry\.k8s\.io/pause:3\.9 config 1/1: done, ", log, re.M)
+    assert re.search(r"^kubeadm: done, ", log, re.M)
+    assert re.search(r"^write \S+\.airlock\.tar: done, ", log, re.M)
+    assert "sha256:" not in log  # never a digest for a label
 
 
 def test_seed_bundle_contents(built: dict[str, object]) -> None:
