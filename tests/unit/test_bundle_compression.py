@@ -61,7 +61,7 @@ def _content(store: BlobStore, compression: Compression = Compression()) -> Bund
 
 
 def test_parse_compression() -> None:
-    assert parse_compression("zstd") == Compression("zstd", 9)
+    assert parse_compression("zstd") == Compression("zstd", 3)
     assert parse_compression("ZSTD:19") == Compression("zstd", 19)
     assert parse_compression("none").codec is None
     for bad in ("gzip", "zstd:0", "zstd:23", "zstd:x", "none:3"):

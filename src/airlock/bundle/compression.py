@@ -54,7 +54,9 @@ __all__ = [
 ]
 
 CODEC_ZSTD = "zstd"
-DEFAULT_LEVEL = 9  # ~4:1 on Go binaries; level 19 gains 12 % more at 20x the time
+# 3.5:1 on Go binaries at ~190 MiB/s a core; level 9 gains 9 % (3.8:1) at a fifth of the
+# speed (~40 MiB/s), which made zstd half of a cold create's time (bench/scale.py)
+DEFAULT_LEVEL = 3
 MEDIA_SUFFIX = "+zstd"
 RAW_KINDS = frozenset({"wheel", "package"})  # read by the stdlib-only bootstrap
 MIN_SIZE = 4096
@@ -96,7 +98,7 @@ def parse_compression(text: str) -> Compression:
             return Compression(level=int(level))
     raise UsageError(
         f"--compress {text!r} is not a compression this airlock writes",
-        "use zstd (level 9), zstd:LEVEL with LEVEL 1-22, or none",
+        "use zstd (level 3), zstd:LEVEL with LEVEL 1-22, or none",
     )
 
 
@@ -132,7 +134,7 @@ _PROBE_GIVE_UP = 0.97  # probes that shrink less than 3 %: incompressible (gzip'
 def _incompressible(cache: BlobStore, f: FileArtifact, level: int) -> bool:
     """Whether probes at the start, middle and end of a large file barely compress: then the
     whole would not save a tenth either (archives already gzip'd, encrypted or random data),
-    and compressing it all at level 9 would cost seconds per hundred MB for nothing."""
+    and compressing it all would cost CPU seconds per hundred MB for nothing."""
     if f.size < _PROBE_MIN_SIZE:
         return False
     zstd = _zstd()
