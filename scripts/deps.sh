@@ -8,7 +8,8 @@ PKGS=(docker-registry skopeo umoci containerd runc containernetworking-plugins b
       iproute2 openssl python3-solv debootstrap python3-venv curl util-linux procps
       gpgv gpg lz4 xz-utils rpm createrepo-c dnf e2fsprogs tinyproxy iptables
       qemu-user-static binfmt-support  # the bootstrap on arm64 sysroots (make test-full)
-      gcc libc6-dev file)  # pause.c and Flannel's cgo build (the lab's real components)
+      gcc libc6-dev file  # pause.c and Flannel's cgo build (the lab's real components)
+      conntrack socat ethtool ebtables)  # kubeadm's preflight on the lab's cluster nodes
 # `make test-full` builds the real components for linux/arm64 too: pause.c needs a cross gcc
 if [ "${AIRLOCK_DEPS_FULL:-}" = 1 ]; then PKGS+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross); fi
 

@@ -273,6 +273,70 @@ class Registry(_Model):
         return v
 
 
+class PreflightIgnore(_Model):
+    """A kubeadm preflight check this node cannot pass, and why (kubeadm's
+    `nodeRegistration.ignorePreflightErrors`): the reason is required, so the list says itself
+    what was waived."""
+
+    name: str
+    reason: str
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", v) or v.lower() == "all":
+            raise ValueError(
+                f"{v!r} is not a kubeadm preflight check name (e.g. SystemVerification);"
+                " `all` is never accepted"
+            )
+        return v
+
+    @field_validator("reason")
+    @classmethod
+    def _check_reason(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("say why this check is waived")
+        return v
+
+
+class KubeProxySettings(_Model):
+    # 0: kube-proxy leaves nf_conntrack_max alone (it is read-only inside a child network
+    # namespace); None: kube-proxy's default (32768 per core)
+    conntrack_max_per_core: int | None = Field(None, alias="conntrackMaxPerCore", ge=0)
+
+
+class NodeSettings(_Model):
+    """How the nodes run Kubernetes (`node install`, `cluster init|join`); docs/node.md."""
+
+    # containerd's runc `SystemdCgroup` and the kubelet's `cgroupDriver` alike: systemd on a
+    # systemd host, cgroupfs where another service manager starts the kubelet
+    cgroup_driver: Literal["systemd", "cgroupfs"] = Field("systemd", alias="cgroupDriver")
+    # the kubelet's --cgroup-root, per node ({node} is the node's name): kubelets that share
+    # one cgroup v1 hierarchy need one each; None: the kubelet's default (/)
+    cgroup_root: str | None = Field(None, alias="cgroupRoot")
+    # kubelet v1.35+ refuses cgroup v1 unless this is false; None: the kubelet's default
+    fail_cgroup_v1: bool | None = Field(None, alias="failCgroupV1")
+    # containerd clamps the kubelet's negative oom_score_adj (-998 for every pod sandbox) to
+    # its own: for nodes whose processes lack CAP_SYS_RESOURCE (some VM sandboxes, user
+    # namespaces), where runc would fail every pod with "permission denied"
+    restrict_oom_score_adj: bool = Field(False, alias="restrictOOMScoreAdj")
+    # the kubelet's evictionHard (all of it: a map that names some signals sets the rest to
+    # zero); None: the kubelet's defaults (nodefs.available 10%, imagefs.available 15%, ...)
+    eviction_hard: dict[str, str] | None = Field(None, alias="evictionHard")
+    kube_proxy: KubeProxySettings = Field(KubeProxySettings.model_validate({}), alias="kubeProxy")
+    ignore_preflight_errors: list[PreflightIgnore] = Field([], alias="ignorePreflightErrors")
+
+    @field_validator("cgroup_root")
+    @classmethod
+    def _check_root(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"/[A-Za-z0-9_.{}/-]*", v):
+            raise ValueError(f"{v!r} is not a cgroup path like /kubelet-{{node}}")
+        return v
+
+    def cgroup_root_for(self, node: str) -> str | None:
+        return self.cgroup_root.replace("{node}", node) if self.cgroup_root else None
+
+
 class Wheelhouse(_Model):
     """The offline nodes airlock itself must install on: a wheelhouse for each CPython x
     architecture. airlock needs Python 3.11+; a node with an older platform Python needs the
@@ -333,6 +397,7 @@ class Spec(_Model):
     sources: Sources = Sources.model_validate({})
     registry: Registry = Registry()
     wheelhouse: Wheelhouse = Wheelhouse()
+    node: NodeSettings = NodeSettings.model_validate({})
 
     @field_validator("platforms")
     @classmethod

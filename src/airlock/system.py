@@ -71,6 +71,19 @@ def missing_command_hint(command: str) -> str:
     )
 
 
+def _in_namespaces(
+    argv: Sequence[str], *, netns: str | None, mountns: Path | None, utsns: Path | None = None
+) -> list[str]:
+    """`argv` wrapped in nsenter for a network, mount and/or UTS namespace (`ip netns exec`
+    would remount /sys, and runc then finds no cgroup mount)."""
+    enter = [f"--net=/run/netns/{netns}"] if netns else []
+    if mountns is not None:
+        enter.append(f"--mount={mountns}")
+    if utsns is not None:
+        enter.append(f"--uts={utsns}")
+    return ["nsenter", *enter, "--", *argv] if enter else list(argv)
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -80,11 +93,14 @@ def run(
     cwd: Path | None = None,
     timeout: float | None = 600,
     netns: str | None = None,
+    mountns: Path | None = None,
+    utsns: Path | None = None,
 ) -> CommandResult:
-    """Run a command to completion; on failure raise SystemCommandError with its output."""
-    full = list(argv)
-    if netns:
-        full = ["nsenter", f"--net=/run/netns/{netns}", "--", *full]
+    """Run a command to completion; on failure raise SystemCommandError with its output.
+
+    `netns` (a name under /run/netns) and `mountns` (a file a mount namespace is bound to)
+    run it inside those namespaces with nsenter."""
+    full = _in_namespaces(argv, netns=netns, mountns=mountns, utsns=utsns)
     merged_env = {**os.environ, **(env or {})}
     try:
         proc = subprocess.run(
@@ -157,11 +173,11 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     netns: str | None = None,
+    mountns: Path | None = None,
+    utsns: Path | None = None,
 ) -> Process:
     """Start a daemon in its own process group, output to `log` (or discarded)."""
-    full = list(argv)
-    if netns:
-        full = ["nsenter", f"--net=/run/netns/{netns}", "--", *full]
+    full = _in_namespaces(argv, netns=netns, mountns=mountns, utsns=utsns)
     out = log.open("ab") if log else subprocess.DEVNULL
     try:
         popen = subprocess.Popen(

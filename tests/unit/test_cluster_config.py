@@ -82,7 +82,8 @@ airlock cluster init: Kubernetes v1.27.3, kubeadm config kubeadm.k8s.io/v1beta3
 node cp-1: advertise address 198.18.2.2 (eth0), API endpoint 198.18.2.2:6443
  1. check: no cluster on this node yet (/etc/kubernetes/admin.conf, /etc/kubernetes/manifests/*.yaml)
  2. preflight: airlock's node checks
- 3. write /etc/airlock/kubeadm-init.yaml (mode 0600):
+ 3. record vm.overcommit_memory, vm.panic_on_oom, kernel.panic, kernel.panic_on_oops, kernel.keys.root_maxkeys, kernel.keys.root_maxbytes in /etc/airlock/kernel-settings-before-cluster.json (reset restores them)
+ 4. write /etc/airlock/kubeadm-init.yaml (mode 0600):
       apiVersion: kubeadm.k8s.io/v1beta3
       kind: InitConfiguration
       bootstrapTokens:
@@ -119,12 +120,12 @@ node cp-1: advertise address 198.18.2.2 (eth0), API endpoint 198.18.2.2:6443
       apiVersion: kubelet.config.k8s.io/v1beta1
       kind: KubeletConfiguration
       cgroupDriver: systemd
- 4. run: kubeadm init --config /etc/airlock/kubeadm-init.yaml --upload-certs  # output to /var/log/airlock/kubeadm-init.log
- 5. wait: the API server (kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz), up to 300s
- 6. run: kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f /var/lib/airlock/files/kube-flannel.yml  # the flannel manifest from the bundle, unchanged; output to /var/log/airlock/cni-apply.log
- 7. wait: node cp-1 Ready, up to 300s
- 8. wait: CoreDNS available (kube-system/coredns), up to 300s
- 9. write /etc/airlock/join.json (mode 0600): the join file
+ 5. run: kubeadm init --config /etc/airlock/kubeadm-init.yaml --upload-certs  # output to /var/log/airlock/kubeadm-init.log
+ 6. wait: the API server (kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz), up to 300s
+ 7. run: kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f /var/lib/airlock/files/kube-flannel.yml  # the flannel manifest from the bundle, unchanged; output to /var/log/airlock/cni-apply.log
+ 8. wait: node cp-1 Ready, up to 300s
+ 9. wait: CoreDNS available (kube-system/coredns), up to 300s
+10. write /etc/airlock/join.json (mode 0600): the join file
       api_endpoint: 198.18.2.2:6443
       token: abcdef.0123456789abcdef
       ca_cert_hash: sha256 of the SubjectPublicKeyInfo of /etc/kubernetes/pki/ca.crt
@@ -146,7 +147,8 @@ airlock cluster init: Kubernetes v1.34.1, kubeadm config kubeadm.k8s.io/v1beta4
 node cp-1: advertise address 198.18.2.2 (eth0), API endpoint k8s-api.lab:6443
  1. check: no cluster on this node yet (/etc/kubernetes/admin.conf, /etc/kubernetes/manifests/*.yaml)
  2. preflight: airlock's node checks
- 3. write /etc/airlock/kubeadm-init.yaml (mode 0600):
+ 3. record vm.overcommit_memory, vm.panic_on_oom, kernel.panic, kernel.panic_on_oops, kernel.keys.root_maxkeys, kernel.keys.root_maxbytes in /etc/airlock/kernel-settings-before-cluster.json (reset restores them)
+ 4. write /etc/airlock/kubeadm-init.yaml (mode 0600):
       apiVersion: kubeadm.k8s.io/v1beta4
       kind: InitConfiguration
       bootstrapTokens:
@@ -184,13 +186,13 @@ node cp-1: advertise address 198.18.2.2 (eth0), API endpoint k8s-api.lab:6443
       apiVersion: kubelet.config.k8s.io/v1beta1
       kind: KubeletConfiguration
       cgroupDriver: systemd
- 4. run: kubeadm init --config /etc/airlock/kubeadm-init.yaml --upload-certs  # output to /var/log/airlock/kubeadm-init.log
- 5. wait: the API server (kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz), up to 300s
- 6. run: kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f /var/lib/airlock/files/kube-flannel.yml  # the flannel manifest from the bundle, unchanged; output to /var/log/airlock/cni-apply.log
+ 5. run: kubeadm init --config /etc/airlock/kubeadm-init.yaml --upload-certs  # output to /var/log/airlock/kubeadm-init.log
+ 6. wait: the API server (kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz), up to 300s
+ 7. run: kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f /var/lib/airlock/files/kube-flannel.yml  # the flannel manifest from the bundle, unchanged; output to /var/log/airlock/cni-apply.log
       first checking that /var/lib/airlock/files/kube-flannel.yml has sha256 bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
- 7. wait: node cp-1 Ready, up to 300s
- 8. wait: CoreDNS available (kube-system/coredns), up to 300s
- 9. write /etc/airlock/join.json (mode 0600): the join file
+ 8. wait: node cp-1 Ready, up to 300s
+ 9. wait: CoreDNS available (kube-system/coredns), up to 300s
+10. write /etc/airlock/join.json (mode 0600): the join file
       api_endpoint: k8s-api.lab:6443
       token: abcdef.0123456789abcdef
       ca_cert_hash: sha256 of the SubjectPublicKeyInfo of /etc/kubernetes/pki/ca.crt
@@ -223,7 +225,8 @@ node worker-1: address 198.18.2.3 (eth0), API endpoint 198.18.2.2:6443
 registries for this node's mirrors: 198.18.2.2:5000
  1. check: this node has not joined a cluster (/etc/kubernetes/kubelet.conf)
  2. preflight: airlock's node checks
- 3. write /etc/airlock/kubeadm-join.yaml (mode 0600):
+ 3. record vm.overcommit_memory, vm.panic_on_oom, kernel.panic, kernel.panic_on_oops, kernel.keys.root_maxkeys, kernel.keys.root_maxbytes in /etc/airlock/kernel-settings-before-cluster.json (reset restores them)
+ 4. write /etc/airlock/kubeadm-join.yaml (mode 0600):
       apiVersion: kubeadm.k8s.io/v1beta3
       kind: JoinConfiguration
       discovery:
@@ -239,7 +242,7 @@ registries for this node's mirrors: 198.18.2.2:5000
         imagePullPolicy: IfNotPresent
         kubeletExtraArgs:
           node-ip: 198.18.2.3
- 4. run: kubeadm join --config /etc/airlock/kubeadm-join.yaml  # output to /var/log/airlock/kubeadm-join.log
+ 5. run: kubeadm join --config /etc/airlock/kubeadm-join.yaml  # output to /var/log/airlock/kubeadm-join.log
 """
 
 CURRENT_CP_JOIN_PLAN = """\
@@ -248,7 +251,8 @@ node worker-1: address 198.18.2.3 (eth0), API endpoint 198.18.2.2:6443
 registries for this node's mirrors: 198.18.2.2:5000
  1. check: this node has not joined a cluster (/etc/kubernetes/kubelet.conf)
  2. preflight: airlock's node checks
- 3. write /etc/airlock/kubeadm-join.yaml (mode 0600):
+ 3. record vm.overcommit_memory, vm.panic_on_oom, kernel.panic, kernel.panic_on_oops, kernel.keys.root_maxkeys, kernel.keys.root_maxbytes in /etc/airlock/kernel-settings-before-cluster.json (reset restores them)
+ 4. write /etc/airlock/kubeadm-join.yaml (mode 0600):
       apiVersion: kubeadm.k8s.io/v1beta4
       kind: JoinConfiguration
       discovery:
@@ -271,7 +275,7 @@ registries for this node's mirrors: 198.18.2.2:5000
           advertiseAddress: 198.18.2.3
           bindPort: 6443
         certificateKey: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
- 4. run: kubeadm join --config /etc/airlock/kubeadm-join.yaml  # output to /var/log/airlock/kubeadm-join.log
+ 5. run: kubeadm join --config /etc/airlock/kubeadm-join.yaml  # output to /var/log/airlock/kubeadm-join.log
 """
 
 

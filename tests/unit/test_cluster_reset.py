@@ -78,10 +78,14 @@ def test_reset_plan_text(tmp_path: Path) -> None:
     assert plan.render() == (
         f"airlock cluster reset (root {tmp_path})\n"
         " 1. run: kubeadm reset -f  # output to /var/log/airlock/kubeadm-reset.log\n"
-        " 2. remove: /etc/cni/net.d\n"
-        " 3. remove: /var/lib/cni\n"
-        " 4. remove: /var/lib/kubelet\n"
-        " 5. flush iptables chains KUBE-*, FLANNEL*: iptables-save, drop those chains and the"
+        " 2. kill every pod container left running (ctr -n k8s.io tasks)\n"
+        " 3. remove: /etc/cni/net.d\n"
+        " 4. remove: /var/lib/cni\n"
+        " 5. remove: /var/lib/kubelet\n"
+        " 6. flush iptables chains KUBE-*, FLANNEL*: iptables-save, drop those chains and the"
         " rules that jump to them, iptables-restore (recorded, not run, under a sysroot)\n"
+        " 7. delete the CNI's interfaces cni0, flannel.1 (where present)\n"
+        " 8. restore the kernel settings recorded in"
+        " /etc/airlock/kernel-settings-before-cluster.json, then remove it\n"
         "keeps: /var/lib/airlock/store\n"
     )

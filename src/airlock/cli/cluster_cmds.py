@@ -77,6 +77,7 @@ def join(
     force: bool = typer.Option(False, "--force"),
     ca_file: Path | None = typer.Option(None, "--ca-file", help="The cluster CA to pin against."),
     root: Path = typer.Option(Path("/"), "--root"),
+    store: Path = typer.Option(STORE, "--store", help="Where the spec's node settings are."),
     show_secrets: bool = typer.Option(
         False, "--show-secrets", help="Print the bootstrap token and certificate key."
     ),
@@ -84,7 +85,8 @@ def join(
 ) -> None:
     """Join this node with a join file."""
     use_json(json_out)
-    from airlock.cluster.join import JoinOptions, join_cluster
+    from airlock.cluster.join import JoinOptions
+    from airlock.verbs.cluster import cluster_join
 
     options = JoinOptions(
         root=root,
@@ -94,7 +96,7 @@ def join(
         ca_file=ca_file,
         show_secrets=show_secrets,
     )
-    _render(join_cluster(file, options=options))
+    _render(cluster_join(file, store=store, options=options))
 
 
 @cluster_app.command("reset")
@@ -106,9 +108,11 @@ def reset(
 ) -> None:
     """kubeadm reset, CNI state, kubelet state; keeps the store."""
     use_json(json_out)
-    from airlock.cluster.reset import ResetOptions, reset_cluster
+    from airlock.cluster.reset import ResetOptions
+    from airlock.verbs.cluster import cluster_reset
 
-    _render(reset_cluster(options=ResetOptions(root=root, store=str(store), dry_run=dry_run)))
+    options = ResetOptions(root=root, store=str(store), dry_run=dry_run)
+    _render(cluster_reset(store=store, options=options))
 
 
 @cluster_app.command("upgrade")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from airlock.cluster.hoststate import EnsureCgroupRoot, RecordKernelSettings
 from airlock.cluster.joinfile import JoinFile, ca_cert_hash, write_join_file
 from airlock.cluster.kubeadm_config import (
     InitConfigOptions,
@@ -243,11 +244,18 @@ def plan_init(spec: Spec, *, node: NodeFacts, options: InitOptions) -> InitPlan:
     kubeconfig = ADMIN_CONF
     kubectl = (options.kubectl, "--kubeconfig", kubeconfig)
     steps: list[Step] = []
+    cgroup_root = spec.node.cgroup_root_for(config.node_name)
     if stale:
-        steps.extend(reset_steps(kubeadm=options.kubeadm, log_dir=log, store=options.store))
+        steps.extend(
+            reset_steps(
+                kubeadm=options.kubeadm, log_dir=log, store=options.store, cgroup_root=cgroup_root
+            )
+        )
     steps += [
         guard,
         Hook("preflight", "airlock's node checks"),
+        *([EnsureCgroupRoot(cgroup_root)] if cgroup_root else []),
+        RecordKernelSettings(),
         WriteFile(options.config_path, config.text, mode=0o600),
         RunCommand(
             (options.kubeadm, "init", "--config", options.config_path, "--upload-certs"),

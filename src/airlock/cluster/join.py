@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from airlock.cluster.hoststate import EnsureCgroupRoot, RecordKernelSettings
 from airlock.cluster.joinfile import JoinFile, fetch_cluster_ca, read_join_file, verify_ca
 from airlock.cluster.kubeadm_config import (
     KubeadmConfig,
@@ -37,6 +38,7 @@ from airlock.cluster.runner import (
     render_steps,
 )
 from airlock.errors import NodeError, UsageError
+from airlock.spec import NodeSettings
 from airlock.system import host_path
 
 __all__ = [
@@ -71,6 +73,7 @@ class JoinOptions:
     store: str = DEFAULT_STORE
     kubeadm: str = "kubeadm"
     show_secrets: bool = False  # the plan and result print the token and certificate key
+    settings: NodeSettings | None = None  # the spec's node settings (cgroup root, preflight)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ def plan_join(
         advertise_address=options.advertise_address,
         certificate_key=joinfile.certificate_key if control_plane else None,
         control_plane=control_plane,
+        settings=options.settings,
     )
     guard = Guard(JOINED_PATHS, detail="this node has not joined a cluster", hint=_FORCE_HINT)
     stale = guard.found(options.root)
@@ -143,14 +147,23 @@ def plan_join(
         raise NodeError(
             f"this node is already part of a cluster ({', '.join(stale)})", hint=_FORCE_HINT
         )
+    settings = options.settings or NodeSettings.model_validate({})
+    cgroup_root = settings.cgroup_root_for(config.node_name)
     steps: list[Step] = []
     if stale:
         steps.extend(
-            reset_steps(kubeadm=options.kubeadm, log_dir=options.log_dir, store=options.store)
+            reset_steps(
+                kubeadm=options.kubeadm,
+                log_dir=options.log_dir,
+                store=options.store,
+                cgroup_root=cgroup_root,
+            )
         )
     steps += [
         guard,
         Hook("preflight", "airlock's node checks"),
+        *([EnsureCgroupRoot(cgroup_root)] if cgroup_root else []),
+        RecordKernelSettings(),
         WriteFile(options.config_path, config.text, mode=0o600),
         RunCommand(
             (options.kubeadm, "join", "--config", options.config_path),

@@ -36,7 +36,7 @@ from ruamel.yaml.resolver import VersionedResolver
 
 from airlock import system
 from airlock.errors import NodeError, SystemCommandError, UsageError
-from airlock.spec import Spec
+from airlock.spec import NodeSettings, Spec
 
 __all__ = [
     "CRI_SOCKET",
@@ -48,6 +48,7 @@ __all__ = [
     "NodeFacts",
     "detect_node_facts",
     "kubeadm_api_version",
+    "kubelet_extra_args",
     "node_facts_from_ip",
     "render_init_config",
     "render_join_config",
@@ -58,6 +59,7 @@ __all__ = [
 V1BETA3 = "kubeadm.k8s.io/v1beta3"
 V1BETA4 = "kubeadm.k8s.io/v1beta4"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
+KUBE_PROXY_API = "kubeproxy.config.k8s.io/v1alpha1"
 CRI_SOCKET = "unix:///var/run/containerd/containerd.sock"
 API_PORT = 6443
 TOKEN_GROUPS = ("system:bootstrappers:kubeadm:default-node-token",)
@@ -316,14 +318,7 @@ def render_init_config(spec: Spec, *, node: NodeFacts, options: InitConfigOption
     endpoint = (
         _check_endpoint(options.control_plane_endpoint) if options.control_plane_endpoint else None
     )
-    node_ip = {"node-ip": address}
-    registration: dict[str, Any] = {
-        "name": node.node_name,
-        "criSocket": CRI_SOCKET,
-        # The images are in the local registry already; never reach out for a newer tag.
-        "imagePullPolicy": "IfNotPresent",
-        "kubeletExtraArgs": _extra_args(api, node_ip),
-    }
+    registration = _registration(api, spec.node, node=node, address=address)
     if options.single_node:
         registration["taints"] = []
     init: dict[str, Any] = {
@@ -365,15 +360,68 @@ def render_init_config(spec: Spec, *, node: NodeFacts, options: InitConfigOption
     }
     if api_server:
         cluster["apiServer"] = api_server
-    kubelet = {"apiVersion": KUBELET_API, "kind": "KubeletConfiguration", "cgroupDriver": "systemd"}
+    documents = [init, cluster, _kubelet_config(spec.node)]
+    proxy = _kube_proxy_config(spec.node)
+    if proxy:
+        documents.append(proxy)
     return KubeadmConfig(
         api_version=api,
         kubernetes_version=version,
-        text=to_yaml([init, cluster, kubelet]),
+        text=to_yaml(documents),
         node_name=node.node_name,
         advertise_address=address,
         api_endpoint=endpoint or _host_port(address, options.bind_port),
     )
+
+
+def kubelet_extra_args(settings: NodeSettings, *, node: str, address: str) -> dict[str, str]:
+    """The kubelet flags that differ per node (kubeadm shares the KubeletConfiguration with
+    every node that joins, so per-node values are flags): node-ip, and cgroup-root."""
+    args = {"node-ip": address}
+    root = settings.cgroup_root_for(node)
+    if root:
+        args["cgroup-root"] = root
+    return args
+
+
+def _registration(
+    api: str, settings: NodeSettings, *, node: NodeFacts, address: str
+) -> dict[str, Any]:
+    registration: dict[str, Any] = {
+        "name": node.node_name,
+        "criSocket": CRI_SOCKET,
+        # The images are in the local registry already; never reach out for a newer tag.
+        "imagePullPolicy": "IfNotPresent",
+        "kubeletExtraArgs": _extra_args(
+            api, kubelet_extra_args(settings, node=node.node_name, address=address)
+        ),
+    }
+    if settings.ignore_preflight_errors:
+        registration["ignorePreflightErrors"] = [i.name for i in settings.ignore_preflight_errors]
+    return registration
+
+
+def _kubelet_config(settings: NodeSettings) -> dict[str, Any]:
+    kubelet: dict[str, Any] = {
+        "apiVersion": KUBELET_API,
+        "kind": "KubeletConfiguration",
+        "cgroupDriver": settings.cgroup_driver,
+    }
+    if settings.eviction_hard is not None:
+        kubelet["evictionHard"] = dict(settings.eviction_hard)
+    if settings.fail_cgroup_v1 is not None:
+        kubelet["failCgroupV1"] = settings.fail_cgroup_v1
+    return kubelet
+
+
+def _kube_proxy_config(settings: NodeSettings) -> dict[str, Any] | None:
+    if settings.kube_proxy.conntrack_max_per_core is None:
+        return None
+    return {
+        "apiVersion": KUBE_PROXY_API,
+        "kind": "KubeProxyConfiguration",
+        "conntrack": {"maxPerCore": settings.kube_proxy.conntrack_max_per_core},
+    }
 
 
 # --- join -------------------------------------------------------------------------------------
@@ -390,6 +438,7 @@ def render_join_config(
     certificate_key: str | None = None,
     control_plane: bool = False,
     discovery_timeout: str = "5m0s",
+    settings: NodeSettings | None = None,
 ) -> KubeadmConfig:
     """A JoinConfiguration; with `control_plane` it carries the certificate key."""
     api = kubeadm_api_version(kubernetes_version)
@@ -410,12 +459,9 @@ def render_join_config(
         discovery["timeout"] = discovery_timeout
     else:
         join["timeouts"] = {"discovery": discovery_timeout}
-    join["nodeRegistration"] = {
-        "name": node.node_name,
-        "criSocket": CRI_SOCKET,
-        "imagePullPolicy": "IfNotPresent",
-        "kubeletExtraArgs": _extra_args(api, {"node-ip": address}),
-    }
+    join["nodeRegistration"] = _registration(
+        api, settings or NodeSettings.model_validate({}), node=node, address=address
+    )
     if control_plane:
         if not certificate_key:
             raise UsageError(

@@ -1,7 +1,9 @@
 """`airlock cluster reset`: undo `kubeadm init|join` on this node, keep airlock's store.
 
 `kubeadm reset -f` removes what kubeadm wrote (/etc/kubernetes, etcd data) and says it leaves
-the CNI configuration and iptables rules alone; airlock finishes the job: /etc/cni/net.d,
+the CNI configuration and iptables rules alone; airlock finishes the job: pods still running
+(killed through containerd), the CNI's interfaces, the kubelet's cgroup root, the kernel
+settings the kubelet changed (restored from init's record, see hoststate.py), /etc/cni/net.d,
 /var/lib/cni, /var/lib/kubelet, and the iptables chains the cluster created (KUBE-* from
 kube-proxy and the kubelet, FLANNEL* from Flannel; nothing else is touched). The rules are read
 with iptables-save, those chains and every jump into them are dropped, and the rest is restored;
@@ -16,6 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from airlock.cluster.hoststate import (
+    DeleteLinks,
+    RemoveCgroupRoot,
+    RestoreKernelSettings,
+    StopPods,
+)
 from airlock.cluster.runner import (
     CommandRunner,
     RemovePath,
@@ -131,6 +139,7 @@ class ResetOptions:
     log_dir: str = DEFAULT_LOG_DIR
     store: str = DEFAULT_STORE
     dry_run: bool = False
+    cgroup_root: str | None = None  # the kubelet's (node.cgroupRoot for this node)
 
 
 @dataclass(frozen=True)
@@ -154,7 +163,9 @@ class ResetResult:
     message: str = ""
 
 
-def reset_steps(*, kubeadm: str, log_dir: str, store: str) -> list[Step]:
+def reset_steps(
+    *, kubeadm: str, log_dir: str, store: str, cgroup_root: str | None = None
+) -> list[Step]:
     return [
         RunCommand(
             (kubeadm, "reset", "-f"),
@@ -162,13 +173,22 @@ def reset_steps(*, kubeadm: str, log_dir: str, store: str) -> list[Step]:
             purpose=f"output to {log_dir}/kubeadm-reset.log",
             failure_hint="look at the log; `kubeadm reset -f` can be run again safely",
         ),
+        StopPods(),
         *(RemovePath(p, keep=(store,)) for p in RESET_PATHS),
         FlushChains(),
+        DeleteLinks(),
+        *([RemoveCgroupRoot(cgroup_root)] if cgroup_root else []),
+        RestoreKernelSettings(),
     ]
 
 
 def plan_reset(*, options: ResetOptions = ResetOptions()) -> ResetPlan:
-    steps = reset_steps(kubeadm=options.kubeadm, log_dir=options.log_dir, store=options.store)
+    steps = reset_steps(
+        kubeadm=options.kubeadm,
+        log_dir=options.log_dir,
+        store=options.store,
+        cgroup_root=options.cgroup_root,
+    )
     return ResetPlan(tuple(steps), options)
 
 

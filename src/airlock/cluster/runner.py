@@ -350,6 +350,14 @@ class RemovePath:
         real = ctx.host(self.path)
         if real.is_dir() and not real.is_symlink():
             try:
+                if os.path.ismount(real):
+                    # its own file system (a volume of its own): empty it, keep the mount
+                    for child in real.iterdir():
+                        if child.is_dir() and not child.is_symlink():
+                            shutil.rmtree(child)
+                        else:
+                            child.unlink()
+                    return f"emptied {self.path} (a mount point)"
                 shutil.rmtree(real)
             except OSError as exc:
                 raise NodeError(

@@ -520,6 +520,8 @@ def install_resources(
     platform: str | None = None,
     registry_listen: Sequence[str] = ("127.0.0.1:5000",),
     store: str = DEFAULT_STORE,
+    cgroup_driver: str = "systemd",
+    restrict_oom_score_adj: bool = False,
 ) -> list[Resource]:
     """The resources that install the node's software from `source`, in the order they apply.
 
@@ -610,6 +612,10 @@ def install_resources(
             sandbox_image=sandbox_image,
             existing=existing,
             config_path=CERTS_DIR,
+            cgroup_driver=cgroup_driver,
+            restrict_oom_score_adj=restrict_oom_score_adj,
+            # where the plugins are installed (a distribution's config may say /usr/lib/cni)
+            cni_bin_dir=CNI_BIN,
         )
 
     out.append(File(CONTAINERD_CONFIG, transform=containerd_config, mode=None))
@@ -631,10 +637,13 @@ def install_resources(
             unit_path=containerd_unit,
             depends_on=[CONTAINERD_CONFIG, RUNC_PATH, *containerd_paths],
         ),
+        # enabled, not started: until `kubeadm init|join` writes its config the kubelet only
+        # exits (a crash loop under systemd, a failed start elsewhere); kubeadm starts it
         Service(
             "kubelet.service",
             unit_path=KUBELET_UNIT,
             depends_on=[KUBEADM_DROPIN, f"{LOCAL_BIN}/kubelet"],
+            start=False,
         ),
     ]
     return out

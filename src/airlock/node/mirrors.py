@@ -229,8 +229,12 @@ def render_containerd_config(
     sandbox_image: str,
     existing: str = "",
     config_path: str = DEFAULT_CONFIG_PATH,
+    cgroup_driver: str = "systemd",
+    restrict_oom_score_adj: bool = False,
+    cni_bin_dir: str | None = None,
 ) -> str:
-    """The config.toml text: `existing` with the keys airlock owns set, everything else kept."""
+    """The config.toml text: `existing` with the keys airlock owns set, everything else kept.
+    `cgroup_driver` (the spec's node.cgroupDriver) is the kubelet's too: runc's SystemdCgroup."""
     version = config_version_for(containerd_version)
     try:
         doc: dict[str, Any] = tomllib.loads(existing)
@@ -247,15 +251,27 @@ def render_containerd_config(
     if version == 2:
         cri = _table(doc, "plugins", _CRI_V2)
         cri["sandbox_image"] = sandbox_image
-        _set_runc(_table(cri, "containerd", "runtimes", "runc"), prefix=f"plugins.{_CRI_V2}")
+        _set_restrict_oom(cri, restrict_oom_score_adj)
+        if cni_bin_dir:
+            _table(cri, "cni")["bin_dir"] = cni_bin_dir
+        _set_runc(
+            _table(cri, "containerd", "runtimes", "runc"),
+            prefix=f"plugins.{_CRI_V2}",
+            systemd_cgroup=cgroup_driver == "systemd",
+        )
         _set_registry(_table(cri, "registry"), config_path)
     else:
         images = _table(doc, "plugins", _CRI_V3_IMAGES)
         _table(images, "pinned_images")["sandbox"] = sandbox_image
         _set_registry(_table(images, "registry"), config_path)
         runtime = _table(doc, "plugins", _CRI_V3_RUNTIME)
+        _set_restrict_oom(runtime, restrict_oom_score_adj)
+        if cni_bin_dir:
+            _table(runtime, "cni")["bin_dir"] = cni_bin_dir
         _set_runc(
-            _table(runtime, "containerd", "runtimes", "runc"), prefix=f"plugins.{_CRI_V3_RUNTIME}"
+            _table(runtime, "containerd", "runtimes", "runc"),
+            prefix=f"plugins.{_CRI_V3_RUNTIME}",
+            systemd_cgroup=cgroup_driver == "systemd",
         )
     doc.pop("version", None)
     return dump_toml({"version": version, **doc})
@@ -296,14 +312,24 @@ def _table(parent: dict[str, Any], *keys: str) -> dict[str, Any]:
     return node
 
 
-def _set_runc(runc: dict[str, Any], *, prefix: str) -> None:
+def _set_restrict_oom(cri: dict[str, Any], restrict: bool) -> None:
+    # The spec's node.restrictOOMScoreAdj: the CRI clamps the kubelet's negative scores to
+    # containerd's own, on nodes where no process may lower oom_score_adj (no
+    # CAP_SYS_RESOURCE); otherwise runc fails every pod sandbox (-998) with EACCES.
+    if restrict:
+        cri["restrict_oom_score_adj"] = True
+    else:
+        cri.pop("restrict_oom_score_adj", None)
+
+
+def _set_runc(runc: dict[str, Any], *, prefix: str, systemd_cgroup: bool) -> None:
     # Setting only `options` leaves runtime_type empty (containerd then cannot start pods),
     # so the runtime type is always set with it.
     runc["runtime_type"] = RUNC_RUNTIME_TYPE
     options = runc.setdefault("options", {})
     if not isinstance(options, dict):
         raise NodeError(f"containerd config: `{prefix}...runc.options` is not a table")
-    options["SystemdCgroup"] = True
+    options["SystemdCgroup"] = systemd_cgroup
 
 
 def _set_registry(registry: dict[str, Any], config_path: str) -> None:

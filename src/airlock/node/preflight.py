@@ -37,6 +37,7 @@ __all__ = [
     "CheckResult",
     "PreflightOptions",
     "Status",
+    "check_kubelet_cgroup_v1",
     "run_preflight",
     "summary",
 ]
@@ -71,6 +72,9 @@ class PreflightOptions:
     binaries: tuple[str, ...] = BINARIES
     live: bool | None = None
     timeout: float = 5.0
+    kubernetes_version: str | None = None  # the bundle's; None: not checked against cgroups
+    fail_cgroup_v1: bool | None = None  # the spec's node.failCgroupV1
+    cgroup_v2: bool | None = None  # None: read from the running kernel when live
 
 
 def _read(root: Path, node_path: str) -> str | None:
@@ -305,6 +309,32 @@ def check_images(url: str, images: Sequence[str], timeout: float) -> CheckResult
     return CheckResult("images", "ok", f"all {len(images)} images are in {url}")
 
 
+def check_kubelet_cgroup_v1(
+    kubernetes_version: str, *, cgroup_v2: bool, fail_cgroup_v1: bool | None
+) -> CheckResult:
+    """kubelet v1.35+ refuses to start on a cgroup v1 host unless `failCgroupV1: false`."""
+    m = re.match(r"^v?(\d+)\.(\d+)", kubernetes_version)
+    minor = (int(m[1]), int(m[2])) if m else (0, 0)
+    name = "kubelet-cgroup-v1"
+    if cgroup_v2 or minor < (1, 35):
+        return CheckResult(name, "ok", f"kubelet {kubernetes_version} runs on this cgroup version")
+    if fail_cgroup_v1 is False:
+        return CheckResult(
+            name,
+            "warn",
+            f"cgroup v1 host with kubelet {kubernetes_version}: allowed by the spec's"
+            " node.failCgroupV1: false (cgroup v1 support is deprecated and will go)",
+        )
+    return CheckResult(
+        name,
+        "fail",
+        f"this host uses cgroup v1 and kubelet {kubernetes_version} (v1.35 or later) refuses to"
+        " start on it unless its failCgroupV1 setting is false",
+        "boot the node with cgroup v2 (systemd.unified_cgroup_hierarchy=1), or set"
+        " `node: {failCgroupV1: false}` in the spec and build the bundle again",
+    )
+
+
 def run_preflight(
     *, root: Path = Path("/"), options: PreflightOptions | None = None
 ) -> list[CheckResult]:
@@ -319,6 +349,15 @@ def run_preflight(
         check_cgroups(root, live=live),
         check_binaries(root, opts.binaries, live=live),
     ]
+    if opts.kubernetes_version:
+        v2 = opts.cgroup_v2
+        if v2 is None:
+            v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists() if live else True
+        results.append(
+            check_kubelet_cgroup_v1(
+                opts.kubernetes_version, cgroup_v2=v2, fail_cgroup_v1=opts.fail_cgroup_v1
+            )
+        )
     if live:
         results.append(check_ports(opts.ports))
     results += [check_hostname(root, live=live), check_disk(root, opts.store, opts.min_free_bytes)]

@@ -416,6 +416,19 @@ class Sysctl(_Composite):
         return [["sysctl", "-w", f"{k}={self.values[k]}"] for k in wrong]
 
 
+# What a module provides, for kernels that build it in: br_netfilter compiled into the kernel
+# has no /sys/module entry (and such kernels often have no modprobe), but its sysctls exist.
+_MODULE_FEATURES = {"br_netfilter": "/proc/sys/net/bridge"}
+
+
+def module_present(module: str) -> bool:
+    """Loaded, or built into the running kernel (its feature is there)."""
+    if Path("/sys/module", module).exists():
+        return True
+    feature = _MODULE_FEATURES.get(module)
+    return feature is not None and Path(feature).exists()
+
+
 class KernelModule(_Composite):
     """A modules-load.d file, and the modules loaded now (`modprobe`) where missing."""
 
@@ -435,7 +448,7 @@ class KernelModule(_Composite):
 
     def live_actions(self, ctx: Context, *, files_changed: bool) -> list[list[str]]:
         if ctx.live:
-            missing = [m for m in self.modules if not Path("/sys/module", m).exists()]
+            missing = [m for m in self.modules if not module_present(m)]
         else:
             missing = self.modules if files_changed else []
         return [["modprobe", m] for m in missing]

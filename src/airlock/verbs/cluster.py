@@ -7,7 +7,9 @@ the spec inside the newest bundle's airlock.json, the CNI manifest and the chart
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,12 +25,23 @@ from airlock.cluster.apps import (
     registry_images_in_store,
 )
 from airlock.cluster.init import InitOptions, InitResult, init_cluster
+from airlock.cluster.join import JoinOptions, JoinResult, join_cluster
+from airlock.cluster.reset import ResetOptions, ResetResult, reset_cluster
 from airlock.errors import UsageError
 from airlock.node.install import store_source
-from airlock.spec import Spec, load_spec
+from airlock.spec import NodeSettings, Spec, load_spec
 from airlock.store import Store
 
-__all__ = ["ClusterInputs", "app_deploy", "app_list", "cluster_init", "store_inputs"]
+__all__ = [
+    "ClusterInputs",
+    "app_deploy",
+    "app_list",
+    "cluster_init",
+    "cluster_join",
+    "cluster_reset",
+    "node_settings",
+    "store_inputs",
+]
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,24 @@ def store_inputs(store: Path, *, spec_file: Path | None = None) -> ClusterInputs
         if f.kind == "chart":
             charts[f.name.rsplit("-", 1)[0]] = (source.materialize(f, unpacked), f.digest)
     return ClusterInputs(spec, source.materialize(cni, unpacked), cni.digest, charts)
+
+
+def node_settings(store: Path) -> NodeSettings:
+    """The spec's node settings from the newest bundle in the store (defaults without one)."""
+    record = Store.open(store).newest_bundle_record() if store.is_dir() else None
+    if not record or not isinstance(record.get("spec"), dict):
+        return NodeSettings.model_validate({})
+    return Spec.model_validate(record["spec"]).node
+
+
+def cluster_reset(*, store: Path, options: ResetOptions) -> ResetResult:
+    """`cluster reset`: the kubelet's cgroup root comes from the spec's node settings."""
+    root = node_settings(store).cgroup_root_for(socket.gethostname().lower())
+    return reset_cluster(options=dataclasses.replace(options, cgroup_root=root))
+
+
+def cluster_join(path: Path, *, store: Path, options: JoinOptions) -> JoinResult:
+    return join_cluster(path, options=dataclasses.replace(options, settings=node_settings(store)))
 
 
 def cluster_init(*, store: Path, spec_file: Path | None, options: InitOptions) -> InitResult:

@@ -192,6 +192,7 @@ def install_node(
         pause = next(
             (r for r in images if parse_reference(r).name == "registry.k8s.io/pause"), None
         )
+        node = found.spec.get("node") or {}
         resources = install_resources(
             source,
             root=root,
@@ -202,6 +203,8 @@ def install_node(
             platform=options.platform,
             registry_listen=listen,
             store=str(options.store),
+            cgroup_driver=str(node.get("cgroupDriver", "systemd")),
+            restrict_oom_score_adj=bool(node.get("restrictOOMScoreAdj", False)),
         )
         warning = loopback_only_warning(listen)
         if warning is not None:
@@ -211,11 +214,20 @@ def install_node(
 
 
 def check_node(*, root: Path, registry_url: str | None, store: Path) -> list[CheckResult]:
-    resolved = (Store.open(store).newest_bundle_record() or {}).get("resolved", {})
+    record = Store.open(store).newest_bundle_record() or {}
+    resolved = record.get("resolved", {})
     images = tuple(r for r in resolved.get("images", []) if r.startswith("registry.k8s.io/"))
+    spec = record.get("spec") or {}
+    node = spec.get("node") or {}
     return run_preflight(
         root=root,
-        options=PreflightOptions(registry_url=registry_url, images=images, store=str(store)),
+        options=PreflightOptions(
+            registry_url=registry_url,
+            images=images,
+            store=str(store),
+            kubernetes_version=(spec.get("kubernetes") or {}).get("version"),
+            fail_cgroup_v1=node.get("failCgroupV1"),
+        ),
     )
 
 

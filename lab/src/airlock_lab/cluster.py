@@ -1,0 +1,272 @@
+"""A real Kubernetes cluster on lab nodes, brought up by airlock from the bundle alone.
+
+The journey of the blog post, for real, inside the gap: on a `LabNode` (its own network, mount
+and UTS namespaces), airlock is installed from the bundle's wheelhouse, verifies and loads the
+bundle into the node's store, prepares and installs the node on its real root (the node's
+mount namespace), and `airlock cluster init` runs real `kubeadm init` with airlock's config;
+Flannel comes from the bundle's manifest, podinfo from its chart through real Helm. Nothing on
+the node reaches anything but the lab's own addresses.
+
+The lab's node settings (`LAB_NODE_SETTINGS`) are the spec's `node:` block, each with its reason:
+they are what this kernel and sandbox impose, written into the spec rather than into lab-only
+code paths (docs/node.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airlock import system
+from airlock.errors import SystemCommandError
+from airlock_lab.node import LabNode
+
+__all__ = [
+    "ADMIN_CONF",
+    "LAB_NODE_SETTINGS",
+    "NODE_AIRLOCK",
+    "ClusterEvidence",
+    "ClusterNode",
+    "gap_routes",
+    "ungap_routes",
+]
+
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+NODE_AIRLOCK = "/opt/airlock/venv/bin/airlock"
+_RULE_PREFS = ("32000", "32001")
+
+LAB_NODE_SETTINGS: dict[str, Any] = {
+    # no systemd here: the daemonless systemctl starts the kubelet, so the cgroupfs driver
+    "cgroupDriver": "cgroupfs",
+    # every lab node's kubelet shares this host's one cgroup v1 hierarchy
+    "cgroupRoot": "/airlock-{node}",
+    # this VM's processes lack CAP_SYS_RESOURCE: no negative oom_score_adj (runc: EACCES)
+    "restrictOOMScoreAdj": True,
+    # the lab's disk is shared by several checkouts: the kubelet's default 10% of a large
+    # disk would taint the node with disk-pressure while gigabytes are free
+    "evictionHard": {
+        "memory.available": "100Mi",
+        "nodefs.available": "2Gi",
+        "nodefs.inodesFree": "5%",
+        "imagefs.available": "2Gi",
+    },
+    # nf_conntrack_max is read-only inside a child network namespace
+    "kubeProxy": {"conntrackMaxPerCore": 0},
+    "ignorePreflightErrors": [
+        {
+            "name": "CRI",
+            "reason": "the lab's crictl v1.27.0 is a version-only stand-in (its module is not"
+            " served here) and kubeadm v1.27 asks crictl whether the runtime runs; the"
+            " kubelet talks to containerd's CRI directly",
+        },
+        {
+            "name": "ImagePull",
+            "reason": "the same stand-in crictl cannot pull; airlock checks every image is in"
+            " the node's registry and the kubelet pulls them through the mirrors",
+        },
+        {
+            "name": "HTTPProxyCIDR",
+            "reason": "kubeadm v1.27.3 built with this machine's Go 1.26: url.Parse refuses"
+            " the bracketed IPv4 literal this check builds (https://[10.96.0.1]:1234); the"
+            " check is about an HTTP proxy, and the gap has none",
+        },
+    ],
+}
+
+
+def gap_routes(netns: str, dev: str, *, service_subnet: str = "10.96.0.0/12") -> None:
+    """A default route through `dev` that nothing can use: policy rules look the main table up
+    without its default route, then blackhole the rest. Software that asks for the
+    default-route interface (Flannel picks its VXLAN interface that way) finds `dev`, and no
+    packet to an address that is not on a connected network leaves the namespace.
+
+    The service subnet gets a route of its own: a connection to a Service's cluster IP is
+    routed before kube-proxy's DNAT rewrites it, so without a route it fails at once."""
+    system.run(["ip", "-n", netns, "route", "replace", "default", "dev", dev], timeout=30)
+    system.run(["ip", "-n", netns, "route", "replace", service_subnet, "dev", dev], timeout=30)
+    ungap_routes(netns, restore_blackhole=False)
+    main, hole = _RULE_PREFS
+    system.run(
+        [
+            "ip",
+            "-n",
+            netns,
+            "rule",
+            "add",
+            "pref",
+            main,
+            "lookup",
+            "main",
+            "suppress_prefixlength",
+            "0",
+        ],
+        timeout=30,
+    )
+    system.run(["ip", "-n", netns, "rule", "add", "pref", hole, "blackhole"], timeout=30)
+
+
+def ungap_routes(netns: str, *, restore_blackhole: bool = True) -> None:
+    """Undo `gap_routes` (back to a plain blackhole default route)."""
+    for pref in _RULE_PREFS:
+        system.run(["ip", "-n", netns, "rule", "del", "pref", pref], check=False, timeout=30)
+    if restore_blackhole:
+        system.run(
+            ["ip", "-n", netns, "route", "replace", "blackhole", "default"], check=False, timeout=30
+        )
+
+
+@dataclass
+class ClusterEvidence:
+    node_conditions: dict[str, dict[str, str]] = field(default_factory=dict)
+    pod_images: dict[str, str] = field(default_factory=dict)  # pod/container -> image digest
+    podinfo_answer: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class ClusterNode:
+    """A lab node driven through airlock's own commands (the node's airlock after bootstrap)."""
+
+    def __init__(
+        self,
+        node: LabNode,
+        *,
+        address: str,
+        say: Callable[[str], None] = lambda _m: None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.node = node
+        self.address = address
+        self.say = say
+        self.log_dir = log_dir
+
+    # --- commands -------------------------------------------------------------------------
+
+    def airlock(self, *args: str, timeout: float = 900) -> system.CommandResult:
+        """Run the node's airlock; a failure raises with the output's tail."""
+        self.say("   [" + self.node.hostname + "] $ " + " ".join(["airlock", *args]))
+        result = self.node.run([NODE_AIRLOCK, *args], check=False, timeout=timeout)
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            name = "-".join(a for a in args[:2] if a.isidentifier())
+            with (self.log_dir / f"{self.node.name}-{name}.log").open("a") as fh:
+                fh.write(f"$ airlock {' '.join(args)}\n{result.stdout}{result.stderr}\n")
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip()[-3000:]
+            raise SystemCommandError(
+                f"airlock {' '.join(args)} failed on {self.node.name}:\n{tail}"
+            )
+        return result
+
+    def kubectl(self, *args: str, timeout: float = 60, check: bool = True) -> system.CommandResult:
+        return self.node.run(
+            ["kubectl", "--kubeconfig", ADMIN_CONF, *args], check=check, timeout=timeout
+        )
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    # --- the journey -----------------------------------------------------------------------
+
+    def install_from_bundle(self, bundle: Path, *, key: Path, bootstrap: Path) -> None:
+        """airlock from the bundle's wheelhouse, then verify + load into the node's store."""
+        self.say(
+            f"   [{self.node.hostname}] $ python3 {bootstrap.name} {bundle.name} --venv /opt/airlock/venv"
+        )
+        self.node.run(
+            [
+                "python3",
+                str(bootstrap),
+                str(bundle),
+                "--key",
+                str(key),
+                "--venv",
+                "/opt/airlock/venv",
+            ],
+            timeout=600,
+        )
+        self.airlock("load", str(bundle), "--key", str(key))
+
+    def prepare_and_install(self, *, registries: Sequence[str]) -> None:
+        self.airlock("node", "prepare")
+        self.airlock("node", "install", "--registry", ",".join(registries))
+
+    def init(self, *, registries: Sequence[str], timeout: float = 1200) -> system.CommandResult:
+        return self.airlock(
+            "cluster",
+            "init",
+            "--advertise-address",
+            self.address,
+            "--registry",
+            ",".join(registries),
+            timeout=timeout,
+        )
+
+    def join(self, join_file: Path) -> system.CommandResult:
+        return self.airlock("cluster", "join", str(join_file), timeout=900)
+
+    def reset(self) -> system.CommandResult:
+        return self.airlock("cluster", "reset", timeout=300)
+
+    def deploy(self, app: str, *sets: str) -> system.CommandResult:
+        args = [a for s in sets for a in ("--set", s)]
+        return self.airlock("app", "deploy", app, *args, timeout=900)
+
+    # --- evidence --------------------------------------------------------------------------
+
+    def wait_for(self, what: str, check: Callable[[], bool], *, timeout: float) -> float:
+        start = time.monotonic()
+        while not check():
+            if time.monotonic() - start > timeout:
+                raise SystemCommandError(f"{self.node.name}: {what} not within {timeout:.0f}s")
+            time.sleep(3)
+        return time.monotonic() - start
+
+    def node_conditions(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for item in self.kubectl_json("get", "nodes").get("items", []):
+            name = item["metadata"]["name"]
+            out[name] = {
+                c["type"]: c["status"] for c in item.get("status", {}).get("conditions", [])
+            }
+        return out
+
+    def pod_images(self) -> dict[str, str]:
+        """Every running container: namespace/pod/container -> the image digest it runs."""
+        out: dict[str, str] = {}
+        for pod in self.kubectl_json("get", "pods", "-A").get("items", []):
+            meta = pod["metadata"]
+            statuses = pod.get("status", {})
+            for c in [
+                *statuses.get("initContainerStatuses", []),
+                *statuses.get("containerStatuses", []),
+            ]:
+                image_id = c.get("imageID", "")
+                out[f"{meta['namespace']}/{meta['name']}/{c['name']}"] = image_id
+        return out
+
+    def pods_running(self, namespace: str, selector: str) -> bool:
+        r = self.kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json", check=False)
+        if r.returncode != 0:
+            return False
+        items = json.loads(r.stdout).get("items", [])
+        return bool(items) and all(
+            all(s.get("ready") for s in p.get("status", {}).get("containerStatuses", []) or [{}])
+            for p in items
+        )
+
+    def service_answer(self, namespace: str, service: str, port: int, path: str = "/") -> str:
+        """HTTP GET through the Service's cluster IP, from the node (kube-proxy's rules)."""
+        svc = self.kubectl_json("-n", namespace, "get", "service", service)
+        ip = svc["spec"]["clusterIP"]
+        result = self.node.run(
+            ["curl", "-fsS", "--max-time", "5", f"http://{ip}:{port}{path}"],
+            check=False,
+            timeout=20,
+        )
+        if result.returncode != 0:
+            raise SystemCommandError(f"{service} at {ip}:{port}: {result.stderr.strip()}")
+        return result.stdout
