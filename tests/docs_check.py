@@ -143,7 +143,8 @@ def doc_files() -> list[Path]:
 def help_examples(command: Any, path: str = "airlock") -> Iterator[Found]:
     for line in (command.epilog or "").splitlines():
         if line.strip().startswith("airlock "):
-            yield Found(f"{path} --help", line.strip().split(" > ", 1)[0])
+            for m in _AIRLOCK.finditer(line.strip()):
+                yield Found(f"{path} --help", m.group(1).strip())
     for name, sub in getattr(command, "commands", {}).items():
         yield from help_examples(sub, f"{path} {name}")
 

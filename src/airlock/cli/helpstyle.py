@@ -96,6 +96,12 @@ COMMON_ARGUMENTS: dict[str, str] = {
 
 # command path -> example lines (each one a whole `airlock ...` command)
 EXAMPLES: dict[str, tuple[str, ...]] = {
+    "": (  # the whole journey, under `airlock --help`
+        "airlock init -o airlock.yaml && airlock plan",
+        "airlock bundle create --sign site.key --split 4G -o out/",
+        "airlock load lab.airlock.tar --key site.pub && airlock node install",
+        "airlock COMMAND --help",
+    ),
     "init": ("airlock init --preset seed -o airlock.yaml",),
     "plan": ("airlock plan -f airlock.yaml", "airlock plan -f airlock.yaml --json"),
     "bundle create": (
