@@ -236,3 +236,31 @@ def test_damaged_recovery_volume_is_reported_by_a_passing_verify(
     case.recovery_volumes[0].unlink()
     report = verify_bundle(case.path, trust=UNSIGNED_OK)
     assert report.ok and report.recovery == ("recovery volume lab.airlock.recovery.000 missing",)
+
+
+def test_repair_reports_its_progress(
+    tmp_path: Path, pristine: tuple[WriteResult, dict[str, bytes]], keys: tuple[Path, Path]
+) -> None:
+    """The rebuild reports the damaged volumes' bytes as it writes them, then the verification
+    its own step; each ends where its total said."""
+    case = _copy(pristine, tmp_path / "case")
+    case.volumes[1].unlink()
+    case.volumes[2].write_bytes(b"garbage")
+    totals: dict[str, int | None] = {}
+    seen: dict[str, int] = {}
+
+    class Sink:
+        def start(self, name: str, total: int | None) -> None:
+            totals[name], seen[name] = total, 0
+
+        def advance(self, name: str, nbytes: int) -> None:
+            seen[name] += nbytes
+
+        def done(self, name: str) -> None:
+            assert seen[name] == totals[name], name
+
+    repaired = repair_bundle(case.path, options=RepairOptions(keys=[keys[1]], progress=Sink()))
+    assert repaired.verify is not None and repaired.verify.ok
+    assert "rebuild 2 volumes" in totals
+    assert totals["rebuild 2 volumes"] == 2 * case.volumes[0].stat().st_size  # 1 MiB volumes
+    assert f"verify {case.path.name}" in totals

@@ -381,11 +381,16 @@ def repair(
 ) -> None:
     """Rebuild damaged or missing volumes from the recovery volumes, then verify everything."""
     use_json(json_out)
+    from airlock.cli.progress import StepProgress
     from airlock.verbs.repair import RepairOptions, repair_bundle
 
-    result = repair_bundle(
-        bundle, options=RepairOptions(keys=tuple(key), allow_unsigned=allow_unsigned)
-    )
+    with StepProgress() as progress:
+        result = repair_bundle(
+            bundle,
+            options=RepairOptions(
+                keys=tuple(key), allow_unsigned=allow_unsigned, progress=progress
+            ),
+        )
 
     def text() -> None:
         state.line(f"found: {result.before}")

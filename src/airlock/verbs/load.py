@@ -192,7 +192,10 @@ def _repair(bundle: Path, options: LoadOptions) -> list[str]:
     repaired = repair_bundle(
         bundle,
         options=RepairOptions(
-            keys=options.keys, allow_unsigned=options.allow_unsigned, verify=False
+            keys=options.keys,
+            allow_unsigned=options.allow_unsigned,
+            verify=False,
+            progress=options.progress,
         ),
     )
     return [str(p) for p in repaired.rebuilt]

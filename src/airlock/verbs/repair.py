@@ -22,11 +22,12 @@ from typing import Any
 
 from airlock.atomic import write_atomic
 from airlock.bundle.bootvol import boot_volume_paths
-from airlock.bundle.recovery import rebuild
+from airlock.bundle.recovery import Damage, rebuild
 from airlock.bundle.repair import RecoverySet, assess_set, find_recovery_set
 from airlock.bundle.signing import verify_signature
 from airlock.bundle.verify import VerifyReport, verify_bundle
 from airlock.errors import UsageError, VerificationError
+from airlock.progress import ProgressSink, report_done, report_start
 from airlock.trust import trust_policy
 
 __all__ = ["RepairOptions", "RepairResult", "repair_bundle"]
@@ -38,6 +39,7 @@ class RepairOptions:
     allow_unsigned: bool = False
     verify: bool = True  # `load --repair` verifies by itself while it loads
     workers: int = 2
+    progress: ProgressSink | None = None  # bytes rebuilt, then the verification
 
 
 @dataclass
@@ -124,7 +126,7 @@ def repair_bundle(path: Path, *, options: RepairOptions) -> RepairResult:
     _check_signature(rset, keys, options.allow_unsigned)
     damage = assess_set(rset, workers=options.workers)
     result = RepairResult(bundle=rset.parts_path, before=damage.summary())
-    result.rebuilt = rebuild(damage)
+    result.rebuilt = _rebuild(damage, options.progress)
     result.restored = _restore_metadata(rset)
     if not rset.parts_path.is_file():
         raise VerificationError(
@@ -133,5 +135,19 @@ def repair_bundle(path: Path, *, options: RepairOptions) -> RepairResult:
             "copy the parts file or any NAME.airlock.boot.N.tar from the source media",
         )
     if options.verify:
-        result.verify = verify_bundle(rset.parts_path, trust=trust)
+        result.verify = verify_bundle(rset.parts_path, trust=trust, progress=options.progress)
     return result
+
+
+def _rebuild(damage: Damage, progress: ProgressSink | None) -> list[Path]:
+    """`rebuild`, its stripes reported as the bytes of the damaged volumes written."""
+    if progress is None or not damage.repairable or not damage.damaged:
+        return rebuild(damage)
+    plan, volumes = damage.plan, len(damage.damaged)
+    label = f"rebuild {volumes} volume{'s' if volumes > 1 else ''}"
+    report_start(progress, label, volumes * sum(map(plan.chunk_len, range(plan.stripes))))
+    rebuilt = rebuild(
+        damage, progress=lambda s: progress.advance(label, volumes * plan.chunk_len(s))
+    )
+    report_done(progress, label)
+    return rebuilt
