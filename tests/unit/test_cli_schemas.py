@@ -166,3 +166,27 @@ def test_registry_serve_readiness_document(world: dict[str, Path]) -> None:
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def test_bundle_repair_document(tmp_path: Path) -> None:
+    priv, pub = generate_keypair(tmp_path / "k")
+    blobs = BlobStore(tmp_path / "blobs")
+    made = write_bundle(
+        sample_content(blobs, big_file_size=3 << 20),
+        blobs=blobs,
+        out=tmp_path / "out",
+        split=1 << 20,
+        recovery=50,
+        sign_key=priv,
+    )
+    made.volumes[1].unlink()
+    doc = check_output(
+        "bundle repair",
+        run_json("bundle", "repair", str(made.path), "--key", str(pub), cwd=tmp_path),
+    )
+    assert doc["verified"] and doc["rebuilt"] == [str(made.volumes[1])]
+    made.recovery_volumes[0].unlink()
+    made.volumes[0].unlink()
+    made.volumes[2].write_bytes(b"x")
+    failed = run_json("bundle", "repair", str(made.path), "--key", str(pub), cwd=tmp_path, ok=False)
+    check_output("bundle repair", failed)
