@@ -5,18 +5,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from airlock_lab.demo import run_demo
+from airlock_lab.demo import DEMO_CGROUP_ROOT, run_demo
 from airlock_lab.gap import GAP_NETNS
 from airlock_lab.netns import netns_exists
+from airlock_lab.node import CGROUP_FS
 
 CACHE = Path(os.environ.get("AIRLOCK_TEST_CACHE", "/tmp/airlock-test-cache"))
 
 
+KERNEL_KEYS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops", "vm.panic_on_oom")
+
+
+def _kernel() -> dict[str, str]:
+    return {k: Path("/proc/sys", k.replace(".", "/")).read_text().strip() for k in KERNEL_KEYS}
+
+
 def test_demo_journey(tmp_path: Path) -> None:
+    kernel_before = _kernel()
     summary = run_demo(tmp_path / "demo", cache=CACHE)
     assert len(summary.images) == 11
     assert summary.images_pulled == summary.images  # every image, by its original name
-    assert summary.podinfo_answer["version"] == "6.4.0"
+    assert summary.podinfo_answer["version"] == "6.4.0"  # through its Service, in the cluster
     assert summary.bundle_volumes >= 3  # --split 32M of a ~90 MiB bundle (files zstd-compressed)
     assert summary.blog_method_bytes > 0
     # the gap held: the blackhole answers for the outside, the host veth is reachable
@@ -26,4 +35,19 @@ def test_demo_journey(tmp_path: Path) -> None:
     assert all(p != "open" for p in probes[1:])
     assert summary.upstream_requests_from_gap == 0
     assert not netns_exists(GAP_NETNS)  # everything torn down
-    assert sum(summary.stages.values()) < 600
+    # a real cluster ran: the node was Ready, every container ran the bundle's digest
+    assert all(c["Ready"] == "True" for c in summary.node_conditions.values())
+    assert summary.node_conditions
+    assert summary.digests_match
+    assert any("/coredns-" in c for c in summary.pod_images)
+    assert any("/kube-flannel-" in c for c in summary.pod_images)
+    # and left nothing behind: no mount, cgroup or kubelet setting of the node
+    assert not [
+        line
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if "airlock-node1" in line
+    ]
+    assert not list(CGROUP_FS.glob(f"*{DEMO_CGROUP_ROOT}"))
+    assert _kernel() == kernel_before
+    # bounded: the cluster takes most of it on 2 shared cores
+    assert sum(summary.stages.values()) < 1800

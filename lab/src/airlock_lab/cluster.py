@@ -14,6 +14,7 @@ code paths (docs/node.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -21,16 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml import YAML
+
 from airlock import system
 from airlock.errors import SystemCommandError
-from airlock_lab.node import LabNode
+from airlock_lab.node import CGROUP_FS, LabNode
 
 __all__ = [
     "ADMIN_CONF",
     "LAB_NODE_SETTINGS",
     "NODE_AIRLOCK",
+    "ClusterBundle",
     "ClusterEvidence",
     "ClusterNode",
+    "build_cluster_bundle",
     "gap_routes",
     "ungap_routes",
 ]
@@ -117,6 +122,55 @@ def ungap_routes(netns: str, *, restore_blackhole: bool = True) -> None:
         system.run(
             ["ip", "-n", netns, "route", "replace", "blackhole", "default"], check=False, timeout=30
         )
+
+
+@dataclass(frozen=True)
+class ClusterBundle:
+    """A signed seed bundle whose spec carries the lab's node settings."""
+
+    bundle: Path
+    bootstrap: Path
+    key: Path  # the public key
+    digests: dict[str, str]  # repository -> the image digest the bundle carries
+
+
+def build_cluster_bundle(sources: dict[str, Any], work: Path, *, airlock: Path) -> ClusterBundle:
+    """`airlock init --preset seed`, the lab's node settings, keys, `bundle create --sign`."""
+    work.mkdir(parents=True, exist_ok=True)
+    yaml = YAML()
+    with (work / "sources.yaml").open("w") as fh:
+        yaml.dump({"sources": sources}, fh)
+    spec = work / "airlock.yaml"
+    spec.unlink(missing_ok=True)
+    system.run(
+        [str(airlock), "init", "--preset", "seed", "--sources", str(work / "sources.yaml"),
+         "-o", str(spec)],
+        timeout=300,
+    )  # fmt: skip
+    doc = yaml.load(spec.read_text())
+    doc["node"] = LAB_NODE_SETTINGS
+    with spec.open("w") as fh:
+        yaml.dump(doc, fh)
+    if not (work / "site.key").exists():
+        system.run([str(airlock), "keys", "generate", "--out", str(work / "site")], timeout=60)
+    created = json.loads(
+        system.run(
+            [str(airlock), "bundle", "create", "-f", str(spec), "--cache", str(work / "cache"),
+             "--sign", str(work / "site.key"), "-o", str(work / "out"), "--json"],
+            timeout=1800,
+        ).stdout
+    )  # fmt: skip
+    inspect = json.loads(
+        system.run(
+            [str(airlock), "bundle", "inspect", created["bundle"], "--json"], timeout=300
+        ).stdout
+    )
+    return ClusterBundle(
+        bundle=Path(created["bundle"]),
+        bootstrap=Path(created["bootstrap"]),
+        key=work / "site.pub",
+        digests={i["reference"].rsplit(":", 1)[0]: i["digest"] for i in inspect["images"]},
+    )
 
 
 @dataclass
@@ -215,6 +269,28 @@ class ClusterNode:
         args = [a for s in sets for a in ("--set", s)]
         return self.airlock("app", "deploy", app, *args, timeout=900)
 
+    def memory_figures(self) -> dict[str, int]:
+        """Peak memory in bytes: every pod of the node (its cgroup root's memory.max_usage,
+        page cache included) and the kubelet's and containerd's own high-water marks."""
+        out: dict[str, int] = {}
+        if self.node.cgroup_root:
+            peak = (
+                CGROUP_FS
+                / "memory"
+                / self.node.cgroup_root.strip("/")
+                / "memory.max_usage_in_bytes"
+            )
+            with contextlib.suppress(OSError, ValueError):
+                out["pods peak (cgroup, with page cache)"] = int(peak.read_text())
+        for pid in self.node.processes():
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                name = status.split("\n", 1)[0].split()[-1]
+                if name in ("kubelet", "containerd", "etcd", "kube-apiserver"):
+                    hwm = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+                    out[f"{name} VmHWM"] = out.get(f"{name} VmHWM", 0) + int(hwm.split()[1]) * 1024
+        return out
+
     # --- evidence --------------------------------------------------------------------------
 
     def wait_for(self, what: str, check: Callable[[], bool], *, timeout: float) -> float:
@@ -258,15 +334,19 @@ class ClusterNode:
             for p in items
         )
 
-    def service_answer(self, namespace: str, service: str, port: int, path: str = "/") -> str:
-        """HTTP GET through the Service's cluster IP, from the node (kube-proxy's rules)."""
-        svc = self.kubectl_json("-n", namespace, "get", "service", service)
-        ip = svc["spec"]["clusterIP"]
+    def service_answer(self, namespace: str, selector: str, port: int, path: str = "/") -> str:
+        """HTTP GET through the cluster IP of the Service `selector` picks, from the node
+        (kube-proxy's rules carry it to a pod)."""
+        services = self.kubectl_json("-n", namespace, "get", "services", "-l", selector)
+        items = services.get("items", [])
+        if not items:
+            raise SystemCommandError(f"no Service with {selector} in {namespace}")
+        ip = items[0]["spec"]["clusterIP"]
         result = self.node.run(
             ["curl", "-fsS", "--max-time", "5", f"http://{ip}:{port}{path}"],
             check=False,
             timeout=20,
         )
         if result.returncode != 0:
-            raise SystemCommandError(f"{service} at {ip}:{port}: {result.stderr.strip()}")
+            raise SystemCommandError(f"{selector} at {ip}:{port}: {result.stderr.strip()}")
         return result.stdout

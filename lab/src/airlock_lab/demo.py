@@ -4,9 +4,11 @@ Connected side (the host): the simulated upstream, `airlock init/plan/bundle cre
 blog's way for comparison (one docker-archive tar per image). Then `airlock lab up` makes the
 gap; the bundle is carried over the veth (resumable, every volume checked against the parts
 file); inside the gap, airlock is installed from the bundle's own wheelhouse into a fresh venv,
-and that airlock verifies, loads, serves the registry, installs the node into a sysroot and
-points a real containerd at the registry, which pulls every image by its original name and
-runs the podinfo stand-in. Everything it started is stopped at the end.
+and that airlock verifies and loads. Then the gap becomes a lab node (its own mount and UTS
+namespaces, a daemonless systemctl): airlock from the bundle prepares and installs it on its
+real root, `airlock cluster init` runs real kubeadm, Flannel and CoreDNS come up, podinfo is
+deployed with real Helm and answers through its Service, every container runs the digest the
+bundle carries, and `airlock cluster reset` undoes it. Everything it started is stopped.
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ from aiohttp import web
 from ruamel.yaml import YAML
 
 from airlock import system
-from airlock_lab.containerd import ContainerdDaemon
+from airlock_lab.cluster import LAB_NODE_SETTINGS, ClusterNode, gap_routes, ungap_routes
 from airlock_lab.gap import GAP_NETNS, lab_down, lab_status, lab_up
+from airlock_lab.node import LabNode
 from airlock_lab.upstream import Upstream
 
 __all__ = ["CarryServer", "DemoSummary", "carry", "check_volumes", "main", "run_demo"]
 
 REGISTRY_PORT = 5000
 CARRY_PORT = 8090
-PODINFO = "ghcr.io/stefanprodan/podinfo:6.4.0"
+DEMO_NODE, DEMO_HOSTNAME, DEMO_CGROUP_ROOT = "airlock-node1", "node1", "/airlock-node1"
 SPLIT = "32M"
 
 
@@ -52,7 +55,9 @@ class DemoSummary:
     podinfo_answer: dict[str, Any] = field(default_factory=dict)
     gap_probes: dict[str, str] = field(default_factory=dict)
     upstream_requests_from_gap: int = -1
-    cluster_plan: str = ""
+    node_conditions: dict[str, dict[str, str]] = field(default_factory=dict)
+    pod_images: dict[str, str] = field(default_factory=dict)
+    digests_match: bool = True
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -299,6 +304,10 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             _airlock(
                 host_airlock, "init", "--preset", "seed", "--sources", str(sources), "-o", str(spec)
             )
+            _add_node_settings(spec)
+            _say(
+                "   spec: the lab's node settings added (node: cgroupfs, cgroupRoot, ...; docs/spec.md)"
+            )
             plan = json.loads(
                 system.run([str(host_airlock), "plan", "-f", str(spec), "--json"]).stdout
             )["artifacts"]
@@ -423,112 +432,86 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
                 raise SystemExit("demo: a second load changed the store")
             _say("   second load: nothing changed (idempotent)")
         registry_addr = f"{st.gap_ip}:{REGISTRY_PORT}"
-        with _stage(summary, f"9. registry serve on {registry_addr} (inside the gap)"):
-            _say(f"   [gap] $ airlock registry serve --store {store} --listen {registry_addr} &")
-            reg = system.spawn(
-                [
-                    str(gap_airlock),
-                    "registry",
-                    "serve",
-                    "--store",
-                    str(store),
-                    "--listen",
-                    registry_addr,
-                ],
-                log=gapdir / "registry.log",
-                netns=GAP_NETNS,
-            )
-            stack.callback(reg.stop)
-            _wait_http(f"http://{registry_addr}/v2/", netns=GAP_NETNS)
-        sysroot = gapdir / "sysroot"
+        node = LabNode(
+            DEMO_NODE, netns=GAP_NETNS, hostname=DEMO_HOSTNAME, cgroup_root=DEMO_CGROUP_ROOT
+        )
+        cn = ClusterNode(node, address=st.gap_ip, say=_say, log_dir=workdir / "logs" / "node")
         with _stage(
             summary,
-            "10. node prepare + install into a sysroot (binaries, units, containerd mirrors)",
+            "9. the gap becomes node1: its own mount and UTS namespaces; airlock from the"
+            " bundle, load into the node's store",
         ):
-            (sysroot / "etc").mkdir(parents=True)
-            (sysroot / "etc" / "os-release").write_text(
-                'ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (sysroot)"\n'
+            # Flannel asks for the default-route interface: a default route nothing can use
+            gap_routes(GAP_NETNS, "aln0")
+            stack.callback(ungap_routes, GAP_NETNS)
+            node.up()
+            stack.callback(node.down)
+            _say(
+                f"   node {DEMO_HOSTNAME}: private /etc, /usr, /var/lib/*, /run; daemonless systemctl"
             )
-            _airlock(gap_airlock, "node", "prepare", "--root", str(sysroot), netns=GAP_NETNS)
-            _airlock(
-                gap_airlock,
-                "node",
-                "install",
-                "--store",
-                str(store),
-                "--root",
-                str(sysroot),
-                "--registry",
-                registry_addr,
-                netns=GAP_NETNS,
+            cn.install_from_bundle(
+                bundle, key=gapdir / "site.pub", bootstrap=gapdir / bootstrap.name
             )
-            second = _airlock(
-                gap_airlock,
-                "node",
-                "install",
-                "--store",
-                str(store),
-                "--root",
-                str(sysroot),
-                "--registry",
-                registry_addr,
-                "--dry-run",
-                "--json",
-                netns=GAP_NETNS,
+        with _stage(
+            summary,
+            "10. node prepare + install on the node's real root (containerd, registry unit,"
+            " kubelet enabled, mirrors)",
+        ):
+            cn.prepare_and_install(registries=[registry_addr])
+            second = json.loads(
+                cn.airlock(
+                    "node", "install", "--registry", registry_addr, "--dry-run", "--json"
+                ).stdout
             )
-            if json.loads(second.stdout)["plan"]["changes"]:
+            if second["plan"]["changes"]:
                 raise SystemExit("demo: a second install would change something")
             _say("   second install plan: empty (idempotent)")
+        t_cluster = time.monotonic()
         with _stage(
-            summary, "11. real containerd in the gap pulls every image by its original name"
+            summary,
+            "11. cluster init: real kubeadm init, Flannel from the bundle, node Ready, CoreDNS",
         ):
-            config = (sysroot / "etc" / "containerd" / "config.toml").read_text()
-            ctd = stack.enter_context(
-                ContainerdDaemon(
-                    gapdir / "containerd",
-                    netns=GAP_NETNS,
-                    config=config,
-                    hosts_dir=sysroot / "etc" / "containerd" / "certs.d",
-                )
-            )
-            for ref in summary.images:
-                ctd.pull(ref)
-                summary.images_pulled.append(ref)
-                _say(f"   pulled {ref}")
-            ctd.run(PODINFO, "podinfo")
-            answer = _wait_http("http://127.0.0.1:9898/", netns=GAP_NETNS)
-            summary.podinfo_answer = json.loads(answer)
-            _say(
-                f"   podinfo (stand-in image, real container under runc) answered: {answer.strip()[:120]}"
+            _say("   (a few minutes on 2 shared cores: etcd and the API server start first)")
+            cn.init(registries=[registry_addr])
+            summary.node_conditions = cn.node_conditions()
+            for name, conditions in summary.node_conditions.items():
+                _say(f"   node {name}: " + ", ".join(f"{k}={v}" for k, v in conditions.items()))
+            summary.notes.append(
+                f"medium to a Ready node: {time.monotonic() - t_cluster:.0f}s after install"
             )
         with _stage(
             summary,
-            "12. cluster init and app deploy, --dry-run (the bundle's real kubeadm and helm)",
+            "12. app deploy podinfo (real Helm), its answer through the Service; digests; reset",
         ):
-            res = _airlock(
-                gap_airlock,
-                "cluster",
-                "init",
-                "--dry-run",
-                "--store",
-                str(store),
-                "--advertise-address",
-                st.gap_ip,
-                "--registry",
-                registry_addr,
-                netns=GAP_NETNS,
+            cn.deploy("podinfo")
+            cn.wait_for(
+                "podinfo pods",
+                lambda: cn.pods_running("default", "app.kubernetes.io/name=podinfo"),
+                timeout=300,
             )
-            summary.cluster_plan = res.stdout
-            _airlock(
-                gap_airlock,
-                "app",
-                "deploy",
-                "podinfo",
-                "--dry-run",
-                "--store",
-                str(store),
-                netns=GAP_NETNS,
-            )
+            answer = cn.service_answer("default", "app.kubernetes.io/name=podinfo", 9898)
+            summary.podinfo_answer = json.loads(answer)
+            _say(f"   podinfo through its Service: {' '.join(answer.split())[:140]}")
+            carried_digests = _bundle_digests(host_airlock, bundle)
+            summary.pod_images = cn.pod_images()
+            for container, image_id in sorted(summary.pod_images.items()):
+                repo, _, digest = image_id.partition("@")
+                same = carried_digests.get(repo) == digest
+                summary.digests_match = summary.digests_match and same
+                _say(f"   {container}: {digest[:19]}… {'== bundle' if same else '!= bundle'}")
+            for ref in summary.images:  # every other image resolves by its original name too
+                node.run(
+                    ["ctr", "-n", "k8s.io", "images", "pull", "--hosts-dir",
+                     "/etc/containerd/certs.d", ref],
+                    timeout=300,
+                )  # fmt: skip
+                summary.images_pulled.append(ref)
+            _say(f"   every bundle image pulled by its original name: {len(summary.images)}")
+            memory = ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in cn.memory_figures().items())
+            summary.notes.append(f"node1 memory: {memory}")
+            _say(f"   memory: {memory}")
+            cn.reset()
+            _say("   cluster reset: kubeadm reset, pods, CNI, iptables, cgroups, kernel settings")
         with _stage(summary, "13. the gap held: probes, and no request reached the upstream"):
             status = lab_status(upstream_ports=[int(up.files_url.rsplit(":", 1)[1].strip("/"))])
             summary.gap_probes = status.get("probes", {})
@@ -541,18 +524,22 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
     return summary
 
 
-def _wait_http(url: str, *, netns: str, seconds: float = 30) -> str:
-    deadline = time.monotonic() + seconds
-    last = ""
-    while time.monotonic() < deadline:
-        r = system.run(
-            ["curl", "-fsS", "--max-time", "2", url], netns=netns, check=False, timeout=10
-        )
-        if r.returncode == 0:
-            return r.stdout
-        last = r.stderr.strip()
-        time.sleep(0.3)
-    raise SystemExit(f"demo: {url} did not answer within {seconds}s ({last})")
+def _add_node_settings(spec: Path) -> None:
+    """The lab node's settings in the spec's `node:` block (what this kernel and sandbox
+    impose, each named in docs/spec.md), written by ruamel.yaml."""
+    yaml = YAML()
+    doc = yaml.load(spec.read_text())
+    doc["node"] = LAB_NODE_SETTINGS
+    with spec.open("w") as fh:
+        yaml.dump(doc, fh)
+
+
+def _bundle_digests(airlock: Path, bundle: Path) -> dict[str, str]:
+    """repository -> the image digest the bundle carries (from `bundle inspect`)."""
+    doc = json.loads(
+        system.run([str(airlock), "bundle", "inspect", str(bundle), "--json"], timeout=300).stdout
+    )
+    return {i["reference"].rsplit(":", 1)[0]: i["digest"] for i in doc["images"]}
 
 
 def _print_summary(s: DemoSummary) -> None:
@@ -573,7 +560,7 @@ def _print_summary(s: DemoSummary) -> None:
         "   real: docker-registry (upstream), skopeo, airlock's registry, containerd 1.6 + runc, network namespaces, bundle signing and verification; kubeadm, kubelet, kubectl, kube-* images, etcd, CoreDNS, pause, Flannel, CNI plugins, Helm, k9s built from their Go modules (docs/components.md)"
     )
     _say(
-        "   stand-ins: crictl v1.27.0, podinfo (image and chart) and the registry image (their modules are not served here); no Kubernetes cluster was started"
+        "   a real single-node cluster ran in the gap (kubeadm init, Flannel, CoreDNS, Helm) and was reset; stand-ins: crictl v1.27.0, podinfo (image and chart) and the registry image (their modules are not served here)"
     )
     for note in s.notes:
         _say(f"   note: {note}")
@@ -594,6 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok = (
         len(summary.images_pulled) == len(summary.images)
         and summary.upstream_requests_from_gap == 0
+        and summary.digests_match
+        and bool(summary.pod_images)
+        and summary.podinfo_answer.get("version") == "6.4.0"
     )
     return 0 if ok else 1
 
