@@ -44,10 +44,6 @@ class Output:
     result: dict[str, Any] = field(default_factory=dict)
     written: bool = False
 
-    @property
-    def interactive(self) -> bool:
-        return not self.json and sys.stdout.isatty()
-
     def emit(self, data: Any, text: Callable[[], None] | None = None) -> None:
         """The command's result: kept for the one JSON document with --json, else rendered as
         text (a JSON dump when a command has no text form)."""
