@@ -153,6 +153,14 @@ def test_a_bad_progress_mode_is_a_usage_error(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "--progress 'fancy' is not a mode" in out.stderr
     assert not (tmp_path / "x.yaml").exists()
+    env = subprocess.run(
+        [AIRLOCK, "version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AIRLOCK_PROGRESS": "loud"},
+        check=False,
+    )
+    assert env.returncode == 2 and "'loud' (from AIRLOCK_PROGRESS)" in env.stderr
 
 
 def test_plain_sink_counts_and_labels(capsys: pytest.CaptureFixture[str]) -> None:

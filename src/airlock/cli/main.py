@@ -125,8 +125,10 @@ def _check_progress_mode() -> None:
     from airlock.cli.progress import MODES
 
     if state.progress not in MODES:
+        env = os.environ.get("AIRLOCK_PROGRESS")
+        where = " (from AIRLOCK_PROGRESS)" if env == state.progress else ""
         raise UsageError(
-            f"--progress {state.progress!r} is not a mode",
+            f"--progress {state.progress!r}{where} is not a mode",
             "--progress auto (a live display on a terminal), plain (lines) or none",
         )
 
