@@ -120,6 +120,9 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "airlock bundle receive --listen 198.18.0.2:9000 -o incoming/ --key site.pub",
     ),
     "bundle bootstrap-script": ("airlock bundle bootstrap-script -o airlock-bootstrap.py",),
+    "bundle share": (
+        "airlock bundle share lab.airlock.tar --key site.pub --listen 198.18.0.10:5001",
+    ),
     "keys generate": ("airlock keys generate -o site",),
     "keys fingerprint": ("airlock keys fingerprint site.pub",),
     "load": ("airlock load lab.airlock.tar --key site.pub",),
@@ -143,6 +146,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "cluster init": ("airlock cluster init --dry-run", "airlock cluster init"),
     "cluster join": ("airlock cluster join join.yaml",),
     "cluster reset": ("airlock cluster reset --dry-run",),
+    "cluster plan": ("airlock cluster plan -i hosts.ini -b lab.airlock.tar --key site.pub",),
+    "cluster up": (
+        "airlock cluster up -i hosts.ini -b lab.airlock.tar --key site.pub --app podinfo",
+        "airlock cluster up -i hosts.yml -b lab.airlock.tar --key site.pub --limit node3",
+    ),
     "cluster upgrade": ("airlock cluster upgrade --to v1.27.4 --dry-run",),
     "app deploy": ("airlock app deploy podinfo --set replicaCount=2",),
     "app list": ("airlock app list",),

@@ -15,6 +15,7 @@ from airlock import __version__
 from airlock.cli import (
     bundle_cmds,
     cluster_cmds,
+    fleet_cmds,
     meta_cmds,
     node_cmds,
     registry_cmds,
@@ -71,6 +72,7 @@ registry_cmds.register(app)
 node_cmds.register(app)
 cluster_cmds.register(app)
 meta_cmds.register(app)
+fleet_cmds.register(app)
 
 
 def _register_plugins(group: str = "airlock.commands") -> None:

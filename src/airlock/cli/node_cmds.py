@@ -113,6 +113,9 @@ def install(
     allow_unsigned: bool = typer.Option(
         False, "--allow-unsigned", help="Install from a BUNDLE no trusted key vouches for."
     ),
+    from_url: str | None = typer.Option(
+        None, "--from", help="Another node's share (http://ADDR:PORT/): fetch only what is used."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Binaries, CNI plugins, containerd, kubelet units, mirrors, from the bundle."""
@@ -120,6 +123,8 @@ def install(
     from airlock.cli.progress import StepProgress
     from airlock.verbs.node import InstallOptions, install_node
 
+    if from_url is not None and bundle is not None:
+        raise AirlockError("give a BUNDLE or --from URL, not both")
     with StepProgress(unit="changes") as progress:
         options = InstallOptions(
             registries=[r for r in registry.split(",") if r],
@@ -128,6 +133,7 @@ def install(
             keys=key,
             allow_unsigned=allow_unsigned,
             progress=progress,
+            source_url=from_url,
         )
         result = install_node(bundle, root=root, dry_run=dry_run, options=options)
     _render(result, dry_run=dry_run)

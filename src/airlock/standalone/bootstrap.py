@@ -1,6 +1,7 @@
 """Install airlock on an offline node from the wheelhouse a bundle carries (standard library only).
 
     python3 airlock-bootstrap.py BUNDLE [--key PUB ...] [--allow-unsigned] [--venv DIR]
+    python3 airlock-bootstrap.py --from http://FIRST-NODE:PORT/ [--key PUB ...] [--venv DIR]
 
 Nothing in the bundle is trusted before its signature: the bundle's headers are indexed (the
 hardened indexer, no extraction), airlock.json's Ed25519 signature is checked against the keys
@@ -26,6 +27,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,15 @@ from typing import Any
 
 from airlock.standalone import ed25519, tarindex, volumes
 
-__all__ = ["BootstrapError", "Bundle", "listed_wheels", "main", "parse_manifest", "run"]
+__all__ = [
+    "BootstrapError",
+    "Bundle",
+    "listed_wheels",
+    "main",
+    "parse_manifest",
+    "run",
+    "run_from",
+]
 
 EXIT_FAILED, EXIT_USAGE, EXIT_VERIFY = 1, 2, 3
 DEFAULT_VENV = Path("/opt/airlock/venv")
@@ -414,21 +425,97 @@ def run(
     return f"airlock {version} installed{note} in {venv_dir}; next: {venv_dir}/bin/airlock bundle verify {bundle_path}"
 
 
+# --- from another node's share (`airlock bundle share`) ------------------------------------------
+
+
+def _fetch(url: str, limit: int) -> bytes | None:
+    """The body at `url` (None on 404), at most `limit` bytes."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            data: bytes = response.read(limit + 1)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise BootstrapError(f"{url}: HTTP {exc.code}", code=EXIT_FAILED) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BootstrapError(f"{url}: {reason}", code=EXIT_FAILED) from exc
+    if len(data) > limit:
+        raise BootstrapError(f"{url} is larger than {limit} bytes")
+    return data
+
+
+def _download_checked(url: str, wheel: Wheel, dest: Path) -> None:
+    digest = hashlib.sha256()
+    data = _fetch(url, wheel.size)
+    if data is None:
+        raise BootstrapError(f"wheel {wheel.name} ({wheel.digest}) is missing from {url}")
+    digest.update(data)
+    if len(data) != wheel.size or "sha256:" + digest.hexdigest() != wheel.digest:
+        raise BootstrapError(
+            f"wheel {wheel.name} from {url} does not match airlock.json: sha256 "
+            f"{digest.hexdigest()}, {len(data)} bytes; expected {wheel.digest}, {wheel.size}"
+        )
+    dest.write_bytes(data)
+
+
+def run_from(
+    url: str,
+    *,
+    keys: Sequence[Path] = (),
+    allow_unsigned: bool = False,
+    venv_dir: Path = DEFAULT_VENV,
+) -> str:
+    """As `run`, with airlock.json, its signature and this node's wheels fetched from a share."""
+    base = url.rstrip("/") + "/"
+    manifest = _fetch(base + _AIRLOCK_JSON, _MAX_AIRLOCK_JSON)
+    if manifest is None:
+        raise BootstrapError(f"{base}{_AIRLOCK_JSON}: not found", code=EXIT_FAILED)
+    signature = _fetch(base + _SIGNATURE, _MAX_SIGNATURE)
+    trusted = check_signature(
+        manifest, signature, trusted_keys(keys), allow_unsigned=allow_unsigned
+    )
+    if trusted == "UNVERIFIED":
+        _say("UNVERIFIED: no trusted key; airlock.json's signature is not checked")
+    else:
+        _say(f"airlock.json's signature verified with {trusted}")
+    doc = parse_manifest(manifest)
+    wheels = select(listed_wheels(doc), doc)
+    fetched = len(manifest) + len(signature or b"")
+    with tempfile.TemporaryDirectory(prefix="airlock-wheels-") as tmp:
+        for w in wheels:
+            blob = f"{base}blobs/sha256/{w.digest.split(':', 1)[1]}"
+            _download_checked(blob, w, Path(tmp) / w.name)
+            fetched += w.size
+        _say(f"{len(wheels)} wheels ({fetched} bytes) fetched from {base}, each checked")
+        version = install(Path(tmp), venv_dir, wheels)
+    note = " UNVERIFIED" if trusted == "UNVERIFIED" else ""
+    return f"airlock {version} installed{note} in {venv_dir}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="airlock-bootstrap.py", description="install airlock offline from a bundle"
     )
     parser.add_argument(
-        "bundle", type=Path, help="NAME.airlock.tar, its parts file or first volume"
+        "bundle", type=Path, nargs="?", help="NAME.airlock.tar, its parts file or first volume"
     )
+    parser.add_argument("--from", dest="source", help="another node's share, http://ADDR:PORT/")
     parser.add_argument("--key", type=Path, action="append", default=[], help="trusted public key")
     parser.add_argument("--allow-unsigned", action="store_true", help="install UNVERIFIED")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="where to install")
     args = parser.parse_args(argv)
+    if (args.bundle is None) == (args.source is None):
+        parser.error("give a BUNDLE or --from URL (one of them)")
     try:
-        summary = run(
-            args.bundle, keys=args.key, allow_unsigned=args.allow_unsigned, venv_dir=args.venv
-        )
+        if args.source is not None:
+            summary = run_from(
+                args.source, keys=args.key, allow_unsigned=args.allow_unsigned, venv_dir=args.venv
+            )
+        else:
+            summary = run(
+                args.bundle, keys=args.key, allow_unsigned=args.allow_unsigned, venv_dir=args.venv
+            )
     except BootstrapError as exc:
         verdict = "refused" if exc.code == EXIT_VERIFY else "failed"
         print(f"bootstrap: {verdict}: {exc.message}", file=sys.stderr)

@@ -93,6 +93,7 @@ class InstallOptions:
     keys: Sequence[Path] = ()  # for a bundle: none given, the trusted-keys directory
     allow_unsigned: bool = False  # install from a bundle no trusted key vouches for
     progress: ProgressSink | None = None  # each change as it is applied
+    source_url: str | None = None  # another node's share (`cluster up`): fetch only what is used
 
 
 def registry_listen_addresses(
@@ -143,7 +144,11 @@ class _Installing:
 @contextlib.contextmanager
 def _source(bundle: Path | None, options: InstallOptions) -> Iterator[_Installing]:
     """The files to install, the resolved versions, the image references and the spec: from
-    the store, or from a bundle opened (and verified: structure, signature; bytes as read)."""
+    the store, or from a bundle opened (and verified: structure, signature; bytes as read), or
+    from another node's share (airlock.json's signature checked; each blob's bytes as read)."""
+    if options.source_url is not None:
+        yield _remote(options)
+        return
     if bundle is None:
         store = Store.open(options.store)
         meta = (store.newest_bundle_record() if store.exists() else None) or {}
@@ -176,6 +181,16 @@ def _no_bundle_loaded(store: Path) -> None:
         f"load the bundle first (airlock load BUNDLE --store {store}), or install from it "
         "directly (airlock node install BUNDLE)",
     )
+
+
+def _remote(options: InstallOptions) -> _Installing:
+    from airlock.fleet.remote import RemoteBundle, RemoteSource
+
+    trust = trust_policy(options.keys, allow_unsigned=options.allow_unsigned)
+    remote = RemoteBundle(str(options.source_url), trust=trust)
+    m = remote.manifest
+    images = [i.reference for i in m.images]
+    return _Installing(RemoteSource(remote), dict(m.resolved), images, dict(m.spec), remote.trust)
 
 
 def install_node(

@@ -1,0 +1,143 @@
+"""Fleet figures: `airlock cluster plan|up -i` over lab nodes that are sshd-only namespaces.
+
+- fan-out: `cluster plan -i` (Ansible check mode, stages bootstrap + node) against 1 node and
+  against N nodes (default 20), wall time each; the peer, in the same run and over the same
+  nodes, is `ansible -m ping` (Ansible's own floor: one module per host); ratio plan / ping.
+- bytes: `cluster up` (stages bootstrap + node) on 2 nodes with a real bundle (`--bundle`,
+  e.g. the seed bundle `make test`'s e2e fixture builds): the bytes the first node's share sent
+  to node 2 (its access log), against the full bundle's size, which node 1 received.
+
+Writes bench/fleet_results.json. Run:
+    .venv/bin/python bench/fleet_figures.py [--nodes 20] [--bundle PARTS --key PUB]
+Without --bundle, the fan-out runs with a small signed bundle (the lab's sample content and
+airlock's real wheelhouse) and the bytes figure is skipped (said in the results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from airlock.bundle.signing import generate_keypair
+from airlock.bundle.volumes import locate_volumes
+from airlock.bundle.wheelhouse import build_wheelhouse
+from airlock_lab.fleet import SshFleet
+from wheel_bundles import wheel_bundle
+
+RESULTS = Path(__file__).with_name("fleet_results.json")
+AIRLOCK = str(Path(sys.executable).with_name("airlock"))
+ANSIBLE = str(Path(sys.executable).with_name("ansible"))
+STAGES = ["--stage", "bootstrap", "--stage", "node"]
+
+
+def small_bundle(work: Path) -> tuple[Path, Path]:
+    wheels = build_wheelhouse(work / "wh", pythons=("3.11",), architectures=("x86_64",))
+    priv, pub = generate_keypair(work / "site")
+    return wheel_bundle(work, wheels.wheels, key=priv).path, pub
+
+
+def timed(fleet: SshFleet, argv: list[str]) -> tuple[float, int, str]:
+    start = time.monotonic()
+    out = fleet.run_admin(argv, timeout=3600)
+    return time.monotonic() - start, out.returncode, (out.stdout + out.stderr)[-3000:]
+
+
+def fan_out(work: Path, nodes: int, bundle: Path, pub: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for count in (1, nodes):
+        with SshFleet(work / f"fan{count}", count, tag=f"b{count}") as fleet:
+            inv = fleet.inventory(work / f"fan{count}.yml")
+            plan = [
+                AIRLOCK,
+                "cluster",
+                "plan",
+                "-i",
+                str(inv),
+                "-b",
+                str(bundle),
+                "--key",
+                str(pub),
+            ]
+            plan += [*STAGES, "--forks", str(max(count, 5)), "--json"]
+            secs, code, text = timed(fleet, plan)
+            env_inv = ["-i", str(inv), "--forks", str(max(count, 5))]
+            # no ssh master outlives the peer's run (one connection per host is all it needs)
+            no_master = ["env", "ANSIBLE_SSH_ARGS=-o ControlMaster=no", "ANSIBLE_CONFIG=/dev/null"]
+            ping = [*no_master, ANSIBLE, "all", *env_inv, "-m", "ansible.builtin.ping"]
+            psecs, pcode, _ = timed(fleet, ping)
+            out[str(count)] = {
+                "nodes": count,
+                "planSeconds": round(secs, 2),
+                "planExit": code,
+                "pingSeconds": round(psecs, 2),
+                "pingExit": pcode,
+                "ratioPlanToPing": round(secs / psecs, 2) if psecs else None,
+                "tail": text[-400:] if code not in (0,) else "",
+            }
+            print(f"fan-out {count}: plan {secs:.1f}s (exit {code}), ping {psecs:.1f}s", flush=True)
+    return out
+
+
+def bytes_sent(work: Path, bundle: Path, pub: Path) -> dict[str, Any]:
+    volumes = locate_volumes(bundle)
+    total = sum(p.stat().st_size for p in volumes.paths)
+    with SshFleet(work / "bytes", 2, tag="bb") as fleet:
+        inv = fleet.inventory(work / "bytes.yml")
+        argv = [AIRLOCK, "cluster", "up", "-i", str(inv), "-b", str(bundle), "--key", str(pub)]
+        secs, code, text = timed(fleet, [*argv, *STAGES, "--json"])
+        log = fleet.nodes[0].root / "var/lib/airlock/incoming/share-access.log"
+        sent: dict[str, int] = {}
+        for line in log.read_text().splitlines() if log.exists() else []:
+            entry = json.loads(line)
+            sent[entry["client"]] = sent.get(entry["client"], 0) + int(entry["bytes"])
+        node2 = sent.get(fleet.nodes[1].address, 0)
+    print(f"bytes: node2 {node2} of {total} ({secs:.1f}s, exit {code})", flush=True)
+    return {
+        "bundleBytes": total,
+        "bytesToNode2": node2,
+        "share": round(node2 / total, 4) if total else None,
+        "upSeconds2Nodes": round(secs, 2),
+        "upExit": code,
+        "tail": text[-800:] if code else "",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, default=20)
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--key", type=Path)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/airlock-bench-fleet"))
+    args = parser.parse_args()
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    try:
+        small, small_pub = small_bundle(args.work / "small")
+        results: dict[str, Any] = {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(),
+            "command": " ".join(sys.argv),
+            "fanOut": fan_out(args.work, args.nodes, small, small_pub),
+        }
+        if args.bundle and args.key:
+            results["bytes"] = bytes_sent(args.work, args.bundle, args.key)
+        else:
+            results["bytes"] = "not measured: give --bundle PARTS --key PUB (a real bundle)"
+    finally:
+        shutil.rmtree(args.work, ignore_errors=True)
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(results, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

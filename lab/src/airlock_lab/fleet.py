@@ -1,0 +1,282 @@
+"""Lab nodes that are sshd and nothing else: for `airlock cluster plan|up -i` against many hosts.
+
+    fl-TAG-hub   a bridge; every other namespace has a veth into it (198.19.21.0/24 by default)
+    fl-TAG-adm   the admin side (.1): runs `airlock cluster ...`, i.e. ansible-playbook and ssh
+    fl-TAG-nI    node I (.10+I): Debian's sshd, its own host key, root login by the test's key
+
+Each sshd runs in its own mount namespace; a node made `readonly` sees its sysroot (its
+`airlock_root`) mounted read-only there, as a node whose disk went read-only would. Every node
+shares this host's files otherwise (python3, /usr), which the playbook never writes: it applies
+into the node's sysroot. Cut a node's link with `cut(i)`. Everything is removed by `stop()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shlex
+import signal
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from airlock import system
+from airlock.errors import SystemCommandError, UsageError
+from airlock_lab.netns import check_lab_address, create_netns, delete_netns, netns_exists
+
+__all__ = ["SSHD", "SshFleet", "SshNode"]
+
+SSHD = "/usr/sbin/sshd"
+_SUBNET = "198.19.21.0/24"
+
+
+@dataclass
+class SshNode:
+    index: int
+    name: str  # inventory host name
+    netns: str
+    address: str
+    root: Path  # the node's sysroot (airlock_root)
+    readonly: bool = False
+    process: system.Process | None = None
+
+
+@dataclass
+class SshFleet:
+    work: Path
+    count: int
+    tag: str = "t"
+    subnet: str = _SUBNET
+    readonly: frozenset[int] = frozenset()
+    nodes: list[SshNode] = field(default_factory=list)
+    _started: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not (1 <= len(self.tag) <= 6 and self.tag.isalnum()):
+            raise UsageError(f"fleet tag {self.tag!r}: 1-6 letters or digits")
+        net = ipaddress.IPv4Network(self.subnet)
+        check_lab_address(f"{net.network_address + 1}/{net.prefixlen}")
+        if not 1 <= self.count <= 200:
+            raise UsageError(f"{self.count} nodes: 1 to 200")
+
+    # --- names -----------------------------------------------------------------------------
+
+    @property
+    def hub(self) -> str:
+        return f"fl-{self.tag}-hub"
+
+    @property
+    def admin(self) -> str:
+        return f"fl-{self.tag}-adm"
+
+    @property
+    def key(self) -> Path:
+        return self.work / "admin_key"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.work / "known_hosts"
+
+    def _iface(self, offset: int) -> str:
+        return f"{ipaddress.IPv4Network(self.subnet).network_address + offset}"
+
+    def _prefix(self) -> int:
+        return ipaddress.IPv4Network(self.subnet).prefixlen
+
+    # --- up --------------------------------------------------------------------------------
+
+    def start(self) -> SshFleet:
+        if not Path(SSHD).is_file():
+            raise SystemCommandError(f"{SSHD} is missing: install openssh-server (scripts/deps.sh)")
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._keys()
+        self._netns(self.hub)
+        system.run(["ip", "-n", self.hub, "link", "add", "br0", "type", "bridge"], timeout=30)
+        system.run(["ip", "-n", self.hub, "link", "set", "br0", "up"], timeout=30)
+        self._attach(self.admin, f"fl{self.tag}a", self._iface(1))
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        hosts: list[str] = []
+        for i in range(1, self.count + 1):
+            node = SshNode(
+                i, f"node{i}", f"fl-{self.tag}-n{i}", self._iface(9 + i),
+                self.work / f"node{i}" / "root", readonly=i in self.readonly,
+            )  # fmt: skip
+            self._sysroot(node.root)
+            self._attach(node.netns, f"fl{self.tag}{i}", node.address)
+            node.process = self._sshd(node)
+            self.nodes.append(node)
+            hosts.append(f"{node.address} {(self.work / 'host_key.pub').read_text().strip()}")
+        self.known_hosts.write_text("\n".join(hosts) + "\n")
+        for node in self.nodes:
+            self._wait(node)
+        return self
+
+    @staticmethod
+    def _sysroot(root: Path) -> None:
+        """What a Debian node's root has that airlock reads: os-release, resolv.conf."""
+        (root / "etc").mkdir(parents=True, exist_ok=True)
+        (root / "etc" / "os-release").write_bytes(Path("/etc/os-release").read_bytes())
+        (root / "etc" / "resolv.conf").touch()
+
+    def _netns(self, name: str) -> None:
+        if netns_exists(name):
+            raise UsageError(f"namespace {name} exists already (a run that did not clean up?)")
+        create_netns(name)
+        self._started.append(name)
+
+    def _keys(self) -> None:
+        for path in (self.key, self.work / "host_key"):
+            if not path.exists():
+                system.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)])
+        (self.work / "authorized_keys").write_text(Path(f"{self.key}.pub").read_text())
+
+    def _attach(self, netns: str, link: str, address: str) -> None:
+        self._netns(netns)
+        system.run(
+            ["ip", "-n", self.hub, "link", "add", link, "type", "veth",
+             "peer", "name", "eth0", "netns", netns],
+            timeout=30,
+        )  # fmt: skip
+        system.run(["ip", "-n", self.hub, "link", "set", link, "master", "br0", "up"], timeout=30)
+        system.run(["ip", "-n", netns, "addr", "add", f"{address}/{self._prefix()}", "dev", "eth0"])
+        system.run(["ip", "-n", netns, "link", "set", "eth0", "up"], timeout=30)
+
+    def _sshd(self, node: SshNode) -> system.Process:
+        directory = self.work / node.name
+        config = directory / "sshd_config"
+        config.write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {node.address}",
+                    f"HostKey {self.work / 'host_key'}",
+                    f"AuthorizedKeysFile {self.work / 'authorized_keys'}",
+                    f"PidFile {directory / 'sshd.pid'}",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "MaxStartups 100",
+                    "MaxSessions 100",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
+        )
+        sshd = f"exec {SSHD} -D -e -f {shlex.quote(str(config))}"
+        script = sshd
+        if node.readonly:
+            root = shlex.quote(str(node.root))
+            script = f"mount --bind {root} {root} && mount -o remount,bind,ro {root} && {sshd}"
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+        return system.spawn(argv, log=directory / "sshd.log", netns=node.netns)
+
+    def ssh_argv(self, node: SshNode, *command: str, key: Path | None = None) -> list[str]:
+        return [
+            "ssh", "-i", str(key or self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+            f"root@{node.address}", *command,
+        ]  # fmt: skip
+
+    def _wait(self, node: SshNode, attempts: int = 100) -> None:
+        for _ in range(attempts):  # bounded: 100 x 0.1 s plus the ssh attempts
+            if node.process is not None and not node.process.alive():
+                log = (self.work / node.name / "sshd.log").read_text(errors="replace")
+                raise SystemCommandError(f"sshd of {node.name} exited: {log.strip()[-800:]}")
+            probe = system.run(self.ssh_argv(node, "true"), check=False, netns=self.admin)
+            if probe.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise SystemCommandError(f"sshd of {node.name} at {node.address} did not answer")
+
+    # --- what tests use --------------------------------------------------------------------
+
+    def host_vars(self, node: SshNode, key: Path | None = None) -> dict[str, Any]:
+        return {
+            "ansible_host": node.address,
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(key or self.key),
+            "ansible_ssh_common_args": (
+                f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes"
+            ),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "airlock_root": str(node.root),
+        }
+
+    def inventory(
+        self,
+        path: Path,
+        *,
+        control_planes: Iterable[int] = (1,),
+        fmt: str = "yaml",
+        overrides: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> Path:
+        """An inventory of these nodes (YAML by ruamel, or INI), control planes by index."""
+        cps = set(control_planes)
+        overrides = overrides or {}
+        groups: dict[str, dict[str, dict[str, Any]]] = {"control_plane": {}, "workers": {}}
+        for node in self.nodes:
+            group = "control_plane" if node.index in cps else "workers"
+            groups[group][node.name] = {**self.host_vars(node), **overrides.get(node.index, {})}
+        if fmt == "yaml":
+            doc = {"all": {"children": {g: {"hosts": h} for g, h in groups.items()}}}
+            with path.open("w") as fh:
+                YAML().dump(doc, fh)
+            return path
+        lines: list[str] = []
+        for group, hosts in groups.items():
+            lines.append(f"[{group}]")
+            for name, hv in hosts.items():
+                pairs = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in hv.items())
+                lines.append(f"{name} {pairs}")
+            lines.append("")
+        path.write_text("\n".join(lines))
+        return path
+
+    def cut(self, index: int) -> None:
+        """Cut node `index`'s link (its sshd keeps running, unreachable)."""
+        system.run(["ip", "-n", self.hub, "link", "set", f"fl{self.tag}{index}", "down"])
+
+    def run_admin(self, argv: list[str], *, timeout: float = 1800) -> system.CommandResult:
+        """A command on the admin side (airlock cluster ...)."""
+        return system.run(argv, check=False, netns=self.admin, timeout=timeout)
+
+    # --- down ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.process is not None:
+                node.process.stop()
+        for name in self._started:  # what ran inside (a share the playbook started)
+            self._kill_inside(name)
+        for name in reversed(self._started):
+            delete_netns(name)
+        self._started.clear()
+
+    @staticmethod
+    def _kill_inside(netns: str) -> None:
+        out = system.run(["ip", "netns", "pids", netns], check=False, timeout=30)
+        for pid in out.stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+
+    def __enter__(self) -> SshFleet:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
