@@ -8,6 +8,11 @@ Each sshd runs in its own mount namespace; a node made `readonly` sees its sysro
 `airlock_root`) mounted read-only there, as a node whose disk went read-only would. Every node
 shares this host's files otherwise (python3, /usr), which the playbook never writes: it applies
 into the node's sysroot. Cut a node's link with `cut(i)`. Everything is removed by `stop()`.
+
+With `lab_nodes=True` each node is a real lab node instead (`airlock_lab.node.LabNode`: its own
+mount and UTS namespaces, the daemonless systemctl first on its PATH): sshd runs inside it, the
+inventory names no sysroot, and the playbook installs airlock, containerd and the kubelet on the
+node's own root; its routes are the gap's (`airlock_lab.cluster.gap_routes`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from ruamel.yaml import YAML
 
 from airlock import system
 from airlock.errors import SystemCommandError, UsageError
+from airlock_lab.cluster import gap_routes
 from airlock_lab.netns import check_lab_address, create_netns, delete_netns, netns_exists
+from airlock_lab.node import LabNode
 
 __all__ = ["SSHD", "SshFleet", "SshNode"]
 
@@ -54,7 +61,9 @@ class SshFleet:
     tag: str = "t"
     subnet: str = _SUBNET
     readonly: frozenset[int] = frozenset()
+    lab_nodes: bool = False
     nodes: list[SshNode] = field(default_factory=list)
+    labs: list[LabNode] = field(default_factory=list)
     _started: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -103,13 +112,15 @@ class SshFleet:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         hosts: list[str] = []
         for i in range(1, self.count + 1):
+            name = f"fl-{self.tag}-n{i}" if self.lab_nodes else f"node{i}"
             node = SshNode(
-                i, f"node{i}", f"fl-{self.tag}-n{i}", self._iface(9 + i),
+                i, name, f"fl-{self.tag}-n{i}", self._iface(9 + i),
                 self.work / f"node{i}" / "root", readonly=i in self.readonly,
             )  # fmt: skip
+            (self.work / node.name).mkdir(parents=True, exist_ok=True)
             self._sysroot(node.root)
             self._attach(node.netns, f"fl{self.tag}{i}", node.address)
-            node.process = self._sshd(node)
+            node.process = self._lab_sshd(node) if self.lab_nodes else self._sshd(node)
             self.nodes.append(node)
             hosts.append(f"{node.address} {(self.work / 'host_key.pub').read_text().strip()}")
         self.known_hosts.write_text("\n".join(hosts) + "\n")
@@ -147,12 +158,13 @@ class SshFleet:
         system.run(["ip", "-n", netns, "addr", "add", f"{address}/{self._prefix()}", "dev", "eth0"])
         system.run(["ip", "-n", netns, "link", "set", "eth0", "up"], timeout=30)
 
-    def _sshd(self, node: SshNode) -> system.Process:
+    def _sshd_config(self, node: SshNode, *, extra: list[str] | None = None) -> Path:
         directory = self.work / node.name
         config = directory / "sshd_config"
         config.write_text(
             "\n".join(
                 [
+                    *(extra or []),
                     f"ListenAddress {node.address}",
                     f"HostKey {self.work / 'host_key'}",
                     f"AuthorizedKeysFile {self.work / 'authorized_keys'}",
@@ -169,6 +181,11 @@ class SshFleet:
                 ]
             )
         )
+        return config
+
+    def _sshd(self, node: SshNode) -> system.Process:
+        directory = self.work / node.name
+        config = self._sshd_config(node)
         sshd = f"exec {SSHD} -D -e -f {shlex.quote(str(config))}"
         script = sshd
         if node.readonly:
@@ -176,6 +193,17 @@ class SshFleet:
             script = f"mount --bind {root} {root} && mount -o remount,bind,ro {root} && {sshd}"
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
         return system.spawn(argv, log=directory / "sshd.log", netns=node.netns)
+
+    def _lab_sshd(self, node: SshNode) -> system.Process:
+        """sshd inside a LabNode: sessions see the node's root, host name and PATH."""
+        lab = LabNode(
+            node.name, netns=node.netns, hostname=node.name, cgroup_root=f"/airlock-{node.name}"
+        ).up()
+        self.labs.append(lab)
+        lab.run(["mkdir", "-p", "/run/sshd"], timeout=30)  # the node's /run is its own tmpfs
+        gap_routes(node.netns, "eth0")
+        config = self._sshd_config(node, extra=[f"SetEnv PATH={lab.env()['PATH']}"])
+        return lab.spawn([SSHD, "-D", "-e", "-f", str(config)], log=config.with_name("sshd.log"))
 
     def ssh_argv(self, node: SshNode, *command: str, key: Path | None = None) -> list[str]:
         return [
@@ -198,7 +226,7 @@ class SshFleet:
     # --- what tests use --------------------------------------------------------------------
 
     def host_vars(self, node: SshNode, key: Path | None = None) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "ansible_host": node.address,
             "ansible_user": "root",
             "ansible_ssh_private_key_file": str(key or self.key),
@@ -206,8 +234,10 @@ class SshFleet:
                 f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes"
             ),
             "ansible_python_interpreter": "/usr/bin/python3",
-            "airlock_root": str(node.root),
         }
+        if not self.lab_nodes:  # a lab node's own root is the node's
+            out["airlock_root"] = str(node.root)
+        return out
 
     def inventory(
         self,
@@ -253,6 +283,9 @@ class SshFleet:
         for node in self.nodes:
             if node.process is not None:
                 node.process.stop()
+        for lab in self.labs:  # every process of the node, its namespaces, its cgroups
+            lab.down()
+        self.labs.clear()
         for name in self._started:  # what ran inside (a share the playbook started)
             self._kill_inside(name)
         for name in reversed(self._started):
