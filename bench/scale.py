@@ -847,11 +847,14 @@ def plots(scales: list[dict[str, Any]], where: Path) -> list[str]:
     made: list[str] = []
     if not scales:
         return made
-    xs = [s["bundle"]["size"] / 2**30 for s in scales]
     pairs = [(n, o, t) for n, o, t, *_ in RATIOS]
+    everything = scales
     for name, ours, theirs in pairs:
-        if not all(ours in s["raw"] and theirs in s["raw"] for s in scales):
+        # the scales that measured this pair (one may have stopped early at the disk floor)
+        scales = [s for s in everything if ours in s["raw"] and theirs in s["raw"]]
+        if not scales:
             continue
+        xs = [s["bundle"]["size"] / 2**30 for s in scales]
         fig, ax = plt.subplots(figsize=(6, 4))
         for key, label in ((ours, f"airlock: {ours}"), (theirs, f"peer: {theirs}")):
             med = [median([m["s"] for m in s["raw"][key]]) for s in scales]
@@ -878,6 +881,8 @@ def plots(scales: list[dict[str, Any]], where: Path) -> list[str]:
         fig.savefig(path, dpi=90)
         plt.close(fig)
         made.append(str(path.relative_to(HERE.parent)))
+    scales = everything
+    xs = [s["bundle"]["size"] / 2**30 for s in scales]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in ("create_cold", "verify", "load", "serve_first_pull", "delta_create"):
         if not all(name in s["raw"] for s in scales):
