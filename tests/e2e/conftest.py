@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from airlock_lab.cluster import add_node_settings
 from airlock_lab.gap import LabState, lab_down, lab_up
 from airlock_lab.upstream import Upstream
 
@@ -54,6 +55,7 @@ def seed_bundle(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) ->
         YAML().dump({"sources": upstream.sources()}, fh)
     spec = work / "airlock.yaml"
     airlock("init", "--sources", str(sources), "-o", str(spec))
+    add_node_settings(spec)  # the lab nodes' settings (tests/e2e/test_cluster_join.py)
     airlock("keys", "generate", "--out", str(work / "site"))
     out = work / "out"
     created = json.loads(

@@ -35,7 +35,9 @@ __all__ = [
     "ClusterBundle",
     "ClusterEvidence",
     "ClusterNode",
+    "add_node_settings",
     "build_cluster_bundle",
+    "bundle_digests",
     "gap_routes",
     "ungap_routes",
 ]
@@ -134,6 +136,23 @@ class ClusterBundle:
     digests: dict[str, str]  # repository -> the image digest the bundle carries
 
 
+def add_node_settings(spec: Path) -> None:
+    """The lab's node settings as the spec's `node:` block (ruamel.yaml, comments kept)."""
+    yaml = YAML()
+    doc = yaml.load(spec.read_text())
+    doc["node"] = LAB_NODE_SETTINGS
+    with spec.open("w") as fh:
+        yaml.dump(doc, fh)
+
+
+def bundle_digests(airlock: Path, bundle: Path) -> dict[str, str]:
+    """repository -> the image digest the bundle carries (from `airlock bundle inspect`)."""
+    doc = json.loads(
+        system.run([str(airlock), "bundle", "inspect", str(bundle), "--json"], timeout=300).stdout
+    )
+    return {i["reference"].rsplit(":", 1)[0]: i["digest"] for i in doc["images"]}
+
+
 def build_cluster_bundle(sources: dict[str, Any], work: Path, *, airlock: Path) -> ClusterBundle:
     """`airlock init --preset seed`, the lab's node settings, keys, `bundle create --sign`."""
     work.mkdir(parents=True, exist_ok=True)
@@ -147,10 +166,7 @@ def build_cluster_bundle(sources: dict[str, Any], work: Path, *, airlock: Path) 
          "-o", str(spec)],
         timeout=300,
     )  # fmt: skip
-    doc = yaml.load(spec.read_text())
-    doc["node"] = LAB_NODE_SETTINGS
-    with spec.open("w") as fh:
-        yaml.dump(doc, fh)
+    add_node_settings(spec)
     if not (work / "site.key").exists():
         system.run([str(airlock), "keys", "generate", "--out", str(work / "site")], timeout=60)
     created = json.loads(
@@ -160,16 +176,11 @@ def build_cluster_bundle(sources: dict[str, Any], work: Path, *, airlock: Path) 
             timeout=1800,
         ).stdout
     )  # fmt: skip
-    inspect = json.loads(
-        system.run(
-            [str(airlock), "bundle", "inspect", created["bundle"], "--json"], timeout=300
-        ).stdout
-    )
     return ClusterBundle(
         bundle=Path(created["bundle"]),
         bootstrap=Path(created["bootstrap"]),
         key=work / "site.pub",
-        digests={i["reference"].rsplit(":", 1)[0]: i["digest"] for i in inspect["images"]},
+        digests=bundle_digests(airlock, Path(created["bundle"])),
     )
 
 
@@ -334,19 +345,26 @@ class ClusterNode:
             for p in items
         )
 
-    def service_answer(self, namespace: str, selector: str, port: int, path: str = "/") -> str:
+    def service_answer(
+        self, namespace: str, selector: str, port: int, path: str = "/", *, timeout: float = 90
+    ) -> str:
         """HTTP GET through the cluster IP of the Service `selector` picks, from the node
-        (kube-proxy's rules carry it to a pod)."""
+        (kube-proxy's rules carry it to a pod). Retried until `timeout`: a Service whose
+        endpoints kube-proxy has not programmed yet refuses at once."""
         services = self.kubectl_json("-n", namespace, "get", "services", "-l", selector)
         items = services.get("items", [])
         if not items:
             raise SystemCommandError(f"no Service with {selector} in {namespace}")
         ip = items[0]["spec"]["clusterIP"]
-        result = self.node.run(
-            ["curl", "-fsS", "--max-time", "5", f"http://{ip}:{port}{path}"],
-            check=False,
-            timeout=20,
-        )
-        if result.returncode != 0:
-            raise SystemCommandError(f"{selector} at {ip}:{port}: {result.stderr.strip()}")
-        return result.stdout
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.node.run(
+                ["curl", "-fsS", "--max-time", "5", f"http://{ip}:{port}{path}"],
+                check=False,
+                timeout=20,
+            )
+            if result.returncode == 0:
+                return result.stdout
+            if time.monotonic() > deadline:
+                raise SystemCommandError(f"{selector} at {ip}:{port}: {result.stderr.strip()}")
+            time.sleep(2)

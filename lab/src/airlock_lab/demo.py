@@ -31,7 +31,13 @@ from aiohttp import web
 from ruamel.yaml import YAML
 
 from airlock import system
-from airlock_lab.cluster import LAB_NODE_SETTINGS, ClusterNode, gap_routes, ungap_routes
+from airlock_lab.cluster import (
+    ClusterNode,
+    add_node_settings,
+    bundle_digests,
+    gap_routes,
+    ungap_routes,
+)
 from airlock_lab.gap import GAP_NETNS, lab_down, lab_status, lab_up
 from airlock_lab.node import LabNode
 from airlock_lab.upstream import Upstream
@@ -304,7 +310,7 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             _airlock(
                 host_airlock, "init", "--preset", "seed", "--sources", str(sources), "-o", str(spec)
             )
-            _add_node_settings(spec)
+            add_node_settings(spec)
             _say(
                 "   spec: the lab's node settings added (node: cgroupfs, cgroupRoot, ...; docs/spec.md)"
             )
@@ -492,7 +498,7 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             answer = cn.service_answer("default", "app.kubernetes.io/name=podinfo", 9898)
             summary.podinfo_answer = json.loads(answer)
             _say(f"   podinfo through its Service: {' '.join(answer.split())[:140]}")
-            carried_digests = _bundle_digests(host_airlock, bundle)
+            carried_digests = bundle_digests(host_airlock, bundle)
             summary.pod_images = cn.pod_images()
             for container, image_id in sorted(summary.pod_images.items()):
                 repo, _, digest = image_id.partition("@")
@@ -522,24 +528,6 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
                 f"   upstream requests during the gap stages: {summary.upstream_requests_from_gap}"
             )
     return summary
-
-
-def _add_node_settings(spec: Path) -> None:
-    """The lab node's settings in the spec's `node:` block (what this kernel and sandbox
-    impose, each named in docs/spec.md), written by ruamel.yaml."""
-    yaml = YAML()
-    doc = yaml.load(spec.read_text())
-    doc["node"] = LAB_NODE_SETTINGS
-    with spec.open("w") as fh:
-        yaml.dump(doc, fh)
-
-
-def _bundle_digests(airlock: Path, bundle: Path) -> dict[str, str]:
-    """repository -> the image digest the bundle carries (from `bundle inspect`)."""
-    doc = json.loads(
-        system.run([str(airlock), "bundle", "inspect", str(bundle), "--json"], timeout=300).stdout
-    )
-    return {i["reference"].rsplit(":", 1)[0]: i["digest"] for i in doc["images"]}
 
 
 def _print_summary(s: DemoSummary) -> None:
