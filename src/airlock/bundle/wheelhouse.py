@@ -19,6 +19,8 @@ bundle builds redo nothing. On the node: `airlock-bootstrap.py` installs them wi
 from __future__ import annotations
 
 import base64
+import contextlib
+import filecmp
 import hashlib
 import importlib.metadata
 import os
@@ -48,6 +50,7 @@ __all__ = [
     "Target",
     "Wheelhouse",
     "build_wheelhouse",
+    "copy_if_changed",
     "default_cache_dir",
     "installed_wheel",
     "measure_wheelhouse",
@@ -353,8 +356,19 @@ def build_wheelhouse(
     first, added = _added(groups)
     dest.mkdir(parents=True, exist_ok=True)
     for name, wheel in first.items():
-        shutil.copyfile(wheel, dest / name)
+        copy_if_changed(wheel, dest / name)
     return Wheelhouse(sorted(dest / n for n in first), added, kept)
+
+
+def copy_if_changed(src: Path, dst: Path) -> bool:
+    """Copy unless `dst` already holds the same bytes (compared in full, never by size or
+    time): every create rebuilt the wheelhouse, writing ~60 MB that were already there.
+    Returns whether it copied."""
+    with contextlib.suppress(OSError):  # unreadable: copied over below
+        if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
+            return False
+    shutil.copyfile(src, dst)
+    return True
 
 
 def measure_wheelhouse(
