@@ -79,7 +79,7 @@ def test_reset_plan_text(tmp_path: Path) -> None:
         f"airlock cluster reset (root {tmp_path})\n"
         " 1. run: kubeadm reset -f  # output to /var/log/airlock/kubeadm-reset.log\n"
         " 2. kill every pod container left running (ctr -n k8s.io tasks)\n"
-        " 3. remove: /etc/cni/net.d\n"
+        " 3. empty: /etc/cni/net.d (the directory stays: containerd watches it)\n"
         " 4. remove: /var/lib/cni\n"
         " 5. remove: /var/lib/kubelet\n"
         " 6. flush iptables chains KUBE-*, FLANNEL*: iptables-save, drop those chains and the"

@@ -57,6 +57,9 @@ DEFAULT_STORE = "/var/lib/airlock/store"
 DEFAULT_LOG_DIR = "/var/log/airlock"
 RESET_PATHS = ("/etc/cni/net.d", "/var/lib/cni", "/var/lib/kubelet")
 CHAIN_PREFIXES = ("KUBE-", "FLANNEL")
+# emptied, not removed: containerd's CNI config watcher loses a directory removed under it
+# (the next init's node then never becomes Ready until containerd restarts)
+WATCHED_PATHS = ("/etc/cni/net.d",)
 
 
 def strip_chains(
@@ -174,7 +177,7 @@ def reset_steps(
             failure_hint="look at the log; `kubeadm reset -f` can be run again safely",
         ),
         StopPods(),
-        *(RemovePath(p, keep=(store,)) for p in RESET_PATHS),
+        *(RemovePath(p, keep=(store,), contents_only=p in WATCHED_PATHS) for p in RESET_PATHS),
         FlushChains(),
         DeleteLinks(),
         *([RemoveCgroupRoot(cgroup_root)] if cgroup_root else []),

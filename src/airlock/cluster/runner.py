@@ -334,12 +334,17 @@ class Wait:
 
 @dataclass(frozen=True)
 class RemovePath:
-    """Remove a directory or file (reset); never one that holds `keep`."""
+    """Remove a directory or file (reset); never one that holds `keep`. With `contents_only`
+    (or when the directory is a mount point) it is emptied and kept: containerd watches
+    /etc/cni/net.d, and a watched directory removed and made again is never seen again."""
 
     path: str
     keep: tuple[str, ...] = ()
+    contents_only: bool = False
 
     def describe(self) -> list[str]:
+        if self.contents_only:
+            return [f"empty: {self.path} (the directory stays: containerd watches it)"]
         return [f"remove: {self.path}"]
 
     def execute(self, ctx: StepContext) -> str:
@@ -350,14 +355,14 @@ class RemovePath:
         real = ctx.host(self.path)
         if real.is_dir() and not real.is_symlink():
             try:
-                if os.path.ismount(real):
-                    # its own file system (a volume of its own): empty it, keep the mount
+                if self.contents_only or os.path.ismount(real):
+                    # its own file system (a volume of its own), or watched: empty it, keep it
                     for child in real.iterdir():
                         if child.is_dir() and not child.is_symlink():
                             shutil.rmtree(child)
                         else:
                             child.unlink()
-                    return f"emptied {self.path} (a mount point)"
+                    return f"emptied {self.path}"
                 shutil.rmtree(real)
             except OSError as exc:
                 raise NodeError(
