@@ -117,7 +117,8 @@ def test_node2_joins_and_serves_over_flannel(
     cp.init(registries=[registry1])
     ready = time.monotonic() - t0
     assert cp.node_conditions()[NODES[0]]["Ready"] == "True"
-    assert cp.pods_running("kube-system", "k8s-app=kube-dns")
+    # init waited for one available CoreDNS replica; both become ready soon after
+    cp.wait_for("CoreDNS", lambda: cp.pods_running("kube-system", "k8s-app=kube-dns"), timeout=300)
 
     cp.deploy("podinfo")
     cp.wait_for(

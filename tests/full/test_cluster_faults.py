@@ -117,7 +117,8 @@ def test_kubelet_killed_mid_init_then_init_force_converges(
     )  # fmt: skip
     assert "resets it first" in result.stdout or "reset" in result.stdout
     assert cn.node_conditions()[NODE]["Ready"] == "True"
-    assert cn.pods_running("kube-system", "k8s-app=kube-dns")
+    # init waited for one available CoreDNS replica; both become ready soon after
+    cn.wait_for("CoreDNS", lambda: cn.pods_running("kube-system", "k8s-app=kube-dns"), timeout=300)
 
     # an image the registry does not hold: the kubelet's own ImagePullBackOff
     missing = "ghcr.io/stefanprodan/podinfo:0.0.0-not-in-the-bundle"
