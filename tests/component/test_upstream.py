@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import socket
@@ -24,6 +25,8 @@ from ruamel.yaml import YAML
 from airlock.oci.media import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 from airlock.oci.ref import parse_reference
 from airlock_lab import standins
+from airlock_lab.internet import INTERNET_RANGE
+from airlock_lab.netns import link_exists, netns_exists
 from airlock_lab.realimages import BUILT_FROM_LABEL, real_images
 from airlock_lab.upstream import FILE_HOSTS, REGISTRY_HOSTS, Upstream, serve_forever
 
@@ -84,6 +87,13 @@ def skopeo_inspect(upstream: Upstream, ref: str, *, raw: bool) -> dict[str, Any]
     return data
 
 
+def _in_internet(url: str) -> bool:
+    """On an address of the upstream's own namespace (not loopback: the gap proof needs an
+    address the gap could reach but for its routes)."""
+    host = url.removeprefix("http://").split("/")[0].split(":")[0]
+    return ipaddress.ip_address(host) in INTERNET_RANGE
+
+
 def test_sources_have_the_spec_shape(upstream: Upstream) -> None:
     sources = upstream.sources()
     assert set(sources) == {"files", "registries"}
@@ -91,11 +101,11 @@ def test_sources_have_the_spec_shape(upstream: Upstream) -> None:
     for prefix, mirror in sources["files"].items():
         host = prefix.removeprefix("https://").rstrip("/")
         assert mirror == f"{upstream.files_url}{host}/"
-        assert mirror.startswith("http://127.0.0.1:")
+        assert _in_internet(mirror)
     assert set(sources["registries"]) == set(REGISTRY_HOSTS)
     for host, entry in sources["registries"].items():
         assert entry == {"url": upstream.registries[host], "insecure": True}
-        assert entry["url"].startswith("http://127.0.0.1:")
+        assert _in_internet(entry["url"])
 
 
 def test_skopeo_inspects_every_image(upstream: Upstream) -> None:
@@ -268,7 +278,7 @@ def test_range_head_and_not_found(upstream: Upstream) -> None:
     assert get(upstream.files_url + "dl.k8s.io/%2e%2e/%2e%2e/etc/passwd")[0] == 404
     log = upstream.request_log
     mine = [r for r in log if r.path.endswith("runc.amd64") and r.range == "bytes=1-3"]
-    assert mine and mine[-1].remote == "127.0.0.1" and mine[-1].status == 206
+    assert mine and mine[-1].remote == upstream.internet.host_ip and mine[-1].status == 206
 
 
 def test_tarballs_have_upstream_layouts(upstream: Upstream) -> None:
@@ -419,7 +429,8 @@ def test_stop_leaves_no_process(upstream: Upstream) -> None:
     assert status == 200
     second.stop()
     assert all(_gone(p) for p in pids)
-    assert all(_port_closed(u) for u in urls)
+    assert not netns_exists(second.internet.netns) and not link_exists(second.internet.host_link)
+    assert all(_port_closed(u) for u in urls)  # the host's blackhole for the range answers
     assert not second.run_dir.exists()
     second.stop()  # idempotent
     assert upstream.alive()  # the session's upstream is untouched

@@ -34,6 +34,9 @@ def test_demo_journey(tmp_path: Path) -> None:
     assert probes[1].startswith("unreachable")
     assert all(p != "open" for p in probes[1:])
     assert summary.upstream_requests_from_gap == 0
+    # ... and that can fail: the same GETs reached the upstream from the control namespace
+    assert summary.gap_proof["controlReached"] and summary.gap_proof["gapBlocked"]
+    assert summary.upstream_requests_from_control >= 4
     assert not netns_exists(GAP_NETNS)  # everything torn down
     # a real cluster ran: the node was Ready, every container ran the bundle's digest
     assert all(c["Ready"] == "True" for c in summary.node_conditions.values())

@@ -54,14 +54,16 @@ def down(json_out: bool = json_option()) -> None:
 
 @lab_app.command("status", epilog=_example("airlock lab status --json"))
 def status(
-    upstream_port: list[int] = typer.Option([], "--upstream-port", help="Ports to probe."),
+    upstream: list[str] = typer.Option(
+        [], "--upstream", metavar="ADDR:PORT", help="Upstream addresses to probe."
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Prove the gap: upstream unreachable from inside, the host's veth reachable."""
     use_json(json_out)
     from airlock_lab.gap import lab_status
 
-    st = lab_status(upstream_ports=upstream_port)
+    st = lab_status(upstream=upstream)
 
     def text() -> None:
         if not st["up"]:

@@ -38,7 +38,7 @@ from airlock_lab.cluster import (
     gap_routes,
     ungap_routes,
 )
-from airlock_lab.gap import GAP_NETNS, lab_down, lab_status, lab_up
+from airlock_lab.gap import GAP_NETNS, lab_down, lab_status, lab_up, prove_gap
 from airlock_lab.node import LabNode
 from airlock_lab.upstream import Upstream
 
@@ -60,6 +60,9 @@ class DemoSummary:
     images_pulled: list[str] = field(default_factory=list)
     podinfo_answer: dict[str, Any] = field(default_factory=dict)
     gap_probes: dict[str, str] = field(default_factory=dict)
+    gap_proof: dict[str, Any] = field(default_factory=dict)
+    upstream_requests_by_source: dict[str, int] = field(default_factory=dict)
+    upstream_requests_from_control: int = -1
     upstream_requests_from_gap: int = -1
     node_conditions: dict[str, dict[str, str]] = field(default_factory=dict)
     pod_images: dict[str, str] = field(default_factory=dict)
@@ -262,18 +265,6 @@ def blog_method_size(up: Upstream, images: Sequence[str], workdir: Path) -> int:
     return total
 
 
-def _upstream_hits(up: Upstream) -> int:
-    hits = len(up.request_log)
-    for log in up.registry_logs.values():
-        with contextlib.suppress(OSError):
-            hits += sum(
-                1
-                for line in Path(log).read_text(errors="replace").splitlines()
-                if "GET /v2/" in line or "HEAD /v2/" in line
-            )
-    return hits
-
-
 def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -> DemoSummary:
     summary = DemoSummary()
     host_airlock = Path(sys.executable).with_name("airlock")
@@ -299,7 +290,8 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
                 )
             )
             _say(
-                f"   files {up.files_url}; registries "
+                f"   in its own network namespace {up.internet.netns}, routed by the host: "
+                f"files {up.files_url}; registries "
                 + ", ".join(f"{h}={u}" for h, u in sorted(up.registries.items()))
             )
         spec = connected / "airlock.yaml"
@@ -354,8 +346,11 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
         with _stage(summary, "5. lab up: the air gap (netns, veth, blackhole default route)"):
             stack.callback(lab_down)
             st = lab_up(nodes=1)
-            _say(f"   host {st.host_ip} <-> gap {st.gap_ip}")
-        hits_before = _upstream_hits(up)
+            _say(
+                f"   host {st.host_ip} <-> gap {st.gap_ip}; the host forwards for the gap as "
+                "for any lab link: only the gap's blackhole default route keeps it off the "
+                "upstream"
+            )
         with _stage(summary, "6. carry the bundle across (HTTP over the veth, resumable, checked)"):
             bootstrap = Path(created["bootstrap"])  # `bundle create` wrote it beside the bundle
             carried = [
@@ -519,14 +514,41 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             cn.reset()
             _say("   cluster reset: kubeadm reset, pods, CNI, iptables, cgroups, kernel settings")
         with _stage(summary, "13. the gap held: probes, and no request reached the upstream"):
-            status = lab_status(upstream_ports=[int(up.files_url.rsplit(":", 1)[1].strip("/"))])
+            urls = [f"{up.files_url}dl.k8s.io/release/stable-1.27.txt"] + [
+                f"{url}/v2/" for _, url in sorted(up.registries.items())
+            ]
+            proof = prove_gap(urls)
+            summary.gap_proof = proof.to_json()
+            for url in urls:
+                _say(
+                    f"   GET {url}: from the control {proof.control_ip} -> "
+                    f"{proof.control[url]}; from the gap {proof.gap_ip} -> {proof.gap[url]}"
+                )
+            upstream = [u.removeprefix("http://").split("/")[0] for u in urls]
+            status = lab_status(upstream=upstream)
             summary.gap_probes = status.get("probes", {})
-            summary.upstream_requests_from_gap = _upstream_hits(up) - hits_before
             for target, ans in summary.gap_probes.items():
                 _say(f"   from the gap to {target}: {ans}")
-            _say(
-                f"   upstream requests during the gap stages: {summary.upstream_requests_from_gap}"
+            by_source = up.requests_by_source()
+            gap_addresses = {st.gap_ip, *st.node_ips.values()}
+            summary.upstream_requests_by_source = by_source
+            summary.upstream_requests_from_control = by_source.get(proof.control_ip, 0)
+            summary.upstream_requests_from_gap = sum(
+                n for source, n in by_source.items() if source in gap_addresses
             )
+            _say(
+                "   upstream requests by source address: "
+                + ", ".join(f"{source} {n}" for source, n in by_source.items())
+            )
+            _say(
+                f"   from the control: {summary.upstream_requests_from_control}; "
+                f"from the gap ({', '.join(sorted(gap_addresses))}): "
+                f"{summary.upstream_requests_from_gap}"
+            )
+            if not (proof.control_reached and proof.gap_blocked):
+                summary.notes.append(
+                    "gap proof failed: the control must reach the upstream and the gap must not"
+                )
     return summary
 
 
@@ -540,6 +562,12 @@ def _print_summary(s: DemoSummary) -> None:
         f"   blog's method, images only (docker-archive per image): {s.blog_method_bytes / 2**20:.1f} MiB (bundle/blog = {ratio:.2f}, the bundle also carries every binary)"
     )
     _say(f"   images pulled by original name in the gap: {len(s.images_pulled)}/{len(s.images)}")
+    proof = s.gap_proof
+    _say(
+        "   gap proof: the same GET reached the upstream from the control "
+        f"({proof.get('controlReached')}, {s.upstream_requests_from_control} requests counted)"
+        f" and failed from the gap ({proof.get('gapBlocked')})"
+    )
     _say(f"   upstream requests from the gap: {s.upstream_requests_from_gap}")
     for name, secs in s.stages.items():
         _say(f"   {secs:7.1f}s  {name}")
@@ -572,6 +600,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         and summary.digests_match
         and bool(summary.pod_images)
         and summary.podinfo_answer.get("version") == "6.4.0"
+        and summary.upstream_requests_from_control > 0
+        and bool(summary.gap_proof.get("controlReached"))
+        and bool(summary.gap_proof.get("gapBlocked"))
     )
     return 0 if ok else 1
 

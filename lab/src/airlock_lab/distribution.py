@@ -111,11 +111,17 @@ def start_distribution(
     tls: tuple[Path, Path] | None = None,
     htpasswd: Path | None = None,
     ca_file: Path | None = None,
+    netns: str | None = None,
+    port: int | None = None,
 ) -> Distribution:
     """Start one on a free port of `address` (loopback, or a lab veth address), storing under
     `storage`; config and log go to `run_dir`. Waits (bounded) until /v2/ answers. With `tls`
     (certificate, key) it serves HTTPS (`ca_file` verifies it while waiting); with `htpasswd`
-    every request needs those credentials."""
+    every request needs those credentials. With `netns` it runs inside that network namespace,
+    on `port` of `address` there (a fresh namespace has every port free), reached by the host
+    through the namespace's routes."""
+    if netns is not None and port is None:
+        raise UsageError("docker-registry in a network namespace: name its port")
     if tls is not None and ca_file is None:
         raise UsageError("docker-registry with TLS: name the CA that verifies it (ca_file)")
     if htpasswd is not None and tls is None:
@@ -129,23 +135,23 @@ def start_distribution(
     storage.mkdir(parents=True, exist_ok=True)
     last = ""
     for _attempt in range(3):  # a free port can be taken between probe and bind: retry
-        port = free_port(address)
+        chosen = port or free_port(address)
         config = run_dir / f"registry-{host}.yml"
         config.write_text(
-            _registry_config(storage, address, port, delete=delete, tls=tls, htpasswd=htpasswd)
+            _registry_config(storage, address, chosen, delete=delete, tls=tls, htpasswd=htpasswd)
         )
         log = run_dir / f"registry-{host}.log"
-        proc = system.spawn([binary, "serve", str(config)], log=log)
+        proc = system.spawn([binary, "serve", str(config)], log=log, netns=netns)
         for _ in range(150):  # 15 s at most
             if not proc.alive():
                 break
             ready = (
-                _https_answers(f"https://{address}:{port}/v2/", ca_file)
+                _https_answers(f"https://{address}:{chosen}/v2/", ca_file)
                 if tls is not None and ca_file is not None
-                else http_ok(f"http://{address}:{port}/v2/")
+                else http_ok(f"http://{address}:{chosen}/v2/")
             )
             if ready:
-                return Distribution(host, port, proc, log, address, tls is not None)
+                return Distribution(host, chosen, proc, log, address, tls is not None)
             time.sleep(0.1)
         proc.stop()
         last = log.read_text(errors="replace")[-1000:] if log.exists() else ""

@@ -12,8 +12,12 @@ cgroup mount.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
+import os
 import re
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -26,14 +30,20 @@ __all__ = [
     "NETNS_DIR",
     "NetnsLab",
     "VethPair",
+    "add_address",
     "add_blackhole_default",
+    "add_route",
+    "bound_socket",
     "check_lab_address",
     "create_netns",
     "create_veth",
     "delete_link",
     "delete_netns",
+    "disable_forwarding",
+    "enable_forwarding",
     "link_exists",
     "netns_exists",
+    "netns_pids",
     "veth_addresses",
 ]
 
@@ -106,8 +116,10 @@ def delete_netns(name: str) -> bool:
 
 
 def delete_link(name: str) -> bool:
-    """Delete a host-side link (a veth's peer goes with it); False when it did not exist."""
+    """Delete a host-side link (a veth's peer goes with it, and its forwarding rules);
+    False when it did not exist."""
     _check_name(name, "interface")
+    disable_forwarding(name)
     if not link_exists(name):
         return False
     result = system.run(["ip", "link", "delete", "dev", name], check=False, timeout=30)
@@ -170,6 +182,125 @@ def create_veth(
 def add_blackhole_default(netns: str) -> None:
     """Make the namespace's default route a blackhole: only connected subnets are reachable."""
     system.run(["ip", "-n", netns, "route", "replace", "blackhole", "default"], timeout=30)
+
+
+def add_address(netns: str, link: str, address: str | ipaddress.IPv4Interface) -> None:
+    """One more lab address on a namespace's link (idempotent)."""
+    iface = check_lab_address(address)
+    system.run(["ip", "-n", netns, "addr", "replace", str(iface), "dev", link], timeout=30)
+
+
+def add_route(netns: str, network: str, gateway: str) -> None:
+    """A route to a lab network (never a default route) through a lab gateway."""
+    net = ipaddress.IPv4Network(network)
+    if not net.subnet_of(LAB_NETWORK):
+        raise UsageError(f"lab route {network} is outside {LAB_NETWORK}")
+    check_lab_address(f"{gateway}/32")
+    system.run(["ip", "-n", netns, "route", "replace", str(net), "via", gateway], timeout=30)
+
+
+_GUARD_PREFS = ("900", "901")
+
+
+def enable_forwarding(link: str) -> None:
+    """Forward IPv4 packets that arrive on this host-side lab link, to lab addresses only.
+
+    The setting is the link's own and goes with it (the host's global ip_forward is not
+    touched); two policy rules keyed on the link send what it brings to 198.18.0.0/15 through
+    the main table and blackhole everything else, so even a namespace whose routes sent the
+    internet to the host would get no packet off the machine. `disable_forwarding` (or
+    `delete_link`) removes the rules."""
+    _check_name(link, "interface")
+    disable_forwarding(link)
+    to_lab, rest = _GUARD_PREFS
+    system.run(
+        [
+            "ip",
+            "rule",
+            "add",
+            "pref",
+            to_lab,
+            "iif",
+            link,
+            "to",
+            str(LAB_NETWORK),
+            "lookup",
+            "main",
+        ],
+        timeout=30,
+    )
+    system.run(["ip", "rule", "add", "pref", rest, "iif", link, "blackhole"], timeout=30)
+    system.run(["sysctl", "-q", "-w", f"net.ipv4.conf.{link}.forwarding=1"], timeout=30)
+
+
+def disable_forwarding(link: str) -> None:
+    """Remove `enable_forwarding`'s policy rules for `link` (the link's own setting goes with
+    the link)."""
+    _check_name(link, "interface")
+    to_lab, rest = _GUARD_PREFS
+    for argv in (
+        ["pref", to_lab, "iif", link, "to", str(LAB_NETWORK)],
+        ["pref", rest, "iif", link],
+    ):
+        system.run(["ip", "rule", "del", *argv], check=False, timeout=30)
+
+
+def netns_pids(name: str) -> list[int]:
+    """The processes whose network namespace is `name` (to stop a crashed run's leftovers)."""
+    _check_name(name, "namespace")
+    if not netns_exists(name):
+        return []
+    out = system.run(["ip", "netns", "pids", name], check=False, timeout=30).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def bound_socket(netns: str, address: str, port: int) -> socket.socket:
+    """A TCP socket bound to `address:port` inside `netns`, for a server of this process.
+
+    A short-lived thread enters the namespace (setns acts on the calling thread only), binds
+    the socket and leaves; the socket keeps its namespace, the rest of the process never
+    changes namespace.
+    """
+    _check_name(netns, "namespace")
+    check_lab_address(f"{address}/32")
+    result: list[socket.socket] = []
+    failure: list[BaseException] = []
+
+    def bind() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            target = os.open(str(NETNS_DIR / netns), os.O_RDONLY)
+            try:
+                if libc.setns(target, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {netns}")
+                try:
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((address, port))
+                    result.append(sock)
+                finally:
+                    if libc.setns(own, _CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), "setns back")
+            finally:
+                os.close(target)
+        except BaseException as exc:  # reported to the caller below
+            failure.append(exc)
+        finally:
+            os.close(own)
+
+    thread = threading.Thread(target=bind, name=f"bind-in-{netns}")
+    thread.start()
+    thread.join()
+    if failure or not result:
+        raise SystemCommandError(
+            f"cannot listen on {address}:{port} in network namespace {netns}: "
+            f"{failure[0] if failure else 'no socket'}"
+        )
+    return result[0]
 
 
 class NetnsLab:

@@ -1,15 +1,21 @@
-"""The simulated upstream: the internet of the blog post, on loopback.
+"""The simulated upstream: the internet of the blog post, in a network namespace of its own.
 
 Tests (and `airlock lab upstream`) point a spec's `sources:` block at it, so airlock takes the
 same code path as a user with internet. It serves:
 
-- files, under one URL prefix per upstream host (`http://127.0.0.1:P/dl.k8s.io/release/...`),
+- files, under one URL prefix per upstream host (`http://198.19.128.2:8080/dl.k8s.io/...`),
   with the real layout and checksum-file formats, from an aiohttp static server with Range
   support running in a background thread. Content is real where Debian provides it (kubectl,
   CNI plugins, containerd, runc) and a clearly named stand-in elsewhere (`standins`);
 - one real Debian `docker-registry` per upstream registry host (registry.k8s.io, docker.io,
-  ghcr.io), each on its own loopback port, holding images built by `imagebuild` and pushed with
+  ghcr.io), each on an address of its own, holding images built by `imagebuild` and pushed with
   skopeo (some as OCI, some converted to Docker v2 schema 2).
+
+Every server listens inside the upstream's "internet" namespace (`internet`): the host reaches
+it through its routes, as a connected workstation reaches the internet, and so would a lab
+namespace that routes to the host; the gap, whose default route is a blackhole, cannot. The
+servers count requests by source address (`requests_by_source`), so a test or the demo can
+show that none came from the gap.
 
 Everything built is cached under the work directory, keyed by a hash of the code, the data and
 the Debian inputs, so a second start only starts the daemons.
@@ -24,10 +30,10 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +57,8 @@ from airlock_lab import components, debroot, imagebuild, realimages, standins
 from airlock_lab.components import Built
 from airlock_lab.distribution import Distribution, start_distribution
 from airlock_lab.imagebuild import TarEntry, write_tgz
+from airlock_lab.internet import Internet, internet_down, internet_up
+from airlock_lab.netns import bound_socket
 
 __all__ = [
     "CNI_VERSION",
@@ -83,6 +91,8 @@ RUNC_VERSION = "v1.1.7"
 FLANNEL_VERSION = "v0.22.0"
 PODINFO_CHART_VERSION = "6.4.0"
 KUBEPKG_VERSION = "v0.15.1"
+FILES_PORT = 8080
+REGISTRY_PORT = 5000
 
 _BUILD_FORMAT = "airlock-upstream-build-1"
 _COMPLETE = ".complete"
@@ -506,11 +516,14 @@ def _build_chart_repo(repo: Path) -> None:
 
 
 class _FileServer:
-    """aiohttp static files (Range, HEAD) under `root`, on loopback, in its own thread."""
+    """aiohttp static files (Range, HEAD) under `root`, in its own thread, on a socket bound
+    in the upstream's namespace."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, netns: str, address: str, port: int = FILES_PORT) -> None:
         self.root = root
-        self.port = 0
+        self.netns = netns
+        self.address = address
+        self.port = port
         self._records: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -543,10 +556,7 @@ class _FileServer:
         return web.FileResponse(path)
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
+        sock = bound_socket(self.netns, self.address, self.port)
         loop = asyncio.new_event_loop()
         started = threading.Event()
         failure: list[BaseException] = []
@@ -598,7 +608,7 @@ def _push(image: imagebuild.BuiltImage, layout: Path, registry: Distribution) ->
     argv = ["skopeo", "copy", "--all", "--quiet", "--dest-tls-verify=false"]
     if image.push_as == "docker":
         argv += ["--format", "v2s2"]
-    dest = f"docker://127.0.0.1:{registry.port}/{ref.repository}:{ref.tag}"
+    dest = f"docker://{registry.address}:{registry.port}/{ref.repository}:{ref.tag}"
     system.run([*argv, f"oci:{layout}:{image.ref}", dest], timeout=300)
 
 
@@ -619,6 +629,7 @@ class Upstream:
         images: list[str],
         file_server: _FileServer,
         registry_procs: dict[str, Distribution],
+        internet: Internet,
         in_use: TextIO | None = None,
     ) -> None:
         self.workdir = workdir
@@ -629,6 +640,7 @@ class Upstream:
         self.images = images
         self._files = file_server
         self._registries = registry_procs
+        self.internet = internet
         self._in_use = in_use
 
     @classmethod
@@ -667,6 +679,7 @@ class Upstream:
         files: _FileServer | None = None
         built: list[imagebuild.BuiltImage] = []
         in_use: TextIO | None = None
+        net = internet_up(("files", *REGISTRY_HOSTS))
         try:
             with _locked(workdir / ".lock"):
                 _prune_stale_builds(workdir, keep=build_dir)
@@ -678,7 +691,12 @@ class Upstream:
                     _build_files(build_dir / "files", inputs, versions, comps)
                 for host in REGISTRY_HOSTS:
                     registries[host] = start_distribution(
-                        host, build_dir / "registry" / host, run_dir
+                        host,
+                        build_dir / "registry" / host,
+                        run_dir,
+                        address=net.addresses[host],
+                        netns=net.netns,
+                        port=REGISTRY_PORT,
                     )
                 if not complete:
                     _push_all(built, build_dir / "oci", registries)
@@ -688,7 +706,9 @@ class Upstream:
                 (build_dir / _LAST_USED).touch()
                 in_use = _hold_in_use(build_dir)
             images = list(json.loads((build_dir / _STATE).read_text())["images"])
-            files = _FileServer(build_dir / "files")
+            files = _FileServer(
+                build_dir / "files", netns=net.netns, address=net.addresses["files"]
+            )
             files.start()
         except BaseException:
             if in_use is not None:
@@ -697,6 +717,7 @@ class Upstream:
                 reg.process.stop()
             if files is not None:
                 files.stop()
+            internet_down(net)
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
         return cls(
@@ -708,6 +729,7 @@ class Upstream:
             images=images,
             file_server=files,
             registry_procs=registries,
+            internet=net,
             in_use=in_use,
         )
 
@@ -716,6 +738,7 @@ class Upstream:
         for reg in self._registries.values():
             reg.process.stop()
         self._files.stop()
+        internet_down(self.internet)
         if self._in_use is not None:
             self._in_use.close()
             self._in_use = None
@@ -736,7 +759,12 @@ class Upstream:
 
     @property
     def files_url(self) -> str:
-        return f"http://127.0.0.1:{self._files.port}/"
+        return f"http://{self._files.address}:{self._files.port}/"
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every address the upstream listens on (files first, then the registries)."""
+        return list(self.internet.addresses.values())
 
     @property
     def files_root(self) -> Path:
@@ -756,7 +784,7 @@ class Upstream:
 
     @property
     def registries(self) -> dict[str, str]:
-        """Upstream registry host -> `http://127.0.0.1:P`."""
+        """Upstream registry host -> `http://ADDRESS:5000` (in the upstream's namespace)."""
         return {host: reg.url for host, reg in self._registries.items()}
 
     @property
@@ -770,6 +798,17 @@ class Upstream:
     @property
     def request_log(self) -> list[RequestRecord]:
         return self._files.records
+
+    def requests_by_source(self) -> dict[str, int]:
+        """Requests answered so far, by client address: the file server's own records and
+        each registry's access log (one line per request, the client's address first)."""
+        counts: dict[str, int] = {}
+        for record in self._files.records:
+            counts[record.remote] = counts.get(record.remote, 0) + 1
+        for log in self.registry_logs.values():
+            for source in _registry_sources(log):
+                counts[source] = counts.get(source, 0) + 1
+        return dict(sorted(counts.items()))
 
     def alive(self) -> bool:
         return all(reg.process.alive() for reg in self._registries.values())
@@ -797,6 +836,18 @@ class Upstream:
             if upstream_url.startswith(prefix):
                 return self.files_root / host / upstream_url[len(prefix) :]
         raise UsageError(f"{upstream_url} is not served by the simulated upstream")
+
+
+_ACCESS_LINE = re.compile(r'^(\d{1,3}(?:\.\d{1,3}){3}) - \S+ \[[^\]]*\] "[A-Z]+ /')
+
+
+def _registry_sources(log: Path) -> list[str]:
+    """Client addresses of the access-log lines of one docker-registry (combined log format)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return []
+    return [m.group(1) for line in text.splitlines() if (m := _ACCESS_LINE.match(line))]
 
 
 def _build_images(
