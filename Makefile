@@ -32,10 +32,11 @@ test: deps lint docs-check components
 
 # Slower checks, apart from `make test`: bundle send/receive through lossy links (namespaces
 # medium-tx/medium-rx of its own, iptables drops at 1, 5 and 20 %); the real components for
-# linux/arm64 too (multi-arch indexes of real builds) and the `current` preset's versions.
+# linux/arm64 too (multi-arch indexes of real builds), the `current` preset's versions and the
+# upgrade target (Kubernetes v1.28.15, etcd 3.5.15: tests/full/test_upgrade_release.py).
 test-full: deps
 	AIRLOCK_DEPS_FULL=1 scripts/deps.sh
-	$(VENV)/bin/airlock lab components --set seed --set current \
+	$(VENV)/bin/airlock lab components --set seed --set current --set upgrade \
 	  --platform linux/amd64 --platform linux/arm64
 	AIRLOCK_TEST_PLATFORMS=$(FULL_PLATFORMS) $(VENV)/bin/pytest -q \
 	  tests/component/test_upstream.py tests/component/test_real_components.py

@@ -42,6 +42,7 @@ __all__ = [
     "check_go",
     "recipe_key",
     "recipes",
+    "sets_for",
     "source_dir",
 ]
 
@@ -275,6 +276,18 @@ SETS: dict[str, Callable[[], list[Recipe]]] = {
     "current": _current,
     "upgrade": _upgrade,
 }
+
+
+def sets_for(kubernetes_versions: Sequence[str]) -> tuple[str, ...]:
+    """The seed, plus every other set that builds one of `kubernetes_versions` (the upstream
+    serves a version as real release binaries and images when a set builds it)."""
+    wanted = set(kubernetes_versions)
+    extra = [
+        name
+        for name, make in SETS.items()
+        if name != "seed" and any(r.name == "kubernetes" and r.version in wanted for r in make())
+    ]
+    return ("seed", *extra)
 
 
 def recipes(names: Sequence[str] = ("seed",)) -> list[Recipe]:

@@ -64,8 +64,11 @@ class RealImage:
     net_tools: bool = False  # iptables, iproute2 and friends from Debian (`debroot`)
 
 
-def real_images(kubernetes_versions: Sequence[str]) -> list[RealImage]:
-    """Every image of the seed that a component build makes (`component` is a recipe key)."""
+def real_images(
+    kubernetes_versions: Sequence[str], etcd_versions: Sequence[str] = ("3.5.7",)
+) -> list[RealImage]:
+    """Every image of the seed that a component build makes (`component` is a recipe key);
+    etcd 3.5.15 too when the upgrade set is built (v1.28.15's kubeadm upgrades etcd to it)."""
     kube = [
         RealImage(
             f"registry.k8s.io/{name}:{version}",
@@ -87,12 +90,15 @@ def real_images(kubernetes_versions: Sequence[str]) -> list[RealImage]:
             base="scratch",
             index=True,
         ),
-        RealImage(
-            "registry.k8s.io/etcd:3.5.7-0",
-            "etcd-v3.5.7",
-            tuple((f"usr/local/bin/{c}", c) for c in ("etcd", "etcdctl", "etcdutl")),
-            ImageConfig(exposed_ports=("2379/tcp", "2380/tcp")),
-            index=True,
+        *(
+            RealImage(
+                f"registry.k8s.io/etcd:{version}-0",
+                f"etcd-v{version}",
+                tuple((f"usr/local/bin/{c}", c) for c in ("etcd", "etcdctl", "etcdutl")),
+                ImageConfig(exposed_ports=("2379/tcp", "2380/tcp")),
+                index=True,
+            )
+            for version in etcd_versions
         ),
         RealImage(
             "registry.k8s.io/coredns/coredns:v1.10.1",

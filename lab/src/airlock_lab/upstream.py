@@ -658,8 +658,11 @@ class Upstream:
         cache directory) for every platform in `platforms`.
         """
         versions = tuple(kubernetes_versions)
+        sets = components.sets_for(versions)
+        built_versions = {r.version for r in components.recipes(sets) if r.name == "kubernetes"}
         for v in versions:
-            standins.kubeadm_images(v)  # refuse unknown versions before any work
+            if v not in built_versions:
+                standins.kubeadm_images(v)  # refuse unknown versions before any work
         workdir = Path(workdir).resolve()
         inputs = _DebianInputs.find()
         if system.which("skopeo") is None:
@@ -669,7 +672,7 @@ class Upstream:
             )
         comps = {
             (b.recipe.key, b.goarch): b
-            for b in components.build(("seed",), platforms=platforms, progress=progress)
+            for b in components.build(sets, platforms=platforms, progress=progress)
         }
         roots = {arch: debroot.unpacked_root(arch) for arch in sorted({a for _, a in comps})}
         build_dir = workdir / f"build-{_cache_key(inputs, versions, comps, roots)}"
@@ -860,7 +863,8 @@ def _build_images(
     """The real images where a component build makes them, labelled stand-ins for the rest
     (podinfo, the registry, Kubernetes versions without a build)."""
     layout = OciLayout(layout_dir)
-    wanted = realimages.real_images(versions)
+    etcd = sorted({b.recipe.version.lstrip("v") for b in comps.values() if b.recipe.name == "etcd"})
+    wanted = realimages.real_images(versions, etcd)
     builder = imagebuild.ImageBuilder(layout)
     real = realimages.build_real_images(
         builder,
