@@ -26,6 +26,7 @@ from airlock.cluster.runner import StepContext, SystemRunner
 from airlock.errors import SpecError
 from airlock.node.mirrors import render_containerd_config
 from airlock.node.preflight import check_kubelet_cgroup_v1
+from airlock.node.prepare import default_route_problems
 from airlock.presets import preset_text
 from airlock.spec import Spec, parse_spec
 
@@ -219,3 +220,19 @@ def test_node_check_names_cgroup_v1_with_a_new_kubelet(
     assert result.status == status
     if status == "fail":
         assert "failCgroupV1: false" in result.fix
+
+
+@pytest.mark.parametrize(
+    ("routes", "warned"),
+    [
+        ('[{"dst": "default", "gateway": "198.18.0.1", "dev": "eth0"}]', False),
+        ('[{"dst": "default", "dev": "eth0", "scope": "link"}]', False),
+        ('[{"type": "blackhole", "dst": "default"}]', True),
+        ("[]", True),
+    ],
+)
+def test_node_prepare_names_a_default_route_flannel_cannot_use(routes: str, warned: bool) -> None:
+    problems = default_route_problems(routes)
+    assert bool(problems) == warned
+    if warned:
+        assert "Flannel" in problems[0] and "service subnet" in problems[0]

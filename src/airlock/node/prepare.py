@@ -11,6 +11,7 @@ So the same plan works on a running node and in a sysroot, and a second run chan
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -290,6 +291,30 @@ def resolv_conf(ctx: Context) -> list[str]:
     return []
 
 
+def default_route_problems(route_json: str) -> list[str]:
+    """What `ip -j route show default` says about a node's default route (pure)."""
+    try:
+        routes = json.loads(route_json or "[]")
+    except ValueError:
+        return []
+    if any(r.get("dev") and r.get("type", "unicast") == "unicast" for r in routes):
+        return []
+    what = "a blackhole" if any(r.get("type") == "blackhole" for r in routes) else "missing"
+    return [
+        f"the default route is {what}: Flannel picks its interface from the default route, and a"
+        " Service's cluster IP is routed before kube-proxy rewrites it; give the node a default"
+        " route through its cluster interface (policy rules can still drop what is not local)"
+        " and a route for the service subnet"
+    ]
+
+
+def default_route(ctx: Context) -> list[str]:
+    if not ctx.live:
+        return []
+    result = system.run(["ip", "-j", "route", "show", "default"], check=False, timeout=30)
+    return default_route_problems(result.stdout) if result.returncode == 0 else []
+
+
 def prepare_resources(
     *, root: Path, os_info: OsInfo, options: PrepareOptions | None = None
 ) -> list[Resource]:
@@ -312,4 +337,5 @@ def prepare_resources(
         resources += _selinux_resources(root)
     resources.append(Probe("iptables backend", iptables_backend))
     resources.append(Probe("resolv.conf", resolv_conf))
+    resources.append(Probe("default route", default_route))
     return resources
