@@ -87,8 +87,12 @@ def test_plan_up_faults_and_rerun(fleet: SshFleet, seed_bundle: SeedBundle, tmp_
         assert (root / "etc/containerd/config.toml").is_file()
         assert (root / "usr/local/bin/kubeadm").is_file()
     assert (first / "var/lib/airlock/store/index.json").is_file()  # node 1 loaded the bundle
-    # node 2 fetched only what it uses from node 1's share: no bundle, no store
-    assert not (second / "var/lib/airlock/store").exists()
+    # node 2 fetched only what it uses from node 1's share: no bundle, no blobs; the verified
+    # airlock.json is recorded (cluster join reads the spec's node settings from it)
+    assert not (second / "var/lib/airlock/store/blobs").exists()
+    assert [p.name for p in (second / "var/lib/airlock/store/airlock/bundles").iterdir()] == [
+        p.name for p in (first / "var/lib/airlock/store/airlock/bundles").iterdir()
+    ]
     assert not list((second / "var/lib/airlock/incoming").glob("*.airlock.*"))
     sent = _bytes_by_client(first / "var/lib/airlock/incoming/share-access.log")
     bundle_bytes = sum(p.stat().st_size for p in seed_bundle.volumes)

@@ -58,6 +58,7 @@ def _run(
     limit: str | None,
     stage: list[str],
     app: list[str],
+    app_set: list[str],
     private_key: Path | None,
     forks: int,
     run_dir: Path | None,
@@ -72,6 +73,7 @@ def _run(
         limit=limit,
         stages=stage,
         apps=app,
+        app_sets=app_set,
         private_key=private_key,
         forks=forks,
         run_dir=run_dir,
@@ -88,6 +90,7 @@ _STAGE = typer.Option(
     [], "--stage", help="Only these stages: bootstrap, node, init, join, apps (repeat)."
 )
 _APP = typer.Option([], "--app", help="Charts from the bundle to deploy (repeat).")
+_APP_SET = typer.Option([], "--app-set", help="A Helm value KEY=VALUE for the apps (repeat).")
 _PKEY = typer.Option(None, "--private-key", help="SSH key (else the inventory's or ssh's).")
 _FORKS = typer.Option(10, "--forks", help="Nodes worked on at once.")
 _RUN_DIR = typer.Option(None, "--run-dir", help="Where the log and events go.")
@@ -101,6 +104,7 @@ def up(
     limit: str | None = _LIMIT,
     stage: list[str] = _STAGE,
     app: list[str] = _APP,
+    app_set: list[str] = _APP_SET,
     private_key: Path | None = _PKEY,
     forks: int = _FORKS,
     run_dir: Path | None = _RUN_DIR,
@@ -109,7 +113,7 @@ def up(
     """Every node of the inventory: bootstrap, load, prepare, install, init, join, apps."""
     use_json(json_out)
     _run(inventory, bundle=bundle, key=key, allow_unsigned=allow_unsigned, check=False,
-         limit=limit, stage=stage, app=app, private_key=private_key, forks=forks,
+         limit=limit, stage=stage, app=app, app_set=app_set, private_key=private_key, forks=forks,
          run_dir=run_dir)  # fmt: skip
 
 
@@ -121,6 +125,7 @@ def plan(
     limit: str | None = _LIMIT,
     stage: list[str] = _STAGE,
     app: list[str] = _APP,
+    app_set: list[str] = _APP_SET,
     private_key: Path | None = _PKEY,
     forks: int = _FORKS,
     run_dir: Path | None = _RUN_DIR,
@@ -129,7 +134,7 @@ def plan(
     """What `cluster up` would change on each node (Ansible check and diff modes)."""
     use_json(json_out)
     _run(inventory, bundle=bundle, key=key, allow_unsigned=allow_unsigned, check=True,
-         limit=limit, stage=stage, app=app, private_key=private_key, forks=forks,
+         limit=limit, stage=stage, app=app, app_set=app_set, private_key=private_key, forks=forks,
          run_dir=run_dir)  # fmt: skip
 
 

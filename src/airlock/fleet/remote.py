@@ -71,6 +71,7 @@ class RemoteBundle:
             )
         signature = self._get("airlock.json.sig", _MAX_SIGNATURE)
         self.trust = self._check(data, signature, trust)
+        self.manifest_bytes = data
         self.manifest: BundleManifest = parse_manifest(data, what=f"{self.url}airlock.json")
 
     def _open(self, name: str) -> BinaryIO | None:

@@ -522,6 +522,7 @@ def install_resources(
     store: str = DEFAULT_STORE,
     cgroup_driver: str = "systemd",
     restrict_oom_score_adj: bool = False,
+    serve_registry: bool = True,
 ) -> list[Resource]:
     """The resources that install the node's software from `source`, in the order they apply.
 
@@ -627,11 +628,19 @@ def install_resources(
         Probe("airlock installed (airlock-bootstrap.py)", _airlock_installed),
         Symlink(AIRLOCK_LINK, target=f"{AIRLOCK_VENV}/bin/airlock"),
         File(containerd_unit, content=CONTAINERD_UNIT),
-        File(registry_unit, content=render_registry_unit(listen=registry_listen, store=store)),
-        RegistryCredentials(listen=registry_listen),
+    ]
+    if serve_registry:  # a node installed from another node's share has no store to serve
+        out += [
+            File(registry_unit, content=render_registry_unit(listen=registry_listen, store=store)),
+            RegistryCredentials(listen=registry_listen),
+        ]
+    out += [
         File(KUBELET_UNIT, content=kubelet_text),
         File(KUBEADM_DROPIN, content=dropin_text),
-        Service(REGISTRY_UNIT_NAME, unit_path=registry_unit),
+    ]
+    if serve_registry:
+        out.append(Service(REGISTRY_UNIT_NAME, unit_path=registry_unit))
+    out += [
         Service(
             "containerd.service",
             unit_path=containerd_unit,

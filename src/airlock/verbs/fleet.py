@@ -44,6 +44,7 @@ class FleetOptions:
     limit: str | None = None
     stages: Sequence[str] = ()  # playbook tags; empty: every stage
     apps: Sequence[str] = ()
+    app_sets: Sequence[str] = ()  # Helm values (KEY=VALUE) for every app deployed
     private_key: Path | None = None
     forks: int = 10
     run_dir: Path | None = None  # where the log, events and variables go (default: a new temp dir)
@@ -121,6 +122,7 @@ def _variables(options: FleetOptions, run_dir: Path, checked: _Checked) -> Path:
         "airlock_key_src": str(checked.key.resolve()) if checked.key else "",
         "airlock_allow_unsigned": checked.key is None,
         "airlock_apps": list(options.apps),
+        "airlock_app_sets": list(options.app_sets),
     }
     path = run_dir / "variables.json"
     path.write_text(json.dumps(variables, indent=2, sort_keys=True) + "\n")

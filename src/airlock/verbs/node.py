@@ -22,10 +22,10 @@ from airlock.node.inventory import collect_inventory
 from airlock.node.osinfo import read_os_info
 from airlock.node.preflight import CheckResult, PreflightOptions, run_preflight
 from airlock.node.prepare import PrepareOptions, prepare_resources
-from airlock.node.resources import Probe
+from airlock.node.resources import File, Probe
 from airlock.oci.ref import parse_reference
 from airlock.progress import ProgressSink
-from airlock.store import DEFAULT_STORE, Store
+from airlock.store import DEFAULT_STORE, META_DIR, Store
 from airlock.system import host_path
 from airlock.trust import trust_policy
 
@@ -139,6 +139,9 @@ class _Installing:
     images: list[str]
     spec: dict[str, Any]
     trust: str | None = None
+    # installed from another node's share: the verified airlock.json, recorded in this node's
+    # store as a loaded bundle's is (its spec's node settings are what `cluster join` reads)
+    record: tuple[str, bytes] | None = None
 
 
 @contextlib.contextmanager
@@ -190,7 +193,13 @@ def _remote(options: InstallOptions) -> _Installing:
     remote = RemoteBundle(str(options.source_url), trust=trust)
     m = remote.manifest
     images = [i.reference for i in m.images]
-    return _Installing(RemoteSource(remote), dict(m.resolved), images, dict(m.spec), remote.trust)
+    record = (
+        f"{options.store}/{META_DIR}/bundles/{m.name}.{m.sequence}.json",
+        remote.manifest_bytes,
+    )
+    return _Installing(
+        RemoteSource(remote), dict(m.resolved), images, dict(m.spec), remote.trust, record
+    )
 
 
 def install_node(
@@ -220,8 +229,11 @@ def install_node(
             store=str(options.store),
             cgroup_driver=str(node.get("cgroupDriver", "systemd")),
             restrict_oom_score_adj=bool(node.get("restrictOOMScoreAdj", False)),
+            serve_registry=options.source_url is None,
         )
-        warning = loopback_only_warning(listen)
+        if found.record is not None:
+            resources.append(File(found.record[0], content=found.record[1]))
+        warning = loopback_only_warning(listen) if options.source_url is None else None
         if warning is not None:
             resources.append(Probe("registry listen addresses", lambda _ctx: [warning]))
         ran = _run(resources, root=root, dry_run=dry_run, progress=options.progress)

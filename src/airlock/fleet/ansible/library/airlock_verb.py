@@ -28,6 +28,7 @@ options:
   creates: {type: path, description: a one-shot verb is done when this path exists}
   bundle: {type: path, description: for load, the bundle's first file (airlock.json leads it)}
   store: {type: path, description: for load, the node's store}
+  unless: {type: list, elements: str, description: a command whose success means done (read-only)}
   needs: {type: path, description: what an earlier task makes (check mode runs on without it)}
 """
 
@@ -108,6 +109,7 @@ def main() -> None:
             "bundle": {"type": "path"},
             "store": {"type": "path"},
             "needs": {"type": "path"},
+            "unless": {"type": "list", "elements": "str"},
         },
         supports_check_mode=True,
     )
@@ -115,6 +117,9 @@ def main() -> None:
     kind = p["kind"]
     if p["creates"] and os.path.exists(p["creates"]):
         module.exit_json(changed=False, msg=f"already done: {p['creates']} exists")
+    unless = p["unless"] or []
+    if unless and os.access(unless[0], os.X_OK) and module.run_command(unless)[0] == 0:
+        module.exit_json(changed=False, msg=f"already done: {' '.join(unless)} succeeded")
     if kind == "load" and p["bundle"] and p["store"] and _loaded(p["bundle"], p["store"]):
         module.exit_json(changed=False, msg="the store already holds this bundle")
     what = " ".join(p["verb"])
