@@ -71,7 +71,9 @@ def fan_out(work: Path, nodes: int, bundle: Path, pub: Path) -> dict[str, Any]:
             secs, code, text = timed(fleet, plan)
             env_inv = ["-i", str(inv), "--forks", str(max(count, 5))]
             # no ssh master outlives the peer's run (one connection per host is all it needs)
-            no_master = ["env", "ANSIBLE_SSH_ARGS=-o ControlMaster=no", "ANSIBLE_CONFIG=/dev/null"]
+            empty = work / "empty.cfg"  # nothing from /etc/ansible, as for airlock's run
+            empty.write_text("")
+            no_master = ["env", "ANSIBLE_SSH_ARGS=-o ControlMaster=no", f"ANSIBLE_CONFIG={empty}"]
             ping = [*no_master, ANSIBLE, "all", *env_inv, "-m", "ansible.builtin.ping"]
             psecs, pcode, _ = timed(fleet, ping)
             out[str(count)] = {
