@@ -267,3 +267,59 @@ def test_role_and_version_detected_from_the_node(tmp_path: Path) -> None:
     manifest.unlink()
     with pytest.raises(NodeError, match="cannot tell this node's Kubernetes version"):
         upgrade_cluster(options=options, runner=NoRunner())
+
+
+def test_upgrade_carries_the_specs_preflight_waivers(tmp_path: Path) -> None:
+    fake_store(tmp_path / "store", "v1.27.4")
+    text = dry(
+        tmp_path, "v1.27.4", "v1.27.3", "first-control-plane",
+        ignore_preflight_errors=("CRI", "ImagePull"),
+    )  # fmt: skip
+    assert "kubeadm upgrade apply v1.27.4 -y --ignore-preflight-errors=CRI,ImagePull" in text
+    assert "kubeadm upgrade plan v1.27.4 --ignore-preflight-errors=CRI,ImagePull" in text
+
+
+def test_a_binary_stored_compressed_is_installed_decompressed(tmp_path: Path) -> None:
+    """Bundle format 1.1 stores files zstd-compressed; the store's blob is not the binary."""
+    from airlock.bundle.compression import ANNOTATION_CONTENT_DIGEST, ANNOTATION_CONTENT_SIZE, _zstd
+    from airlock.cluster.runner import StepContext, SystemRunner
+    from airlock.cluster.upgrade import InstallBinary, store_release_files
+
+    data = binary("kubeadm", "v1.28.15")
+    packed = _zstd().compress(data)
+    layout = OciLayout(tmp_path / "store")
+    layout.init()
+    stored = layout.put_bytes(packed)
+    layer = {
+        "mediaType": "application/octet-stream+zstd",
+        "digest": stored,
+        "size": len(packed),
+        "annotations": {
+            ANNOTATION_TITLE: "kubeadm",
+            ANNOTATION_FILE_KIND: "binary",
+            ANNOTATION_FILE_URL: f"https://dl.k8s.io/release/v1.28.15/bin/{PLATFORM}/kubeadm",
+            ANNOTATION_FILE_VERSION: "v1.28.15",
+            ANNOTATION_FILE_PLATFORM: PLATFORM,
+            ANNOTATION_CONTENT_DIGEST: sha256_digest(data),
+            ANNOTATION_CONTENT_SIZE: str(len(data)),
+        },
+    }
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": FILES_ARTIFACT_TYPE,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "x", "size": 2},
+            "layers": [layer],
+        }
+    )
+    digest = layout.put_bytes(manifest)
+    layout.merge_index(
+        [{"mediaType": OCI_MANIFEST, "artifactType": FILES_ARTIFACT_TYPE, "digest": digest,
+          "size": len(manifest)}]
+    )  # fmt: skip
+    found = store_release_files(tmp_path / "store", version="v1.28.15", platform=PLATFORM)
+    assert found["kubeadm"].digest == sha256_digest(data)
+    ctx = StepContext(root=tmp_path / "root", runner=SystemRunner(), log_dir=tmp_path / "log")
+    InstallBinary("/usr/local/bin/kubeadm", found["kubeadm"]).execute(ctx)
+    assert (tmp_path / "root/usr/local/bin/kubeadm").read_bytes() == data

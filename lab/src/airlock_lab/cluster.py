@@ -153,8 +153,17 @@ def bundle_digests(airlock: Path, bundle: Path) -> dict[str, str]:
     return {i["reference"].rsplit(":", 1)[0]: i["digest"] for i in doc["images"]}
 
 
-def build_cluster_bundle(sources: dict[str, Any], work: Path, *, airlock: Path) -> ClusterBundle:
-    """`airlock init --preset seed`, the lab's node settings, keys, `bundle create --sign`."""
+def build_cluster_bundle(
+    sources: dict[str, Any],
+    work: Path,
+    *,
+    airlock: Path,
+    kubernetes_version: str | None = None,
+    key: Path | None = None,
+    sequence: int | None = None,
+) -> ClusterBundle:
+    """`airlock init --preset seed` (at `kubernetes_version` when given), the lab's node
+    settings, keys (or the private `key` given), `bundle create --sign`."""
     work.mkdir(parents=True, exist_ok=True)
     yaml = YAML()
     with (work / "sources.yaml").open("w") as fh:
@@ -167,19 +176,26 @@ def build_cluster_bundle(sources: dict[str, Any], work: Path, *, airlock: Path) 
         timeout=300,
     )  # fmt: skip
     add_node_settings(spec)
-    if not (work / "site.key").exists():
+    if kubernetes_version:
+        doc = yaml.load(spec.read_text())
+        doc["kubernetes"]["version"] = kubernetes_version
+        with spec.open("w") as fh:
+            yaml.dump(doc, fh)
+    if key is None and not (work / "site.key").exists():
         system.run([str(airlock), "keys", "generate", "--out", str(work / "site")], timeout=60)
+    signing = key or work / "site.key"
     created = json.loads(
         system.run(
             [str(airlock), "bundle", "create", "-f", str(spec), "--cache", str(work / "cache"),
-             "--sign", str(work / "site.key"), "-o", str(work / "out"), "--json"],
+             "--sign", str(signing), "-o", str(work / "out"), "--json",
+             *(["--sequence", str(sequence)] if sequence else [])],
             timeout=1800,
         ).stdout
     )  # fmt: skip
     return ClusterBundle(
         bundle=Path(created["bundle"]),
         bootstrap=Path(created["bootstrap"]),
-        key=work / "site.pub",
+        key=signing.with_suffix(".pub"),
         digests=bundle_digests(airlock, Path(created["bundle"])),
     )
 

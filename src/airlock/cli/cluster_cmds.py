@@ -145,6 +145,7 @@ def upgrade(
     use_json(json_out)
     from airlock.cluster.upgrade import ROLES, UpgradeOptions, upgrade_cluster
     from airlock.errors import UsageError
+    from airlock.verbs.cluster import node_settings
 
     if role is not None and role not in ROLES:
         raise UsageError(f"--role {role!r}: choose one of {', '.join(ROLES)}")
@@ -157,6 +158,7 @@ def upgrade(
         store=store,
         kubeconfig=kubeconfig,
         dry_run=dry_run,
+        ignore_preflight_errors=tuple(i.name for i in node_settings(store).ignore_preflight_errors),
     )
     result = upgrade_cluster(options=options, progress=state.info)
     for warning in result.warnings:

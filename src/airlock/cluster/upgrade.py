@@ -19,6 +19,7 @@ interrupted upgrade) are fine. `--dry-run` prints the plan exactly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -26,9 +27,14 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from airlock.atomic import write_atomic
+from airlock.bundle.compression import (
+    ANNOTATION_CONTENT_DIGEST,
+    ANNOTATION_CONTENT_SIZE,
+    open_content,
+)
 from airlock.bundle.layout import (
     ANNOTATION_FILE_PLATFORM,
     ANNOTATION_FILE_URL,
@@ -51,6 +57,7 @@ from airlock.node.install import LOCAL_BIN, host_platform
 from airlock.oci.layout import OciLayout
 from airlock.oci.media import ANNOTATION_TITLE
 from airlock.resolve.kubernetes import kubeadm_images
+from airlock.store import Store
 from airlock.system import host_path
 
 __all__ = [
@@ -122,6 +129,7 @@ class StoreFile:
     version: str
     platform: str
     blob: Path  # where its bytes are (a store blob)
+    compression: str | None = None  # the blob holds them compressed (bundle format 1.1)
 
 
 def _tool_of(url: str, title: str) -> str | None:
@@ -157,14 +165,19 @@ def store_release_files(store: Path, *, version: str, platform: str) -> dict[str
                 continue
             if tool in found and found[tool].platform == platform:
                 continue  # a platform-specific file wins over a generic one
+            # stored compressed (bundle format 1.1): the file's own digest and size are in
+            # annotations; found on a real upgrade, which installed the zstd bytes as kubeadm
+            content = ann.get(ANNOTATION_CONTENT_DIGEST)
+            compressed = str(layer.get("mediaType", "")).endswith("+zstd") and bool(content)
             found[tool] = StoreFile(
                 tool=tool,
                 name=ann.get(ANNOTATION_TITLE, tool),
-                digest=layer["digest"],
-                size=int(layer["size"]),
+                digest=str(content) if compressed else layer["digest"],
+                size=int(ann.get(ANNOTATION_CONTENT_SIZE, 0)) if compressed else int(layer["size"]),
                 version=version,
                 platform=plat,
                 blob=layout.path(layer["digest"]),
+                compression="zstd" if compressed else None,
             )
     return found
 
@@ -191,7 +204,14 @@ class InstallBinary:
         h = hashlib.sha256()
         chunks: list[bytes] = []
         try:
-            with self.file.blob.open("rb") as fh:
+            with contextlib.ExitStack() as stack:
+                fh: BinaryIO = stack.enter_context(self.file.blob.open("rb"))
+                if self.file.compression:
+                    fh = stack.enter_context(
+                        open_content(
+                            fh, self.file.compression, size=self.file.size, what=self.file.name
+                        )
+                    )
                 while chunk := fh.read(_CHUNK):
                     h.update(chunk)
                     chunks.append(chunk)
@@ -281,6 +301,8 @@ class UpgradeOptions:
     kubeadm: str = f"{LOCAL_BIN}/kubeadm"  # the one this upgrade installs
     kubectl: str = "kubectl"
     dry_run: bool = False
+    # the spec's node.ignorePreflightErrors: kubeadm upgrade runs its preflight checks again
+    ignore_preflight_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -364,6 +386,11 @@ def plan_upgrade(
         )
     log = options.log_dir
     kubectl = (options.kubectl, "--kubeconfig", options.kubeconfig)
+    ignore = (
+        (f"--ignore-preflight-errors={','.join(options.ignore_preflight_errors)}",)
+        if options.ignore_preflight_errors
+        else ()
+    )
     steps: list[Step] = []
     if role != "worker" and images:
         steps.append(CheckStoreImages(tuple(images), str(options.store)))
@@ -371,13 +398,13 @@ def plan_upgrade(
     if role == "first-control-plane":
         steps += [
             RunCommand(
-                (options.kubeadm, "upgrade", "plan", target),
+                (options.kubeadm, "upgrade", "plan", target, *ignore),
                 log_name="kubeadm-upgrade-plan.log",
                 purpose=f"output to {log}/kubeadm-upgrade-plan.log",
                 failure_hint="kubeadm refused the upgrade; its reasons are in the log",
             ),
             RunCommand(
-                (options.kubeadm, "upgrade", "apply", target, "-y"),
+                (options.kubeadm, "upgrade", "apply", target, "-y", *ignore),
                 log_name="kubeadm-upgrade-apply.log",
                 purpose=f"output to {log}/kubeadm-upgrade-apply.log",
                 failure_hint="kubeadm rolls the control plane back on failure; fix the cause in"
@@ -387,7 +414,7 @@ def plan_upgrade(
     else:
         steps.append(
             RunCommand(
-                (options.kubeadm, "upgrade", "node"),
+                (options.kubeadm, "upgrade", "node", *ignore),
                 log_name="kubeadm-upgrade-node.log",
                 purpose=f"output to {log}/kubeadm-upgrade-node.log",
                 failure_hint="upgrade the first control-plane node first (`--role"
@@ -424,7 +451,12 @@ def _plan_for_node(options: UpgradeOptions, runner: CommandRunner) -> UpgradePla
     check_upgrade_path(current, options.target)  # before reading the store: the clearer error
     platform = options.platform or host_platform()
     files = store_release_files(options.store, version=options.target, platform=platform)
-    listed = kubeadm_images(options.target)
+    carried = bundle_kubeadm_images(options.store, options.target)
+    if carried is not None:
+        images, exact = carried, True
+    else:
+        listed = kubeadm_images(options.target)
+        images, exact = listed.images, listed.exact
     node = options.node_name or socket.gethostname().lower()
     return plan_upgrade(
         current=current,
@@ -432,9 +464,26 @@ def _plan_for_node(options: UpgradeOptions, runner: CommandRunner) -> UpgradePla
         node_name=node,
         files=files,
         options=options,
-        images_exact=listed.exact,
-        images=listed.images,
+        images_exact=exact,
+        images=images,
     )
+
+
+def bundle_kubeadm_images(store: Path, target: str) -> tuple[str, ...] | None:
+    """The registry.k8s.io images the loaded bundle for `target` resolved (its plan asked the
+    target's own kubeadm, or its constants.go); None when no bundle in the store is for it.
+
+    Found on a real upgrade: the built-in table said etcd 3.5.9-0 for v1.28.15, while
+    v1.28.15's kubeadm (a patch release bumped etcd) wants 3.5.15-0, which the bundle carries."""
+    record = Store.open(store).newest_bundle_record() if Path(store).is_dir() else None
+    if not record:
+        return None
+    version = ((record.get("spec") or {}).get("kubernetes") or {}).get("version")
+    if version != target:
+        return None
+    images = (record.get("resolved") or {}).get("images") or []
+    listed = tuple(sorted(str(r) for r in images if str(r).startswith("registry.k8s.io/")))
+    return listed or None
 
 
 def run_upgrade(

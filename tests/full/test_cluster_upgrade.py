@@ -1,0 +1,92 @@
+"""`airlock cluster upgrade` v1.27.3 -> v1.28.15 on a real single-node cluster (make test-full).
+
+node1 is brought up from the seed bundle; a second bundle (same key, the spec at v1.28.15)
+is loaded into the node's store; `airlock cluster upgrade --to v1.28.15` runs kubeadm's
+procedure with the binaries and images from the store; the node reports v1.28.15, Ready."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airlock import system
+from airlock_lab.cluster import ClusterNode, build_cluster_bundle, gap_routes
+from airlock_lab.netns import create_netns, delete_netns
+from airlock_lab.node import LabNode
+from airlock_lab.upstream import Upstream
+
+AIRLOCK = Path(sys.executable).with_name("airlock")
+NODE, PEER, ADDRESS = "cl-u1", "cl-usw", "198.18.79.1"
+TARGET = "v1.28.15"
+CACHE = Path("/tmp/airlock-test-cache") / "upstream"
+
+pytestmark = pytest.mark.timeout(3600)
+
+
+@pytest.fixture(scope="module")
+def upgrade_upstream() -> Iterator[Upstream]:
+    with Upstream.start(CACHE, kubernetes_versions=("v1.27.3", TARGET)) as up:
+        yield up
+
+
+@pytest.fixture
+def node() -> Iterator[LabNode]:
+    lab = LabNode(NODE, netns=NODE, cgroup_root=f"/airlock-{NODE}")
+    lab.down()
+    for ns in (NODE, PEER):
+        delete_netns(ns)
+    try:
+        create_netns(NODE)
+        create_netns(PEER)
+        system.run(
+            ["ip", "-n", PEER, "link", "add", "clu0", "type", "veth", "peer", "name", "eth0",
+             "netns", NODE],
+            timeout=30,
+        )  # fmt: skip
+        system.run(["ip", "-n", PEER, "link", "set", "clu0", "up"], timeout=30)
+        system.run(["ip", "-n", NODE, "addr", "add", f"{ADDRESS}/24", "dev", "eth0"], timeout=30)
+        system.run(["ip", "-n", NODE, "link", "set", "eth0", "up"], timeout=30)
+        gap_routes(NODE, "eth0")
+        yield lab.up()
+    finally:
+        lab.down()
+        for ns in (NODE, PEER):
+            delete_netns(ns)
+
+
+def test_upgrade_v1_27_3_to_v1_28(
+    upgrade_upstream: Upstream, node: LabNode, tmp_path: Path
+) -> None:
+    sources = upgrade_upstream.sources()
+    seed = build_cluster_bundle(sources, tmp_path / "seed", airlock=AIRLOCK)
+    target = build_cluster_bundle(
+        sources,
+        tmp_path / "target",
+        airlock=AIRLOCK,
+        kubernetes_version=TARGET,
+        key=tmp_path / "seed" / "site.key",
+        sequence=2,  # the store's rollback guard: a newer bundle on the channel
+    )
+    registry = f"{ADDRESS}:5000"
+    cn = ClusterNode(node, address=ADDRESS, say=print, log_dir=tmp_path / "logs")
+    cn.install_from_bundle(seed.bundle, key=seed.key, bootstrap=seed.bootstrap)
+    cn.prepare_and_install(registries=[registry])
+    cn.init(registries=[registry])
+    cn.airlock("load", str(target.bundle), "--key", str(target.key))
+    result = cn.airlock("cluster", "upgrade", "--to", TARGET, timeout=1800)
+    print(result.stdout[-2000:])
+    cn.wait_for(
+        "the node at the target version, Ready",
+        lambda: (
+            cn.kubectl_json("get", "node", NODE)["status"]["nodeInfo"]["kubeletVersion"] == TARGET
+            and cn.node_conditions()[NODE]["Ready"] == "True"
+        ),
+        timeout=600,
+    )
+    pods = cn.pod_images()
+    api = next(v for k, v in pods.items() if "/kube-apiserver-" in k)
+    assert api.split("@")[1] == target.digests["registry.k8s.io/kube-apiserver"]
+    cn.reset()
