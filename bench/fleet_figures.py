@@ -68,6 +68,7 @@ def fan_out(work: Path, nodes: int, bundle: Path, pub: Path) -> dict[str, Any]:
                 str(pub),
             ]
             plan += [*STAGES, "--forks", str(max(count, 5)), "--json"]
+            plan += ["--run-dir", str(work / f"run-fan{count}")]
             secs, code, text = timed(fleet, plan)
             env_inv = ["-i", str(inv), "--forks", str(max(count, 5))]
             # no ssh master outlives the peer's run (one connection per host is all it needs)
@@ -95,6 +96,7 @@ def bytes_sent(work: Path, bundle: Path, pub: Path) -> dict[str, Any]:
     with SshFleet(work / "bytes", 2, tag="bb") as fleet:
         inv = fleet.inventory(work / "bytes.yml")
         argv = [AIRLOCK, "cluster", "up", "-i", str(inv), "-b", str(bundle), "--key", str(pub)]
+        argv += ["--run-dir", str(work / "run-bytes")]
         secs, code, text = timed(fleet, [*argv, *STAGES, "--json"])
         log = fleet.nodes[0].root / "var/lib/airlock/incoming/share-access.log"
         sent: dict[str, int] = {}

@@ -29,6 +29,7 @@ def _cluster(
 ) -> tuple[int, dict[str, Any]]:
     argv = [AIRLOCK, "cluster", verb, "-i", str(inventory), "-b", str(seed.parts)]
     argv += ["--key", str(seed.pub), *STAGES, "--json", *extra]
+    argv += ["--run-dir", str(fleet.work / f"run-{len(list(fleet.work.glob('run-*')))}")]
     out = fleet.run_admin(argv, timeout=1200)
     try:
         doc = json.loads(out.stdout)

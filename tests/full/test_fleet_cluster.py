@@ -50,6 +50,7 @@ def _bundle(upstream: Upstream, work: Path) -> tuple[Path, Path]:
 def _up(fleet: SshFleet, inv: Path, bundle: Path, pub: Path) -> tuple[int, dict[str, Any]]:
     argv = [AIRLOCK, "cluster", "up", "-i", str(inv), "-b", str(bundle), "--key", str(pub)]
     argv += ["--app", "podinfo", "--app-set", "replicaCount=4", "--json"]
+    argv += ["--run-dir", str(fleet.work / f"run-{len(list(fleet.work.glob('run-*')))}")]
     out = fleet.run_admin(argv, timeout=5400)
     try:
         return out.returncode, json.loads(out.stdout)
