@@ -1,10 +1,13 @@
 """The first node's share (`airlock bundle share`, a real server on loopback) and what the other
 nodes read from it (`RemoteBundle`/`RemoteSource`, `node install --from`): the signature is
 checked against the node's key, only listed blobs are served, every byte is checked while it
-streams, and the access log counts the bytes each client received."""
+streams, and the access log counts the bytes each client received. A node keeps what it fetched
+(`FETCHED_DIR`): a rerun hashes it again and fetches nothing but airlock.json and its signature;
+a kept blob that no longer matches is fetched again."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import sys
@@ -21,8 +24,10 @@ from airlock.bundle.signing import generate_keypair
 from airlock.bundle.writer import WriteResult, write_bundle
 from airlock.errors import DigestMismatch, VerificationError
 from airlock.fleet.remote import RemoteBundle, RemoteSource
+from airlock.oci.digest import file_digest
 from airlock.trust import UNVERIFIED, TrustPolicy
 from airlock_lab.bundle_testing import sample_content
+from wheel_bundles import run_script, wheel_bundle, write_script
 
 pytestmark = pytest.mark.component
 
@@ -119,3 +124,113 @@ def test_a_share_that_lies_is_caught_at_the_node(
     )
     with pytest.raises(DigestMismatch), remote.open_blob(blob) as fh:
         fh.read()
+
+
+def _served(log: Path, count: int) -> list[dict[str, object]]:
+    """The access log once it has `count` entries (the server logs just after the last byte)."""
+    served: list[dict[str, object]] = []
+    for _ in range(50):  # bounded: 5 s
+        served = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        if len(served) >= count:
+            break
+        time.sleep(0.1)
+    return served
+
+
+def _read_all(source: RemoteSource) -> int:
+    total = 0
+    for entry in source.files():
+        with source.open(entry.digest) as fh:
+            data = fh.read()
+        assert file_digest(io.BytesIO(data)) == entry.digest
+        total += len(data)
+    return total
+
+
+def test_a_rerun_fetches_nothing_it_holds_and_refetches_what_changed(
+    share: tuple[str, Path], signed: tuple[WriteResult, Path, Path], tmp_path: Path
+) -> None:
+    url, log = share
+    _, pub, _ = signed
+    cache = BlobStore(tmp_path / "fetched", durable=False)
+    first = RemoteSource(RemoteBundle(url, trust=TrustPolicy((pub,))), cache=cache)
+    _read_all(first)
+    _read_all(first)  # opened twice in one run (verify, then install): fetched once
+    listed = {e.blob_digest for e in first.files()}
+    assert set(cache.digests()) == listed and not first.reused
+    blob_requests = [e for e in _served(log, 2 + len(listed)) if "/blobs/" in str(e["path"])]
+    assert len(blob_requests) == len(listed)
+
+    # the rerun: every blob from the cache, hashed again; only airlock.json and .sig fetched
+    remote = RemoteBundle(url, trust=TrustPolicy((pub,)))
+    again = RemoteSource(remote, cache=cache)
+    _read_all(again)
+    assert again.reused == listed
+    assert remote.fetched[0] - len(remote.manifest_bytes) < 4096  # the signature, no blob
+    served = _served(log, 4 + len(listed))
+    assert len(served) == 4 + len(listed)
+    assert [e["path"] for e in served[-2:]] == ["/airlock.json", "/airlock.json.sig"]
+
+    # a kept blob altered on disk: dropped, fetched again, and the bytes used are the right ones
+    victim = sorted(listed)[0]
+    cache.path(victim).write_bytes(b"not the blob")
+    third = RemoteSource(RemoteBundle(url, trust=TrustPolicy((pub,))), cache=cache)
+    _read_all(third)
+    assert third.dropped == {victim} and third.reused == listed - {victim}
+    cache.verify(victim)
+    served = _served(log, 7 + len(listed))
+    assert served[-1]["path"] == f"/blobs/sha256/{victim.removeprefix('sha256:')}"
+
+
+def test_a_plan_uses_what_is_kept_and_keeps_nothing_new(
+    share: tuple[str, Path], signed: tuple[WriteResult, Path, Path], tmp_path: Path
+) -> None:
+    url, _ = share
+    _, pub, _ = signed
+    cache = BlobStore(tmp_path / "fetched", durable=False)
+    plan = RemoteSource(RemoteBundle(url, trust=TrustPolicy((pub,))), cache=cache, fill=False)
+    _read_all(plan)
+    assert cache.digests() == [] and not plan.reused
+
+
+def test_bootstrap_from_a_share_keeps_its_wheels(tmp_path: Path) -> None:
+    """`airlock-bootstrap.py --from URL --cache DIR` (fake wheels: pip fails after the fetch,
+    which is enough here): a second run takes the wheels from DIR, a damaged one is fetched
+    again."""
+    priv, pub = generate_keypair(tmp_path / "site")
+    wheels = []
+    for name in ("airlock-0.1.0-py3-none-any.whl", "pip-24.0-py3-none-any.whl"):
+        (tmp_path / "wheels").mkdir(exist_ok=True)
+        wheels.append(tmp_path / "wheels" / name)
+        wheels[-1].write_bytes(name.encode() * 1000)
+    built = wheel_bundle(tmp_path, wheels, key=priv)
+    port = _free_port()
+    log = tmp_path / "access.log"
+    argv = [AIRLOCK, "bundle", "share", str(built.path), "--key", str(pub)]
+    proc = system.spawn([*argv, "--listen", f"127.0.0.1:{port}", "--access-log", str(log)])
+    script = write_script(tmp_path)
+    cache = tmp_path / "fetched"
+    args = ["--from", f"http://127.0.0.1:{port}/", "--key", pub, "--venv", tmp_path / "venv"]
+    args += ["--cache", cache]
+    try:
+        for _ in range(200):  # bounded: 20 s
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        first = run_script(script, *args)
+        assert "2 wheels (" in first.stdout and "already here" not in first.stdout, first.stdout
+        kept = sorted((cache / "blobs" / "sha256").iterdir())
+        assert len(kept) == 2
+        second = run_script(script, *args)
+        assert "2 already here" in second.stdout, second.stdout + second.stderr
+        kept[0].write_bytes(b"damaged")
+        third = run_script(script, *args)
+        assert "does not match airlock.json: fetching it again" in third.stdout, third.stdout
+        assert "1 already here" in third.stdout
+    finally:
+        proc.stop()
+    paths = [str(e["path"]) for e in _served(log, 10)]
+    blobs = [p for p in paths if p.startswith("/blobs/")]
+    assert len(blobs) == 3  # two on the first run, none on the second, one on the third
+    assert not (tmp_path / "venv").exists()  # pip failed on the fake wheels: nothing left

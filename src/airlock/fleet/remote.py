@@ -4,6 +4,11 @@ airlock.json and its signature are fetched first and checked against the node's 
 (no key: refused unless allow_unsigned, then UNVERIFIED); every blob is then fetched by digest
 and hashed while it streams: a mismatch raises before the end of the blob is returned. Only
 the blobs `node install` opens are fetched, so a node receives what it needs, not the bundle.
+
+With a cache (`FETCHED_DIR` on the node, a blob directory) each blob is fetched once: written
+there only when its digest matches, and a blob already there is hashed again (locally) before
+it is used; one that does not match the signed airlock.json is dropped and fetched again. A
+rerun on a converged node so fetches airlock.json and its signature, nothing else.
 """
 
 from __future__ import annotations
@@ -14,15 +19,21 @@ import io
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import BinaryIO
 
+from airlock.blobstore import BlobStore
 from airlock.bundle.compression import open_content
 from airlock.bundle.manifest import BundleManifest, FileEntry, parse_manifest
 from airlock.bundle.signing import key_id, verify_signature
 from airlock.errors import DigestMismatch, FetchError, VerificationError
+from airlock.oci.digest import file_digest
 from airlock.trust import UNVERIFIED, TrustPolicy
 
-__all__ = ["RemoteBundle", "RemoteSource"]
+__all__ = ["FETCHED_DIR", "RemoteBundle", "RemoteSource"]
+
+# where a node keeps the blobs it fetched from the share (a blob directory, not the store)
+FETCHED_DIR = Path("/var/lib/airlock/fetched")
 
 _MAX_MANIFEST = 64 << 20
 _MAX_SIGNATURE = 4096
@@ -124,23 +135,71 @@ class RemoteBundle:
 
 
 class RemoteSource:
-    """An ArtifactSource over a RemoteBundle (`node install --from URL`)."""
+    """An ArtifactSource over a RemoteBundle (`node install --from URL`).
 
-    def __init__(self, remote: RemoteBundle) -> None:
+    `cache`: blobs already fetched (hashed again before use); `fill`: fetched blobs are kept
+    there (False under --dry-run: a plan changes nothing, but may use what is already there).
+    `reused` names the blobs taken from the cache, `dropped` those there that did not match.
+    """
+
+    def __init__(
+        self, remote: RemoteBundle, *, cache: BlobStore | None = None, fill: bool = True
+    ) -> None:
         self.remote = remote
+        self.cache = cache
+        self.fill = fill and cache is not None
+        self.reused: set[str] = set()
+        self.dropped: set[str] = set()
+        self._checked: set[str] = set()  # cached blobs hashed in this run
+        self._listed = remote.manifest.blob_map()
         self._by_digest = {f.digest: f for f in remote.manifest.files}
 
     def files(self) -> Sequence[FileEntry]:
         return list(self.remote.manifest.files)
 
+    def _cached(self, digest: str) -> Path | None:
+        """The cached blob, hashed (once per run) against the digest airlock.json pins."""
+        if self.cache is None or not self.cache.has(digest):
+            return None
+        path = self.cache.path(digest)
+        if digest in self._checked:
+            return path
+        with path.open("rb") as fh:
+            good = file_digest(fh) == digest
+        if good:
+            self._checked.add(digest)
+            self.reused.add(digest)
+            return path
+        self.dropped.add(digest)
+        if self.fill:
+            path.unlink(missing_ok=True)
+        return None
+
+    @contextlib.contextmanager
+    def _blob(self, digest: str) -> Iterator[BinaryIO]:
+        if digest not in self._listed:
+            raise VerificationError(f"blob {digest} is not listed in airlock.json")
+        path = self._cached(digest)
+        if path is None and self.fill and self.cache is not None:
+            with self.remote.open_blob(digest) as fh:
+                self.cache.put_stream(fh, digest, what=f"blob {digest} from the share")
+            self._checked.add(digest)  # hashed as it was written
+            path = self.cache.path(digest)
+        if path is None:  # no cache, or a plan: streamed, hashed as it is read
+            with self.remote.open_blob(digest) as fh:
+                yield fh
+            return
+        with path.open("rb") as fh:
+            yield fh
+
     @contextlib.contextmanager
     def open(self, digest: str) -> Iterator[BinaryIO]:
         entry = self._by_digest.get(digest)
         if entry is None or entry.stored is None:
-            with self.remote.open_blob(digest) as fh:
+            with self._blob(digest) as fh:
                 yield fh
             return
-        stored = self.remote.open_blob(entry.stored.digest)
+        stored = self._blob(entry.stored.digest)
         with (
             stored as raw,
             open_content(raw, entry.stored.compression, size=entry.size, what=entry.name) as fh,

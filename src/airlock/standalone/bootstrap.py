@@ -2,6 +2,7 @@
 
     python3 airlock-bootstrap.py BUNDLE [--key PUB ...] [--allow-unsigned] [--venv DIR]
     python3 airlock-bootstrap.py --from http://FIRST-NODE:PORT/ [--key PUB ...] [--venv DIR]
+        [--cache DIR]
 
 Nothing in the bundle is trusted before its signature: the bundle's headers are indexed (the
 hardened indexer, no extraction), airlock.json's Ed25519 signature is checked against the keys
@@ -48,6 +49,7 @@ __all__ = [
 
 EXIT_FAILED, EXIT_USAGE, EXIT_VERIFY = 1, 2, 3
 DEFAULT_VENV = Path("/opt/airlock/venv")
+DEFAULT_CACHE = Path("/var/lib/airlock/fetched")  # as `node install --from` keeps its blobs
 TRUSTED_KEYS_DIR = Path(os.environ.get("AIRLOCK_TRUSTED_KEYS", "/etc/airlock/trusted-keys"))
 MIN_PYTHON = (3, 11)
 
@@ -459,14 +461,58 @@ def _download_checked(url: str, wheel: Wheel, dest: Path) -> None:
     dest.write_bytes(data)
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _from_cache(cache: Path | None, wheel: Wheel, dest: Path) -> bool:
+    """A wheel fetched before (cache/blobs/sha256/<hex>), copied to `dest` and used when the
+    copy (what pip installs) matches airlock.json; one that does not is removed."""
+    if cache is None:
+        return False
+    blob = cache / "blobs" / "sha256" / wheel.digest.split(":", 1)[1]
+    if not blob.is_file():
+        return False
+    shutil.copyfile(blob, dest)
+    if _file_sha256(dest) == wheel.digest:
+        return True
+    _say(f"the kept {wheel.name} does not match airlock.json: fetching it again")
+    blob.unlink()
+    dest.unlink()
+    return False
+
+
+def _keep(cache: Path | None, wheel: Wheel, checked: Path) -> None:
+    """Keep a checked wheel for a later run (written aside, then renamed into place)."""
+    if cache is None:
+        return
+    blobs = cache / "blobs" / "sha256"
+    try:
+        blobs.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=blobs)
+        with os.fdopen(fd, "wb") as out, checked.open("rb") as src:
+            shutil.copyfileobj(src, out, _CHUNK)
+        os.replace(tmp, blobs / wheel.digest.split(":", 1)[1])
+    except OSError as exc:  # only a later run's speed depends on it
+        _say(f"could not keep {wheel.name} in {cache}: {exc.strerror or exc}")
+
+
 def run_from(
     url: str,
     *,
     keys: Sequence[Path] = (),
     allow_unsigned: bool = False,
     venv_dir: Path = DEFAULT_VENV,
+    cache: Path | None = None,
 ) -> str:
-    """As `run`, with airlock.json, its signature and this node's wheels fetched from a share."""
+    """As `run`, with airlock.json, its signature and this node's wheels fetched from a share.
+
+    With `cache`, wheels fetched by an earlier run (and still matching the signed airlock.json)
+    are used instead of fetched again, and wheels fetched now are kept there."""
     base = url.rstrip("/") + "/"
     manifest = _fetch(base + _AIRLOCK_JSON, _MAX_AIRLOCK_JSON)
     if manifest is None:
@@ -482,12 +528,19 @@ def run_from(
     doc = parse_manifest(manifest)
     wheels = select(listed_wheels(doc), doc)
     fetched = len(manifest) + len(signature or b"")
+    reused = 0
     with tempfile.TemporaryDirectory(prefix="airlock-wheels-") as tmp:
         for w in wheels:
+            dest = Path(tmp) / w.name
+            if _from_cache(cache, w, dest):
+                reused += 1
+                continue
             blob = f"{base}blobs/sha256/{w.digest.split(':', 1)[1]}"
-            _download_checked(blob, w, Path(tmp) / w.name)
+            _download_checked(blob, w, dest)
+            _keep(cache, w, dest)
             fetched += w.size
-        _say(f"{len(wheels)} wheels ({fetched} bytes) fetched from {base}, each checked")
+        kept = f", {reused} already here" if reused else ""
+        _say(f"{len(wheels)} wheels ({fetched} bytes fetched from {base}{kept}), each checked")
         version = install(Path(tmp), venv_dir, wheels)
     note = " UNVERIFIED" if trusted == "UNVERIFIED" else ""
     return f"airlock {version} installed{note} in {venv_dir}"
@@ -504,13 +557,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--key", type=Path, action="append", default=[], help="trusted public key")
     parser.add_argument("--allow-unsigned", action="store_true", help="install UNVERIFIED")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="where to install")
+    parser.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help="with --from: wheels kept between runs"
+    )
     args = parser.parse_args(argv)
     if (args.bundle is None) == (args.source is None):
         parser.error("give a BUNDLE or --from URL (one of them)")
     try:
         if args.source is not None:
             summary = run_from(
-                args.source, keys=args.key, allow_unsigned=args.allow_unsigned, venv_dir=args.venv
+                args.source,
+                keys=args.key,
+                allow_unsigned=args.allow_unsigned,
+                venv_dir=args.venv,
+                cache=args.cache,
             )
         else:
             summary = run(

@@ -145,12 +145,14 @@ class _Installing:
 
 
 @contextlib.contextmanager
-def _source(bundle: Path | None, options: InstallOptions) -> Iterator[_Installing]:
+def _source(
+    bundle: Path | None, options: InstallOptions, *, root: Path, dry_run: bool
+) -> Iterator[_Installing]:
     """The files to install, the resolved versions, the image references and the spec: from
     the store, or from a bundle opened (and verified: structure, signature; bytes as read), or
     from another node's share (airlock.json's signature checked; each blob's bytes as read)."""
     if options.source_url is not None:
-        yield _remote(options)
+        yield _remote(options, root=root, dry_run=dry_run)
         return
     if bundle is None:
         store = Store.open(options.store)
@@ -186,11 +188,15 @@ def _no_bundle_loaded(store: Path) -> None:
     )
 
 
-def _remote(options: InstallOptions) -> _Installing:
-    from airlock.fleet.remote import RemoteBundle, RemoteSource
+def _remote(options: InstallOptions, *, root: Path, dry_run: bool) -> _Installing:
+    """From another node's share; blobs fetched before (kept in FETCHED_DIR) are hashed again
+    and used, not fetched again (a plan uses them too, and keeps nothing new)."""
+    from airlock.blobstore import BlobStore
+    from airlock.fleet.remote import FETCHED_DIR, RemoteBundle, RemoteSource
 
     trust = trust_policy(options.keys, allow_unsigned=options.allow_unsigned)
     remote = RemoteBundle(str(options.source_url), trust=trust)
+    cache = BlobStore(host_path(FETCHED_DIR, root), durable=False)  # every use hashes it again
     m = remote.manifest
     images = [i.reference for i in m.images]
     record = (
@@ -198,14 +204,19 @@ def _remote(options: InstallOptions) -> _Installing:
         remote.manifest_bytes,
     )
     return _Installing(
-        RemoteSource(remote), dict(m.resolved), images, dict(m.spec), remote.trust, record
+        RemoteSource(remote, cache=cache, fill=not dry_run),
+        dict(m.resolved),
+        images,
+        dict(m.spec),
+        remote.trust,
+        record,
     )
 
 
 def install_node(
     bundle: Path | None, *, root: Path, dry_run: bool, options: InstallOptions
 ) -> NodeResult:
-    with _source(bundle, options) as found:
+    with _source(bundle, options, root=root, dry_run=dry_run) as found:
         source, resolved, images = found.source, found.resolved, found.images
         listen = registry_listen_addresses(
             options.registry_listen,
