@@ -5,7 +5,8 @@
   nodes, is `ansible -m ping` (Ansible's own floor: one module per host); ratio plan / ping.
 - bytes: `cluster up` (stages bootstrap + node) on 2 nodes with a real bundle (`--bundle`,
   e.g. the seed bundle `make test`'s e2e fixture builds): the bytes the first node's share sent
-  to node 2 (its access log), against the full bundle's size, which node 1 received.
+  to node 2 (its access log), against the full bundle's size, which node 1 received; then the
+  same command again (a converged node: what node 2 fetches on a rerun).
 
 Writes bench/fleet_results.json. Run:
     .venv/bin/python bench/fleet_figures.py [--nodes 20] [--bundle PARTS --key PUB]
@@ -90,28 +91,42 @@ def fan_out(work: Path, nodes: int, bundle: Path, pub: Path) -> dict[str, Any]:
     return out
 
 
+def _sent_by_client(log: Path, skip: int = 0) -> dict[str, int]:
+    sent: dict[str, int] = {}
+    for line in log.read_text().splitlines()[skip:] if log.exists() else []:
+        entry = json.loads(line)
+        sent[entry["client"]] = sent.get(entry["client"], 0) + int(entry["bytes"])
+    return sent
+
+
 def bytes_sent(work: Path, bundle: Path, pub: Path) -> dict[str, Any]:
+    """Bytes the share sent to node 2 on the first run and on a rerun (nothing changed)."""
     volumes = locate_volumes(bundle)
     total = sum(p.stat().st_size for p in volumes.paths)
     with SshFleet(work / "bytes", 2, tag="bb") as fleet:
         inv = fleet.inventory(work / "bytes.yml")
         argv = [AIRLOCK, "cluster", "up", "-i", str(inv), "-b", str(bundle), "--key", str(pub)]
-        argv += ["--run-dir", str(work / "run-bytes")]
-        secs, code, text = timed(fleet, [*argv, *STAGES, "--json"])
         log = fleet.nodes[0].root / "var/lib/airlock/incoming/share-access.log"
-        sent: dict[str, int] = {}
-        for line in log.read_text().splitlines() if log.exists() else []:
-            entry = json.loads(line)
-            sent[entry["client"]] = sent.get(entry["client"], 0) + int(entry["bytes"])
-        node2 = sent.get(fleet.nodes[1].address, 0)
-    print(f"bytes: node2 {node2} of {total} ({secs:.1f}s, exit {code})", flush=True)
+        node2 = fleet.nodes[1].address
+        secs, code, text = timed(fleet, [*argv, *STAGES, "--json", "--run-dir", str(work / "r1")])
+        first = _sent_by_client(log).get(node2, 0)
+        before = len(log.read_text().splitlines()) if log.exists() else 0
+        rsecs, rcode, rtext = timed(
+            fleet, [*argv, *STAGES, "--json", "--run-dir", str(work / "r2")]
+        )
+        rerun = _sent_by_client(log, before).get(node2, 0)
+    print(f"bytes: node2 {first} then {rerun} of {total} ({secs:.1f}s, {rsecs:.1f}s)", flush=True)
     return {
         "bundleBytes": total,
-        "bytesToNode2": node2,
-        "share": round(node2 / total, 4) if total else None,
+        "bytesToNode2": first,
+        "share": round(first / total, 4) if total else None,
+        "bytesToNode2Rerun": rerun,
+        "shareRerun": round(rerun / total, 6) if total else None,
         "upSeconds2Nodes": round(secs, 2),
         "upExit": code,
-        "tail": text[-800:] if code else "",
+        "rerunSeconds2Nodes": round(rsecs, 2),
+        "rerunExit": rcode,
+        "tail": (text if code else rtext if rcode else "")[-800:],
     }
 
 

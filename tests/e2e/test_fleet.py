@@ -42,9 +42,10 @@ def _hosts(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {h["host"]: h for h in doc["hosts"]}
 
 
-def _bytes_by_client(log: Path) -> dict[str, int]:
+def _bytes_by_client(log: Path, skip: int = 0) -> dict[str, int]:
+    """Bytes the share sent to each client (after the first `skip` requests)."""
     sent: dict[str, int] = {}
-    for line in log.read_text().splitlines():
+    for line in log.read_text().splitlines()[skip:]:
         entry = json.loads(line)
         sent[entry["client"]] = sent.get(entry["client"], 0) + int(entry["bytes"])
     return sent
@@ -101,11 +102,18 @@ def test_plan_up_faults_and_rerun(fleet: SshFleet, seed_bundle: SeedBundle, tmp_
     assert 0 < to_node2 < bundle_bytes
     print(f"bytes to node2: {to_node2} of the bundle's {bundle_bytes}")
 
-    # a rerun of the nodes that finished changes nothing (--limit as in Ansible)
+    # a rerun of the nodes that finished changes nothing (--limit as in Ansible), and node 2
+    # fetches nothing it holds: airlock.json and its signature, no blob (kept ones re-hashed)
+    log = first / "var/lib/airlock/incoming/share-access.log"
+    before = len(log.read_text().splitlines())
     code, doc = _cluster(fleet, "up", inv, seed_bundle, "--limit", "node1:node2")
     assert code == 0, doc
     assert set(_hosts(doc)) == {"node1", "node2"}
     assert doc["changed"] == 0, doc
+    rerun = [json.loads(line) for line in log.read_text().splitlines()[before:]]
+    assert {e["path"] for e in rerun} == {"/airlock.json", "/airlock.json.sig"}, rerun
+    again = _bytes_by_client(log, before)[fleet.nodes[1].address]
+    print(f"bytes to node2 on the rerun: {again}")
 
     # a link cut: node2 is named unreachable, node1 still finishes
     fleet.cut(2)
