@@ -273,6 +273,10 @@ class SshFleet:
         """Cut node `index`'s link (its sshd keeps running, unreachable)."""
         system.run(["ip", "-n", self.hub, "link", "set", f"fl{self.tag}{index}", "down"])
 
+    def mend(self, index: int) -> None:
+        """Bring node `index`'s link back (after `cut`)."""
+        system.run(["ip", "-n", self.hub, "link", "set", f"fl{self.tag}{index}", "up"])
+
     def run_admin(self, argv: list[str], *, timeout: float = 1800) -> system.CommandResult:
         """A command on the admin side (airlock cluster ...)."""
         return system.run(argv, check=False, netns=self.admin, timeout=timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -48,39 +49,6 @@ def _render(result: object) -> None:
         raise failure_summary(result)
 
 
-def _run(
-    inventory: Path,
-    *,
-    bundle: Path,
-    key: list[Path],
-    allow_unsigned: bool,
-    check: bool,
-    limit: str | None,
-    stage: list[str],
-    app: list[str],
-    app_set: list[str],
-    private_key: Path | None,
-    forks: int,
-    run_dir: Path | None,
-) -> None:
-    from airlock.verbs.fleet import FleetOptions, cluster_up
-
-    options = FleetOptions(
-        bundle=bundle,
-        keys=key,
-        allow_unsigned=allow_unsigned,
-        check=check,
-        limit=limit,
-        stages=stage,
-        apps=app,
-        app_sets=app_set,
-        private_key=private_key,
-        forks=forks,
-        run_dir=run_dir,
-    )
-    _render(cluster_up(inventory, options=options))
-
-
 _INVENTORY = typer.Option(..., "-i", "--inventory", help="Ansible inventory (INI or YAML).")
 _BUNDLE = typer.Option(..., "--bundle", "-b", help="The bundle (NAME.airlock.tar).")
 _KEY = typer.Option([], "--key", help="Trusted public key (placed on every node).")
@@ -96,46 +64,53 @@ _FORKS = typer.Option(10, "--forks", help="Nodes worked on at once.")
 _RUN_DIR = typer.Option(None, "--run-dir", help="Where the log and events go.")
 
 
-def up(
-    inventory: Path = _INVENTORY,
-    bundle: Path = _BUNDLE,
-    key: list[Path] = _KEY,
-    allow_unsigned: bool = _UNSIGNED,
-    limit: str | None = _LIMIT,
-    stage: list[str] = _STAGE,
-    app: list[str] = _APP,
-    app_set: list[str] = _APP_SET,
-    private_key: Path | None = _PKEY,
-    forks: int = _FORKS,
-    run_dir: Path | None = _RUN_DIR,
-    json_out: bool = json_option(),
-) -> None:
-    """Every node of the inventory: bootstrap, load, prepare, install, init, join, apps."""
-    use_json(json_out)
-    _run(inventory, bundle=bundle, key=key, allow_unsigned=allow_unsigned, check=False,
-         limit=limit, stage=stage, app=app, app_set=app_set, private_key=private_key, forks=forks,
-         run_dir=run_dir)  # fmt: skip
+def _fleet_command(*, check: bool, doc: str) -> Callable[..., None]:
+    """`cluster up` and `cluster plan`: the same options and run, `plan` in check mode."""
+
+    def command(
+        inventory: Path = _INVENTORY,
+        bundle: Path = _BUNDLE,
+        key: list[Path] = _KEY,
+        allow_unsigned: bool = _UNSIGNED,
+        limit: str | None = _LIMIT,
+        stage: list[str] = _STAGE,
+        app: list[str] = _APP,
+        app_set: list[str] = _APP_SET,
+        private_key: Path | None = _PKEY,
+        forks: int = _FORKS,
+        run_dir: Path | None = _RUN_DIR,
+        json_out: bool = json_option(),
+    ) -> None:
+        use_json(json_out)
+        from airlock.verbs.fleet import FleetOptions, cluster_up
+
+        options = FleetOptions(
+            bundle=bundle,
+            keys=key,
+            allow_unsigned=allow_unsigned,
+            check=check,
+            limit=limit,
+            stages=stage,
+            apps=app,
+            app_sets=app_set,
+            private_key=private_key,
+            forks=forks,
+            run_dir=run_dir,
+        )
+        _render(cluster_up(inventory, options=options))
+
+    command.__doc__ = doc
+    command.__name__ = command.__qualname__ = "plan" if check else "up"
+    return command
 
 
-def plan(
-    inventory: Path = _INVENTORY,
-    bundle: Path = _BUNDLE,
-    key: list[Path] = _KEY,
-    allow_unsigned: bool = _UNSIGNED,
-    limit: str | None = _LIMIT,
-    stage: list[str] = _STAGE,
-    app: list[str] = _APP,
-    app_set: list[str] = _APP_SET,
-    private_key: Path | None = _PKEY,
-    forks: int = _FORKS,
-    run_dir: Path | None = _RUN_DIR,
-    json_out: bool = json_option(),
-) -> None:
-    """What `cluster up` would change on each node (Ansible check and diff modes)."""
-    use_json(json_out)
-    _run(inventory, bundle=bundle, key=key, allow_unsigned=allow_unsigned, check=True,
-         limit=limit, stage=stage, app=app, app_set=app_set, private_key=private_key, forks=forks,
-         run_dir=run_dir)  # fmt: skip
+up = _fleet_command(
+    check=False,
+    doc="Every node of the inventory: bootstrap, load, prepare, install, init, join, apps.",
+)
+plan = _fleet_command(
+    check=True, doc="What `cluster up` would change on each node (Ansible check and diff modes)."
+)
 
 
 def share(

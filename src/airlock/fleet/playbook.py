@@ -3,6 +3,10 @@
 The playbook, its roles, the `airlock_verb` module and the `airlock_events` callback ship in
 this package (`airlock/fleet/ansible/`); nothing is read from /etc/ansible or ~/.ansible.cfg
 (ANSIBLE_CONFIG points at an empty file), so a run means the same everywhere.
+
+ssh keeps Ansible's own arguments (compression, a master per host) and adds keep-alives: a node
+whose link is cut while a task runs on it is named unreachable within about half a minute,
+instead of holding the run until its timeout.
 """
 
 from __future__ import annotations
@@ -12,7 +16,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["PlaybookRun", "playbook_dir", "playbook_run"]
+__all__ = ["SSH_ARGS", "PlaybookRun", "playbook_dir", "playbook_run"]
+
+SSH_ARGS = (
+    "-C -o ControlMaster=auto -o ControlPersist=60s -o ServerAliveInterval=10 "
+    "-o ServerAliveCountMax=3"
+)
 
 
 def playbook_dir() -> Path:
@@ -70,6 +79,7 @@ def playbook_run(
         "ANSIBLE_INVENTORY_ENABLED": "yaml,ini",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "ANSIBLE_PIPELINING": "1",
+        "ANSIBLE_SSH_ARGS": SSH_ARGS,
         "AIRLOCK_FLEET_EVENTS": str(events),
     }
     if control_dir is not None:  # this run's own ssh masters: none is shared with another run
