@@ -12,6 +12,8 @@ PKGS=(docker-registry skopeo umoci containerd runc containernetworking-plugins b
       conntrack socat ethtool ebtables)  # kubeadm's preflight on the lab's cluster nodes
 # `make test-full` builds the real components for linux/arm64 too: pause.c needs a cross gcc
 if [ "${AIRLOCK_DEPS_FULL:-}" = 1 ]; then PKGS+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross); fi
+# fleet: sshd on the lab's fleet nodes (cluster up -i); haproxy, the HA fleet's load balancer
+PKGS+=(openssh-server); if [ "${AIRLOCK_DEPS_FULL:-}" = 1 ]; then PKGS+=(haproxy); fi
 
 # kubectl: Debian's kubernetes-client, unless a kubectl is already there (another package may
 # own /usr/bin/kubectl, and the two conflict)
