@@ -419,3 +419,68 @@ def test_install_from_a_bundle_needs_a_key_or_says_unverified(
     signed = install(keys=[pub])
     assert signed.trust is not None and signed.trust.startswith("signed by sha256:")
     assert not (tmp_path / "root" / "usr").exists()  # a dry run
+
+
+_RUN_INSTALL = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from test_node_install import make_source, resources_for
+from airlock.node.engine import Context, apply, plan
+tmp, root = Path(sys.argv[2]), Path(sys.argv[3])
+resources = resources_for(make_source(tmp), root)
+if sys.argv[4] == "kill":  # archives unpacked, nothing applied yet: as a Ctrl-\\\\ or OOM kill
+    os.kill(os.getpid(), signal.SIGKILL)
+ctx = Context(root=root)
+apply(plan(resources, ctx), ctx)
+"""
+
+
+def _install_process(tmp: Path, root: Path, how: str) -> int:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp / "tmpdir")}
+    (tmp / "tmpdir").mkdir(exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_INSTALL, str(Path(__file__).parent), str(tmp), str(root), how],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return proc.returncode
+
+
+def test_killed_install_leaves_its_work_under_the_state_dir_and_a_rerun_clears_it(
+    tmp_path: Path,
+) -> None:
+    from airlock.node.scratch import SCRATCH_DIR
+
+    root = tmp_path / "root"
+    scratch = root / SCRATCH_DIR.lstrip("/")
+    assert _install_process(tmp_path, root, "kill") == -9
+    left = sorted(scratch.glob("work-*"))
+    assert left, "the killed run unpacked its archives under the node's state directory"
+    assert list(left[0].glob("archive-*/*")), "the unpacked members are there"
+    assert not list((tmp_path / "tmpdir").iterdir()), "nothing in the shared temp directory"
+    assert _install_process(tmp_path, root, "apply") == 0
+    assert not list(scratch.iterdir()), "the rerun removed the dead run's work and its own"
+    assert not list((tmp_path / "tmpdir").iterdir())
+    assert (root / "usr/local/bin/containerd").read_bytes() == script("containerd")
+
+
+def test_a_live_runs_work_is_never_removed(tmp_path: Path) -> None:
+    from airlock.node.scratch import Scratch, remove_dead_scratch
+
+    parent = tmp_path / "var/lib/airlock/tmp"
+    dead = parent / "work-dead"
+    (dead / "archive-1").mkdir(parents=True)
+    (dead / ".lock").touch()  # its process is gone: nobody holds the lock
+    with Scratch.create(tmp_path) as live:
+        assert live.path.parent == parent and not dead.exists()
+        (live.subdir("archive-") / "0").write_bytes(b"x")
+        assert remove_dead_scratch(parent) == []  # another run starting now keeps it
+        assert live.path.is_dir()
+    assert not live.path.exists()

@@ -4,8 +4,9 @@ Everything comes from an `ArtifactSource`: the bundle's file entries (name, kind
 digest, platform, version) and a way to open a blob by digest. Every blob used is verified
 against its manifest digest while the resources are built, i.e. before anything is installed;
 a tampered blob is a VerificationError naming the file. Archives are unpacked once into a
-private temp directory in the same pass that verifies them; members are then installed from
-there (and hashed again while they are written).
+private working directory in the same pass that verifies them; members are then installed from
+there (and hashed again while they are written). That directory is under the node's state
+directory (`airlock.node.scratch`), and what a killed run left there is removed by the next.
 
 `StoreSource` reads a plain store directory (the OCI layout `airlock load` fills, where the
 files are the titled layers of the bundle's files artifact manifest).
@@ -23,9 +24,9 @@ import hashlib
 import json
 import platform as _platform
 import re
+import shutil
 import stat
 import tarfile
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -59,6 +60,7 @@ from airlock.node.resources import (
     Service,
     Symlink,
 )
+from airlock.node.scratch import Scratch
 from airlock.node.units import (
     CONTAINERD_UNIT,
     REGISTRY_UNIT_NAME,
@@ -356,9 +358,10 @@ class Archive:
     """A release tar.gz from the bundle, verified and unpacked in one pass (regular files only,
     each to a private numbered file: no member name is ever used as a path)."""
 
-    def __init__(self, source: ArtifactSource, entry: FileRecordLike) -> None:
+    def __init__(self, source: ArtifactSource, entry: FileRecordLike, *, scratch: Scratch) -> None:
         self.entry = entry
-        self._tmp = tempfile.TemporaryDirectory(prefix="airlock-archive-")
+        self.scratch = scratch  # kept alive as long as a member may be read
+        self._dir = scratch.subdir("archive-")
         self.members: dict[str, Member] = {}
         with source.open(entry.digest) as raw:
             reader = _HashingReader(raw)
@@ -371,7 +374,7 @@ class Archive:
                         name = name[2:] if name.startswith("./") else name
                         src = tar.extractfile(info)
                         assert src is not None
-                        dest = Path(self._tmp.name) / str(n)
+                        dest = self._dir / str(n)
                         h = hashlib.sha256()
                         with dest.open("wb") as out:
                             while chunk := src.read(_CHUNK):
@@ -385,7 +388,7 @@ class Archive:
                 while reader.read(_CHUNK):
                     pass
                 if "sha256:" + reader.hasher.hexdigest() != entry.digest:
-                    self._tmp.cleanup()
+                    shutil.rmtree(self._dir, ignore_errors=True)
                     got = "sha256:" + reader.hasher.hexdigest()
                     raise DigestMismatch(
                         _label(entry), entry.digest, got, _hint_tampered(entry)
@@ -395,7 +398,7 @@ class Archive:
                 pass
         got = "sha256:" + reader.hasher.hexdigest()
         if got != entry.digest:
-            self._tmp.cleanup()
+            shutil.rmtree(self._dir, ignore_errors=True)
             raise DigestMismatch(_label(entry), entry.digest, got, _hint_tampered(entry))
 
     def member(self, name: str) -> Member:
@@ -533,8 +536,9 @@ def install_resources(
     chosen = _select(source.files(), plat)
     for tool in ("kubeadm", "kubelet", "kubectl", "runc"):
         _verify_stream(source, chosen[tool])
+    scratch = Scratch.create(root)  # removed when the last resource that reads it is gone
     archives = {
-        tool: Archive(source, chosen[tool])
+        tool: Archive(source, chosen[tool], scratch=scratch)
         for tool in ("crictl", "containerd", "cni-plugins", "helm", "k9s")
         if tool in chosen
     }
@@ -555,7 +559,12 @@ def install_resources(
     for f in package_files:  # checked against the manifest before dpkg or rpm sees it
         _verify_stream(source, f)
     packages = [
-        Package(BlobPayload(source, f), filename=f.name, family=f.name.rsplit(".", 1)[-1])
+        Package(
+            BlobPayload(source, f),
+            filename=f.name,
+            family=f.name.rsplit(".", 1)[-1],
+            scratch=scratch,
+        )
         for f in package_files
     ]
     out: list[Resource] = [

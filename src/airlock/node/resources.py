@@ -26,6 +26,7 @@ from airlock import system
 from airlock.atomic import atomic_writer
 from airlock.errors import NodeError
 from airlock.node.engine import Change, Context, Resource
+from airlock.node.scratch import Scratch
 
 __all__ = [
     "SWAP_LINE",
@@ -693,6 +694,19 @@ def dpkg_status(root: Path) -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def _workdir(scratch: Scratch | None, prefix: str) -> Iterator[Path]:
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix=f"airlock-{prefix}") as tmp:
+            yield Path(tmp)
+        return
+    path = scratch.subdir(prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class Package(Resource):
     """A local OS package file (.deb with dpkg, .rpm with rpm), installed offline.
 
@@ -702,12 +716,17 @@ class Package(Resource):
 
     kind = "package"
 
-    def __init__(self, source: Payload, *, filename: str, family: str) -> None:
+    def __init__(
+        self, source: Payload, *, filename: str, family: str, scratch: Scratch | None = None
+    ) -> None:
         if family not in ("deb", "rpm"):
             raise NodeError(f"unknown package family {family!r}", "use deb or rpm")
         self.source = source
         self.filename = filename
         self.family = family
+        # where the file is copied for dpkg/rpm: the node's state directory (what a killed
+        # run left is removed by the next), else the system's temp directory
+        self.scratch = scratch
         self._meta: tuple[str, str] | None = None
 
     @property
@@ -716,8 +735,8 @@ class Package(Resource):
 
     @contextlib.contextmanager
     def _local_file(self) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="airlock-pkg-") as tmp:
-            path = Path(tmp) / self.filename
+        with _workdir(self.scratch, "pkg-") as tmp:
+            path = tmp / self.filename
             with self.source.open() as src, path.open("wb") as out:
                 shutil.copyfileobj(src, out)
             yield path
@@ -800,10 +819,10 @@ class PackageSet(Resource):
         missing = self._missing(ctx)
         if not missing:
             return
-        with tempfile.TemporaryDirectory(prefix="airlock-pkgs-") as tmp:
+        with _workdir(missing[0].scratch, "pkgs-") as tmp:
             paths = []
             for p in missing:
-                path = Path(tmp) / p.filename
+                path = tmp / p.filename
                 with p.source.open() as src, path.open("wb") as out:
                     shutil.copyfileobj(src, out)
                 paths.append(str(path))
