@@ -16,39 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
 
 from airlock import system
-from airlock_lab.cluster import ADMIN_CONF, LAB_NODE_SETTINGS
-from airlock_lab.fleet import SshFleet
+from airlock_lab.cluster import ADMIN_CONF
+from airlock_lab.fleet import SshFleet, fleet_bundle
 from airlock_lab.upstream import Upstream
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
-
-
-def _airlock(*args: str, timeout: float = 1800) -> str:
-    return system.run([AIRLOCK, *args], timeout=timeout).stdout
-
-
-def _bundle(upstream: Upstream, work: Path) -> tuple[Path, Path]:
-    """The seed bundle, with the lab's node settings in its spec."""
-    sources = work / "sources.yaml"
-    with sources.open("w") as fh:
-        YAML().dump({"sources": upstream.sources()}, fh)
-    spec = work / "airlock.yaml"
-    _airlock("init", "--sources", str(sources), "-o", str(spec))
-    yaml = YAML()
-    doc = yaml.load(spec.read_text())
-    doc["node"] = LAB_NODE_SETTINGS
-    with spec.open("w") as fh:
-        yaml.dump(doc, fh)
-    _airlock("keys", "generate", "-o", str(work / "site"))
-    out = work / "out"
-    created = json.loads(
-        _airlock("bundle", "create", "-f", str(spec), "--cache", str(work / "cache"),
-                 "--sign", str(work / "site.key"), "-o", str(out), "--json")
-    )  # fmt: skip
-    return Path(created["bundle"]), work / "site.pub"
 
 
 def _argv(fleet: SshFleet, inv: Path, bundle: Path, pub: Path, *extra: str) -> list[str]:
@@ -113,7 +87,7 @@ def _ready(fleet: SshFleet) -> dict[str, str]:
 
 @pytest.mark.timeout(7200)
 def test_one_control_plane_two_workers_through_ansible(upstream: Upstream, tmp_path: Path) -> None:
-    bundle, pub = _bundle(upstream, tmp_path)
+    bundle, pub = fleet_bundle(upstream, tmp_path)
     with SshFleet(tmp_path / "fleet", 3, tag="full", lab_nodes=True) as fleet:
         inv = fleet.inventory(tmp_path / "hosts.yml")
         first, second, third = (node.name for node in fleet.nodes)

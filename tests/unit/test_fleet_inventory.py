@@ -24,7 +24,7 @@ ansible_user=root
 
 YAML = """\
 all:
-  vars: {ansible_user: root}
+  vars: {ansible_user: root, airlock_control_plane_endpoint: "198.18.21.2:6443"}
   children:
     control_plane:
       hosts:
@@ -58,6 +58,7 @@ def test_yaml_inventory_keeps_inventory_order(tmp_path: Path) -> None:
     inv = load_inventory(_write(tmp_path, "hosts.yml", YAML))
     assert [h.name for h in inv.control_planes] == ["cp1", "cp2"]
     assert [h.role for h in inv.hosts] == ["control-plane", "control-plane", "worker"]
+    assert inv.control_plane_endpoint == "198.18.21.2:6443"  # all:vars reach every host
     assert inv.to_json()["firstControlPlane"] == "cp1"
 
 
@@ -143,3 +144,38 @@ def test_host_in_both_groups_is_named() -> None:
 def test_host_name_is_the_address_without_ansible_host() -> None:
     inv = check_inventory(Path("i"), _data(**{"cp1.lab.example": {}}))
     assert inv.first.address == "cp1.lab.example"
+
+
+def _control_planes(*endpoints: str | None) -> dict[str, object]:
+    hostvars: dict[str, dict[str, object]] = {}
+    for i, endpoint in enumerate(endpoints, start=1):
+        hostvars[f"cp{i}"] = {"ansible_host": f"198.18.21.{10 + i}"}
+        if endpoint is not None:
+            hostvars[f"cp{i}"]["airlock_control_plane_endpoint"] = endpoint
+    return {"_meta": {"hostvars": hostvars}, "control_plane": {"hosts": list(hostvars)}}
+
+
+def test_three_control_planes_take_the_one_endpoint() -> None:
+    lb = "198.18.21.2:6443"
+    inv = check_inventory(Path("inv.yml"), _control_planes(lb, lb, lb))
+    assert inv.control_plane_endpoint == lb
+    assert inv.to_json()["controlPlaneEndpoint"] == lb
+    assert check_inventory(Path("i"), _control_planes(None)).control_plane_endpoint is None
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "expected"),
+    [
+        ((None, None, None), "3 control planes and no airlock_control_plane_endpoint"),
+        (("198.18.21.2:6443", None, "198.18.21.3:6443"), "differs between hosts (cp1: 198.18.21.2:6443, cp3: 198.18.21.3:6443)"),
+        (("198.18.21.2", "198.18.21.2", "198.18.21.2"), "'198.18.21.2' is not HOST:PORT"),
+        (("lb.lab:70000",), "'lb.lab:70000' is not HOST:PORT"),
+    ],
+)  # fmt: skip
+def test_control_plane_endpoint_mistakes_are_named(
+    endpoints: tuple[str | None, ...], expected: str
+) -> None:
+    with pytest.raises(UsageError) as err:
+        check_inventory(Path("inv.yml"), _control_planes(*endpoints))
+    assert err.value.message.startswith("inventory inv.yml: ")
+    assert expected in err.value.message

@@ -4,6 +4,9 @@
     fl-TAG-adm   the admin side (.1): runs `airlock cluster ...`, i.e. ansible-playbook and ssh
     fl-TAG-nI    node I (.10+I): Debian's sshd, its own host key, root login by the test's key
 
+    fl-TAG-lb    (`load_balancer()`) Debian's haproxy at .2: TCP to port 6443 of every control
+                 plane, each health-checked (the operator's load balancer of an HA cluster)
+
 Each sshd runs in its own mount namespace; a node made `readonly` sees its sysroot (its
 `airlock_root`) mounted read-only there, as a node whose disk went read-only would. Every node
 shares this host's files otherwise (python3, /usr), which the playbook never writes: it applies
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import shlex
 import signal
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,13 +38,16 @@ from ruamel.yaml import YAML
 
 from airlock import system
 from airlock.errors import SystemCommandError, UsageError
-from airlock_lab.cluster import gap_routes
+from airlock_lab.cluster import LAB_NODE_SETTINGS, gap_routes
 from airlock_lab.netns import check_lab_address, create_netns, delete_netns, netns_exists
 from airlock_lab.node import LabNode
+from airlock_lab.upstream import Upstream
 
-__all__ = ["SSHD", "SshFleet", "SshNode"]
+__all__ = ["HAPROXY", "SSHD", "SshFleet", "SshNode", "fleet_bundle", "haproxy_config"]
 
 SSHD = "/usr/sbin/sshd"
+HAPROXY = "/usr/sbin/haproxy"
+API_PORT = 6443
 _SUBNET = "198.19.21.0/24"
 
 
@@ -64,6 +72,7 @@ class SshFleet:
     lab_nodes: bool = False
     nodes: list[SshNode] = field(default_factory=list)
     labs: list[LabNode] = field(default_factory=list)
+    balancer: system.Process | None = None
     _started: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -205,6 +214,26 @@ class SshFleet:
         config = self._sshd_config(node, extra=[f"SetEnv PATH={lab.env()['PATH']}"])
         return lab.spawn([SSHD, "-D", "-e", "-f", str(config)], log=config.with_name("sshd.log"))
 
+    def load_balancer(self, control_planes: Iterable[int], *, port: int = API_PORT) -> str:
+        """haproxy in its own namespace (.2), forwarding TCP `port` to port 6443 of each control
+        plane (health-checked every second); returns ADDRESS:PORT (the inventory's
+        airlock_control_plane_endpoint)."""
+        if not Path(HAPROXY).is_file():
+            raise SystemCommandError(
+                f"{HAPROXY} is missing: install haproxy (AIRLOCK_DEPS_FULL=1 scripts/deps.sh)"
+            )
+        address = self._iface(2)
+        self._attach(f"fl-{self.tag}-lb", f"fl{self.tag}lb", address)
+        backends = [(n.name, n.address) for n in self.nodes if n.index in set(control_planes)]
+        config = self.work / "haproxy.cfg"
+        config.write_text(haproxy_config(f"{address}:{port}", backends))
+        system.run([HAPROXY, "-c", "-q", "-f", str(config)], timeout=30)
+        self.balancer = system.spawn(
+            [HAPROXY, "-db", "-f", str(config)], log=self.work / "haproxy.log",
+            netns=f"fl-{self.tag}-lb",
+        )  # fmt: skip
+        return f"{address}:{port}"
+
     def ssh_argv(self, node: SshNode, *command: str, key: Path | None = None) -> list[str]:
         return [
             "ssh", "-i", str(key or self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
@@ -246,6 +275,7 @@ class SshFleet:
         control_planes: Iterable[int] = (1,),
         fmt: str = "yaml",
         overrides: Mapping[int, Mapping[str, Any]] | None = None,
+        all_vars: Mapping[str, Any] | None = None,
     ) -> Path:
         """An inventory of these nodes (YAML by ruamel, or INI), control planes by index."""
         cps = set(control_planes)
@@ -255,7 +285,11 @@ class SshFleet:
             group = "control_plane" if node.index in cps else "workers"
             groups[group][node.name] = {**self.host_vars(node), **overrides.get(node.index, {})}
         if fmt == "yaml":
-            doc = {"all": {"children": {g: {"hosts": h} for g, h in groups.items()}}}
+            doc: dict[str, Any] = {
+                "all": {"children": {g: {"hosts": h} for g, h in groups.items()}}
+            }
+            if all_vars:
+                doc["all"]["vars"] = dict(all_vars)
             with path.open("w") as fh:
                 YAML().dump(doc, fh)
             return path
@@ -266,6 +300,12 @@ class SshFleet:
                 pairs = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in hv.items())
                 lines.append(f"{name} {pairs}")
             lines.append("")
+        if all_vars:
+            lines += [
+                "[all:vars]",
+                *(f"{k}={shlex.quote(str(v))}" for k, v in all_vars.items()),
+                "",
+            ]
         path.write_text("\n".join(lines))
         return path
 
@@ -284,6 +324,8 @@ class SshFleet:
     # --- down ------------------------------------------------------------------------------
 
     def stop(self) -> None:
+        if self.balancer is not None:
+            self.balancer.stop()
         for node in self.nodes:
             if node.process is not None:
                 node.process.stop()
@@ -317,3 +359,51 @@ class SshFleet:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def haproxy_config(frontend: str, backends: Iterable[tuple[str, str]]) -> str:
+    """TCP passthrough (the API servers' own TLS) to every backend's port 6443, each checked
+    every second: one that stops answering is out after two checks, back after one."""
+    lines = [
+        "global",
+        "    maxconn 512",
+        "defaults",
+        "    mode tcp",
+        "    timeout connect 3s",
+        "    timeout client 1h",
+        "    timeout server 1h",
+        "frontend kube_api",
+        f"    bind {frontend}",
+        "    default_backend control_planes",
+        "backend control_planes",
+        "    balance roundrobin",
+        *(f"    server {name} {address}:{API_PORT} check inter 1s fall 2 rise 1"
+          for name, address in backends),
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def fleet_bundle(upstream: Upstream, work: Path) -> tuple[Path, Path]:
+    """The seed bundle from `upstream`, with the lab nodes' settings in its spec, signed with
+    a key made here: (the bundle, the public key)."""
+    airlock = str(Path(sys.executable).with_name("airlock"))
+
+    def run(*args: str) -> str:
+        return system.run([airlock, *args], timeout=1800).stdout
+
+    sources = work / "sources.yaml"
+    with sources.open("w") as fh:
+        YAML().dump({"sources": upstream.sources()}, fh)
+    spec = work / "airlock.yaml"
+    run("init", "--sources", str(sources), "-o", str(spec))
+    yaml = YAML()
+    doc = yaml.load(spec.read_text())
+    doc["node"] = LAB_NODE_SETTINGS
+    with spec.open("w") as fh:
+        yaml.dump(doc, fh)
+    run("keys", "generate", "-o", str(work / "site"))
+    created = json.loads(
+        run("bundle", "create", "-f", str(spec), "--cache", str(work / "cache"),
+            "--sign", str(work / "site.key"), "-o", str(work / "out"), "--json")
+    )  # fmt: skip
+    return Path(created["bundle"]), work / "site.pub"

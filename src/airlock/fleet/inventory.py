@@ -1,7 +1,9 @@
 """An Ansible inventory, read by ansible-core's own parser (`ansible-inventory --list`), then
 checked for what airlock needs: a `control_plane` group with at least one host, an optional
-`workers` group, no host in both, an address for every host (`ansible_host`, else its name) and
-only the `airlock_*` host variables airlock knows.
+`workers` group, no host in both, an address for every host (`ansible_host`, else its name),
+only the `airlock_*` host variables airlock knows, and with two or more control planes one
+`airlock_control_plane_endpoint` (HOST:PORT of the load balancer in front of every control
+plane's API server: kubeadm's controlPlaneEndpoint), the same on every host that sets it.
 
 Parsing is ansible's (INI, YAML, directories, group_vars/host_vars beside the file), so an
 inventory that works with `ansible-playbook` works here; `check_inventory` is pure over the
@@ -23,6 +25,7 @@ from airlock.system import run
 
 __all__ = [
     "CONTROL_PLANE",
+    "ENDPOINT_VAR",
     "HOST_VARS",
     "WORKERS",
     "FleetHost",
@@ -43,7 +46,13 @@ HOST_VARS = {
     "airlock_advertise_address": "the address kubeadm advertises (default: ansible_host)",
     "airlock_registry_port": "the first node's registry port (default 5000)",
     "airlock_share_port": "the first node's share port, for the other nodes (default 5001)",
+    "airlock_control_plane_endpoint": (
+        "HOST:PORT of a load balancer in front of every control plane's API server (port 6443);"
+        " needed with two or more control planes (e.g. in all:vars)"
+    ),
 }
+ENDPOINT_VAR = "airlock_control_plane_endpoint"
+_ENDPOINT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
 _PARSE_FAILED = re.compile(r"Failed to parse inventory with '(?P<plugin>\w+)' plugin: (?P<msg>.+)")
 
@@ -61,6 +70,7 @@ class FleetInventory:
     source: Path
     control_planes: tuple[FleetHost, ...]
     workers: tuple[FleetHost, ...]
+    control_plane_endpoint: str | None = None  # HA: the load balancer every node dials
 
     @property
     def hosts(self) -> tuple[FleetHost, ...]:
@@ -74,6 +84,7 @@ class FleetInventory:
         return {
             "source": str(self.source),
             "firstControlPlane": self.first.name,
+            "controlPlaneEndpoint": self.control_plane_endpoint,
             "hosts": [{"name": h.name, "address": h.address, "role": h.role} for h in self.hosts],
         }
 
@@ -211,4 +222,35 @@ def check_inventory(source: Path, data: dict[str, Any]) -> FleetInventory:
                 "give each host its own ansible_host",
             )
         addresses[h.address] = h.name
-    return FleetInventory(source, cps, ws)
+    return FleetInventory(source, cps, ws, _endpoint(source, cps, cps + ws))
+
+
+def _endpoint(
+    source: Path, control_planes: tuple[FleetHost, ...], hosts: tuple[FleetHost, ...]
+) -> str | None:
+    """The one control-plane endpoint (kubeadm joins a second control plane only through one)."""
+    given = {h.name: str(h.vars[ENDPOINT_VAR]) for h in hosts if h.vars.get(ENDPOINT_VAR)}
+    values = sorted(set(given.values()))
+    if len(values) > 1:
+        names = ", ".join(f"{n}: {v}" for n, v in sorted(given.items()))
+        raise UsageError(
+            f"inventory {source}: {ENDPOINT_VAR} differs between hosts ({names})",
+            "the cluster has one endpoint: set it once, in all:vars",
+        )
+    if not values:
+        if len(control_planes) > 1:
+            raise UsageError(
+                f"inventory {source}: {len(control_planes)} control planes and no {ENDPOINT_VAR}",
+                "several control planes need one address in front of them all: a load balancer "
+                "that forwards HOST:PORT to port 6443 of every control plane; set "
+                f"{ENDPOINT_VAR}=HOST:PORT in all:vars",
+            )
+        return None
+    endpoint = values[0]
+    m = _ENDPOINT.match(endpoint)
+    if m is None or not 0 < int(m["port"]) < 65536:
+        raise UsageError(
+            f"inventory {source}: {ENDPOINT_VAR} {endpoint!r} is not HOST:PORT",
+            "e.g. k8s-api.example:6443, the load balancer in front of the control planes",
+        )
+    return endpoint

@@ -123,13 +123,15 @@ def main() -> None:
     if kind == "load" and p["bundle"] and p["store"] and _loaded(p["bundle"], p["store"]):
         module.exit_json(changed=False, msg="the store already holds this bundle")
     what = " ".join(p["verb"])
+    argv = [p["airlock"], *p["verb"], *p["args"], "--json"]
+    # check mode before an earlier step ran: what would run, with its arguments
+    would = " ".join(["airlock", *p["verb"], *p["args"]])
     if module.check_mode and not os.access(p["airlock"], os.X_OK):
-        module.exit_json(changed=True, msg=f"{what}: would run once airlock is installed")
+        module.exit_json(changed=True, msg=f"would run once airlock is installed: {would}")
     if p["needs"] and not os.path.exists(p["needs"]):
         if module.check_mode:
-            module.exit_json(changed=True, msg=f"{what}: would run once {p['needs']} exists")
+            module.exit_json(changed=True, msg=f"would run once {p['needs']} exists: {would}")
         module.fail_json(msg=f"{what}: {p['needs']} is missing (an earlier step did not run)")
-    argv = [p["airlock"], *p["verb"], *p["args"], "--json"]
     if module.check_mode:
         if kind in ("load",):
             module.exit_json(changed=True, msg="would load the bundle into the store")
