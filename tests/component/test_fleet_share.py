@@ -234,3 +234,28 @@ def test_bootstrap_from_a_share_keeps_its_wheels(tmp_path: Path) -> None:
     blobs = [p for p in paths if p.startswith("/blobs/")]
     assert len(blobs) == 3  # two on the first run, none on the second, one on the third
     assert not (tmp_path / "venv").exists()  # pip failed on the fake wheels: nothing left
+
+
+def test_share_as_a_unit_in_a_sysroot(
+    signed: tuple[WriteResult, Path, Path], tmp_path: Path
+) -> None:
+    """`bundle share --unit --root DIR`: the bundle is opened (signature checked) first, then the
+    unit written with the node's paths; a second run changes nothing."""
+    built, pub, _ = signed
+    root = tmp_path / "node"
+    (root / "etc").mkdir(parents=True)
+    bundle = root / "incoming" / built.path.name
+    bundle.parent.mkdir()
+    bundle.write_bytes(built.path.read_bytes())
+    base = [AIRLOCK, "bundle", "share", str(bundle), "--listen", "127.0.0.1:5001"]
+    base += ["--unit", "--root", str(root), "--json"]
+    argv = [*base, "--key", str(pub)]
+    _, other = generate_keypair(tmp_path / "other")
+    refused = system.run([*base, "--key", str(other)], check=False, timeout=60)
+    assert refused.returncode == 3 and not (root / "etc/systemd").exists()
+    first = json.loads(system.run(argv, timeout=60).stdout)
+    assert len(first["applied"]["changed"]) == 2
+    unit = (root / "etc/systemd/system/airlock-share.service").read_text()
+    assert f"bundle share /incoming/{built.path.name} --listen 127.0.0.1:5001" in unit
+    again = json.loads(system.run(argv, timeout=60).stdout)
+    assert again["plan"]["changes"] == [] and again["applied"] is None

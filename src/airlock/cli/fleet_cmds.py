@@ -124,10 +124,16 @@ def share(
     access_log: Path | None = typer.Option(
         None, "--access-log", help="JSON lines: client, path, bytes of every request."
     ),
+    unit: bool = typer.Option(
+        False, "--unit", help="Write, enable and start a systemd unit that serves (then exit)."
+    ),
+    root: Path = typer.Option(Path("/"), "--root", help="With --unit: a sysroot (nothing starts)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --unit: the plan only."),
     json_out: bool = json_option(),
 ) -> None:
     """Serve airlock.json, its signature, the bootstrap script and the bundle's blobs (read-only)
-    to the other nodes of a cluster, which fetch only what they use and check every byte."""
+    to the other nodes of a cluster, which fetch only what they use and check every byte.
+    With --unit, as a systemd unit (airlock-share.service) that outlives this session."""
     use_json(json_out)
     from airlock.bundle.handle import Bundle
     from airlock.bundle.volumes import locate_volumes
@@ -140,6 +146,13 @@ def share(
     trust = trust_policy(key, allow_unsigned=allow_unsigned)
     with Bundle.open(bundle, trust=trust, hash_content=False) as opened:
         note = opened.report.trust
+        if unit:
+            from airlock.cli.node_cmds import _render as render_node
+            from airlock.fleet.share_unit import ShareUnit, install_share_unit
+
+            wanted = ShareUnit(bundle, listen, key, allow_unsigned, max_clients, access_log)
+            render_node(install_share_unit(wanted, root=root, dry_run=dry_run), dry_run=dry_run)
+            return
 
         def ready(url: str) -> None:
             state.ready({"url": url, "trust": note})

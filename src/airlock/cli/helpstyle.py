@@ -122,6 +122,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "bundle bootstrap-script": ("airlock bundle bootstrap-script -o airlock-bootstrap.py",),
     "bundle share": (
         "airlock bundle share lab.airlock.tar --key site.pub --listen 198.18.0.10:5001",
+        "airlock bundle share lab.airlock.tar --key site.pub --listen 198.18.0.10:5001 --unit",
     ),
     "keys generate": ("airlock keys generate -o site",),
     "keys fingerprint": ("airlock keys fingerprint site.pub",),
