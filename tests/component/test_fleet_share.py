@@ -7,6 +7,7 @@ a kept blob that no longer matches is fetched again."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
@@ -48,12 +49,11 @@ def signed(tmp_path: Path) -> tuple[WriteResult, Path, Path]:
     return built, pub, priv
 
 
-@pytest.fixture
-def share(tmp_path: Path, signed: tuple[WriteResult, Path, Path]) -> Iterator[tuple[str, Path]]:
-    built, pub, _ = signed
+@contextlib.contextmanager
+def _sharing(bundle: Path, pub: Path, log: Path) -> Iterator[str]:
+    """`airlock bundle share` on a free loopback port, until the block ends: its URL."""
     port = _free_port()
-    log = tmp_path / "access.log"
-    argv = [AIRLOCK, "bundle", "share", str(built.path), "--key", str(pub)]
+    argv = [AIRLOCK, "bundle", "share", str(bundle), "--key", str(pub)]
     proc = system.spawn([*argv, "--listen", f"127.0.0.1:{port}", "--access-log", str(log)])
     try:
         for _ in range(200):  # bounded: 20 s
@@ -62,9 +62,17 @@ def share(tmp_path: Path, signed: tuple[WriteResult, Path, Path]) -> Iterator[tu
                     break
             assert proc.alive(), (proc.log and proc.log.read_text()) or "share exited"
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/", log
+        yield f"http://127.0.0.1:{port}/"
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def share(tmp_path: Path, signed: tuple[WriteResult, Path, Path]) -> Iterator[tuple[str, Path]]:
+    built, pub, _ = signed
+    log = tmp_path / "access.log"
+    with _sharing(built.path, pub, log) as url:
+        yield url, log
 
 
 def test_node_reads_only_what_it_opens_every_byte_checked(
@@ -204,20 +212,11 @@ def test_bootstrap_from_a_share_keeps_its_wheels(tmp_path: Path) -> None:
         wheels.append(tmp_path / "wheels" / name)
         wheels[-1].write_bytes(name.encode() * 1000)
     built = wheel_bundle(tmp_path, wheels, key=priv)
-    port = _free_port()
     log = tmp_path / "access.log"
-    argv = [AIRLOCK, "bundle", "share", str(built.path), "--key", str(pub)]
-    proc = system.spawn([*argv, "--listen", f"127.0.0.1:{port}", "--access-log", str(log)])
     script = write_script(tmp_path)
     cache = tmp_path / "fetched"
-    args = ["--from", f"http://127.0.0.1:{port}/", "--key", pub, "--venv", tmp_path / "venv"]
-    args += ["--cache", cache]
-    try:
-        for _ in range(200):  # bounded: 20 s
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+    with _sharing(built.path, pub, log) as url:
+        args = ["--from", url, "--key", pub, "--venv", tmp_path / "venv", "--cache", cache]
         first = run_script(script, *args)
         assert "2 wheels (" in first.stdout and "already here" not in first.stdout, first.stdout
         kept = sorted((cache / "blobs" / "sha256").iterdir())
@@ -228,8 +227,6 @@ def test_bootstrap_from_a_share_keeps_its_wheels(tmp_path: Path) -> None:
         third = run_script(script, *args)
         assert "does not match airlock.json: fetching it again" in third.stdout, third.stdout
         assert "1 already here" in third.stdout
-    finally:
-        proc.stop()
     paths = [str(e["path"]) for e in _served(log, 10)]
     blobs = [p for p in paths if p.startswith("/blobs/")]
     assert len(blobs) == 3  # two on the first run, none on the second, one on the third

@@ -71,20 +71,6 @@ def _up_cutting(
     return _doc(out)
 
 
-def _ready(fleet: SshFleet) -> dict[str, str]:
-    nodes = json.loads(
-        fleet.labs[0]
-        .run(["kubectl", "--kubeconfig", ADMIN_CONF, "get", "nodes", "-o", "json"])
-        .stdout
-    )
-    return {
-        n["metadata"]["name"]: next(
-            c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready"
-        )
-        for n in nodes["items"]
-    }
-
-
 @pytest.mark.timeout(7200)
 def test_one_control_plane_two_workers_through_ansible(upstream: Upstream, tmp_path: Path) -> None:
     bundle, pub = fleet_bundle(upstream, tmp_path)
@@ -101,7 +87,7 @@ def test_one_control_plane_two_workers_through_ansible(upstream: Upstream, tmp_p
         assert third in doc["error"]["message"]
         assert hosts[third]["status"] == "unreachable", hosts[third]
         assert hosts[first]["status"] == hosts[second]["status"] == "changed", hosts
-        assert _ready(fleet) == {first: "True", second: "True"}
+        assert fleet.ready() == {first: "True", second: "True"}
         print(f"cluster up, node 3 cut: {time.monotonic() - start:.0f} s; {hosts[third]}")
 
         # the link back: the same command converges, apps included
@@ -109,7 +95,7 @@ def test_one_control_plane_two_workers_through_ansible(upstream: Upstream, tmp_p
         code, doc = _up(fleet, inv, bundle, pub)
         assert code == 0, json.dumps(doc, indent=1)[-6000:]
         print(f"cluster up again, 3 lab nodes: {doc['seconds']} s")
-        assert _ready(fleet) == {node.name: "True" for node in fleet.nodes}
+        assert fleet.ready() == {node.name: "True" for node in fleet.nodes}
         lab = fleet.labs[0]
         pods = json.loads(
             lab.run(

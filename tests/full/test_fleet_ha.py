@@ -74,16 +74,6 @@ def _kubectl(fleet: SshFleet, *args: str, check: bool = True) -> Any:
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
-def _ready(fleet: SshFleet) -> dict[str, str]:
-    nodes = _kubectl(fleet, "get", "nodes")
-    return {
-        n["metadata"]["name"]: next(
-            c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready"
-        )
-        for n in nodes["items"]
-    }
-
-
 @pytest.mark.timeout(7200)
 def test_three_control_planes_behind_a_load_balancer(upstream: Upstream, tmp_path: Path) -> None:
     bundle, pub = fleet_bundle(upstream, tmp_path)
@@ -100,11 +90,11 @@ def test_three_control_planes_behind_a_load_balancer(upstream: Upstream, tmp_pat
             code, doc = _up(fleet, inv, bundle, pub)
             assert code == 0, json.dumps(doc, indent=1)[-6000:]
             for _ in range(300):  # bounded: 10 min
-                if _ready(fleet) == dict.fromkeys(names, "True"):
+                if fleet.ready() == dict.fromkeys(names, "True"):
                     break
                 time.sleep(2)
             ready_after = time.monotonic() - start
-        assert _ready(fleet) == dict.fromkeys(names, "True")
+        assert fleet.ready() == dict.fromkeys(names, "True")
         gib = 1 << 30
         print(
             f"3 control planes: cluster up {doc['seconds']} s, all Ready after {ready_after:.0f} s;"

@@ -38,7 +38,7 @@ from ruamel.yaml import YAML
 
 from airlock import system
 from airlock.errors import SystemCommandError, UsageError
-from airlock_lab.cluster import LAB_NODE_SETTINGS, gap_routes
+from airlock_lab.cluster import ADMIN_CONF, LAB_NODE_SETTINGS, gap_routes
 from airlock_lab.netns import check_lab_address, create_netns, delete_netns, netns_exists
 from airlock_lab.node import LabNode
 from airlock_lab.upstream import Upstream
@@ -308,6 +308,19 @@ class SshFleet:
             ]
         path.write_text("\n".join(lines))
         return path
+
+    def ready(self) -> dict[str, str]:
+        """Each Kubernetes node's Ready condition, as node 1 (a lab node with admin.conf) sees it."""
+        out = self.labs[0].run(
+            ["kubectl", "--kubeconfig", ADMIN_CONF, "--request-timeout=10s", "get", "nodes",
+             "-o", "json"], timeout=60,
+        )  # fmt: skip
+        return {
+            n["metadata"]["name"]: next(
+                c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready"
+            )
+            for n in json.loads(out.stdout)["items"]
+        }
 
     def cut(self, index: int) -> None:
         """Cut node `index`'s link (its sshd keeps running, unreachable)."""
