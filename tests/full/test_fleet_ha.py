@@ -55,6 +55,13 @@ class _Peak:
         self._thread.join(10)
 
 
+def _pods_peak(node: str) -> int:
+    """The highest memory the node's pods used (etcd, the API server...: cgroup v1's
+    max_usage of the kubelet's cgroupRoot, /airlock-NODE in the lab); 0 if not there."""
+    path = Path(f"/sys/fs/cgroup/memory/airlock-{node}/memory.max_usage_in_bytes")
+    return int(path.read_text()) if path.exists() else 0
+
+
 def _up(fleet: SshFleet, inv: Path, bundle: Path, pub: Path) -> tuple[int, dict[str, Any]]:
     argv = [AIRLOCK, "cluster", "up", "-i", str(inv), "-b", str(bundle), "--key", str(pub)]
     argv += ["--json", "--run-dir", str(fleet.work / f"run-{len(list(fleet.work.glob('run-*')))}")]
@@ -98,7 +105,9 @@ def test_three_control_planes_behind_a_load_balancer(upstream: Upstream, tmp_pat
         gib = 1 << 30
         print(
             f"3 control planes: cluster up {doc['seconds']} s, all Ready after {ready_after:.0f} s;"
-            f" memory in use {memory.base / gib:.1f} GiB before, peak {memory.peak / gib:.1f} GiB"
+            f" memory in use (whole machine) {memory.base / gib:.1f} GiB before, peak"
+            f" {memory.peak / gib:.1f} GiB; pods' peak per node (the kubelet's cgroupRoot):"
+            f" {', '.join(f'{n} {_pods_peak(n) / gib:.2f} GiB' for n in names)}"
         )
         # every control plane runs an API server and an etcd member; admin.conf names the balancer
         pods = _kubectl(fleet, "get", "pods", "-n", "kube-system")["items"]
