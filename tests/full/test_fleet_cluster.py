@@ -59,9 +59,13 @@ def _up_cutting(
         for _ in range(3600):  # bounded: 30 min
             if running.done():
                 break
-            lines = events.read_text().splitlines() if events.exists() else []
-            done = [json.loads(x) for x in lines if f'"{host}"' in x and f'"{after}"' in x]
-            if any(e.get("event") == "task" and e.get("status") == "ok" for e in done):
+            text = events.read_text() if events.exists() else ""
+            done = [json.loads(x) for x in text[: text.rfind("\n") + 1].splitlines()]
+            if any(
+                e.get("event") == "task" and e.get("host") == host and e.get("status") == "ok"
+                and str(e.get("task")).split(" : ")[-1] == after  # "role : task"
+                for e in done
+            ):  # fmt: skip
                 fleet.cut(index)
                 cut = True
                 break
