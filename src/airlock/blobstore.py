@@ -122,6 +122,19 @@ class BlobStore:
                 w.write(chunk)
             return w.commit(what)
 
+    def adopt(self, src: Path, digest: str) -> None:
+        """Move in a file its writer hashed as it wrote it (a finished download), by rename:
+        no second copy. `src` must be on this store's file system and `digest` the sha256
+        of its bytes as the writer saw them."""
+        self.ensure()
+        if self.durable:
+            with src.open("rb") as fh:
+                os.fsync(fh.fileno())
+        final = self.path(digest)
+        os.replace(src, final)
+        if self.durable:
+            fsync_dir(final.parent)
+
     def put_file(self, src: Path, expected: str | None = None) -> str:
         with src.open("rb") as fh:
             return self.put_stream(fh, expected, what=str(src))

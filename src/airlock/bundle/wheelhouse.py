@@ -57,6 +57,7 @@ __all__ = [
     "platform_tags",
     "runtime_requirements",
     "source_tree",
+    "wheelhouse_sources",
 ]
 
 PYTHONS = ("3.11", "3.12", "3.13")
@@ -358,6 +359,19 @@ def build_wheelhouse(
     for name, wheel in first.items():
         copy_if_changed(wheel, dest / name)
     return Wheelhouse(sorted(dest / n for n in first), added, kept)
+
+
+def wheelhouse_sources(
+    *,
+    pythons: Sequence[str] = PYTHONS,
+    architectures: Sequence[str] = ARCHITECTURES,
+    cache: Path | None = None,
+) -> list[Path]:
+    """The wheels `build_wheelhouse` would copy, where they are cached (nothing copied):
+    `bundle create` puts them straight into its blob store."""
+    groups, _ = _collect(pythons, architectures, cache or default_cache_dir(), source_tree())
+    first, _ = _added(groups)
+    return [first[name] for name in sorted(first)]
 
 
 def copy_if_changed(src: Path, dst: Path) -> bool:

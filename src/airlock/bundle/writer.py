@@ -25,7 +25,9 @@ import hashlib
 import os
 import tarfile
 import tempfile
+from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -120,6 +122,8 @@ from airlock.progress import ProgressSink, report_done, report_start
 __all__ = ["BundleContent", "WriteResult", "build_manifest", "write_bundle"]
 
 _CHUNK = 1 << 20
+_DEPTH = 3  # chunks in flight between the reading thread and the writing one
+_FLUSH_EVERY = 256 << 20  # start writing back this much to the disk while the rest streams in
 OUTPUT_RECORDS = "outputs"  # in the blob store's root: what each bundle output holds
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
@@ -442,6 +446,11 @@ class _Sink:
         self._old_path: Path | None = None
         self._same = 0
         self.kept: set[Path] = set()
+        # fdatasync of what is written so far, on a thread of its own: the disk writes back
+        # while the rest streams in, so the last fsync waits for the tail only
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="airlock-flush")
+        self._flushing: Future[None] | None = None
+        self._unflushed = 0
 
     def _output(self, number: int) -> Path:
         return (
@@ -494,6 +503,7 @@ class _Sink:
         return True
 
     def _open_next(self) -> BinaryIO:
+        self._wait_flush()
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + self.final.name + ".", dir=self.final.parent)
         os.fchmod(fd, 0o644)  # a bundle is not secret (it is signed), and is carried around
         lock_as_live(fd)  # a rerun after a kill removes the temp only when no writer holds it
@@ -502,6 +512,24 @@ class _Sink:
         self._vol_hash = hashlib.sha256()
         self._vol_size = 0
         return self._fh
+
+    def _flush_early(self, fh: BinaryIO, n: int) -> None:
+        self._unflushed += n
+        if self._unflushed < _FLUSH_EVERY:
+            return
+        if self._flushing is not None:
+            if not self._flushing.done():
+                return
+            self._flushing.result()  # a failed write-back (EIO, ENOSPC) is raised here
+        fh.flush()
+        self._unflushed = 0
+        self._flushing = self._flusher.submit(os.fdatasync, fh.fileno())
+
+    def _wait_flush(self) -> None:
+        flushing, self._flushing = self._flushing, None
+        self._unflushed = 0
+        if flushing is not None:
+            flushing.result()
 
     def _close_current(self) -> None:
         if self._old is not None:
@@ -518,6 +546,7 @@ class _Sink:
                 return
         if self._fh is None:
             return
+        self._wait_flush()
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
@@ -548,6 +577,7 @@ class _Sink:
                 self._diverge()
             if self._fh is not None:
                 self._fh.write(part)
+                self._flush_early(self._fh, len(part))
             if self.split is None:
                 return
             self._vol_hash.update(part)
@@ -561,7 +591,12 @@ class _Sink:
             self._open_next()
         self._close_current()
 
+    def close(self) -> None:
+        """Stop the flushing thread (after a write-back that is still running)."""
+        self._flusher.shutdown(wait=True)
+
     def discard(self) -> None:
+        self._flusher.shutdown(wait=True)
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -571,6 +606,86 @@ class _Sink:
         for t in (*self.temps, *(tmp for tmp, _ in self.recovery)):
             if t not in self.kept:
                 t.unlink(missing_ok=True)
+
+
+class _Behind:
+    """The sink's work (the whole-stream hash, the write) on a second thread, a few chunks
+    behind the reading thread (reads, blob hashes): hashlib and file I/O release the GIL, so a
+    write of the bundle uses two cores. Chunks are written in order; an error is raised in the
+    reading thread at the next chunk or at `drain`."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self._sink = sink
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="airlock-write")
+        self._pending: deque[tuple[Future[None], bytearray | None]] = deque()
+        self._free = [bytearray(_CHUNK) for _ in range(_DEPTH)]
+
+    def buffer(self) -> bytearray:
+        while not self._free:
+            self._reap()
+        return self._free.pop()
+
+    def write(self, data: bytes | memoryview, buf: bytearray | None = None) -> None:
+        self._pending.append((self._pool.submit(self._sink.write, data), buf))
+        if len(self._pending) > 2 * _DEPTH:
+            self._reap()
+
+    def _reap(self) -> None:
+        done, buf = self._pending.popleft()
+        try:
+            done.result()
+        finally:
+            if buf is not None:
+                self._free.append(buf)
+
+    def drain(self) -> None:
+        while self._pending:
+            self._reap()
+
+    def stop(self) -> None:
+        """After a failure: let queued chunks finish (their errors are moot), then stop."""
+        for f, _ in self._pending:
+            f.cancel()
+        self._pool.shutdown(wait=True)
+        self._pending.clear()
+
+
+def _copy_blob(
+    out: _Behind,
+    blobs: BlobStore,
+    entry: BlobEntry,
+    *,
+    progress: ProgressSink | None,
+    label: str,
+) -> None:
+    """One blob's bytes into the stream, hashed again on the way (the reading thread; the
+    stream's own hash is on the writing one): a corrupt cache never ends up in a bundle."""
+    hasher = hashlib.sha256()
+    copied = 0
+    with blobs.path(entry.digest).open("rb", buffering=0) as fh:
+        while True:
+            buf = out.buffer()
+            n = fh.readinto(buf)
+            if not n:
+                out.write(b"", buf)  # hands the buffer back, in order
+                break
+            view = memoryview(buf)[:n]
+            hasher.update(view)
+            copied += n
+            if copied > entry.size:
+                out.write(b"", buf)
+                break
+            out.write(view, buf)
+            if progress is not None:
+                progress.advance(label, n)
+    actual = "sha256:" + hasher.hexdigest()
+    if copied != entry.size or actual != entry.digest:
+        raise DigestMismatch(
+            f"blob {entry.digest} ({entry.source or entry.role}) in {blobs.root}",
+            entry.digest,
+            actual if copied == entry.size else f"{copied} bytes instead of {entry.size}",
+            hint="the cache is corrupt; remove that blob and fetch again",
+        )
 
 
 def _stream_tar(
@@ -584,47 +699,33 @@ def _stream_tar(
     progress: ProgressSink | None = None,
     label: str = "write",
 ) -> None:
-    def small(name: str, data: bytes) -> None:
-        sink.write(_header(name, len(data)))
-        sink.write(data)
-        sink.write(_padding(len(data)))
+    out = _Behind(sink)
+    try:
 
-    small(AIRLOCK_JSON, manifest_bytes)
-    if signature is not None:
-        small(SIGNATURE, signature)
-    small(OCI_LAYOUT, OCI_LAYOUT_CONTENT)
-    small(INDEX_JSON, index_bytes)
-    sink.write(_header(BLOBS_DIR, 0, directory=True))
-    sink.write(_header(BLOB_DIR, 0, directory=True))
-    buf = bytearray(_CHUNK)
-    report_start(progress, label, sum(e.size for e in entries))
-    for entry in entries:
-        sink.write(_header(blob_member(entry.digest), entry.size))
-        hasher = hashlib.sha256()
-        copied = 0
-        with blobs.path(entry.digest).open("rb", buffering=0) as fh:
-            while n := fh.readinto(buf):
-                view = memoryview(buf)[:n]
-                hasher.update(view)
-                copied += n
-                if copied > entry.size:
-                    break
-                sink.write(view)
-                if progress is not None:
-                    progress.advance(label, n)
-        actual = "sha256:" + hasher.hexdigest()
-        if copied != entry.size or actual != entry.digest:
-            raise DigestMismatch(
-                f"blob {entry.digest} ({entry.source or entry.role}) in {blobs.root}",
-                entry.digest,
-                actual if copied == entry.size else f"{copied} bytes instead of {entry.size}",
-                hint="the cache is corrupt; remove that blob and fetch again",
-            )
-        sink.write(_padding(entry.size))
-    report_done(progress, label)
-    end = b"\0" * (2 * _BLOCK)
-    sink.write(end)
-    sink.write(b"\0" * (-sink.size % _RECORD))
+        def small(name: str, data: bytes) -> None:
+            out.write(_header(name, len(data)))
+            out.write(data)
+            out.write(_padding(len(data)))
+
+        small(AIRLOCK_JSON, manifest_bytes)
+        if signature is not None:
+            small(SIGNATURE, signature)
+        small(OCI_LAYOUT, OCI_LAYOUT_CONTENT)
+        small(INDEX_JSON, index_bytes)
+        out.write(_header(BLOBS_DIR, 0, directory=True))
+        out.write(_header(BLOB_DIR, 0, directory=True))
+        report_start(progress, label, sum(e.size for e in entries))
+        for entry in entries:
+            out.write(_header(blob_member(entry.digest), entry.size))
+            _copy_blob(out, blobs, entry, progress=progress, label=label)
+            out.write(_padding(entry.size))
+        out.write(b"\0" * (2 * _BLOCK))
+        out.drain()
+        # the end: records fill the last 10 KiB record (sink.size is final once drained)
+        sink.write(b"\0" * (-sink.size % _RECORD))
+        report_done(progress, label)
+    finally:
+        out.stop()
 
 
 def _resolve_out(out: Path, name: str) -> Path:
@@ -881,6 +982,7 @@ def write_bundle(
             label=f"write {final.name}",
         )
         sink.finish()
+        sink.close()
         volumes: tuple[Path, ...] = ()
         if split is None:
             os.replace(sink.temps[0], final)

@@ -13,7 +13,8 @@ checksum given or fetched from `checksum_url`):
    validator is known); 206 appends, 200 means the server ignored the range: restart.
 3. Verify: the upstream checksum (sha256 or sha512) over the whole file. A mismatch deletes the
    partial and raises DigestMismatch naming URL, expected and actual; nothing enters the cache.
-4. Commit: `cache.put_file(partial, sha256)` (re-verified by the blob writer), then the record.
+4. Commit: `cache.adopt(partial, sha256)` (a rename: the bytes were hashed as they arrived;
+   the bundle writer hashes every blob again as it copies it), then the record.
 
 Steps 1-4 for one URL hold `locks/<sha256(url)>.lock` (airlock.locking, an flock): two
 `bundle create` runs sharing a cache never write the same partial file; the second waits and
@@ -485,7 +486,9 @@ class _Fetcher:
                     "the mirror or the file is wrong, or the checksum is for another file",
                 )
         digest = hasher.digest
-        await asyncio.to_thread(self.cache.put_file, dl.partial, digest)
+        # hashed as it arrived, under this URL's lock: renamed in, not copied (a second write
+        # of every byte, and a second hash, cost a cold create seconds per GB)
+        self.cache.adopt(dl.partial, digest)
         dl.discard()
         self.urls.put(_UrlRecord(req.url, digest, hasher.size, dl.etag, dl.last_modified, expected))
         if self.progress is not None:

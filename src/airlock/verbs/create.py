@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import platform as host_platform
@@ -370,28 +371,42 @@ def _resolved(spec: Spec, plan: Plan) -> dict[str, Any]:
     }
 
 
+_WHEEL_DIGESTS = "wheel-digests"  # in the cache: each cached wheel's digest, by file identity
+
+
+def _wheel_digest(cache: BlobStore, path: Path) -> str:
+    """The wheel's digest, put into the cache if missing. A wheel the cache already holds is
+    not read again while its file is the one hashed (inode, size, mtime and ctime as then):
+    every warm create read and hashed ~60 MB of wheels twice."""
+    st = path.stat()
+    identity = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    memo = cache.root / _WHEEL_DIGESTS / f"{key}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        doc = json.loads(memo.read_bytes())
+        if doc["identity"] == identity and cache.has(doc["digest"]):
+            return str(doc["digest"])
+    digest = cache.put_file(path)  # hashed while copied in
+    with contextlib.suppress(OSError):  # only a memo: without it the next create hashes again
+        write_atomic(memo, json.dumps({"identity": identity, "digest": digest}).encode())
+    return digest
+
+
 def _wheelhouse(cache: BlobStore, spec: Spec) -> list[FileArtifact]:
-    from airlock.bundle.wheelhouse import build_wheelhouse
-    from airlock.oci.digest import file_digest
+    from airlock.bundle.wheelhouse import wheelhouse_sources
 
     out = []
-    built = build_wheelhouse(
-        cache.root / "wheelhouse",
-        pythons=spec.wheelhouse.pythons,
-        architectures=spec.wheelhouse.architectures,
-    )
-    for path in built.wheels:
-        with path.open("rb") as fh:
-            digest = file_digest(fh)
-        if not cache.has(digest):
-            cache.put_file(path, digest)
+    for path in wheelhouse_sources(
+        pythons=spec.wheelhouse.pythons, architectures=spec.wheelhouse.architectures
+    ):
+        digest = _wheel_digest(cache, path)
         out.append(
             FileArtifact(
                 name=path.name,
                 kind="wheel",
                 url=f"wheel:{path.name}",
                 digest=digest,
-                size=path.stat().st_size,
+                size=cache.size(digest),
                 media_type=_MEDIA["wheel"],
                 annotations={ANNOTATION_ARTIFACT: "wheelhouse"},
             )
