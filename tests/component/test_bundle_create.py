@@ -3,6 +3,7 @@ independent readers (skopeo, umoci, openssl) and the bad inputs of the bundle is
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -384,3 +385,70 @@ def test_recovery_volumes_rebuild_what_was_lost(built: dict[str, object], tmp_pa
     proc = run("bundle", "repair", str(parts), "--key", key, check=False)
     assert proc.returncode == 3
     assert "NOT repairable" in proc.stderr and volumes[0].name in proc.stderr
+
+
+def test_changed_upstream_layer_is_never_served_from_the_old_bundle(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """The tag of an image moves to a new layer between two creates into the same output
+    with the same cache: the second bundle carries the new layer's bytes (fetched while the
+    tar is written), not the old bundle's, and verifies."""
+    import tarfile
+
+    from test_oci_client import build_manifest, tag
+
+    from airlock.bundle.layout import blob_member
+    from airlock.oci.layout import OciLayout
+    from airlock_lab.distribution import start_distribution
+
+    reg = start_distribution("changed-test", tmp_path / "data", tmp_path / "run")
+    try:
+        layout = OciLayout(tmp_path / "layout")
+        layout.init()
+        ref = "changed.test.invalid/app:1.0"
+
+        def publish(payload: bytes) -> str:
+            desc = build_manifest(layout, "amd64", [payload])
+            tag(layout, "v", desc)
+            subprocess.run(
+                [
+                    "skopeo", "--insecure-policy", "copy", "--preserve-digests",
+                    "--dest-tls-verify=false", f"oci:{layout.root}:v",
+                    f"docker://127.0.0.1:{reg.port}/app:1.0",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )  # fmt: skip
+            manifest = json.loads(layout.read(desc["digest"]))
+            return str(manifest["layers"][0]["digest"])
+
+        old_layer = publish(os.urandom(300_000))
+        doc = YAML().load(write_spec(tmp_path, upstream).read_text())
+        doc["images"] = [*doc["images"], ref]
+        doc["sources"]["registries"]["changed.test.invalid"] = {"url": reg.url, "insecure": True}
+        doc["wheelhouse"] = {"pythons": ["3.11"], "architectures": ["x86_64"]}
+        spec = tmp_path / "changed.yaml"
+        with spec.open("w") as fh:
+            YAML().dump(doc, fh)
+        run("keys", "generate", "--out", str(tmp_path / "k"))
+        sign = ("--sign", str(tmp_path / "k.key"), "--json")
+        first = json.loads(
+            create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=sign).stdout
+        )
+        new_bytes = os.urandom(300_000)
+        new_layer = publish(new_bytes)
+        second = json.loads(
+            create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=sign).stdout
+        )
+    finally:
+        reg.stop()
+    assert first["bundle"] == second["bundle"] and first["sha256"] != second["sha256"]
+    bundle = Path(second["bundle"])
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+        assert blob_member(old_layer) not in names
+        member = tar.extractfile(blob_member(new_layer))
+        assert member is not None
+        assert gzip.decompress(member.read()).find(new_bytes) > 0
+    run("bundle", "verify", str(bundle), "--key", str(tmp_path / "k.pub"))

@@ -31,7 +31,7 @@ from aiohttp import web
 from airlock.blobstore import BlobStore
 from airlock.content import BlobRole, ImageArtifact
 from airlock.errors import DigestMismatch, RegistryError
-from airlock.oci.client import Endpoint, pull_images
+from airlock.oci.client import Endpoint, LayerFetch, fetch_layers, pull_images
 from airlock.oci.digest import sha256_digest
 from airlock.oci.layout import OciLayout, canonical_json
 from airlock.oci.media import (
@@ -214,6 +214,41 @@ class _Recorder:
 
     def done(self, name: str) -> None:
         self.finished.append(name)
+
+
+def test_deferred_layers_are_listed_then_fetched(
+    real_registry: RealRegistry, tmp_path: Path
+) -> None:
+    """bundle create's order: manifests and configs first, the layers missing from the store
+    listed (each once, with its progress label), then fetched and verified by fetch_layers."""
+    reg = real_registry
+    dest = BlobStore(tmp_path / "dest")
+    eps = {"registry.k8s.io": Endpoint(reg.url, insecure=True)}
+    deferred: list[LayerFetch] = []
+    (art,) = run(pull(dest, ["registry.k8s.io/pause:3.9"], eps, deferred=deferred))
+    layers = [b.digest for b in art.blobs if b.role == BlobRole.LAYER]
+    assert [d.digest for d in deferred] == layers and len(layers) == 2
+    assert [d.label for d in deferred] == [
+        "registry.k8s.io/pause:3.9 layer 1/2",
+        "registry.k8s.io/pause:3.9 layer 2/2",
+    ]
+    assert not any(dest.has(d) for d in layers)
+    assert all(dest.has(b.digest) for b in art.blobs if b.role != BlobRole.LAYER)
+    arrived: list[str] = []
+
+    async def fetch() -> None:
+        async with aiohttp.ClientSession() as session:
+            await fetch_layers(
+                deferred, dest=dest, endpoints=eps, session=session, on_fetched=arrived.append
+            )
+
+    run(fetch())
+    assert sorted(arrived) == sorted(layers)
+    for d in layers:
+        dest.verify(d)
+    again: list[LayerFetch] = []
+    run(pull(dest, ["registry.k8s.io/pause:3.9"], eps, deferred=again))
+    assert again == []  # everything is in the store now
 
 
 def test_download_progress_is_labelled_by_image_and_layer(

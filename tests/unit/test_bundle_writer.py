@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import tarfile
+import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -14,8 +16,8 @@ from airlock.bundle.layout import AIRLOCK_JSON, INDEX_JSON, OCI_LAYOUT, SIGNATUR
 from airlock.bundle.manifest import parse_manifest
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.volumes import load_parts
-from airlock.bundle.writer import BundleContent, write_bundle
-from airlock.errors import AirlockError, DigestMismatch, UsageError
+from airlock.bundle.writer import Arrivals, BundleContent, write_bundle
+from airlock.errors import AirlockError, DigestMismatch, RegistryError, UsageError
 from airlock.oci.digest import sha256_digest
 from airlock.oci.media import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, ANNOTATION_TITLE
 from airlock_lab.bundle_testing import put_file, sample_content
@@ -224,3 +226,40 @@ def test_tar_is_streamed_not_buffered(tmp_path: Path, store: BlobStore) -> None:
         tracemalloc.stop()
     assert result.size > 16 * MiB
     assert peak < 4 * MiB
+
+
+def test_a_blob_still_arriving_is_waited_for(
+    tmp_path: Path, store: BlobStore, content: BundleContent
+) -> None:
+    """bundle create writes while layers download: the writer waits for a blob it reaches
+    before it is in the store, and the bundle is the one a write after the download gives."""
+    whole = write_bundle(content, blobs=store, out=tmp_path / "whole.airlock.tar")
+    layer = content.images[1].blobs[-1]
+    data = store.read(layer.digest)
+    store.path(layer.digest).unlink()
+    arrivals = Arrivals([layer.digest])
+
+    def download() -> None:
+        time.sleep(0.3)
+        store.put_bytes(data, layer.digest)
+        arrivals.arrived(layer.digest)
+
+    thread = threading.Thread(target=download)
+    thread.start()
+    late = write_bundle(content, blobs=store, out=tmp_path / "late.airlock.tar", arrivals=arrivals)
+    thread.join()
+    assert late.path.read_bytes() == whole.path.read_bytes()
+
+
+def test_a_failed_download_stops_the_writer_and_leaves_nothing(
+    tmp_path: Path, store: BlobStore, content: BundleContent
+) -> None:
+    layer = content.images[1].blobs[-1]
+    store.path(layer.digest).unlink()
+    arrivals = Arrivals([layer.digest])
+    arrivals.stop(RegistryError("not found: the registry lost it"))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(AirlockError, match=f"{layer.digest} did not arrive: not found"):
+        write_bundle(content, blobs=store, out=out, arrivals=arrivals)
+    assert list(out.iterdir()) == []

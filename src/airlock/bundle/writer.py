@@ -25,6 +25,7 @@ import hashlib
 import os
 import tarfile
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -119,7 +120,7 @@ from airlock.oci.media import (
 )
 from airlock.progress import ProgressSink, report_done, report_start
 
-__all__ = ["BundleContent", "WriteResult", "build_manifest", "write_bundle"]
+__all__ = ["Arrivals", "BundleContent", "WriteResult", "build_manifest", "write_bundle"]
 
 _CHUNK = 1 << 20
 _DEPTH = 3  # chunks in flight between the reading thread and the writing one
@@ -608,6 +609,44 @@ class _Sink:
                 t.unlink(missing_ok=True)
 
 
+class Arrivals:
+    """Blobs still on their way into the store while the bundle is written (bundle create
+    fetches layers as the writer streams the tar): the writer waits for each one it reaches;
+    a failed fetch stops it with that failure."""
+
+    def __init__(self, pending: Iterable[str]) -> None:
+        self._cond = threading.Condition()
+        self._pending = set(pending)
+        self._error: BaseException | None = None
+
+    def expects(self, digest: str) -> bool:
+        with self._cond:
+            return digest in self._pending
+
+    def arrived(self, digest: str) -> None:
+        with self._cond:
+            self._pending.discard(digest)
+            self._cond.notify_all()
+
+    def stop(self, error: BaseException) -> None:
+        """No more arrivals: a writer waiting (now or later) for a pending blob gets `error`."""
+        with self._cond:
+            if self._error is None:
+                self._error = error
+            self._cond.notify_all()
+
+    def wait(self, digest: str) -> None:
+        with self._cond:
+            while digest in self._pending and self._error is None:
+                self._cond.wait()
+            if digest in self._pending:
+                assert self._error is not None
+                raise AirlockError(
+                    f"blob {digest} did not arrive: {self._error}",
+                    "see the fetch error; a rerun fetches what is missing",
+                ) from self._error
+
+
 class _Behind:
     """The sink's work (the whole-stream hash, the write) on a second thread, a few chunks
     behind the reading thread (reads, blob hashes): hashlib and file I/O release the GIL, so a
@@ -657,12 +696,22 @@ def _copy_blob(
     *,
     progress: ProgressSink | None,
     label: str,
+    arrivals: Arrivals | None,
 ) -> None:
     """One blob's bytes into the stream, hashed again on the way (the reading thread; the
     stream's own hash is on the writing one): a corrupt cache never ends up in a bundle."""
+    if arrivals is not None:
+        arrivals.wait(entry.digest)
     hasher = hashlib.sha256()
     copied = 0
-    with blobs.path(entry.digest).open("rb", buffering=0) as fh:
+    try:
+        src = blobs.path(entry.digest).open("rb", buffering=0)
+    except FileNotFoundError:
+        raise AirlockError(
+            f"blob {entry.digest} ({entry.source or entry.role}) is not in {blobs.root}",
+            "fetch the content again (`airlock bundle create` fetches what is missing)",
+        ) from None
+    with src as fh:
         while True:
             buf = out.buffer()
             n = fh.readinto(buf)
@@ -698,6 +747,7 @@ def _stream_tar(
     entries: Sequence[BlobEntry],
     progress: ProgressSink | None = None,
     label: str = "write",
+    arrivals: Arrivals | None = None,
 ) -> None:
     out = _Behind(sink)
     try:
@@ -717,7 +767,7 @@ def _stream_tar(
         report_start(progress, label, sum(e.size for e in entries))
         for entry in entries:
             out.write(_header(blob_member(entry.digest), entry.size))
-            _copy_blob(out, blobs, entry, progress=progress, label=label)
+            _copy_blob(out, blobs, entry, progress=progress, label=label, arrivals=arrivals)
             out.write(_padding(entry.size))
         out.write(b"\0" * (2 * _BLOCK))
         out.drain()
@@ -921,11 +971,13 @@ def write_bundle(
     split: int | None = None,
     recovery: float | None = None,
     progress: ProgressSink | None = None,
+    arrivals: Arrivals | None = None,
 ) -> WriteResult:
     """Write `content` as a bundle at `out`: a path ending in `.tar`, or a directory that gets
     NAME.airlock.tar (or its volumes and parts file when `split` is given). `recovery`, a
     percentage of the data volumes (with `split`), adds recovery volumes, the recovery index
-    and the boot copies (format 1.2)."""
+    and the boot copies (format 1.2). `arrivals`: blobs still being fetched into `blobs`,
+    waited for as the stream reaches them."""
     if split is not None and split < MIN_VOLUME_SIZE:
         raise UsageError(
             f"--split {split} is too small: volumes must be at least 1 MiB",
@@ -937,7 +989,7 @@ def write_bundle(
         if not blobs.has(digest):
             blobs.put_bytes(data, digest)
     for entry in manifest.blobs:
-        if not blobs.has(entry.digest):
+        if not blobs.has(entry.digest) and not (arrivals and arrivals.expects(entry.digest)):
             raise AirlockError(
                 f"blob {entry.digest} ({entry.source or entry.role}) is not in {blobs.root}",
                 "fetch the content again (`airlock bundle create` fetches what is missing)",
@@ -980,6 +1032,7 @@ def write_bundle(
             entries=manifest.blobs,
             progress=progress,
             label=f"write {final.name}",
+            arrivals=arrivals,
         )
         sink.finish()
         sink.close()

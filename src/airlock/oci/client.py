@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -76,9 +76,11 @@ from airlock.oci.ref import DOCKER_HUB, Reference
 __all__ = [
     "MANIFEST_ACCEPT",
     "Endpoint",
+    "LayerFetch",
     "Manifest",
     "RegistryClient",
     "default_endpoint",
+    "fetch_layers",
     "pull_images",
 ]
 
@@ -489,6 +491,17 @@ class RegistryClient:
             raise RegistryError(f"{what}: {exc}", hint) from exc
 
 
+@dataclass(frozen=True)
+class LayerFetch:
+    """A layer `pull_images(deferred=...)` left for `fetch_layers` (not in the store yet)."""
+
+    ref: Reference
+    digest: str
+    size: int
+    what: str  # the image reference, for messages
+    label: str  # "name:tag layer 2/3", for progress
+
+
 class _Puller:
     def __init__(
         self,
@@ -517,6 +530,7 @@ class _Puller:
         self.clients: dict[str, RegistryClient] = {}
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self.checked: set[str] = set()
+        self.deferred: dict[str, LayerFetch] | None = None  # set: layers are listed, not fetched
 
     def client(self, host: str) -> RegistryClient:
         if host not in self.clients:
@@ -669,14 +683,21 @@ class _Puller:
             layers.extend(
                 _descriptor(d, what=f"the manifest {m.digest} of {what}") for d in raw_layers
             )
-        await gather_or_cancel(
-            [
-                asyncio.ensure_future(
-                    self.ensure_blob(ref, d, what=what, label=f"{what} layer {i}/{len(layers)}")
-                )
-                for i, d in enumerate(layers, 1)
-            ]
-        )
+        if self.deferred is not None:
+            for i, d in enumerate(layers, 1):
+                digest = str(d["digest"])
+                if digest not in self.deferred and not await self._present(digest):
+                    label = f"{what} layer {i}/{len(layers)}"
+                    self.deferred[digest] = LayerFetch(ref, digest, int(d["size"]), what, label)
+        else:
+            await gather_or_cancel(
+                [
+                    asyncio.ensure_future(
+                        self.ensure_blob(ref, d, what=what, label=f"{what} layer {i}/{len(layers)}")
+                    )
+                    for i, d in enumerate(layers, 1)
+                ]
+            )
         for c in configs:
             blobs.append(
                 Blob(c["digest"], c["size"], str(c.get("mediaType", "")), BlobRole.CONFIG, what)
@@ -728,12 +749,15 @@ async def pull_images(
     verify_existing: bool = False,
     credentials: CredentialStore | None = None,
     notices: list[str] | None = None,
+    deferred: list[LayerFetch] | None = None,
 ) -> list[ImageArtifact]:
     """Pull every reference into `dest` (verified), in order; empty `platforms` = all.
 
     `endpoints` is keyed by upstream registry host; a host without one is reached directly.
     `credentials` answers challenges (per host contacted); `notices` collects what the user
-    should hear (a rate limit nearly used up).
+    should hear (a rate limit nearly used up). With `deferred`, layers missing from `dest`
+    are appended there (each once) instead of fetched: `fetch_layers` fetches them later
+    (bundle create, while it writes the bundle); manifests and configs are fetched as always.
     """
     wanted = [parse_platform(p) for p in platforms]
     dest.ensure()
@@ -749,15 +773,67 @@ async def pull_images(
         credentials=credentials,
         notices=notices,
     )
+    listed = None
+    if deferred is not None:
+        listed = puller.deferred = {d.digest: d for d in deferred}
     try:
         tasks = [asyncio.ensure_future(puller.pull(r)) for r in refs]
-        return await gather_or_cancel(tasks)
+        images = await gather_or_cancel(tasks)
+        if deferred is not None and listed is not None:
+            deferred[:] = list(listed.values())  # the ones given first, then the new ones
+        return images
     finally:
-        pending = [t for t in puller.inflight.values() if not t.done()]
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        for t in puller.inflight.values():
-            if t.done() and not t.cancelled():
-                t.exception()  # retrieved: no "exception never retrieved" noise
+        await _stop(puller)
+
+
+async def _stop(puller: _Puller) -> None:
+    """Cancel fetches still running (a failure elsewhere), retrieving every outcome."""
+    pending = [t for t in puller.inflight.values() if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    for t in puller.inflight.values():
+        if t.done() and not t.cancelled():
+            t.exception()  # retrieved: no "exception never retrieved" noise
+
+
+async def fetch_layers(
+    layers: Sequence[LayerFetch],
+    *,
+    dest: BlobStore,
+    endpoints: Mapping[str, Endpoint],
+    session: aiohttp.ClientSession,
+    concurrency: int = 8,
+    progress: ProgressSink | None = None,
+    retries: int = 4,
+    backoff: float = 0.5,
+    credentials: CredentialStore | None = None,
+    notices: list[str] | None = None,
+    on_fetched: Callable[[str], None] | None = None,
+) -> None:
+    """Fetch layers `pull_images` deferred into `dest` (verified), started in the order given
+    (at most `concurrency` at once); `on_fetched(digest)` as each one is in `dest`."""
+    puller = _Puller(
+        dest=dest,
+        endpoints=endpoints,
+        platforms=[],
+        session=session,
+        concurrency=concurrency,
+        policy=RetryPolicy(retries=retries, base_delay=backoff),
+        progress=progress,
+        verify_existing=False,
+        credentials=credentials,
+        notices=notices,
+    )
+
+    async def one(layer: LayerFetch) -> None:
+        desc = {"digest": layer.digest, "size": layer.size}
+        await puller.ensure_blob(layer.ref, desc, what=layer.what, label=layer.label)
+        if on_fetched is not None:
+            on_fetched(layer.digest)
+
+    try:
+        await gather_or_cancel([asyncio.ensure_future(one(layer)) for layer in layers])
+    finally:
+        await _stop(puller)

@@ -25,12 +25,12 @@ from airlock import system
 from airlock.atomic import write_atomic
 from airlock.blobstore import BlobStore
 from airlock.bundle.compression import Compression, compress_files
-from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
+from airlock.bundle.writer import Arrivals, BundleContent, WriteResult, write_bundle
 from airlock.content import FileArtifact, ImageArtifact, UpstreamChecksum
 from airlock.errors import AirlockError
 from airlock.fetch.downloader import FetchedFile, FileRequest, ProgressSink, fetch_files
 from airlock.fetch.network import NetworkOptions
-from airlock.oci.client import Endpoint, pull_images
+from airlock.oci.client import Endpoint, LayerFetch, fetch_layers, pull_images
 from airlock.oci.credentials import CredentialRef, CredentialStore
 from airlock.oci.digest import digest_hex
 from airlock.oci.ref import parse_reference
@@ -261,8 +261,15 @@ def _read_list(path: Path) -> list[str] | None:
 
 
 async def _fetch_all(
-    spec: Spec, plan: Plan, cache: BlobStore, opts: CreateOptions, warnings: list[str]
+    spec: Spec,
+    plan: Plan,
+    cache: BlobStore,
+    opts: CreateOptions,
+    warnings: list[str],
+    deferred: list[LayerFetch],
 ) -> tuple[list[FileArtifact], list[ImageArtifact], list[FetchedFile]]:
+    """Files (checked, compressed), image manifests and configs; the layers missing from the
+    cache are listed in `deferred`, fetched while the bundle is written (`_write`)."""
     pairs = _file_requests(plan, dict(spec.sources.files))
     refs = [parse_reference(a.source) for a in plan.images()]
     endpoints = _endpoints(spec)
@@ -288,6 +295,7 @@ async def _fetch_all(
                 progress=opts.progress,
                 credentials=credentials,
                 notices=warnings,
+                deferred=deferred,
             )
         )
 
@@ -337,6 +345,7 @@ async def _fetch_all(
                     progress=opts.progress,
                     credentials=credentials,
                     notices=warnings,
+                    deferred=deferred,
                 )
                 for r in missing:
                     plan.artifacts.append(
@@ -349,6 +358,67 @@ async def _fetch_all(
                         )
                     )
     return files, images, fetched
+
+
+async def _write(
+    spec: Spec,
+    content: BundleContent,
+    cache: BlobStore,
+    opts: CreateOptions,
+    warnings: list[str],
+    deferred: Sequence[LayerFetch],
+) -> WriteResult:
+    """Write the bundle while the layers it still lacks download: in the order the tar holds
+    them (by digest), so the writer, a few blobs behind, copies each one while it is still in
+    the page cache and the disk writes the bundle during the downloads, not after them. A
+    bundle already written (nothing changed) returns at once; the fetches are dropped."""
+    omitted = set(content.omitted)
+    needed = {b.digest for i in content.images for b in i.blobs} - omitted
+    todo = sorted((d for d in deferred if d.digest in needed), key=lambda d: d.digest)
+    arrivals = Arrivals(d.digest for d in todo)
+    credentials = registry_credentials(spec, auth_file=opts.registry_auth, spec_dir=opts.spec_dir)
+    async with opts.network.session(limit=max(4, opts.concurrency * 2)) as session:
+        fetching = asyncio.create_task(
+            fetch_layers(
+                todo,
+                dest=cache,
+                endpoints=_endpoints(spec),
+                session=session,
+                concurrency=opts.concurrency,
+                progress=opts.progress,
+                credentials=credentials,
+                notices=warnings,
+                on_fetched=arrivals.arrived,
+            )
+        )
+
+        def fetched(task: asyncio.Task[None]) -> None:
+            failure = None if task.cancelled() else task.exception()
+            arrivals.stop(failure or AirlockError("the downloads stopped"))
+
+        fetching.add_done_callback(fetched)
+        try:
+            return await asyncio.to_thread(
+                write_bundle,
+                content,
+                blobs=cache,
+                out=opts.output or Path.cwd(),
+                sign_key=opts.sign_key,
+                split=opts.split,
+                recovery=opts.recovery,
+                progress=opts.progress,
+                arrivals=arrivals,
+            )
+        except BaseException:
+            cause = fetching.exception() if fetching.done() and not fetching.cancelled() else None
+            if cause is not None:
+                raise cause from None  # the fetch's own error, not the writer's echo of it
+            raise
+        finally:
+            # the writer thread never waits on a fetch that stopped (Ctrl-C, a failure)
+            arrivals.stop(AirlockError("bundle create stopped"))
+            fetching.cancel()
+            await asyncio.gather(fetching, return_exceptions=True)
 
 
 def _resolved(spec: Spec, plan: Plan) -> dict[str, Any]:
@@ -428,8 +498,8 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     """Resolve, fetch everything (verified, cached, concurrent) and write the bundle.
 
     With `since`, the bundle is a delta: every blob the inventory (or old bundle) holds is left
-    out and listed as omitted. Unchanged blobs may still be downloaded into a cold cache (the
-    fetcher needs them to resolve and verify the images), but none of them goes into the bundle.
+    out and listed as omitted; the layers it leaves out are not downloaded (manifests and
+    configs are: they resolve and pin the images).
     """
     baseline = None
     if options.since is not None:
@@ -449,8 +519,10 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     cache.ensure()
     cache.remove_temp_files()  # blobs a killed run was writing (a live writer's are locked)
     warnings = list(plan.warnings)
-    # files come back checked and in their stored form (compressed while images download)
-    files, images, fetched = asyncio.run(_fetch_all(spec, plan, cache, options, warnings))
+    # files come back checked and in their stored form (compressed while images download);
+    # the layers the cache lacks are fetched while the bundle is written
+    deferred: list[LayerFetch] = []
+    files, images, fetched = asyncio.run(_fetch_all(spec, plan, cache, options, warnings, deferred))
     wheels = _wheelhouse(cache, spec) if options.wheelhouse else []
     content = BundleContent(
         name=spec.metadata.name,
@@ -469,16 +541,7 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
 
         content, delta = apply_baseline(content, baseline)
         warnings.extend(baseline.warnings)
-    out = options.output or Path.cwd()
-    written = write_bundle(
-        content,
-        blobs=cache,
-        out=out,
-        sign_key=options.sign_key,
-        split=options.split,
-        recovery=options.recovery,
-        progress=options.progress,
-    )
+    written = asyncio.run(_write(spec, content, cache, options, warnings, deferred))
     bootstrap = None
     if wheels:
         from airlock.atomic import write_atomic
