@@ -441,6 +441,11 @@ class DiskFloor(RuntimeError):
 
 
 HEADROOM = [0]  # bytes one step of the current scale may write (set per scale)
+GROUPS: set[str] = set()  # --groups: only these figure groups (create always runs); empty: all
+
+
+def want(group: str) -> bool:
+    return not GROUPS or group in GROUPS
 
 
 def guard() -> None:
@@ -476,6 +481,8 @@ class Group:
         theirs: Callable[[], None],
         show: Sequence[str],
     ) -> None:
+        if not want(group) and group != "create":
+            return
         try:
             for i in range(rounds):
                 for f in (ours, theirs) if i % 2 == 0 else (theirs, ours):
@@ -532,6 +539,8 @@ def _run_scale(
             g.add("create_cold", m)
             info.update(bundle=data["bundle"], size=data["size"], unique=data["uniqueBlobBytes"])
             g.add("create_warm", create(sc, sc.spec, cache, out)[0])
+            # the floor of any airlock command: the interpreter and the CLI's imports
+            g.add("airlock_startup", gnu_time([AIRLOCK, "version"])[0])
             disk_mark()
             # the same cold create without compressing the files: what zstd costs
             raw_cache, raw_out = fresh(work / "cache-raw"), fresh(work / "out-raw")
@@ -547,7 +556,13 @@ def _run_scale(
             rounds,
             airlock_create,
             lambda: g.add("peer_skopeo_curl", peer_create(sc, sc.images, sc.fetch_urls)),
-            ["create_cold", "create_warm", "create_cold_nocompress", "peer_skopeo_curl"],
+            [
+                "create_cold",
+                "create_warm",
+                "airlock_startup",
+                "create_cold_nocompress",
+                "peer_skopeo_curl",
+            ],
         )
         bundle = Path(info["bundle"])
 
@@ -574,149 +589,173 @@ def _run_scale(
         )
 
         # 3. verify: one tar against one openssl, a split bundle against two
-        paths = blob_paths(cache, info, bundle)
-        info["blob_bytes"] = sum(s for s, _ in paths)
-        split = max(16 * 2**20, info["size"] // 4 + 1)
-        _, sdata = create(sc, sc.spec, cache, work / "split", "--split", str(split))
-        info["split_volumes"] = len(sdata["volumes"])
-        disk_mark()
-        ssl1 = ["openssl", "dgst", "-sha256", *[p for _, p in paths]]
-        ssl2 = [["openssl", "dgst", "-sha256", *h] for h in halves(paths)]
-        verify = [AIRLOCK, "bundle", "verify", str(bundle), "--key", str(sc.pub), "--progress=none"]
-        vsplit = [
-            AIRLOCK,
-            "bundle",
-            "verify",
-            sdata["bundle"],
-            "--key",
-            str(sc.pub),
-            "--progress=none",
-        ]
-        gnu_time(ssl1)  # the page cache holds both sides' bytes (RAM >> 8x)
-        g.rounds(
-            "verify",
-            rounds,
-            lambda: g.add("verify", gnu_time(verify)[0]),
-            lambda: g.add("openssl_1", gnu_time(ssl1)[0]),
-            ["verify", "openssl_1"],
-        )
-        g.rounds(
-            "verify_split",
-            rounds,
-            lambda: g.add("verify_split", gnu_time(vsplit)[0]),
-            lambda: g.add("openssl_2", gnu_time_parallel(ssl2)),
-            ["verify_split", "openssl_2"],
-        )
-        shutil.rmtree(work / "split")
+        if want("verify") or want("verify_split"):
+            _verify_groups(sc, g, work, cache, bundle, info, rounds, disk_mark)
         shutil.rmtree(cache)
-
-        # 4. node install into a sysroot, against the blog's install commands
-        def node_install() -> None:
-            root = fresh(work / "node-root")
-            g.add(
-                "node_install",
-                gnu_time(
-                    [
-                        AIRLOCK,
-                        "node",
-                        "install",
-                        str(bundle),
-                        "--root",
-                        str(root),
-                        "--key",
-                        str(sc.pub),
-                        "--store",
-                        str(work / "node-store"),
-                    ]
-                )[0],
-            )
-            shutil.rmtree(root)
-            shutil.rmtree(work / "node-store", ignore_errors=True)
-
-        def blog_node() -> None:
-            root = fresh(work / "blog-root")
-            g.add("blog_install", gnu_time_many(blog_install(sc, root)))
-            shutil.rmtree(root)
-
-        g.rounds("node_install", rounds, node_install, blog_node, ["node_install", "blog_install"])
-
-        # 5. load into a fresh store, against cp of the bundle
-        def airlock_load() -> None:
-            shutil.rmtree(store, ignore_errors=True)
-            g.add(
-                "load",
-                gnu_time(
-                    [
-                        AIRLOCK,
-                        "load",
-                        str(bundle),
-                        "--store",
-                        str(store),
-                        "--key",
-                        str(sc.pub),
-                        "--progress=none",
-                    ]
-                )[0],
-            )
-            disk_mark()
-
-        def cp() -> None:
-            dest = fresh(work / "cp")
-            g.add("cp", gnu_time(["cp", str(bundle), str(dest)])[0])
-            shutil.rmtree(dest)
-
-        g.rounds("load", rounds, airlock_load, cp, ["load", "cp"])
-
-        # 6. media to pullable: serve --bundle against the blog's docker-archive push
-        archives: dict[str, Path] = {}
-        adir = fresh(work / "archives")
-        for n, ref in enumerate(sc.images):
-            archives[ref] = adir / f"{n:03d}.tar"
-            subprocess.run(skopeo(sc.src(ref), f"docker-archive:{archives[ref]}:{ref}"), check=True)
-        info["docker_archive_bytes"] = dir_bytes(adir)
-        disk_mark()
-        g.rounds(
-            "pullable",
-            rounds,
-            lambda: g.add("serve_bundle_pullable", serve_bundle_pullable(sc, bundle)),
-            lambda: g.add("blog_pullable", blog_pullable(sc, archives)),
-            ["serve_bundle_pullable", "blog_pullable"],
-        )
-        shutil.rmtree(adir)
-
-        # 7. first pull of everything: serve --bundle against docker-registry holding the same
-        dist = fresh(work / "dist-registry")
-        with dist_serve(dist, work / "run-fill") as (url, _):
-            host = url.removeprefix("http://")
-            for ref in sc.images:
-                subprocess.run(
-                    skopeo(sc.src(ref), f"docker://{host}/{ref}", "--preserve-digests"), check=True
-                )
-        disk_mark()
-        items_for: dict[str, Any] = {}
-        g.rounds(
-            "first_pull",
-            rounds,
-            lambda: g.add("serve_first_pull", serve_first_pull(sc, bundle, items_for)),
-            lambda: g.add("dist_first_pull", dist_first_pull(sc, dist, items_for)),
-            ["serve_first_pull", "dist_first_pull"],
-        )
-
-        # 8. containerd pulls every image: airlock's registry (the store) against docker-registry
-        def ctd_airlock() -> None:
-            with airlock_serve(["--store", str(store)], work / "logs" / "ss.log") as (url, _):
-                g.add(
-                    "containerd_airlock", containerd_pull(sc, mirrors_for(sc, url, store, "a"), "a")
-                )
-
-        def ctd_dist() -> None:
-            with dist_serve(dist, work / "run-dist") as (url, _):
-                g.add("containerd_dist", containerd_pull(sc, mirrors_for(sc, url, store, "d"), "d"))
-
-        g.rounds(
-            "containerd", rounds, ctd_airlock, ctd_dist, ["containerd_airlock", "containerd_dist"]
-        )
+        _rest(sc, g, work, bundle, store, info, rounds, disk_mark)
         info["peak_work_dir_bytes"] = peak_disk[0]
+
+
+def _verify_groups(
+    sc: Scale,
+    g: Group,
+    work: Path,
+    cache: Path,
+    bundle: Path,
+    info: dict[str, Any],
+    rounds: int,
+    disk_mark: Callable[[], None],
+) -> None:
+    paths = blob_paths(cache, info, bundle)
+    info["blob_bytes"] = sum(s for s, _ in paths)
+    split = max(16 * 2**20, info["size"] // 4 + 1)
+    _, sdata = create(sc, sc.spec, cache, work / "split", "--split", str(split))
+    info["split_volumes"] = len(sdata["volumes"])
+    disk_mark()
+    ssl1 = ["openssl", "dgst", "-sha256", *[p for _, p in paths]]
+    ssl2 = [["openssl", "dgst", "-sha256", *h] for h in halves(paths)]
+    verify = [AIRLOCK, "bundle", "verify", str(bundle), "--key", str(sc.pub), "--progress=none"]
+    vsplit = [
+        AIRLOCK,
+        "bundle",
+        "verify",
+        sdata["bundle"],
+        "--key",
+        str(sc.pub),
+        "--progress=none",
+    ]
+    gnu_time(ssl1)  # the page cache holds both sides' bytes (RAM >> 8x)
+    g.rounds(
+        "verify",
+        rounds,
+        lambda: g.add("verify", gnu_time(verify)[0]),
+        lambda: g.add("openssl_1", gnu_time(ssl1)[0]),
+        ["verify", "openssl_1"],
+    )
+    g.rounds(
+        "verify_split",
+        rounds,
+        lambda: g.add("verify_split", gnu_time(vsplit)[0]),
+        lambda: g.add("openssl_2", gnu_time_parallel(ssl2)),
+        ["verify_split", "openssl_2"],
+    )
+    shutil.rmtree(work / "split")
+
+
+def _rest(
+    sc: Scale,
+    g: Group,
+    work: Path,
+    bundle: Path,
+    store: Path,
+    info: dict[str, Any],
+    rounds: int,
+    disk_mark: Callable[[], None],
+) -> None:
+    # 4. node install into a sysroot, against the blog's install commands
+    def node_install() -> None:
+        root = fresh(work / "node-root")
+        g.add(
+            "node_install",
+            gnu_time(
+                [
+                    AIRLOCK,
+                    "node",
+                    "install",
+                    str(bundle),
+                    "--root",
+                    str(root),
+                    "--key",
+                    str(sc.pub),
+                    "--store",
+                    str(work / "node-store"),
+                ]
+            )[0],
+        )
+        shutil.rmtree(root)
+        shutil.rmtree(work / "node-store", ignore_errors=True)
+
+    def blog_node() -> None:
+        root = fresh(work / "blog-root")
+        g.add("blog_install", gnu_time_many(blog_install(sc, root)))
+        shutil.rmtree(root)
+
+    g.rounds("node_install", rounds, node_install, blog_node, ["node_install", "blog_install"])
+
+    # 5. load into a fresh store, against cp of the bundle
+    def airlock_load() -> None:
+        shutil.rmtree(store, ignore_errors=True)
+        g.add(
+            "load",
+            gnu_time(
+                [
+                    AIRLOCK,
+                    "load",
+                    str(bundle),
+                    "--store",
+                    str(store),
+                    "--key",
+                    str(sc.pub),
+                    "--progress=none",
+                ]
+            )[0],
+        )
+        disk_mark()
+
+    def cp() -> None:
+        dest = fresh(work / "cp")
+        g.add("cp", gnu_time(["cp", str(bundle), str(dest)])[0])
+        shutil.rmtree(dest)
+
+    g.rounds("load", rounds, airlock_load, cp, ["load", "cp"])
+
+    if not (want("pullable") or want("first_pull") or want("containerd")):
+        return
+    # 6. media to pullable: serve --bundle against the blog's docker-archive push
+    archives: dict[str, Path] = {}
+    adir = fresh(work / "archives")
+    for n, ref in enumerate(sc.images):
+        archives[ref] = adir / f"{n:03d}.tar"
+        subprocess.run(skopeo(sc.src(ref), f"docker-archive:{archives[ref]}:{ref}"), check=True)
+    info["docker_archive_bytes"] = dir_bytes(adir)
+    disk_mark()
+    g.rounds(
+        "pullable",
+        rounds,
+        lambda: g.add("serve_bundle_pullable", serve_bundle_pullable(sc, bundle)),
+        lambda: g.add("blog_pullable", blog_pullable(sc, archives)),
+        ["serve_bundle_pullable", "blog_pullable"],
+    )
+    shutil.rmtree(adir)
+
+    # 7. first pull of everything: serve --bundle against docker-registry holding the same
+    dist = fresh(work / "dist-registry")
+    with dist_serve(dist, work / "run-fill") as (url, _):
+        host = url.removeprefix("http://")
+        for ref in sc.images:
+            subprocess.run(
+                skopeo(sc.src(ref), f"docker://{host}/{ref}", "--preserve-digests"), check=True
+            )
+    disk_mark()
+    items_for: dict[str, Any] = {}
+    g.rounds(
+        "first_pull",
+        rounds,
+        lambda: g.add("serve_first_pull", serve_first_pull(sc, bundle, items_for)),
+        lambda: g.add("dist_first_pull", dist_first_pull(sc, dist, items_for)),
+        ["serve_first_pull", "dist_first_pull"],
+    )
+
+    # 8. containerd pulls every image: airlock's registry (the store) against docker-registry
+    def ctd_airlock() -> None:
+        with airlock_serve(["--store", str(store)], work / "logs" / "ss.log") as (url, _):
+            g.add("containerd_airlock", containerd_pull(sc, mirrors_for(sc, url, store, "a"), "a"))
+
+    def ctd_dist() -> None:
+        with dist_serve(dist, work / "run-dist") as (url, _):
+            g.add("containerd_dist", containerd_pull(sc, mirrors_for(sc, url, store, "d"), "d"))
+
+    g.rounds("containerd", rounds, ctd_airlock, ctd_dist, ["containerd_airlock", "containerd_dist"])
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -940,7 +979,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rounds-8x", type=int, default=0, help="fewer rounds at 8x and up")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument(
+        "--groups",
+        default="",
+        help="only these figure groups, comma-separated (create always runs): "
+        "delta, verify, verify_split, node_install, load, pullable, first_pull, containerd",
+    )
     args = parser.parse_args()
+    GROUPS.update(g for g in args.groups.split(",") if g)
     CACHE.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     done: list[dict[str, Any]] = []

@@ -401,6 +401,7 @@ def test_changed_upstream_layer_is_never_served_from_the_old_bundle(
     from airlock.oci.layout import OciLayout
     from airlock_lab.distribution import start_distribution
 
+    (tmp_path / "run").mkdir()
     reg = start_distribution("changed-test", tmp_path / "data", tmp_path / "run")
     try:
         layout = OciLayout(tmp_path / "layout")

@@ -619,6 +619,10 @@ class Arrivals:
         self._pending = set(pending)
         self._error: BaseException | None = None
 
+    def expect(self, digests: Iterable[str]) -> None:
+        with self._cond:
+            self._pending.update(digests)
+
     def expects(self, digest: str) -> bool:
         with self._cond:
             return digest in self._pending

@@ -260,33 +260,160 @@ def _read_list(path: Path) -> list[str] | None:
     return None
 
 
+class _Layers:
+    """The layers the cache lacks, downloaded from the moment the images are resolved (while
+    the files are still fetched and compressed), in the order the tar holds them (by digest):
+    the writer, which can start only once everything is known, waits for each one it reaches
+    (`Arrivals`). Layers the baseline of a delta holds are never fetched."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        cache: BlobStore,
+        opts: CreateOptions,
+        warnings: list[str],
+        session: Any,
+        skip: frozenset[str],
+    ) -> None:
+        self.arrivals = Arrivals(())
+        self._spec, self._cache, self._opts, self._warnings = spec, cache, opts, warnings
+        self._session = session
+        self._skip = set(skip)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, layers: Sequence[LayerFetch]) -> None:
+        todo = sorted((d for d in layers if d.digest not in self._skip), key=lambda d: d.digest)
+        if not todo:
+            return
+        self._skip.update(d.digest for d in todo)
+        self.arrivals.expect(d.digest for d in todo)
+        opts = self._opts
+        task = asyncio.create_task(
+            fetch_layers(
+                todo,
+                dest=self._cache,
+                endpoints=_endpoints(self._spec),
+                session=self._session,
+                concurrency=opts.concurrency,
+                progress=opts.progress,
+                credentials=registry_credentials(
+                    self._spec, auth_file=opts.registry_auth, spec_dir=opts.spec_dir
+                ),
+                notices=self._warnings,
+                on_fetched=self.arrivals.arrived,
+            )
+        )
+        task.add_done_callback(self._finished)
+        self._tasks.append(task)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            self.arrivals.stop(failure)
+
+    def failure(self) -> BaseException | None:
+        for t in self._tasks:
+            failure = t.exception() if t.done() and not t.cancelled() else None
+            if failure is not None:
+                return failure
+        return None
+
+    async def stop(self) -> None:
+        """The writer never waits on a fetch that stopped (Ctrl-C, a failure); fetches still
+        running (the bundle was already written) are dropped."""
+        self.arrivals.stop(AirlockError("bundle create stopped"))
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 async def _fetch_all(
     spec: Spec,
     plan: Plan,
     cache: BlobStore,
     opts: CreateOptions,
     warnings: list[str],
-    deferred: list[LayerFetch],
+    session: Any,
+    layers: _Layers,
 ) -> tuple[list[FileArtifact], list[ImageArtifact], list[FetchedFile]]:
     """Files (checked, compressed), image manifests and configs; the layers missing from the
-    cache are listed in `deferred`, fetched while the bundle is written (`_write`)."""
+    cache start downloading (`layers`) as soon as the images are resolved."""
     pairs = _file_requests(plan, dict(spec.sources.files))
     refs = [parse_reference(a.source) for a in plan.images()]
     endpoints = _endpoints(spec)
     credentials = registry_credentials(spec, auth_file=opts.registry_auth, spec_dir=opts.spec_dir)
-    async with opts.network.session(limit=max(4, opts.concurrency * 2)) as session:
-        files_task = asyncio.create_task(  # noqa: RUF006 (awaited below)
-            fetch_files(
-                [r for _, r in pairs],
-                cache=cache,
-                session=session,
-                concurrency=max(2, opts.concurrency // 2),
-                progress=opts.progress,
-            )
+    deferred: list[LayerFetch] = []
+    files_task = asyncio.create_task(  # noqa: RUF006 (awaited below)
+        fetch_files(
+            [r for _, r in pairs],
+            cache=cache,
+            session=session,
+            concurrency=max(2, opts.concurrency // 2),
+            progress=opts.progress,
         )
-        images_task = asyncio.create_task(
-            pull_images(
-                refs,
+    )
+    images_task = asyncio.create_task(
+        pull_images(
+            refs,
+            dest=cache,
+            endpoints=endpoints,
+            platforms=list(spec.platforms),
+            session=session,
+            concurrency=opts.concurrency,
+            progress=opts.progress,
+            credentials=credentials,
+            notices=warnings,
+            deferred=deferred,
+        )
+    )
+
+    async def images_then_layers() -> list[ImageArtifact]:
+        images = await images_task
+        # once the files are in (they are needed first: airlock.json waits for their
+        # compressed forms), while zstd and the signature checks run
+        await asyncio.wait([files_task])
+        layers.start(deferred)
+        return images
+
+    layers_started = asyncio.create_task(images_then_layers())
+
+    async def files_checked_and_compressed() -> tuple[list[FetchedFile], list[FileArtifact]]:
+        # in threads while the images still download: the signatures and zstd take the
+        # other core instead of adding their seconds after the last layer
+        fetched = await files_task
+        files = _file_artifacts([(a, f) for (a, _), f in zip(pairs, fetched, strict=True)])
+        files = await asyncio.to_thread(
+            _check_signatures,
+            files,
+            [a for a, _ in pairs],
+            cache,
+            dict(spec.sources.files),
+            opts.network,
+        )
+        return fetched, await asyncio.to_thread(compress_files, files, cache, opts.compression)
+
+    files_done = asyncio.create_task(files_checked_and_compressed())
+    try:
+        fetched, files = await files_done
+        images = await layers_started
+    except BaseException:
+        tasks = (files_task, images_task, files_done, layers_started)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    listed = _kubeadm_listed(files, cache, spec.kubernetes.version)
+    if listed is not None:
+        have = {a.source for a in plan.images()}
+        missing = [str(parse_reference(r)) for r in listed if str(parse_reference(r)) not in have]
+        plan.image_list_source += "; confirmed by the fetched kubeadm binary"
+        if missing:
+            warnings.append(
+                "the fetched kubeadm lists images the plan missed; added: " + ", ".join(missing)
+            )
+            more: list[LayerFetch] = []
+            images += await pull_images(
+                [parse_reference(r) for r in missing],
                 dest=cache,
                 endpoints=endpoints,
                 platforms=list(spec.platforms),
@@ -295,130 +422,45 @@ async def _fetch_all(
                 progress=opts.progress,
                 credentials=credentials,
                 notices=warnings,
-                deferred=deferred,
+                deferred=more,
             )
-        )
-
-        async def files_checked_and_compressed() -> tuple[list[FetchedFile], list[FileArtifact]]:
-            # in threads while the images still download: the signatures and zstd take the
-            # other core instead of adding their seconds after the last layer
-            fetched = await files_task
-            files = _file_artifacts([(a, f) for (a, _), f in zip(pairs, fetched, strict=True)])
-            files = await asyncio.to_thread(
-                _check_signatures,
-                files,
-                [a for a, _ in pairs],
-                cache,
-                dict(spec.sources.files),
-                opts.network,
-            )
-            return fetched, await asyncio.to_thread(compress_files, files, cache, opts.compression)
-
-        files_done = asyncio.create_task(files_checked_and_compressed())
-        try:
-            fetched, files = await files_done
-            images = await images_task
-        except BaseException:
-            files_task.cancel()
-            images_task.cancel()
-            files_done.cancel()
-            await asyncio.gather(files_task, images_task, files_done, return_exceptions=True)
-            raise
-        listed = _kubeadm_listed(files, cache, spec.kubernetes.version)
-        if listed is not None:
-            have = {a.source for a in plan.images()}
-            missing = [
-                str(parse_reference(r)) for r in listed if str(parse_reference(r)) not in have
-            ]
-            plan.image_list_source += "; confirmed by the fetched kubeadm binary"
-            if missing:
-                warnings.append(
-                    "the fetched kubeadm lists images the plan missed; added: " + ", ".join(missing)
-                )
-                images += await pull_images(
-                    [parse_reference(r) for r in missing],
-                    dest=cache,
-                    endpoints=endpoints,
-                    platforms=list(spec.platforms),
-                    session=session,
-                    concurrency=opts.concurrency,
-                    progress=opts.progress,
-                    credentials=credentials,
-                    notices=warnings,
-                    deferred=deferred,
-                )
-                for r in missing:
-                    plan.artifacts.append(
-                        Artifact(
-                            kind="image",
-                            name=parse_reference(r).name,
-                            version="",
-                            source=r,
-                            found_in=("fetched kubeadm binary",),
-                        )
+            layers.start(more)
+            for r in missing:
+                plan.artifacts.append(
+                    Artifact(
+                        kind="image",
+                        name=parse_reference(r).name,
+                        version="",
+                        source=r,
+                        found_in=("fetched kubeadm binary",),
                     )
+                )
     return files, images, fetched
 
 
 async def _write(
-    spec: Spec,
-    content: BundleContent,
-    cache: BlobStore,
-    opts: CreateOptions,
-    warnings: list[str],
-    deferred: Sequence[LayerFetch],
+    content: BundleContent, cache: BlobStore, opts: CreateOptions, layers: _Layers
 ) -> WriteResult:
-    """Write the bundle while the layers it still lacks download: in the order the tar holds
-    them (by digest), so the writer, a few blobs behind, copies each one while it is still in
-    the page cache and the disk writes the bundle during the downloads, not after them. A
-    bundle already written (nothing changed) returns at once; the fetches are dropped."""
-    omitted = set(content.omitted)
-    needed = {b.digest for i in content.images for b in i.blobs} - omitted
-    todo = sorted((d for d in deferred if d.digest in needed), key=lambda d: d.digest)
-    arrivals = Arrivals(d.digest for d in todo)
-    credentials = registry_credentials(spec, auth_file=opts.registry_auth, spec_dir=opts.spec_dir)
-    async with opts.network.session(limit=max(4, opts.concurrency * 2)) as session:
-        fetching = asyncio.create_task(
-            fetch_layers(
-                todo,
-                dest=cache,
-                endpoints=_endpoints(spec),
-                session=session,
-                concurrency=opts.concurrency,
-                progress=opts.progress,
-                credentials=credentials,
-                notices=warnings,
-                on_fetched=arrivals.arrived,
-            )
+    """Write the bundle (a thread) while the layers it still lacks download: the writer, a few
+    blobs behind, copies each one while it is still in the page cache. A bundle already
+    written (nothing changed) returns at once."""
+    try:
+        return await asyncio.to_thread(
+            write_bundle,
+            content,
+            blobs=cache,
+            out=opts.output or Path.cwd(),
+            sign_key=opts.sign_key,
+            split=opts.split,
+            recovery=opts.recovery,
+            progress=opts.progress,
+            arrivals=layers.arrivals,
         )
-
-        def fetched(task: asyncio.Task[None]) -> None:
-            failure = None if task.cancelled() else task.exception()
-            arrivals.stop(failure or AirlockError("the downloads stopped"))
-
-        fetching.add_done_callback(fetched)
-        try:
-            return await asyncio.to_thread(
-                write_bundle,
-                content,
-                blobs=cache,
-                out=opts.output or Path.cwd(),
-                sign_key=opts.sign_key,
-                split=opts.split,
-                recovery=opts.recovery,
-                progress=opts.progress,
-                arrivals=arrivals,
-            )
-        except BaseException:
-            cause = fetching.exception() if fetching.done() and not fetching.cancelled() else None
-            if cause is not None:
-                raise cause from None  # the fetch's own error, not the writer's echo of it
-            raise
-        finally:
-            # the writer thread never waits on a fetch that stopped (Ctrl-C, a failure)
-            arrivals.stop(AirlockError("bundle create stopped"))
-            fetching.cancel()
-            await asyncio.gather(fetching, return_exceptions=True)
+    except BaseException:
+        cause = layers.failure()
+        if cause is not None:
+            raise cause from None  # the fetch's own error, not the writer's echo of it
+        raise
 
 
 def _resolved(spec: Spec, plan: Plan) -> dict[str, Any]:
@@ -494,6 +536,69 @@ def _sequence(options: CreateOptions, baseline: Baseline | None, channel: str) -
     return 1
 
 
+async def _fetch_and_write(
+    spec: Spec,
+    plan: Plan,
+    cache: BlobStore,
+    options: CreateOptions,
+    warnings: list[str],
+    baseline: Baseline | None,
+) -> tuple[
+    list[FileArtifact],
+    list[ImageArtifact],
+    list[FetchedFile],
+    list[FileArtifact],
+    BundleContent,
+    DeltaSummary | None,
+    WriteResult,
+]:
+    skip = baseline.blobs if baseline is not None else frozenset()
+    async with options.network.session(limit=max(4, options.concurrency * 2)) as session:
+        layers = _Layers(spec, cache, options, warnings, session, skip)
+        try:
+            files, images, fetched = await _fetch_all(
+                spec, plan, cache, options, warnings, session, layers
+            )
+            wheels, content, delta = await asyncio.to_thread(
+                _content, spec, plan, cache, options, warnings, baseline, files, images
+            )
+            written = await _write(content, cache, options, layers)
+        finally:
+            await layers.stop()
+    return files, images, fetched, wheels, content, delta, written
+
+
+def _content(
+    spec: Spec,
+    plan: Plan,
+    cache: BlobStore,
+    options: CreateOptions,
+    warnings: list[str],
+    baseline: Baseline | None,
+    files: list[FileArtifact],
+    images: list[ImageArtifact],
+) -> tuple[list[FileArtifact], BundleContent, DeltaSummary | None]:
+    wheels = _wheelhouse(cache, spec) if options.wheelhouse else []
+    content = BundleContent(
+        name=spec.metadata.name,
+        channel=spec.metadata.channel,
+        sequence=_sequence(options, baseline, spec.metadata.channel),
+        spec=spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+        resolved=_resolved(spec, plan),
+        images=images,
+        files=files,
+        wheelhouse=wheels,
+        expires=options.expires,
+    )
+    delta = None
+    if baseline is not None:
+        from airlock.verbs.delta import apply_baseline
+
+        content, delta = apply_baseline(content, baseline)
+        warnings.extend(baseline.warnings)
+    return wheels, content, delta
+
+
 def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     """Resolve, fetch everything (verified, cached, concurrent) and write the bundle.
 
@@ -520,28 +625,10 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     cache.remove_temp_files()  # blobs a killed run was writing (a live writer's are locked)
     warnings = list(plan.warnings)
     # files come back checked and in their stored form (compressed while images download);
-    # the layers the cache lacks are fetched while the bundle is written
-    deferred: list[LayerFetch] = []
-    files, images, fetched = asyncio.run(_fetch_all(spec, plan, cache, options, warnings, deferred))
-    wheels = _wheelhouse(cache, spec) if options.wheelhouse else []
-    content = BundleContent(
-        name=spec.metadata.name,
-        channel=spec.metadata.channel,
-        sequence=_sequence(options, baseline, spec.metadata.channel),
-        spec=spec.model_dump(by_alias=True, mode="json", exclude_none=True),
-        resolved=_resolved(spec, plan),
-        images=images,
-        files=files,
-        wheelhouse=wheels,
-        expires=options.expires,
+    # the layers the cache lacks download from then on, while the bundle is written
+    files, images, fetched, wheels, _, delta, written = asyncio.run(
+        _fetch_and_write(spec, plan, cache, options, warnings, baseline)
     )
-    delta = None
-    if baseline is not None:
-        from airlock.verbs.delta import apply_baseline
-
-        content, delta = apply_baseline(content, baseline)
-        warnings.extend(baseline.warnings)
-    written = asyncio.run(_write(spec, content, cache, options, warnings, deferred))
     bootstrap = None
     if wheels:
         from airlock.atomic import write_atomic
