@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airlock import system
-from airlock.atomic import write_atomic
+from airlock.atomic import remove_dead_temps, write_atomic
 from airlock.blobstore import BlobStore
 from airlock.bundle.compression import Compression, compress_files
 from airlock.bundle.writer import Arrivals, BundleContent, WriteResult, write_bundle
@@ -507,6 +507,7 @@ def _wheel_digest(cache: BlobStore, path: Path) -> str:
 def _wheelhouse(cache: BlobStore, spec: Spec) -> list[FileArtifact]:
     from airlock.bundle.wheelhouse import wheelhouse_sources
 
+    remove_dead_temps(cache.root / _WHEEL_DIGESTS)  # memos a killed run was writing
     out = []
     for path in wheelhouse_sources(
         pythons=spec.wheelhouse.pythons, architectures=spec.wheelhouse.architectures
