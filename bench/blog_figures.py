@@ -155,11 +155,15 @@ def _status(pid: int) -> dict[str, str]:
     return out
 
 
-def _process_name(pid: int, name: str) -> str:
-    if name in (*CONTROL_PLANE, *OTHERS):
-        return name
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    words = [Path(a.decode(errors="replace")).name for a in argv if a]
+def _process_name(pid: int) -> str:
+    """The role of a node process we measure ("" for the rest), from its argv (a status Name
+    is cut at 15 characters: kube-controller-manager)."""
+    argv = [
+        a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    ]
+    words = [Path(a).name for a in argv if a]
+    if words and words[0] in (*CONTROL_PLANE, *OTHERS):
+        return words[0]
     if "docker-registry" in words or ("registry" in words and "serve" in words):
         return "registry"
     return ""
@@ -171,10 +175,10 @@ def memory(node: LabNode) -> dict[str, Any]:
     peaks: dict[str, int] = {}
     for pid in node.processes():
         with contextlib.suppress(OSError, KeyError, ValueError):
-            status = _status(pid)
-            name = _process_name(pid, status["Name"])
+            name = _process_name(pid)
             if name:
-                peaks[name] = peaks.get(name, 0) + int(status["VmHWM"].split()[0]) * 1024
+                hwm = _status(pid)["VmHWM"]
+                peaks[name] = peaks.get(name, 0) + int(hwm.split()[0]) * 1024
     out: dict[str, Any] = {f"{k}_vmhwm_mib": round(v / MiB, 1) for k, v in sorted(peaks.items())}
     out["control_plane_vmhwm_mib"] = round(sum(peaks.get(k, 0) for k in CONTROL_PLANE) / MiB, 1)
     out["node_services_vmhwm_mib"] = round(sum(peaks.values()) / MiB, 1)
@@ -238,7 +242,6 @@ def airlock_round(up: Upstream, work: Path) -> dict[str, Any]:
     row |= {"carry_seconds": round(seconds, 2), "medium_bytes": size}
     commands: list[str] = []
     with lab_node() as node:
-        kernel_before = kernel_settings()
         cn = ClusterNode(
             node,
             address=ADDRESS,
@@ -262,7 +265,6 @@ def airlock_round(up: Upstream, work: Path) -> dict[str, Any]:
         row["memory"] = memory(node)
         row["image_ids"] = dict(sorted(cn.pod_images().items()))
         cn.reset()
-        row["kernel_left_changed"] = restore_kernel(kernel_before)
     row["gap_commands"] = commands
     return row
 
@@ -297,7 +299,6 @@ def blog_round(up: Upstream, work: Path) -> dict[str, Any]:
     row |= {"carry_seconds": round(seconds, 2), "medium_bytes": size}
     row["images"] = (medium / "images.txt").read_text().split()
     with lab_node() as node:
-        kernel_before = kernel_settings()
         cn = ClusterNode(node, address=ADDRESS)
         t0 = time.monotonic()
         _gap_phase(node, "install", medium, work / "logs", 900)
@@ -310,7 +311,6 @@ def blog_round(up: Upstream, work: Path) -> dict[str, Any]:
         row["memory"] = memory(node)
         row["image_ids"] = dict(sorted(cn.pod_images().items()))
         _gap_phase(node, "reset", medium, work / "logs", 300)
-        row["kernel_left_changed"] = restore_kernel(kernel_before)
     return row
 
 
@@ -326,6 +326,7 @@ def one_round(way: str, up: Upstream, work: Path) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
+    kernel_before = kernel_settings()
     try:
         row = WAYS[way](up, work)
         row["ok"] = True
@@ -333,7 +334,11 @@ def one_round(way: str, up: Upstream, work: Path) -> dict[str, Any]:
         say(f"   {way}: FAILED: {exc}")
         (work / "failure.txt").write_text(traceback.format_exc())
         row = {"ok": False, "error": str(exc)[-2000:]}
+    finally:
+        # what the way's own reset left changed (this harness writes the values back)
+        left = restore_kernel(kernel_before)
     row["started"] = started
+    row["kernel_settings_left_changed"] = left
     row["host_traces_after"] = {k: v for k, v in host_traces().items() if v}
     for heavy in ("connected", "medium"):
         shutil.rmtree(work / heavy, ignore_errors=True)

@@ -37,9 +37,9 @@ chmod +x kubeadm
 
 # the images: kubeadm's list, the Flannel manifest's, the chart's
 ./kubeadm config images list --kubernetes-version "$K8S" > images.txt
-grep -o 'image: .*' kube-flannel.yml | awk '{print $2}' | sort -u >> images.txt
+grep -E '^ *image:' kube-flannel.yml | awk '{print $2}' | sort -u >> images.txt
 tar -xzOf "podinfo-$PODINFO.tgz" podinfo/values.yaml | awk '/repository:/ {r=$2} /tag:/ {t=$2} END {print r ":" t}' >> images.txt
 
 # one docker-archive per image (`docker pull` + `docker save`)
 mkdir -p images
-while read -r ref; do skopeo copy -q --src-tls-verify=false "docker://$(r "${ref%%/*}")/${ref#*/}" "docker-archive:images/$(echo "$ref" | tr '/:' '__').tar:$ref"; done < images.txt
+while read -r ref; do skopeo copy -q --src-tls-verify=false "docker://$(r "${ref%%/*}")/${ref#*/}" "docker-archive:images/$(echo "$ref" | tr '/:' '__').tar:$ref" < /dev/null; done < images.txt

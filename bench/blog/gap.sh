@@ -91,7 +91,7 @@ EOF
   # the others under the local registry with their upstream path
   paste -d ' ' <(kubeadm config images list --kubernetes-version $K8S) <(kubeadm config images list --kubernetes-version $K8S --image-repository "$REG") > /root/push.txt
   grep -v -x -F -f <(kubeadm config images list --kubernetes-version $K8S) "$M/images.txt" | awk -v reg="$REG" '{ p = $1; sub("^[^/]*/", "", p); print $1, reg "/" p }' >> /root/push.txt
-  while read -r src dest; do skopeo copy -q --dest-tls-verify=false "docker-archive:$M/images/$(echo "$src" | tr '/:' '__').tar" "docker://$dest"; done < /root/push.txt
+  while read -r src dest; do skopeo copy -q --dest-tls-verify=false "docker-archive:$M/images/$(echo "$src" | tr '/:' '__').tar" "docker://$dest" < /dev/null; done < /root/push.txt
 }
 
 phase_init() {
@@ -134,7 +134,7 @@ EOF
 
   # Flannel, its images renamed to the local registry
   cp "$M/kube-flannel.yml" /root/kube-flannel.yml
-  for img in $(grep -o 'image: .*' /root/kube-flannel.yml | awk '{print $2}' | sort -u); do sed -i "s|$img|$REG/${img#*/}|g" /root/kube-flannel.yml; done
+  for img in $(grep -E '^ *image:' /root/kube-flannel.yml | awk '{print $2}' | sort -u); do sed -i "s|$img|$REG/${img#*/}|g" /root/kube-flannel.yml; done
   kubectl apply -f /root/kube-flannel.yml
   kubectl wait node --all --for=condition=Ready --timeout=300s
   kubectl -n kube-system wait --for=condition=Available deployment/coredns --timeout=300s
