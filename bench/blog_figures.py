@@ -314,9 +314,10 @@ def blog_round(up: Upstream, work: Path) -> dict[str, Any]:
     return row
 
 
+# the peer first: the order alternates from round to round
 WAYS: dict[str, Callable[[Upstream, Path], dict[str, Any]]] = {
-    "airlock": airlock_round,
     "blog": blog_round,
+    "airlock": airlock_round,
 }
 
 
@@ -455,6 +456,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=HERE / "work" / "blog")
     ap.add_argument("--out", type=Path, default=HERE / "blog_results.json")
     ap.add_argument("--only", choices=sorted(WAYS))
+    ap.add_argument(
+        "--keep-going", action="store_true", help="go on after a failed round (default: stop)"
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("blog_figures.py needs root (network and mount namespaces)")
@@ -464,14 +468,17 @@ def main() -> None:
     rows: dict[str, list[dict[str, Any]]] = {w: [] for w in ways}
     order: list[str] = []
     with Upstream.start(cache) as up:
-        for n in range(args.rounds):
-            for way in ways if n % 2 == 0 else ways[::-1]:
-                say(f"== round {n + 1}/{args.rounds}: {way}")
-                row = one_round(way, up, args.work / f"round{n + 1}-{way}")
-                rows[way].append(row)
-                order.append(way)
-                shown = {k: row.get(k) for k in ("ok", *FIGURES[:2]) if k in row}
-                say(f"   {shown}")
+        schedule = [
+            (n, way) for n in range(args.rounds) for way in (ways if n % 2 == 0 else ways[::-1])
+        ]
+        for n, way in schedule:
+            say(f"== round {n + 1}/{args.rounds}: {way}")
+            row = one_round(way, up, args.work / f"round{n + 1}-{way}")
+            rows[way].append(row)
+            order.append(way)
+            say(f"   { ({k: row.get(k) for k in ('ok', *FIGURES[:2]) if k in row}) }")
+            if not row["ok"] and not args.keep_going:
+                break
         # the images connected.sh listed (kubeadm's, the Flannel manifest's, the chart's)
         refs = sorted({i for r in rows.get("blog", []) for i in r.get("images", [])})
         digests = upstream_digests(up, refs)
