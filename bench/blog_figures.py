@@ -34,7 +34,7 @@ airlock / blog (lower is better) with their median. Needs root and the lab lock:
     flock /tmp/airlock-lab.lock .venv/bin/python bench/blog_figures.py [--rounds 3]
         [--work bench/work/blog] [--out bench/blog_results.json] [--only airlock|blog]
 
-(`make bench-cluster` runs exactly that.)
+(`make bench-cluster` runs exactly that.) `touch WORK/STOP` ends the run after the current round.
 """
 
 from __future__ import annotations
@@ -472,7 +472,10 @@ def main() -> None:
         schedule = [
             (n, way) for n in range(args.rounds) for way in (ways if n % 2 == 0 else ways[::-1])
         ]
-        for n, way in schedule:
+        for i, (n, way) in enumerate(schedule):
+            if i % len(ways) == 0 and (args.work / "STOP").exists():
+                say(f"== {args.work / 'STOP'} exists: no round {n + 1}")
+                break
             say(f"== round {n + 1}/{args.rounds}: {way}")
             row = one_round(way, up, args.work / f"round{n + 1}-{way}")
             rows[way].append(row)
