@@ -18,17 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from airlock import system
 from airlock_lab.cluster import (
     NODE_AIRLOCK,
     ClusterBundle,
     ClusterNode,
     build_cluster_bundle,
-    gap_routes,
 )
-from airlock_lab.netns import create_netns, delete_netns
 from airlock_lab.node import LabNode
 from airlock_lab.upstream import Upstream
+from lone_node import lone_node
 
 AIRLOCK = Path(sys.executable).with_name("airlock")
 NODE, PEER, ADDRESS = "cl-f1", "cl-fsw", "198.18.78.1"
@@ -45,27 +43,8 @@ def cluster_bundle(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture
 def node() -> Iterator[LabNode]:
-    lab = LabNode(NODE, netns=NODE, cgroup_root=f"/airlock-{NODE}")
-    lab.down()
-    for ns in (NODE, PEER):
-        delete_netns(ns)
-    try:
-        create_netns(NODE)
-        create_netns(PEER)
-        system.run(
-            ["ip", "-n", PEER, "link", "add", "clf0", "type", "veth", "peer", "name", "eth0",
-             "netns", NODE],
-            timeout=30,
-        )  # fmt: skip
-        system.run(["ip", "-n", PEER, "link", "set", "clf0", "up"], timeout=30)
-        system.run(["ip", "-n", NODE, "addr", "add", f"{ADDRESS}/24", "dev", "eth0"], timeout=30)
-        system.run(["ip", "-n", NODE, "link", "set", "eth0", "up"], timeout=30)
-        gap_routes(NODE, "eth0")
-        yield lab.up()
-    finally:
-        lab.down()
-        for ns in (NODE, PEER):
-            delete_netns(ns)
+    with lone_node(NODE, ADDRESS, peer=PEER, port="clf0") as lab:
+        yield lab
 
 
 def _kubelet_pids(node: LabNode) -> list[int]:

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from airlock import system
-from airlock_lab.cluster import ClusterNode, build_cluster_bundle, gap_routes
-from airlock_lab.netns import create_netns, delete_netns
+from airlock_lab.cluster import ClusterNode, build_cluster_bundle
 from airlock_lab.node import LabNode
 from airlock_lab.upstream import Upstream
+from lone_node import lone_node
 
 AIRLOCK = Path(sys.executable).with_name("airlock")
 NODE, PEER, ADDRESS = "cl-u1", "cl-usw", "198.18.79.1"
@@ -34,27 +33,8 @@ def upgrade_upstream() -> Iterator[Upstream]:
 
 @pytest.fixture
 def node() -> Iterator[LabNode]:
-    lab = LabNode(NODE, netns=NODE, cgroup_root=f"/airlock-{NODE}")
-    lab.down()
-    for ns in (NODE, PEER):
-        delete_netns(ns)
-    try:
-        create_netns(NODE)
-        create_netns(PEER)
-        system.run(
-            ["ip", "-n", PEER, "link", "add", "clu0", "type", "veth", "peer", "name", "eth0",
-             "netns", NODE],
-            timeout=30,
-        )  # fmt: skip
-        system.run(["ip", "-n", PEER, "link", "set", "clu0", "up"], timeout=30)
-        system.run(["ip", "-n", NODE, "addr", "add", f"{ADDRESS}/24", "dev", "eth0"], timeout=30)
-        system.run(["ip", "-n", NODE, "link", "set", "eth0", "up"], timeout=30)
-        gap_routes(NODE, "eth0")
-        yield lab.up()
-    finally:
-        lab.down()
-        for ns in (NODE, PEER):
-            delete_netns(ns)
+    with lone_node(NODE, ADDRESS, peer=PEER, port="clu0") as lab:
+        yield lab
 
 
 def test_upgrade_v1_27_3_to_v1_28(
