@@ -263,3 +263,24 @@ def test_a_failed_download_stops_the_writer_and_leaves_nothing(
     with pytest.raises(AirlockError, match=f"{layer.digest} did not arrive: not found"):
         write_bundle(content, blobs=store, out=out, arrivals=arrivals)
     assert list(out.iterdir()) == []
+
+
+def test_only_blobs_hashed_in_this_run_skip_the_second_hash(
+    tmp_path: Path, store: BlobStore, content: BundleContent
+) -> None:
+    """bundle create names the layers it downloaded (hashed as they arrived) as `hashed`;
+    any other blob taken from the cache is hashed again, so a corrupt one is still refused."""
+    kubeadm = next(f for f in content.files if f.name == "kubeadm")
+    layer = content.images[1].blobs[-1]
+    path = store.path(kubeadm.digest)
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 1
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DigestMismatch, match=kubeadm.digest):
+        write_bundle(content, blobs=store, out=out, hashed={layer.digest})
+    assert list(out.iterdir()) == []
+    path.write_bytes(bytes(data[:1000]) + bytes([data[1000] ^ 1]) + bytes(data[1001:]))
+    whole = write_bundle(content, blobs=store, out=out, hashed={layer.digest})
+    assert whole.sha256 == write_bundle(content, blobs=store, out=tmp_path / "b").sha256

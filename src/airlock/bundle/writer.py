@@ -27,7 +27,7 @@ import tarfile
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -701,12 +701,15 @@ def _copy_blob(
     progress: ProgressSink | None,
     label: str,
     arrivals: Arrivals | None,
+    hashed: bool = False,
 ) -> None:
     """One blob's bytes into the stream, hashed again on the way (the reading thread; the
-    stream's own hash is on the writing one): a corrupt cache never ends up in a bundle."""
+    stream's own hash is on the writing one): a corrupt cache never ends up in a bundle.
+    `hashed`: this run downloaded the blob and hashed it as it arrived, seconds ago; it is
+    copied without a second hash."""
     if arrivals is not None:
         arrivals.wait(entry.digest)
-    hasher = hashlib.sha256()
+    hasher = None if hashed else hashlib.sha256()
     copied = 0
     try:
         src = blobs.path(entry.digest).open("rb", buffering=0)
@@ -723,7 +726,8 @@ def _copy_blob(
                 out.write(b"", buf)  # hands the buffer back, in order
                 break
             view = memoryview(buf)[:n]
-            hasher.update(view)
+            if hasher is not None:
+                hasher.update(view)
             copied += n
             if copied > entry.size:
                 out.write(b"", buf)
@@ -731,7 +735,7 @@ def _copy_blob(
             out.write(view, buf)
             if progress is not None:
                 progress.advance(label, n)
-    actual = "sha256:" + hasher.hexdigest()
+    actual = entry.digest if hasher is None else "sha256:" + hasher.hexdigest()
     if copied != entry.size or actual != entry.digest:
         raise DigestMismatch(
             f"blob {entry.digest} ({entry.source or entry.role}) in {blobs.root}",
@@ -752,6 +756,7 @@ def _stream_tar(
     progress: ProgressSink | None = None,
     label: str = "write",
     arrivals: Arrivals | None = None,
+    hashed: Collection[str] = (),
 ) -> None:
     out = _Behind(sink)
     try:
@@ -771,7 +776,15 @@ def _stream_tar(
         report_start(progress, label, sum(e.size for e in entries))
         for entry in entries:
             out.write(_header(blob_member(entry.digest), entry.size))
-            _copy_blob(out, blobs, entry, progress=progress, label=label, arrivals=arrivals)
+            _copy_blob(
+                out,
+                blobs,
+                entry,
+                progress=progress,
+                label=label,
+                arrivals=arrivals,
+                hashed=entry.digest in hashed,
+            )
             out.write(_padding(entry.size))
         out.write(b"\0" * (2 * _BLOCK))
         out.drain()
@@ -976,12 +989,15 @@ def write_bundle(
     recovery: float | None = None,
     progress: ProgressSink | None = None,
     arrivals: Arrivals | None = None,
+    hashed: Collection[str] = (),
 ) -> WriteResult:
     """Write `content` as a bundle at `out`: a path ending in `.tar`, or a directory that gets
     NAME.airlock.tar (or its volumes and parts file when `split` is given). `recovery`, a
     percentage of the data volumes (with `split`), adds recovery volumes, the recovery index
     and the boot copies (format 1.2). `arrivals`: blobs still being fetched into `blobs`,
-    waited for as the stream reaches them."""
+    waited for as the stream reaches them. `hashed`: blobs the caller downloaded into
+    `blobs` in this run, hashed as they arrived: copied without a second hash (every other
+    blob is hashed again as it is copied)."""
     if split is not None and split < MIN_VOLUME_SIZE:
         raise UsageError(
             f"--split {split} is too small: volumes must be at least 1 MiB",
@@ -1037,6 +1053,7 @@ def write_bundle(
             progress=progress,
             label=f"write {final.name}",
             arrivals=arrivals,
+            hashed=hashed,
         )
         sink.finish()
         sink.close()

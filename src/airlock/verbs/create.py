@@ -280,6 +280,7 @@ class _Layers:
         self._session = session
         self._skip = set(skip)
         self._tasks: list[asyncio.Task[None]] = []
+        self.downloaded: set[str] = set()  # hashed as they arrived, in this run
 
     def start(self, layers: Sequence[LayerFetch]) -> None:
         todo = sorted((d for d in layers if d.digest not in self._skip), key=lambda d: d.digest)
@@ -300,11 +301,15 @@ class _Layers:
                     self._spec, auth_file=opts.registry_auth, spec_dir=opts.spec_dir
                 ),
                 notices=self._warnings,
-                on_fetched=self.arrivals.arrived,
+                on_fetched=self._fetched,
             )
         )
         task.add_done_callback(self._finished)
         self._tasks.append(task)
+
+    def _fetched(self, digest: str) -> None:
+        self.downloaded.add(digest)
+        self.arrivals.arrived(digest)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         failure = None if task.cancelled() else task.exception()
@@ -455,6 +460,7 @@ async def _write(
             recovery=opts.recovery,
             progress=opts.progress,
             arrivals=layers.arrivals,
+            hashed=layers.downloaded,  # grows as layers arrive; read after each one did
         )
     except BaseException:
         cause = layers.failure()
