@@ -271,8 +271,10 @@ def airlock_round(up: Upstream, work: Path) -> dict[str, Any]:
 
 def _gap_phase(node: LabNode, phase: str, medium: Path, logs: Path, timeout: float) -> None:
     env = {"MEDIUM": str(medium), "NODE_ADDRESS": ADDRESS, "CGROUP_ROOT": CGROUP_ROOT}
-    env["PS4"] = "+ $(date +%T.%N) "  # every command with its time, in the log
-    result = node.run(["bash", "-x", str(GAP_SH), phase], env=env, check=False, timeout=timeout)
+    # every command with its time, in the log (bash run by root takes no PS4 from the environment)
+    traced = 'PS4="+ \\$(date +%T.%N) "; set -x; . "$0" "$1"'
+    argv = ["bash", "-c", traced, str(GAP_SH), phase]
+    result = node.run(argv, env=env, check=False, timeout=timeout)
     logs.mkdir(parents=True, exist_ok=True)
     (logs / f"gap-{phase}.log").write_text(f"{result.stdout}\n--- stderr\n{result.stderr}")
     if result.returncode != 0:
