@@ -9,7 +9,10 @@ PKGS=(docker-registry skopeo umoci containerd runc containernetworking-plugins b
       gpgv gpg lz4 xz-utils rpm createrepo-c dnf e2fsprogs tinyproxy iptables
       qemu-user-static binfmt-support  # the bootstrap on arm64 sysroots (make test-full)
       gcc libc6-dev file  # pause.c and Flannel's cgo build (the lab's real components)
-      conntrack socat ethtool ebtables)  # kubeadm's preflight on the lab's cluster nodes
+      conntrack socat ethtool ebtables)  # kubeadm's preflight on the fleet's lab nodes
+# (tests/full/test_fleet_cluster.py, whose spec carries no packages yet). The demo's and the
+# cluster tests' lab nodes remove these inside their overlays and install the bundle's .debs;
+# the host itself uses only iptables (tests read iptables-save).
 # `make test-full` builds the real components for linux/arm64 too: pause.c needs a cross gcc
 if [ "${AIRLOCK_DEPS_FULL:-}" = 1 ]; then PKGS+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross); fi
 # fleet: sshd on the lab's fleet nodes (cluster up -i); haproxy, the HA fleet's load balancer

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from airlock_lab.cluster import add_node_settings
+from airlock_lab.cluster import ClusterBundle, add_node_settings, build_cluster_bundle
 from airlock_lab.gap import LabState, lab_down, lab_up
 from airlock_lab.upstream import Upstream
 
@@ -55,7 +55,9 @@ def seed_bundle(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) ->
         YAML().dump({"sources": upstream.sources()}, fh)
     spec = work / "airlock.yaml"
     airlock("init", "--sources", str(sources), "-o", str(spec))
-    add_node_settings(spec)  # the lab nodes' settings (tests/e2e/test_cluster_join.py)
+    # the lab nodes' settings; no OS packages: test_fleet installs into bare sysroots, which
+    # have no dpkg database (the real lab nodes get theirs from `node_bundle`)
+    add_node_settings(spec, packages=False)
     airlock("keys", "generate", "--out", str(work / "site"))
     out = work / "out"
     created = json.loads(
@@ -84,6 +86,14 @@ def seed_bundle(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) ->
         pub=work / "site.pub",
         images=sorted(a["source"] for a in plan if a["kind"] == "image"),
     )
+
+
+@pytest.fixture(scope="session")
+def node_bundle(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> ClusterBundle:
+    """The seed bundle for real lab nodes: the lab's node settings and the node's OS packages
+    (resolved against this machine's apt repositories, carried as .debs), signed."""
+    work = tmp_path_factory.mktemp("node-bundle")
+    return build_cluster_bundle(upstream.sources(), work, airlock=Path(AIRLOCK))
 
 
 @pytest.fixture

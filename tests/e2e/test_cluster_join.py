@@ -18,10 +18,14 @@ from pathlib import Path
 import pytest
 
 from airlock import system
-from airlock_lab.cluster import ClusterBundle, ClusterNode, bundle_digests, gap_routes
+from airlock_lab.cluster import (
+    LAB_NODE_PACKAGES,
+    ClusterBundle,
+    ClusterNode,
+    gap_routes,
+)
 from airlock_lab.netns import create_netns, delete_netns
 from airlock_lab.node import CGROUP_FS, LabNode
-from conftest import SeedBundle
 
 AIRLOCK = Path(sys.executable).with_name("airlock")
 SWITCH, BRIDGE, NET = "cl-sw", "br0", "198.18.77"
@@ -57,14 +61,19 @@ def _traces() -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def cluster_bundle(seed_bundle: SeedBundle) -> ClusterBundle:
-    """The e2e seed bundle (its spec carries the lab's node settings)."""
-    return ClusterBundle(
-        bundle=seed_bundle.parts,
-        bootstrap=seed_bundle.parts.parent / "airlock-bootstrap.py",
-        key=seed_bundle.pub,
-        digests=bundle_digests(AIRLOCK, seed_bundle.parts),
-    )
+def cluster_bundle(node_bundle: ClusterBundle) -> ClusterBundle:
+    """The seed bundle for lab nodes (node settings, and the node's OS packages as .debs)."""
+    return node_bundle
+
+
+def _packages_from_the_bundle(node: ClusterNode) -> None:
+    """The node's OS packages were removed from it first and dpkg installed the bundle's."""
+    assert set(LAB_NODE_PACKAGES) <= set(node.withheld)
+    evidence = {e.name: e for e in node.package_evidence()}
+    assert all(evidence[n].from_bundle and evidence[n].matches for n in LAB_NODE_PACKAGES)
+    assert all(e.matches for e in evidence.values())  # the rest: already there, same version
+    verify = node.verify_packages()
+    assert verify.returncode == 0 and not verify.stdout.strip(), verify.stdout
 
 
 def _teardown(nodes: list[LabNode]) -> None:
@@ -106,6 +115,7 @@ def test_node2_joins_and_serves_over_flannel(
 ) -> None:
     (node1, addr1), (node2, addr2) = two_nodes
     kernel_before = _kernel()
+    host_packages = Path("/var/lib/dpkg/status").read_bytes()
     registry1 = f"{addr1}:5000"
     b = cluster_bundle
     cp = ClusterNode(node1, address=addr1, say=print, log_dir=tmp_path / "logs")
@@ -114,6 +124,7 @@ def test_node2_joins_and_serves_over_flannel(
     t0 = time.monotonic()
     cp.install_from_bundle(b.bundle, key=b.key, bootstrap=b.bootstrap)
     cp.prepare_and_install(registries=[registry1])
+    _packages_from_the_bundle(cp)
     cp.init(registries=[registry1])
     ready = time.monotonic() - t0
     assert cp.node_conditions()[NODES[0]]["Ready"] == "True"
@@ -132,6 +143,7 @@ def test_node2_joins_and_serves_over_flannel(
     # node2: its own airlock and store, mirrors pointing at node1's registry; the join file
     worker.install_from_bundle(b.bundle, key=b.key, bootstrap=b.bootstrap)
     worker.prepare_and_install(registries=[registry1])
+    _packages_from_the_bundle(worker)
     join_file = node2.dir / "join.json"
     join_file.write_text(node1.read_text("/etc/airlock/join.json"))
     join_file.chmod(0o600)
@@ -166,6 +178,8 @@ def test_node2_joins_and_serves_over_flannel(
     worker.reset()  # the joined node first: its record holds the kubelet's values
     cp.reset()
     assert _kernel() == kernel_before
+    # the nodes' package changes stayed in their overlays
+    assert Path("/var/lib/dpkg/status").read_bytes() == host_packages
     for node in (node1, node2):
         assert not node.run(["ctr", "-n", "k8s.io", "tasks", "ls", "-q"]).stdout.strip()
         assert "KUBE-" not in node.run(["iptables-save"]).stdout

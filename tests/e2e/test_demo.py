@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from airlock_lab.demo import DEMO_CGROUP_ROOT, run_demo
+from airlock_lab.cluster import LAB_NODE_PACKAGES
+from airlock_lab.demo import DEMO_CGROUP_ROOT, packages_ok, run_demo
 from airlock_lab.gap import GAP_NETNS
 from airlock_lab.netns import netns_exists
 from airlock_lab.node import CGROUP_FS
@@ -22,6 +23,7 @@ def _kernel() -> dict[str, str]:
 
 def test_demo_journey(tmp_path: Path) -> None:
     kernel_before = _kernel()
+    host_packages = Path("/var/lib/dpkg/status").read_bytes()
     summary = run_demo(tmp_path / "demo", cache=CACHE)
     assert len(summary.images) == 11
     assert summary.images_pulled == summary.images  # every image, by its original name
@@ -44,6 +46,12 @@ def test_demo_journey(tmp_path: Path) -> None:
     assert summary.digests_match
     assert any("/coredns-" in c for c in summary.pod_images)
     assert any("/kube-flannel-" in c for c in summary.pod_images)
+    # the node's OS packages: dpkg installed the bundle's (removed from the node first, in its
+    # overlays only), at the bundle's versions, every file as the .deb has it; node check ok
+    assert packages_ok(summary), (summary.os_packages, summary.node_check)
+    carried = {p["name"] for p in summary.os_packages}
+    assert set(LAB_NODE_PACKAGES) < carried  # and their libraries: the closure
+    assert Path("/var/lib/dpkg/status").read_bytes() == host_packages
     # and left nothing behind: no mount, cgroup or kubelet setting of the node
     assert not [
         line

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from airlock.errors import UsageError
-from airlock_lab.debroot import NET_TOOLS, debian_sources, elf_info
+from airlock_lab.debroot import NET_TOOLS, debian_repositories, debian_sources, elf_info
 
 ARCHIVE = "http://mirror.invalid/debian"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -50,6 +50,43 @@ def test_no_entry_for_the_release_is_a_clear_error(tmp_path: Path) -> None:
     etc = _etc(tmp_path, {"sources.list": f"deb {ARCHIVE} trixie main\n"})
     with pytest.raises(UsageError, match="no Debian bookworm entry"):
         debian_sources(etc, codename="bookworm")
+
+
+OS_RELEASE = 'ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n'
+
+
+def test_repositories_for_the_spec_from_apts_sources_with_their_keys(tmp_path: Path) -> None:
+    etc = _etc(
+        tmp_path / "apt",
+        {
+            "sources.list.d/debian.sources": (
+                f"Types: deb\nURIs: {ARCHIVE}/\nSuites: bookworm bookworm-updates\n"
+                f"Components: main\nSigned-By: {KEYRING}\n"
+            ),
+            "sources.list": f"deb {ARCHIVE}-security bookworm-security main\n",
+            "trusted.gpg.d/extra.asc": "-----BEGIN PGP PUBLIC KEY BLOCK-----\n",
+            "trusted.gpg.d/README": "not a keyring\n",
+        },
+    )
+    release = tmp_path / "os-release"
+    release.write_text(OS_RELEASE)
+    repos = debian_repositories(etc, os_release=release)
+    assert repos.os == "debian-12"
+    assert repos.repositories == (
+        f"{ARCHIVE}-security/dists/bookworm-security#main",
+        f"{ARCHIVE}/dists/bookworm#main",
+        f"{ARCHIVE}/dists/bookworm-updates#main",
+    )
+    # the security entry has no Signed-By: apt checks it with its trusted keyrings
+    assert repos.keys == (KEYRING, str(etc / "trusted.gpg.d/extra.asc"))
+
+
+def test_repositories_need_a_debian_release(tmp_path: Path) -> None:
+    etc = _etc(tmp_path / "apt", {"sources.list": f"deb {ARCHIVE} bookworm main\n"})
+    release = tmp_path / "os-release"
+    release.write_text('ID=fedora\nVERSION_ID="39"\n')
+    with pytest.raises(UsageError, match="not a Debian release"):
+        debian_repositories(etc, os_release=release)
 
 
 def test_elf_info_reads_the_loader_and_needed_libraries() -> None:

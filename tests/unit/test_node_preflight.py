@@ -16,7 +16,9 @@ from airlock.node.inventory import collect_inventory
 from airlock.node.osinfo import read_os_info
 from airlock.node.preflight import (
     PreflightOptions,
+    check_cgroups,
     check_images,
+    check_packages,
     check_ports,
     check_registry,
     run_preflight,
@@ -71,6 +73,39 @@ def test_sysroot_checks_fail_then_pass_after_prepare_and_install(tmp_path: Path)
         "disk": "ok",
     }
     assert summary(after)["status"] == "ok"
+
+
+def test_the_specs_os_packages_are_looked_for_in_dpkgs_status(tmp_path: Path) -> None:
+    status = tmp_path / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True)
+    status.write_text(
+        "Package: socat\nStatus: install ok installed\nVersion: 1.7.4.4-2\n\n"
+        "Package: iptables\nStatus: deinstall ok config-files\nVersion: 1.8.9-2\n"
+    )
+    missing = check_packages(tmp_path, ["socat", "iptables", "conntrack"])
+    assert missing.status == "fail"
+    assert missing.message == "not installed: iptables, conntrack"  # removed is not installed
+    assert missing.fix.startswith("airlock node install")
+    opts = PreflightOptions(packages=("socat",), min_free_bytes=1)
+    assert by_name(run_preflight(root=tmp_path, options=opts))["packages"].status == "ok"
+    assert "packages" not in by_name(run_preflight(root=tmp_path))  # the spec names none
+
+
+def test_cgroup_driver_is_the_specs_for_containerd_and_kubelet_alike(tmp_path: Path) -> None:
+    config = tmp_path / "etc/containerd/config.toml"
+    config.parent.mkdir(parents=True)
+    runc = '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n'
+    config.write_text(runc + "SystemdCgroup = false\n")
+    assert check_cgroups(tmp_path, live=False, driver="cgroupfs").status == "ok"
+    systemd = check_cgroups(tmp_path, live=False)  # the default driver: systemd
+    assert systemd.status == "fail" and "does not use the systemd" in systemd.message
+    kubelet = tmp_path / "var/lib/kubelet/config.yaml"
+    kubelet.parent.mkdir(parents=True)
+    kubelet.write_text("cgroupDriver: systemd\n")
+    mixed = check_cgroups(tmp_path, live=False, driver="cgroupfs")
+    assert mixed.status == "fail" and "kubelet uses systemd" in mixed.message
+    config.write_text(runc + "SystemdCgroup = true\n")
+    assert check_cgroups(tmp_path, live=False).status == "ok"
 
 
 def test_disk_check_fails_when_too_small(tmp_path: Path) -> None:

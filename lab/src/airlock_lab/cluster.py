@@ -10,13 +10,22 @@ the node reaches anything but the lab's own addresses.
 The lab's node settings (`LAB_NODE_SETTINGS`) are the spec's `node:` block, each with its reason:
 they are what this kernel and sandbox impose, written into the spec rather than into lab-only
 code paths (docs/node.md).
+
+The node's OS packages (`LAB_NODE_PACKAGES`: what kubeadm's preflight and the kubelet run) are
+the spec's `packages:` block, resolved against the Debian repositories this machine's apt is
+configured with (read when the spec is written, `debroot.debian_repositories`), so `plan`
+resolves their closure and the bundle carries every .deb. `withhold_node_packages` makes them
+absent on a lab node first (removed inside the node's overlays only), so `node install` really
+installs them from the bundle.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,24 +35,30 @@ from ruamel.yaml import YAML
 
 from airlock import system
 from airlock.errors import SystemCommandError
+from airlock_lab.debroot import debian_repositories
 from airlock_lab.node import CGROUP_FS, LabNode
 
 __all__ = [
     "ADMIN_CONF",
+    "LAB_NODE_PACKAGES",
     "LAB_NODE_SETTINGS",
     "NODE_AIRLOCK",
     "ClusterBundle",
     "ClusterEvidence",
     "ClusterNode",
+    "PackageEvidence",
     "add_node_settings",
     "build_cluster_bundle",
     "bundle_digests",
+    "bundle_packages",
     "gap_routes",
+    "lab_node_packages",
     "ungap_routes",
 ]
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 NODE_AIRLOCK = "/opt/airlock/venv/bin/airlock"
+HOST_AIRLOCK = Path(sys.executable).with_name("airlock")
 _RULE_PREFS = ("32000", "32001")
 
 LAB_NODE_SETTINGS: dict[str, Any] = {
@@ -83,6 +98,29 @@ LAB_NODE_SETTINGS: dict[str, Any] = {
         },
     ],
 }
+
+
+# the Debian lab node's equivalents of the seed's socat, conntrack-tools and libcgroup, plus what
+# kubeadm's preflight looks for (iptables, ethtool, ebtables); the kubelet runs iptables itself
+LAB_NODE_PACKAGES = ("socat", "conntrack", "cgroup-tools", "iptables", "ethtool", "ebtables")
+
+
+def lab_node_packages() -> dict[str, Any]:
+    """The spec's `packages:` block for the lab's nodes (this machine's Debian release).
+
+    `installed: minimal`: the closure is resolved against a minimal Debian of that release
+    (what debootstrap's minbase installs), the base every node of it has; a lab node already
+    holding a package of the closure at the same version keeps it, and `node install` installs
+    the rest. A dpkg status file would need the node's own, which the connected side cannot
+    read."""
+    repos = debian_repositories()
+    return {
+        "os": repos.os,
+        "names": list(LAB_NODE_PACKAGES),
+        "repositories": list(repos.repositories),
+        "keys": list(repos.keys),
+        "installed": "minimal",
+    }
 
 
 def gap_routes(netns: str, dev: str, *, service_subnet: str = "10.96.0.0/12") -> None:
@@ -136,13 +174,30 @@ class ClusterBundle:
     digests: dict[str, str]  # repository -> the image digest the bundle carries
 
 
-def add_node_settings(spec: Path) -> None:
-    """The lab's node settings as the spec's `node:` block (ruamel.yaml, comments kept)."""
+def add_node_settings(spec: Path, *, packages: bool = True) -> None:
+    """The lab's node settings as the spec's `node:` block and (unless `packages` is false)
+    the node's OS packages as its `packages:` block (ruamel.yaml, comments kept)."""
     yaml = YAML()
     doc = yaml.load(spec.read_text())
     doc["node"] = LAB_NODE_SETTINGS
+    if packages:
+        doc["packages"] = lab_node_packages()
     with spec.open("w") as fh:
         yaml.dump(doc, fh)
+
+
+def bundle_packages(airlock: Path, bundle: Path) -> dict[str, str]:
+    """package -> version of the OS packages the bundle carries (its `.deb` files; Debian's
+    file names leave the epoch out of the version)."""
+    doc = json.loads(
+        system.run([str(airlock), "bundle", "inspect", str(bundle), "--json"], timeout=300).stdout
+    )
+    out: dict[str, str] = {}
+    for f in doc.get("files", []):
+        if f.get("kind") == "package" and str(f.get("name", "")).endswith(".deb"):
+            name, version = f["name"].split("_")[:2]
+            out[name] = urllib.parse.unquote(version)
+    return out
 
 
 def bundle_digests(airlock: Path, bundle: Path) -> dict[str, str]:
@@ -200,6 +255,21 @@ def build_cluster_bundle(
     )
 
 
+@dataclass(frozen=True)
+class PackageEvidence:
+    """One OS package of the bundle on a node after `node install`."""
+
+    name: str
+    bundle_version: str  # from the .deb's file name (no epoch)
+    installed_version: str | None  # dpkg's, on the node
+    from_bundle: bool  # `node install` installed it (the node lacked it, or had another version)
+    withheld: bool  # removed from the node before `node install`
+
+    @property
+    def matches(self) -> bool:
+        return (self.installed_version or "").split(":", 1)[-1] == self.bundle_version
+
+
 @dataclass
 class ClusterEvidence:
     node_conditions: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -223,6 +293,9 @@ class ClusterNode:
         self.address = address
         self.say = say
         self.log_dir = log_dir
+        self.carried_packages: dict[str, str] = {}  # the bundle's OS packages -> version
+        self.withheld: list[str] = []  # removed from the node before `node install`
+        self.before_install: dict[str, str] = {}  # the carried packages the node then had
 
     # --- commands -------------------------------------------------------------------------
 
@@ -252,8 +325,49 @@ class ClusterNode:
 
     # --- the journey -----------------------------------------------------------------------
 
+    def withhold_carried_packages(self, bundle: Path) -> list[str]:
+        """The node gives up the OS packages the bundle carries (those the spec asks for, and
+        each library of their closure nothing else on the node needs), inside its overlays, so
+        `node install` installs them from the bundle rather than the node keeping the host's."""
+        self.carried_packages = bundle_packages(HOST_AIRLOCK, bundle)
+        asked = [n for n in LAB_NODE_PACKAGES if n in self.carried_packages]
+        self.withheld = self.node.withhold_packages(self.carried_packages, always=asked)
+        self.before_install = {
+            name: entry.version
+            for name, entry in self.node.installed_packages().items()
+            if name in self.carried_packages
+        }
+        if self.withheld:
+            self.say(
+                f"   [{self.node.hostname}] removed from the node (its overlays only; the host "
+                f"keeps its own): {' '.join(self.withheld)}"
+            )
+        return self.withheld
+
+    def package_evidence(self) -> list[PackageEvidence]:
+        """Each OS package of the bundle as the node's dpkg has it now."""
+        installed = self.node.installed_packages()
+        out = []
+        for name, version in sorted(self.carried_packages.items()):
+            now = installed[name].version if name in installed else None
+            before = self.before_install.get(name)
+            out.append(
+                PackageEvidence(
+                    name, version, now, now is not None and now != before, name in self.withheld
+                )
+            )
+        return out
+
+    def verify_packages(self) -> system.CommandResult:
+        """`dpkg --verify` of the packages installed from the bundle: their files on the node
+        are the ones their .debs hold (dpkg's md5sums; no output when every file matches)."""
+        names = [e.name for e in self.package_evidence() if e.from_bundle]
+        return self.node.run(["dpkg", "--verify", *names], check=False, timeout=120)
+
     def install_from_bundle(self, bundle: Path, *, key: Path, bootstrap: Path) -> None:
-        """airlock from the bundle's wheelhouse, then verify + load into the node's store."""
+        """The node gives up the bundle's OS packages (`withhold_carried_packages`), then
+        airlock from the bundle's wheelhouse, then verify + load into the node's store."""
+        self.withhold_carried_packages(bundle)
         self.say(
             f"   [{self.node.hostname}] $ python3 {bootstrap.name} {bundle.name} --venv /opt/airlock/venv"
         )

@@ -33,8 +33,10 @@ from airlock_lab.imagebuild import Layer, TarEntry
 
 __all__ = [
     "NET_TOOLS",
+    "DebianRepositories",
     "DebianRoot",
     "ElfInfo",
+    "debian_repositories",
     "debian_sources",
     "elf_info",
     "net_tools_layer",
@@ -166,12 +168,10 @@ def _one_line_entries(text: str) -> Iterator[tuple[str, list[str], list[str], st
         yield uri, [suite], comps.split(), signed.group(1) if signed else ""
 
 
-def debian_sources(etc: Path = Path("/etc/apt"), *, codename: str | None = None) -> list[str]:
-    """The one-line `deb` entries of this machine's sources for its Debian release's suites
-    (main component), e.g. the release, its -updates and its -security suites."""
-    codename = codename or _codename()
+def _main_entries(etc: Path, codename: str) -> list[tuple[str, str, str]]:
+    """(uri, suite, signed-by) of every enabled `deb` entry of this release with `main`."""
     files = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*"))]
-    lines: list[str] = []
+    out: list[tuple[str, str, str]] = []
     for path in files:
         if not path.is_file() or path.suffix not in (".list", ".sources"):
             continue
@@ -179,17 +179,65 @@ def debian_sources(etc: Path = Path("/etc/apt"), *, codename: str | None = None)
         parse = _deb822_entries if path.suffix == ".sources" else _one_line_entries
         for uri, suites, comps, signed_by in parse(text):
             for suite in suites:
-                if suite.split("-")[0] != codename or "main" not in comps:
-                    continue
-                option = f"[signed-by={signed_by}] " if signed_by.startswith("/") else ""
-                lines.append(f"deb {option}{uri} {suite} main")
-    if not lines:
+                if suite.split("-")[0] == codename and "main" in comps:
+                    out.append((uri, suite, signed_by))
+    if not out:
         raise UsageError(
             f"no Debian {codename} entry in {etc}/sources.list(.d)",
-            "the lab takes iptables and iproute2 for its images from Debian's archive; "
-            "configure apt's sources for this machine's release",
+            "the lab takes Debian's packages (its images' iptables and iproute2, its nodes' "
+            "socat, conntrack, ...) from this machine's release; configure apt's sources",
         )
+    return out
+
+
+def debian_sources(etc: Path = Path("/etc/apt"), *, codename: str | None = None) -> list[str]:
+    """The one-line `deb` entries of this machine's sources for its Debian release's suites
+    (main component), e.g. the release, its -updates and its -security suites."""
+    lines = []
+    for uri, suite, signed_by in _main_entries(etc, codename or _codename()):
+        option = f"[signed-by={signed_by}] " if signed_by.startswith("/") else ""
+        lines.append(f"deb {option}{uri} {suite} main")
     return lines
+
+
+@dataclass(frozen=True)
+class DebianRepositories:
+    """This machine's Debian release and repositories, in the spec's `packages:` terms."""
+
+    os: str  # debian-12
+    repositories: tuple[str, ...]  # <archive>/dists/<suite>#main
+    keys: tuple[str, ...]  # the keyrings apt checks them with
+
+
+def _trusted_keys(etc: Path) -> list[str]:
+    """apt's keyrings for entries without Signed-By (trusted.gpg and trusted.gpg.d)."""
+    found = [etc / "trusted.gpg", *sorted((etc / "trusted.gpg.d").glob("*"))]
+    return [str(p) for p in found if p.is_file() and p.suffix in (".gpg", ".asc")]
+
+
+def debian_repositories(
+    etc: Path = Path("/etc/apt"), *, os_release: Path = Path("/etc/os-release")
+) -> DebianRepositories:
+    """The repositories this machine's apt is configured with, read now (no archive is named
+    in code): every enabled `deb` entry of its release's suites with `main`, and the keys apt
+    verifies them with (Signed-By, else apt's trusted keyrings)."""
+    text = os_release.read_text(errors="replace")
+    fields = dict(re.findall(r'^([A-Z_]+)="?([^"\n]*)"?$', text, re.M))
+    if fields.get("ID") != "debian" or not fields.get("VERSION_ID"):
+        raise UsageError(
+            f"{os_release}: not a Debian release with a VERSION_ID",
+            "the lab node's OS packages are Debian's, resolved against this machine's release",
+        )
+    entries = _main_entries(etc, fields.get("VERSION_CODENAME") or _codename())
+    repositories = tuple(
+        dict.fromkeys(f"{uri.rstrip('/')}/dists/{suite}#main" for uri, suite, _ in entries)
+    )
+    keys = [k for _, _, k in entries if k.startswith("/")]
+    if len(keys) < len(entries):  # some entry trusts apt's keyrings
+        keys += _trusted_keys(etc)
+    return DebianRepositories(
+        f"debian-{fields['VERSION_ID']}", repositories, tuple(dict.fromkeys(keys))
+    )
 
 
 def _apt(state: Path, arch: str, args: Sequence[str]) -> str:

@@ -5,8 +5,10 @@ blog's way for comparison (one docker-archive tar per image). Then `airlock lab 
 gap; the bundle is carried over the veth (resumable, every volume checked against the parts
 file); inside the gap, airlock is installed from the bundle's own wheelhouse into a fresh venv,
 and that airlock verifies and loads. Then the gap becomes a lab node (its own mount and UTS
-namespaces, a daemonless systemctl): airlock from the bundle prepares and installs it on its
-real root, `airlock cluster init` runs real kubeadm, Flannel and CoreDNS come up, podinfo is
+namespaces, a daemonless systemctl) and gives up the OS packages the bundle carries (removed
+inside the node's overlays only): airlock from the bundle prepares and installs it on its real
+root, dpkg installs those packages from the bundle offline, `airlock node check` passes,
+`airlock cluster init` runs real kubeadm, Flannel and CoreDNS come up, podinfo is
 deployed with real Helm and answers through its Service, every container runs the digest the
 bundle carries, and `airlock cluster reset` undoes it. Everything it started is stopped.
 """
@@ -32,6 +34,8 @@ from ruamel.yaml import YAML
 
 from airlock import system
 from airlock_lab.cluster import (
+    LAB_NODE_PACKAGES,
+    NODE_AIRLOCK,
     ClusterNode,
     add_node_settings,
     bundle_digests,
@@ -42,7 +46,15 @@ from airlock_lab.gap import GAP_NETNS, lab_down, lab_status, lab_up, prove_gap
 from airlock_lab.node import LabNode
 from airlock_lab.upstream import Upstream
 
-__all__ = ["CarryServer", "DemoSummary", "carry", "check_volumes", "main", "run_demo"]
+__all__ = [
+    "CarryServer",
+    "DemoSummary",
+    "carry",
+    "check_volumes",
+    "main",
+    "packages_ok",
+    "run_demo",
+]
 
 REGISTRY_PORT = 5000
 CARRY_PORT = 8090
@@ -64,6 +76,9 @@ class DemoSummary:
     upstream_requests_by_source: dict[str, int] = field(default_factory=dict)
     upstream_requests_from_control: int = -1
     upstream_requests_from_gap: int = -1
+    os_packages: list[dict[str, Any]] = field(default_factory=list)  # the bundle's, on node1
+    os_packages_verified: bool = False  # dpkg --verify of those installed from the bundle
+    node_check: dict[str, str] = field(default_factory=dict)  # check -> status
     node_conditions: dict[str, dict[str, str]] = field(default_factory=dict)
     pod_images: dict[str, str] = field(default_factory=dict)
     digests_match: bool = True
@@ -265,6 +280,43 @@ def blog_method_size(up: Upstream, images: Sequence[str], workdir: Path) -> int:
     return total
 
 
+def _report_packages(cn: ClusterNode, summary: DemoSummary) -> None:
+    """Which of the bundle's OS packages dpkg installed from it, at which version, and which
+    the node already had at that version (libraries its other packages need)."""
+    evidence = cn.package_evidence()
+    summary.os_packages = [
+        {
+            "name": e.name,
+            "bundle": e.bundle_version,
+            "installed": e.installed_version,
+            "fromBundle": e.from_bundle,
+            "withheld": e.withheld,
+        }
+        for e in evidence
+    ]
+    verify = cn.verify_packages()
+    summary.os_packages_verified = verify.returncode == 0 and not verify.stdout.strip()
+    installed = [e for e in evidence if e.from_bundle]
+    kept = [e for e in evidence if not e.from_bundle]
+    _say(
+        f"   OS packages installed from the bundle by dpkg, offline ({len(installed)}): "
+        + ", ".join(
+            f"{e.name} {e.installed_version}{'' if e.matches else ' != bundle'}"
+            + ("" if e.withheld else " (upgraded)")
+            for e in installed
+        )
+    )
+    _say(
+        "   dpkg --verify of those: "
+        + ("every file as its .deb has it" if summary.os_packages_verified else verify.stdout)
+    )
+    if kept:
+        _say(
+            f"   already on the node at the bundle's version, needed by its other packages "
+            f"({len(kept)}): " + ", ".join(f"{e.name} {e.installed_version}" for e in kept)
+        )
+
+
 def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -> DemoSummary:
     summary = DemoSummary()
     host_airlock = Path(sys.executable).with_name("airlock")
@@ -306,11 +358,22 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             _say(
                 "   spec: the lab's node settings added (node: cgroupfs, cgroupRoot, ...; docs/spec.md)"
             )
+            packages = YAML().load(spec.read_text())["packages"]
+            _say(
+                f"   spec: the node's OS packages ({packages['os']}): "
+                f"{', '.join(packages['names'])}; from this machine's apt sources: "
+                + ", ".join(packages["repositories"])
+            )
             plan = json.loads(
                 system.run([str(host_airlock), "plan", "-f", str(spec), "--json"]).stdout
             )["artifacts"]
             summary.images = sorted(a["source"] for a in plan if a["kind"] == "image")
-            _say(f"   plan: {len(plan)} artifacts, {len(summary.images)} images")
+            debs = [a for a in plan if a["kind"] == "package"]
+            _say(
+                f"   plan: {len(plan)} artifacts, {len(summary.images)} images, {len(debs)} .debs"
+                f" ({sum(a.get('size') or 0 for a in debs) / 2**20:.1f} MiB: the closure libsolv"
+                " resolved against a minimal Debian)"
+            )
         with _stage(summary, "3. bundle create (fetch, verify, sign, split)"):
             _airlock(host_airlock, "keys", "generate", "--out", str(connected / "site"))
             created = json.loads(
@@ -448,7 +511,8 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             node.up()
             stack.callback(node.down)
             _say(
-                f"   node {DEMO_HOSTNAME}: private /etc, /usr, /var/lib/*, /run; daemonless systemctl"
+                f"   node {DEMO_HOSTNAME}: private /etc, /usr, /var/lib/*, /var/cache, /run;"
+                " daemonless systemctl"
             )
             cn.install_from_bundle(
                 bundle, key=gapdir / "site.pub", bootstrap=gapdir / bootstrap.name
@@ -467,6 +531,23 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
             if second["plan"]["changes"]:
                 raise SystemExit("demo: a second install would change something")
             _say("   second install plan: empty (idempotent)")
+            _report_packages(cn, summary)
+            check = json.loads(
+                cn.node.run(
+                    [NODE_AIRLOCK, "node", "check", "--registry", registry_addr, "--json"],
+                    check=False,
+                    timeout=300,
+                ).stdout
+            )
+            summary.node_check = {c["name"]: c["status"] for c in check.get("checks", [])}
+            _say(
+                f"   [{DEMO_HOSTNAME}] $ airlock node check: {check.get('status')} ("
+                + ", ".join(f"{k} {v}" for k, v in summary.node_check.items())
+                + ")"
+            )
+            for c in check.get("checks", []):
+                if c["status"] != "ok":
+                    _say(f"     {c['status']} {c['name']}: {c['message']}")
         t_cluster = time.monotonic()
         with _stage(
             summary,
@@ -562,6 +643,13 @@ def _print_summary(s: DemoSummary) -> None:
         f"   blog's method, images only (docker-archive per image): {s.blog_method_bytes / 2**20:.1f} MiB (bundle/blog = {ratio:.2f}, the bundle also carries every binary)"
     )
     _say(f"   images pulled by original name in the gap: {len(s.images_pulled)}/{len(s.images)}")
+    from_bundle = [p for p in s.os_packages if p["fromBundle"]]
+    _say(
+        f"   OS packages: {len(s.os_packages)} .debs carried; {len(from_bundle)} installed on node1"
+        f" from the bundle (dpkg --verify {'ok' if s.os_packages_verified else 'FAILED'}),"
+        f" the rest already there at the same version; node check: "
+        f"{'passed' if s.node_check and 'fail' not in s.node_check.values() else 'FAILED'}"
+    )
     proof = s.gap_proof
     _say(
         "   gap proof: the same GET reached the upstream from the control "
@@ -580,6 +668,26 @@ def _print_summary(s: DemoSummary) -> None:
     )
     for note in s.notes:
         _say(f"   note: {note}")
+
+
+def packages_ok(s: DemoSummary) -> bool:
+    """The node's OS packages came from the bundle: the ones asked for were installed by dpkg
+    from it at the bundle's versions, their files check, and `node check` found no failure."""
+    by_name = {p["name"]: p for p in s.os_packages}
+    asked = [by_name.get(n) for n in LAB_NODE_PACKAGES]
+    return (
+        all(
+            p is not None
+            and p["fromBundle"]
+            and p["withheld"]
+            and (p["installed"] or "").split(":", 1)[-1] == p["bundle"]
+            for p in asked
+        )
+        and all((p["installed"] or "").split(":", 1)[-1] == p["bundle"] for p in s.os_packages)
+        and s.os_packages_verified
+        and bool(s.node_check)
+        and "fail" not in s.node_check.values()
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -603,6 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         and summary.upstream_requests_from_control > 0
         and bool(summary.gap_proof.get("controlReached"))
         and bool(summary.gap_proof.get("gapBlocked"))
+        and packages_ok(summary)
     )
     return 0 if ok else 1
 

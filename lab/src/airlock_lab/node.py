@@ -5,10 +5,10 @@ Several Kubernetes nodes on one Linux host must not see each other's (or the hos
 node its own view of the host's file system, kept in a per-node directory the lab creates and
 removes:
 
-- overlays (lower: the host's directory, upper: the node's) on `/etc`, `/usr`, `/opt`, `/root`
-  and `/var/lib`: the node sees the host's programs and libraries, and everything it writes
-  (`airlock node install` into `/usr/local/bin`, units in `/etc/systemd/system`, packages in
-  `/var/lib/dpkg`) stays the node's;
+- overlays (lower: the host's directory, upper: the node's) on `/etc`, `/usr`, `/opt`, `/root`,
+  `/var/lib` and `/var/cache`: the node sees the host's programs and libraries, and everything
+  it writes (`airlock node install` into `/usr/local/bin`, units in `/etc/systemd/system`,
+  packages in `/var/lib/dpkg`, dpkg's triggers in `/var/cache`) stays the node's;
 - plain directories bound over `/var/lib/kubelet`, `/var/lib/etcd`, `/var/lib/containerd`,
   `/var/lib/cni`, `/var/lib/airlock` and `/var/log` (containerd's overlay snapshots cannot
   live on an overlay);
@@ -24,8 +24,13 @@ kubeadm's own `systemctl` calls start the units `airlock node install` wrote.
 kubelet's cgroup root), unbinds the namespaces (their mounts go with them), removes the node's
 cgroups and its directory: the host is left as it was.
 
+The node starts as a copy of the host's packages. `withhold_packages(names)` removes packages
+from the node (dpkg inside its mount namespace, so only its overlays change; the host keeps its
+own), so that what a bundle carries is what the node really gets from `airlock node install`.
+
 Small API for other lab parts: `LabNode(name, netns=..., cgroup_root=...)`, `up()`,
-`down()`, `run(argv)`, `spawn(argv, log=...)`, `read_text(path)`, `processes()`.
+`down()`, `run(argv)`, `spawn(argv, log=...)`, `read_text(path)`, `processes()`,
+`installed_packages()`, `withhold_packages(names)`.
 """
 
 from __future__ import annotations
@@ -36,18 +41,28 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from airlock import system
 from airlock.errors import SystemCommandError, UsageError
 
-__all__ = ["CGROUP_FS", "DEFAULT_BASE", "NODE_OVERLAYS", "NODE_PRIVATE_DIRS", "LabNode"]
+__all__ = [
+    "CGROUP_FS",
+    "DEFAULT_BASE",
+    "NODE_OVERLAYS",
+    "NODE_PRIVATE_DIRS",
+    "DpkgEntry",
+    "LabNode",
+    "parse_dpkg_query",
+    "removable_packages",
+]
 
 DEFAULT_BASE = Path("/var/tmp/airlock-lab-nodes")
 CGROUP_FS = Path("/sys/fs/cgroup")
-NODE_OVERLAYS = ("/etc", "/usr", "/opt", "/root", "/var/lib")
+NODE_OVERLAYS = ("/etc", "/usr", "/opt", "/root", "/var/lib", "/var/cache")
 NODE_PRIVATE_DIRS = (
     "/var/lib/kubelet",
     "/var/lib/etcd",
@@ -57,6 +72,70 @@ NODE_PRIVATE_DIRS = (
     "/var/log",
 )
 _NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+_DPKG_FORMAT = "${Package}\t${db:Status-Abbrev}\t${Version}\t${Essential}\t${Pre-Depends}, ${Depends}\t${Provides}\n"
+
+
+@dataclass(frozen=True)
+class DpkgEntry:
+    """An installed Debian package, as far as removing packages needs to know it."""
+
+    version: str
+    depends: frozenset[str]  # every name in Pre-Depends and Depends (each alternative)
+    provides: frozenset[str]
+    essential: bool = False
+
+
+def _names(field: str) -> frozenset[str]:
+    out = set()
+    for alternative in field.replace("|", ",").split(","):
+        name = alternative.strip().split(" ", 1)[0].split("(", 1)[0].split(":", 1)[0]
+        if name:
+            out.add(name)
+    return frozenset(out)
+
+
+def parse_dpkg_query(text: str) -> dict[str, DpkgEntry]:
+    """`dpkg-query -W -f _DPKG_FORMAT` -> the installed packages (status `ii`)."""
+    out: dict[str, DpkgEntry] = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) != 6 or not parts[1].startswith("ii"):
+            continue
+        name, _, version, essential, depends, provides = parts
+        out[name] = DpkgEntry(version, _names(depends), _names(provides), essential == "yes")
+    return out
+
+
+def removable_packages(
+    candidates: Iterable[str],
+    installed: Mapping[str, DpkgEntry],
+    *,
+    always: Iterable[str] = (),
+) -> list[str]:
+    """Those `candidates` installed that may go: every one of `always` (the packages asked
+    for), and each other one nothing else needs: no installed package outside the candidates
+    depends on it (directly, through a virtual package, or through a candidate kept for that
+    reason). Essential packages always stay."""
+    wanted = {c for c in candidates if c in installed}
+    forced = {a for a in always if a in installed}
+    providers: dict[str, set[str]] = {}
+    for name, entry in installed.items():
+        for provided in (name, *entry.provides):
+            providers.setdefault(provided, set()).add(name)
+
+    def needed_by(names: Iterable[str]) -> set[str]:
+        deps = {d for n in names for d in installed[n].depends}
+        return {p for d in deps for p in providers.get(d, ()) if p in wanted} - forced
+
+    keep = {n for n in wanted | forced if installed[n].essential}
+    keep |= needed_by(n for n in installed if n not in wanted | forced)
+    frontier = set(keep)
+    while frontier:
+        frontier = needed_by(frontier) - keep
+        keep |= frontier
+    return sorted((wanted | forced) - keep)
 
 
 def _slug(path: str) -> str:
@@ -123,6 +202,38 @@ class LabNode:
     def read_text(self, path: str) -> str:
         """A file as the node sees it."""
         return self.run(["cat", path], timeout=30).stdout
+
+    # --- its packages -------------------------------------------------------------------
+
+    def installed_packages(self) -> dict[str, DpkgEntry]:
+        """The Debian packages installed on the node (its own dpkg database)."""
+        result = self.run(["dpkg-query", "-W", "-f", _DPKG_FORMAT], timeout=60)
+        return parse_dpkg_query(result.stdout)
+
+    def _require_private_views(self) -> None:
+        """Refuse to change packages unless every directory dpkg writes is the node's own."""
+        mounts = self.run(["findmnt", "-rn", "-o", "TARGET,FSTYPE"], timeout=30).stdout
+        kinds = dict(line.split(" ", 1) for line in mounts.splitlines() if " " in line)
+        shared = [p for p in NODE_OVERLAYS if kinds.get(p) != "overlay"]
+        if shared or not self.is_up:
+            raise SystemCommandError(
+                f"lab node {self.name}: {', '.join(shared) or 'its mount namespace'} is not the"
+                " node's own: its packages are not removed (the host's would go with them)"
+            )
+
+    def withhold_packages(self, names: Iterable[str], *, always: Iterable[str] = ()) -> list[str]:
+        """Remove from the node every one of `always` and those of `names` that no other
+        package on it needs (`removable_packages`), with dpkg inside the node's mount namespace:
+        only its overlays change, the host keeps its packages. Returns what was removed."""
+        self._require_private_views()
+        remove = removable_packages(names, self.installed_packages(), always=always)
+        if remove:
+            self.run(
+                ["dpkg", "--purge", "--force-depends", *remove],
+                env={"DEBIAN_FRONTEND": "noninteractive"},
+                timeout=600,
+            )
+        return remove
 
     # --- up -----------------------------------------------------------------------------
 

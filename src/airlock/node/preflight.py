@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from airlock import system
 from airlock.node.prepare import MODULES, SYSCTLS
-from airlock.node.resources import SWAP_LINE
+from airlock.node.resources import SWAP_LINE, dpkg_status
 from airlock.oci.media import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -38,6 +38,7 @@ __all__ = [
     "PreflightOptions",
     "Status",
     "check_kubelet_cgroup_v1",
+    "check_packages",
     "run_preflight",
     "summary",
 ]
@@ -75,6 +76,8 @@ class PreflightOptions:
     kubernetes_version: str | None = None  # the bundle's; None: not checked against cgroups
     fail_cgroup_v1: bool | None = None  # the spec's node.failCgroupV1
     cgroup_v2: bool | None = None  # None: read from the running kernel when live
+    packages: tuple[str, ...] = ()  # the spec's packages.names (the node's OS packages)
+    cgroup_driver: str = "systemd"  # the spec's node.cgroupDriver
 
 
 def _read(root: Path, node_path: str) -> str | None:
@@ -164,11 +167,15 @@ def check_sysctls(root: Path, *, live: bool) -> CheckResult:
     return CheckResult("sysctls", "ok", "bridge netfilter and ip_forward set")
 
 
-def check_cgroups(root: Path, *, live: bool) -> CheckResult:
-    fix = "airlock node install (SystemdCgroup = true in /etc/containerd/config.toml)"
-    problems = []
-    if live and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
-        problems.append("cgroup v1 (kubernetes prefers v2: systemd.unified_cgroup_hierarchy=1)")
+def check_cgroups(root: Path, *, live: bool, driver: str = "systemd") -> CheckResult:
+    """containerd's runc and the kubelet use the spec's cgroup driver (node.cgroupDriver:
+    systemd, or cgroupfs where another service manager starts the kubelet); a cgroup v1 host
+    is a warning (kubelet v1.35+ on it has its own check)."""
+    systemd = driver == "systemd"
+    fix = (
+        "airlock node install (containerd's SystemdCgroup and the kubelet's cgroupDriver follow"
+        f" the spec's node.cgroupDriver, {driver} here)"
+    )
     config = _read(root, "/etc/containerd/config.toml")
     if config is None:
         return CheckResult("cgroups", "fail", "no /etc/containerd/config.toml", fix)
@@ -176,14 +183,23 @@ def check_cgroups(root: Path, *, live: bool) -> CheckResult:
         doc = tomllib.loads(config)
     except tomllib.TOMLDecodeError as exc:
         return CheckResult("cgroups", "fail", f"/etc/containerd/config.toml: {exc}", fix)
-    if not _find_key(doc, "SystemdCgroup", True):
-        problems.append("containerd's runc does not use the systemd cgroup driver")
+    problems = []
+    if _find_key(doc, "SystemdCgroup", True) != systemd:
+        problems.append(f"containerd's runc does not use the {driver} cgroup driver")
     kubelet = _read(root, "/var/lib/kubelet/config.yaml")
-    if kubelet is not None and re.search(r"^cgroupDriver:\s*cgroupfs\s*$", kubelet, re.M):
-        problems.append("kubelet uses cgroupfs while containerd uses systemd")
+    found = re.search(r"^cgroupDriver:\s*(\S+)\s*$", kubelet or "", re.M)
+    if found and found.group(1) != driver:
+        problems.append(f"the kubelet uses {found.group(1)} while containerd uses {driver}")
     if problems:
         return CheckResult("cgroups", "fail", "; ".join(problems), fix)
-    return CheckResult("cgroups", "ok", ("cgroup v2, " if live else "") + "systemd cgroup driver")
+    if live and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        return CheckResult(
+            "cgroups",
+            "warn",
+            f"cgroup v1 ({driver} cgroup driver); Kubernetes prefers cgroup v2",
+            "boot with systemd.unified_cgroup_hierarchy=1 when you can",
+        )
+    return CheckResult("cgroups", "ok", ("cgroup v2, " if live else "") + f"{driver} cgroup driver")
 
 
 def _find_key(node: Any, key: str, value: Any) -> bool:
@@ -208,6 +224,33 @@ def check_binaries(root: Path, names: Sequence[str], *, live: bool) -> CheckResu
             "airlock node install BUNDLE (conntrack: the OS package conntrack / conntrack-tools)",
         )
     return CheckResult("binaries", "ok", f"found: {', '.join(names)}")
+
+
+def _rpm_missing(root: Path, names: Sequence[str]) -> list[str] | None:
+    if system.which("rpm") is None:
+        return None
+    result = system.run(
+        ["rpm", "--root", str(root), "-q", *names], check=False, timeout=60
+    )  # one line per name: "N is not installed" for the missing
+    return [n for n in names if f"package {n} is not installed" in result.stdout]
+
+
+def check_packages(root: Path, names: Sequence[str]) -> CheckResult:
+    """The spec's OS packages (packages.names) are installed: dpkg's status, else rpm's."""
+    fix = (
+        "airlock node install BUNDLE (it installs the packages the bundle carries: name "
+        "packages.repositories in the spec so their closure travels)"
+    )
+    if system.host_path("/var/lib/dpkg/status", root).exists():
+        have = dpkg_status(root)
+        missing: list[str] | None = [n for n in names if n not in have]
+    else:
+        missing = _rpm_missing(root, names)
+    if missing is None:
+        return CheckResult("packages", "warn", "no dpkg or rpm database to look in", fix)
+    if missing:
+        return CheckResult("packages", "fail", f"not installed: {', '.join(missing)}", fix)
+    return CheckResult("packages", "ok", f"installed: {', '.join(names)}")
 
 
 def check_ports(ports: Sequence[int]) -> CheckResult:
@@ -346,9 +389,11 @@ def run_preflight(
         check_swap(root, live=live),
         check_modules(root, live=live),
         check_sysctls(root, live=live),
-        check_cgroups(root, live=live),
+        check_cgroups(root, live=live, driver=opts.cgroup_driver),
         check_binaries(root, opts.binaries, live=live),
     ]
+    if opts.packages:
+        results.append(check_packages(root, opts.packages))
     if opts.kubernetes_version:
         v2 = opts.cgroup_v2
         if v2 is None:

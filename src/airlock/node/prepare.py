@@ -278,7 +278,10 @@ def iptables_backend(ctx: Context) -> list[str]:
             f"iptables backend: {backend} ({candidate} -> {final}); kube-proxy and flannel "
             "detect it, keep every node on the same backend"
         ]
-    return ["iptables is not installed: kube-proxy and flannel need it (install iptables)"]
+    return [
+        "iptables is not installed: kube-proxy and flannel need it (airlock node install"
+        " installs it from the bundle when the spec names it in packages)"
+    ]
 
 
 def resolv_conf(ctx: Context) -> list[str]:

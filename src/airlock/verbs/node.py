@@ -265,6 +265,8 @@ def check_node(*, root: Path, registry_url: str | None, store: Path) -> list[Che
             store=str(store),
             kubernetes_version=(spec.get("kubernetes") or {}).get("version"),
             fail_cgroup_v1=node.get("failCgroupV1"),
+            packages=tuple((spec.get("packages") or {}).get("names") or ()),
+            cgroup_driver=str(node.get("cgroupDriver", "systemd")),
         ),
     )
 
