@@ -14,9 +14,9 @@ code paths (docs/node.md).
 The node's OS packages (`LAB_NODE_PACKAGES`: what kubeadm's preflight and the kubelet run) are
 the spec's `packages:` block, resolved against the Debian repositories this machine's apt is
 configured with (read when the spec is written, `debroot.debian_repositories`), so `plan`
-resolves their closure and the bundle carries every .deb. `withhold_node_packages` makes them
-absent on a lab node first (removed inside the node's overlays only), so `node install` really
-installs them from the bundle.
+resolves their closure and the bundle carries every .deb. `ClusterNode.withhold_carried_packages`
+makes them absent on a lab node first (removed inside the node's overlays only), so `node
+install` really installs them from the bundle.
 """
 
 from __future__ import annotations
