@@ -187,8 +187,8 @@ def add_node_settings(spec: Path, *, packages: bool = True) -> None:
 
 
 def bundle_packages(airlock: Path, bundle: Path) -> dict[str, str]:
-    """package -> version of the OS packages the bundle carries (its `.deb` files; Debian's
-    file names leave the epoch out of the version)."""
+    """package -> version of the OS packages the bundle carries (its `.deb` files), without
+    the epoch (the archive's file names leave it out)."""
     doc = json.loads(
         system.run([str(airlock), "bundle", "inspect", str(bundle), "--json"], timeout=300).stdout
     )
@@ -196,7 +196,7 @@ def bundle_packages(airlock: Path, bundle: Path) -> dict[str, str]:
     for f in doc.get("files", []):
         if f.get("kind") == "package" and str(f.get("name", "")).endswith(".deb"):
             name, version = f["name"].split("_")[:2]
-            out[name] = urllib.parse.unquote(version)
+            out[name] = urllib.parse.unquote(version).split(":", 1)[-1]
     return out
 
 
