@@ -67,10 +67,11 @@ def cluster_bundle(node_bundle: ClusterBundle) -> ClusterBundle:
 
 
 def _packages_from_the_bundle(node: ClusterNode) -> None:
-    """The node's OS packages were removed from it first and dpkg installed the bundle's."""
-    assert set(LAB_NODE_PACKAGES) <= set(node.withheld)
+    """The node's OS packages were absent from it (removed first, or never on the host) and
+    dpkg installed the bundle's."""
     evidence = {e.name: e for e in node.package_evidence()}
-    assert all(evidence[n].from_bundle and evidence[n].matches for n in LAB_NODE_PACKAGES)
+    asked = [evidence[n] for n in LAB_NODE_PACKAGES]
+    assert all(e.before is None and e.from_bundle and e.matches for e in asked), asked
     assert all(e.matches for e in evidence.values())  # the rest: already there, same version
     verify = node.verify_packages()
     assert verify.returncode == 0 and not verify.stdout.strip(), verify.stdout

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from airlock_lab.cluster import LAB_NODE_PACKAGES
 from airlock_lab.demo import DEMO_CGROUP_ROOT, packages_ok, run_demo
 from airlock_lab.gap import GAP_NETNS
@@ -21,6 +23,7 @@ def _kernel() -> dict[str, str]:
     return {k: Path("/proc/sys", k.replace(".", "/")).read_text().strip() for k in KERNEL_KEYS}
 
 
+@pytest.mark.timeout(1800)  # its own bound below; the cluster takes most of it
 def test_demo_journey(tmp_path: Path) -> None:
     kernel_before = _kernel()
     host_packages = Path("/var/lib/dpkg/status").read_bytes()

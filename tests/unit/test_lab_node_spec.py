@@ -37,11 +37,11 @@ def test_the_spec_carries_the_nodes_packages_from_this_machines_repositories(
 def _summary(**over: object) -> DemoSummary:
     s = DemoSummary()
     s.os_packages = [
-        {"name": n, "bundle": "1.0-1", "installed": "1:1.0-1", "fromBundle": True, "withheld": True}
+        {"name": n, "bundle": "1.0-1", "installed": "1:1.0-1", "fromBundle": True, "before": None}
         for n in LAB_NODE_PACKAGES
     ] + [
         {"name": "libssl3", "bundle": "3.0", "installed": "3.0", "fromBundle": False,
-         "withheld": False}
+         "before": "3.0"}
     ]  # fmt: skip
     s.os_packages_verified = True
     s.node_check = {"binaries": "ok", "packages": "ok", "hostname": "warn"}
@@ -53,8 +53,11 @@ def _summary(**over: object) -> DemoSummary:
 def test_the_demo_needs_the_packages_installed_from_the_bundle() -> None:
     assert packages_ok(_summary())  # an epoch in dpkg's version, none in the file name
     kept = _summary()
-    kept.os_packages[0]["fromBundle"] = False  # the node kept the host's socat
+    kept.os_packages[0].update(fromBundle=False, before="1:1.0-1")  # the node kept the host's
     assert not packages_ok(kept)
+    upgraded = _summary()
+    upgraded.os_packages[0]["before"] = "1:0.9-1"  # installed from the bundle, over the host's
+    assert not packages_ok(upgraded)
     other = _summary()
     other.os_packages[1]["installed"] = "0.9-1"
     assert not packages_ok(other)

@@ -18,9 +18,11 @@ from airlock.node.preflight import (
     PreflightOptions,
     check_cgroups,
     check_images,
+    check_modules,
     check_packages,
     check_ports,
     check_registry,
+    module_present,
     run_preflight,
     summary,
 )
@@ -106,6 +108,23 @@ def test_cgroup_driver_is_the_specs_for_containerd_and_kubelet_alike(tmp_path: P
     assert mixed.status == "fail" and "kubelet uses systemd" in mixed.message
     config.write_text(runc + "SystemdCgroup = true\n")
     assert check_cgroups(tmp_path, live=False).status == "ok"
+
+
+def test_modules_loaded_or_built_into_the_kernel(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    (host / "proc/sys/net/bridge").mkdir(parents=True)
+    (host / "proc/filesystems").write_text("nodev\ttmpfs\nnodev\toverlayfs-not\n")
+    assert not module_present("overlay", host=host) and not module_present(
+        "br_netfilter", host=host
+    )
+    res = check_modules(tmp_path, live=True, host=host)
+    assert res.status == "fail" and "overlay, br_netfilter" in res.message
+    (host / "sys/module/overlay").mkdir(parents=True)  # loaded
+    # built in: no /sys/module entry, but its sysctl is there
+    (host / "proc/sys/net/bridge/bridge-nf-call-iptables").write_text("1\n")
+    assert module_present("overlay", host=host) and module_present("br_netfilter", host=host)
+    assert check_modules(tmp_path, live=True, host=host).status == "warn"  # not set for boot
+    assert not module_present("nf_conntrack", host=host)
 
 
 def test_disk_check_fails_when_too_small(tmp_path: Path) -> None:

@@ -263,7 +263,7 @@ class PackageEvidence:
     bundle_version: str  # from the .deb's file name (no epoch)
     installed_version: str | None  # dpkg's, on the node
     from_bundle: bool  # `node install` installed it (the node lacked it, or had another version)
-    withheld: bool  # removed from the node before `node install`
+    before: str | None  # the node's version before `node install` (None: it had none)
 
     @property
     def matches(self) -> bool:
@@ -352,9 +352,7 @@ class ClusterNode:
             now = installed[name].version if name in installed else None
             before = self.before_install.get(name)
             out.append(
-                PackageEvidence(
-                    name, version, now, now is not None and now != before, name in self.withheld
-                )
+                PackageEvidence(name, version, now, now is not None and now != before, before)
             )
         return out
 

@@ -290,7 +290,7 @@ def _report_packages(cn: ClusterNode, summary: DemoSummary) -> None:
             "bundle": e.bundle_version,
             "installed": e.installed_version,
             "fromBundle": e.from_bundle,
-            "withheld": e.withheld,
+            "before": e.before,
         }
         for e in evidence
     ]
@@ -302,7 +302,7 @@ def _report_packages(cn: ClusterNode, summary: DemoSummary) -> None:
         f"   OS packages installed from the bundle by dpkg, offline ({len(installed)}): "
         + ", ".join(
             f"{e.name} {e.installed_version}{'' if e.matches else ' != bundle'}"
-            + ("" if e.withheld else " (upgraded)")
+            + (f" (the node had {e.before})" if e.before else "")
             for e in installed
         )
     )
@@ -671,15 +671,16 @@ def _print_summary(s: DemoSummary) -> None:
 
 
 def packages_ok(s: DemoSummary) -> bool:
-    """The node's OS packages came from the bundle: the ones asked for were installed by dpkg
-    from it at the bundle's versions, their files check, and `node check` found no failure."""
+    """The node's OS packages came from the bundle: the ones asked for were absent from the node
+    and dpkg installed them from it at the bundle's versions, every package of the closure is at
+    the bundle's version, their files check, and `node check` found no failure."""
     by_name = {p["name"]: p for p in s.os_packages}
     asked = [by_name.get(n) for n in LAB_NODE_PACKAGES]
     return (
         all(
             p is not None
             and p["fromBundle"]
-            and p["withheld"]
+            and p["before"] is None
             and (p["installed"] or "").split(":", 1)[-1] == p["bundle"]
             for p in asked
         )

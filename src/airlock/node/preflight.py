@@ -8,8 +8,10 @@ binding 127.0.0.1 to see whether a port is free, and HTTP to the local registry 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
+import os
 import re
 import shutil
 import socket
@@ -39,6 +41,7 @@ __all__ = [
     "Status",
     "check_kubelet_cgroup_v1",
     "check_packages",
+    "module_present",
     "run_preflight",
     "summary",
 ]
@@ -109,12 +112,42 @@ def check_swap(root: Path, *, live: bool) -> CheckResult:
     return CheckResult("swap", "ok", "swap is off" + ("" if live else " at boot"))
 
 
-def check_modules(root: Path, *, live: bool) -> CheckResult:
+# what a module built into the kernel shows when it has no /sys/module entry (and the node no
+# /lib/modules, as in many VMs and containers): (file, a line's last word, or "" for "exists")
+_BUILT_IN_SIGNS = {
+    "overlay": ("/proc/filesystems", "overlay"),
+    "br_netfilter": ("/proc/sys/net/bridge/bridge-nf-call-iptables", ""),
+}
+
+
+def module_present(name: str, *, host: Path = Path("/")) -> bool:
+    """Loaded (/sys/module), listed in the kernel's modules.builtin, or built in and working."""
+    if (host / "sys/module" / name).exists():
+        return True
+    builtin = host / "lib/modules" / os.uname().release / "modules.builtin"
+    with contextlib.suppress(OSError):
+        names = {Path(line.strip()).name for line in builtin.read_text().splitlines()}
+        if f"{name}.ko" in names:
+            return True
+    sign = _BUILT_IN_SIGNS.get(name)
+    if sign is None:
+        return False
+    path, word = host / sign[0].lstrip("/"), sign[1]
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return False
+    return not word or any(line.split()[-1:] == [word] for line in lines)
+
+
+def check_modules(root: Path, *, live: bool, host: Path = Path("/")) -> CheckResult:
     fix = "airlock node prepare (modprobe overlay br_netfilter; /etc/modules-load.d/k8s.conf)"
     if live:
-        missing = [m for m in MODULES if not Path("/sys/module", m).exists()]
+        missing = [m for m in MODULES if not module_present(m, host=host)]
         if missing:
-            return CheckResult("modules", "fail", f"not loaded: {', '.join(missing)}", fix)
+            return CheckResult(
+                "modules", "fail", f"neither loaded nor built in: {', '.join(missing)}", fix
+            )
     configured: set[str] = set()
     for pattern in ("/etc/modules-load.d/*.conf", "/usr/lib/modules-load.d/*.conf"):
         for f in glob.glob(str(system.host_path(pattern, root))):
