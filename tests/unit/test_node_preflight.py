@@ -125,6 +125,11 @@ def test_modules_loaded_or_built_into_the_kernel(tmp_path: Path) -> None:
     assert module_present("overlay", host=host) and module_present("br_netfilter", host=host)
     assert check_modules(tmp_path, live=True, host=host).status == "warn"  # not set for boot
     assert not module_present("nf_conntrack", host=host)
+    loads = tmp_path / "etc/modules-load.d"
+    loads.mkdir(parents=True)
+    (loads / "modules.conf").symlink_to("../modules")  # Debian's link, its target gone
+    (loads / "k8s.conf").write_text("overlay\nbr_netfilter\n")
+    assert check_modules(tmp_path, live=True, host=host).status == "ok"
 
 
 def test_disk_check_fails_when_too_small(tmp_path: Path) -> None:

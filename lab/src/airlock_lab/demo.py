@@ -540,6 +540,9 @@ def run_demo(workdir: Path, *, cache: Path, say: Callable[[str], None] = _say) -
                 ).stdout
             )
             summary.node_check = {c["name"]: c["status"] for c in check.get("checks", [])}
+            if not check.get("ok", True) and not summary.node_check:
+                summary.node_check = {"node check": "fail"}
+                _say(f"   node check failed: {(check.get('error') or {}).get('message')}")
             _say(
                 f"   [{DEMO_HOSTNAME}] $ airlock node check: {check.get('status')} ("
                 + ", ".join(f"{k} {v}" for k, v in summary.node_check.items())

@@ -151,9 +151,13 @@ def check_modules(root: Path, *, live: bool, host: Path = Path("/")) -> CheckRes
     configured: set[str] = set()
     for pattern in ("/etc/modules-load.d/*.conf", "/usr/lib/modules-load.d/*.conf"):
         for f in glob.glob(str(system.host_path(pattern, root))):
+            try:  # Debian's modules.conf links to /etc/modules, which may be gone
+                text = Path(f).read_text(errors="replace")
+            except OSError:
+                continue
             configured |= {
                 ln.strip()
-                for ln in Path(f).read_text(errors="replace").splitlines()
+                for ln in text.splitlines()
                 if ln.strip() and not ln.startswith(("#", ";"))
             }
     missing = [m for m in MODULES if m not in configured]
