@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -357,20 +358,18 @@ async def _fetch_all(
             progress=opts.progress,
         )
     )
-    images_task = asyncio.create_task(
-        pull_images(
-            refs,
-            dest=cache,
-            endpoints=endpoints,
-            platforms=list(spec.platforms),
-            session=session,
-            concurrency=opts.concurrency,
-            progress=opts.progress,
-            credentials=credentials,
-            notices=warnings,
-            deferred=deferred,
-        )
+    pull = functools.partial(
+        pull_images,
+        dest=cache,
+        endpoints=endpoints,
+        platforms=list(spec.platforms),
+        session=session,
+        concurrency=opts.concurrency,
+        progress=opts.progress,
+        credentials=credentials,
+        notices=warnings,
     )
+    images_task = asyncio.create_task(pull(refs, deferred=deferred))
 
     async def images_then_layers() -> list[ImageArtifact]:
         images = await images_task
@@ -417,18 +416,7 @@ async def _fetch_all(
                 "the fetched kubeadm lists images the plan missed; added: " + ", ".join(missing)
             )
             more: list[LayerFetch] = []
-            images += await pull_images(
-                [parse_reference(r) for r in missing],
-                dest=cache,
-                endpoints=endpoints,
-                platforms=list(spec.platforms),
-                session=session,
-                concurrency=opts.concurrency,
-                progress=opts.progress,
-                credentials=credentials,
-                notices=warnings,
-                deferred=more,
-            )
+            images += await pull([parse_reference(r) for r in missing], deferred=more)
             layers.start(more)
             for r in missing:
                 plan.artifacts.append(
