@@ -110,15 +110,23 @@ def test_three_control_planes_behind_a_load_balancer(upstream: Upstream, tmp_pat
             f" {', '.join(f'{n} {_pods_peak(n) / gib:.2f} GiB' for n in names)}"
         )
         # every control plane runs an API server and an etcd member; admin.conf names the balancer
-        pods = _kubectl(fleet, "get", "pods", "-n", "kube-system")["items"]
-        for component in ("etcd", "kube-apiserver"):
-            on = sorted(
-                p["spec"]["nodeName"]
-                for p in pods
-                if p["metadata"].get("labels", {}).get("component") == component
-                and p["status"]["phase"] == "Running"
-            )
-            assert on == sorted(names), (component, on)
+        # (the last joined node's mirror pods may still be starting: bounded wait, 2 min)
+        running: dict[str, list[str]] = {}
+        for _ in range(60):
+            pods = _kubectl(fleet, "get", "pods", "-n", "kube-system")["items"]
+            running = {
+                component: sorted(
+                    p["spec"]["nodeName"]
+                    for p in pods
+                    if p["metadata"].get("labels", {}).get("component") == component
+                    and p["status"]["phase"] == "Running"
+                )
+                for component in ("etcd", "kube-apiserver")
+            }
+            if all(on == sorted(names) for on in running.values()):
+                break
+            time.sleep(2)
+        assert all(on == sorted(names) for on in running.values()), running
         config = fleet.labs[0].run(["kubectl", "--kubeconfig", ADMIN_CONF, "config", "view"])
         assert f"server: https://{endpoint}" in config.stdout
         # a control plane's link cut: the balancer drops it, the API answers from the other two
