@@ -8,10 +8,12 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,9 +33,20 @@ def run(*args: str) -> str:
     return out.stdout
 
 
-def kill_randomly(argv: list[str], *, rounds: int, rng: random.Random, duration: float) -> int:
+def kill_randomly(
+    argv: list[str],
+    *,
+    rounds: int,
+    rng: random.Random,
+    duration: float,
+    finished: Callable[[], None] = lambda: None,
+) -> int:
     """Run `argv` up to `rounds` times, SIGKILL at a random moment within `duration` (an
-    uninterrupted run's time); stop after three kills. Returns how many runs were killed."""
+    uninterrupted run's time); stop after three kills. Returns how many runs were killed.
+
+    A run that finished before its kill calls `finished` (which may remove what it made, so
+    the next run has the whole work to do again): on a machine whose load falls during the
+    test, every later run would otherwise be a warm one, done before any kill."""
     kills = 0
     for _ in range(rounds):
         proc = subprocess.Popen(
@@ -43,6 +56,8 @@ def kill_randomly(argv: list[str], *, rounds: int, rng: random.Random, duration:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1
+        elif proc.returncode == 0:
+            finished()
         proc.wait(30)
         if kills >= 3:
             break
@@ -99,7 +114,14 @@ def test_bundle_create_killed_then_rerun_is_identical(spec: Path, tmp_path: Path
     reference = json.loads(out0)
     cache, out = tmp_path / "cache", tmp_path / "out"
     argv = [AIRLOCK, "bundle", "create", "-f", str(spec), "--cache", str(cache), "-o", str(out)]
-    kills = kill_randomly(argv, rounds=ROUNDS, rng=random.Random(11), duration=duration)
+
+    def start_cold() -> None:
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+
+    kills = kill_randomly(
+        argv, rounds=ROUNDS, rng=random.Random(11), duration=duration, finished=start_cold
+    )
     final = json.loads(
         run("bundle", "create", "-f", str(spec), "--cache", str(cache), "-o", str(out), "--json")
     )
