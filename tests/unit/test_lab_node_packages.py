@@ -51,7 +51,7 @@ def test_a_kept_package_keeps_what_it_needs() -> None:
 def test_dpkg_query_lines_parsed_installed_only() -> None:
     assert "${Pre-Depends}, ${Depends}" in _DPKG_FORMAT
     text = (
-        "socat\tii \t1.7.4.4-2\tno\t, libc6 (>= 2.34), libwrap0 (>= 7.6-4~) | libfoo:any\t\n"
+        "socat\tii \t1.7.4-2\tno\t, libc6 (>= 2.34), libwrap0 (>= 7.6-4~) | libfoo:any\t\n"
         "iptables\trc \t1.8.9-2\tno\t, libc6\t\n"
         "mawk\tii \t1.3.4\tyes\tlibc6 (>= 2.29), \tawk\n"
     )

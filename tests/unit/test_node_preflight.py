@@ -81,7 +81,7 @@ def test_the_specs_os_packages_are_looked_for_in_dpkgs_status(tmp_path: Path) ->
     status = tmp_path / "var/lib/dpkg/status"
     status.parent.mkdir(parents=True)
     status.write_text(
-        "Package: socat\nStatus: install ok installed\nVersion: 1.7.4.4-2\n\n"
+        "Package: socat\nStatus: install ok installed\nVersion: 1.7.4-2\n\n"
         "Package: iptables\nStatus: deinstall ok config-files\nVersion: 1.8.9-2\n"
     )
     missing = check_packages(tmp_path, ["socat", "iptables", "conntrack"])
