@@ -66,7 +66,16 @@ def test_upgrade_v1_27_3_to_v1_28(
         ),
         timeout=600,
     )
-    pods = cn.pod_images()
-    api = next(v for k, v in pods.items() if "/kube-apiserver-" in k)
-    assert api.split("@")[1] == target.digests["registry.k8s.io/kube-apiserver"]
+    want = target.digests["registry.k8s.io/kube-apiserver"]
+
+    def apiserver_image() -> str:
+        # the restarted static pod's status carries an imageID only once its container runs
+        return next((v for k, v in cn.pod_images().items() if "/kube-apiserver-" in k), "")
+
+    cn.wait_for(
+        "kube-apiserver's pod reporting the image it runs",
+        lambda: "@" in apiserver_image(),
+        timeout=300,
+    )
+    assert apiserver_image().split("@")[1] == want
     cn.reset()
