@@ -26,11 +26,11 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 from airlock.atomic import remove_dead_temps, write_atomic
 from airlock.blobstore import BlobStore
@@ -46,7 +46,6 @@ __all__ = [
     "MEDIA_SUFFIX",
     "RAW_KINDS",
     "Compression",
-    "check_stored_files",
     "compress_files",
     "open_content",
     "parse_compression",
@@ -263,48 +262,3 @@ def open_content(stored: BinaryIO, compression: str, *, size: int, what: str) ->
         )
     inner = _zstd().ZstdFile(stored, mode="rb")
     return io.BufferedReader(_Bounded(inner, stored, size, what), buffer_size=_CHUNK)
-
-
-class _StoredFile(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def digest(self) -> str: ...
-    @property
-    def size(self) -> int: ...
-    @property
-    def stored(self) -> Any: ...  # StoredEntry | None (its compression and digest)
-
-
-def check_stored_files(
-    files: Sequence[_StoredFile], open_blob: Callable[[str], BinaryIO], verified: set[str]
-) -> list[str]:
-    """Decompress every file stored compressed whose blob verified, and check it against the
-    file's own digest and size (the ones airlock.json signs); a problem names the file.
-    Largest first on both cores (zstd and sha256 release the GIL)."""
-    todo = [f for f in files if f.stored is not None and f.stored.digest in verified]
-    todo.sort(key=lambda f: -f.size)
-
-    def one(f: _StoredFile) -> str | None:
-        assert f.stored is not None
-        h = hashlib.sha256()
-        n = 0
-        try:
-            with open_content(
-                open_blob(f.stored.digest), f.stored.compression, size=f.size, what=f.name
-            ) as fh:
-                while chunk := fh.read(_CHUNK):
-                    h.update(chunk)
-                    n += len(chunk)
-        except VerificationError as exc:
-            return exc.message
-        if n != f.size or "sha256:" + h.hexdigest() != f.digest:
-            return (
-                f"file {f.name}: blob {f.stored.digest} decompresses to {n} bytes with "
-                f"sha256:{h.hexdigest()}, but airlock.json says {f.size} bytes, {f.digest}"
-            )
-        return None
-
-    with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
-        found = list(pool.map(one, todo))
-    return [p for p in found if p is not None]
