@@ -267,9 +267,18 @@ def scale_env(k: int, work: Path) -> Iterator[Scale]:
 # --- the measurements -------------------------------------------------------------------------
 
 
+def settle() -> None:
+    """Before a timed create (ours or the peer's): write back what earlier steps left dirty.
+    Neither side syncs its cache or the peer its output, so without this each run paid for
+    the previous one's write-back, and only the side that waits for the disk (airlock fsyncs
+    its bundle) was slowed by it: the order of the round decided the ratio."""
+    subprocess.run(["sync"], check=True)
+
+
 def create(
     sc: Scale, spec: Path, cache: Path, out: Path, *extra: str
 ) -> tuple[Meas, dict[str, Any]]:
+    settle()
     argv = [
         AIRLOCK,
         "bundle",
@@ -299,6 +308,7 @@ def peer_create(
     layout, files = fresh(sc.work / "peer-oci"), fresh(sc.work / "peer-files")
     argvs = [skopeo(sc.src(ref), f"oci:{layout}:{ref}") for ref in images]
     argvs += [["curl", "-fsS", "-o", str(files / f"{n:03d}"), u] for n, u in enumerate(urls)]
+    settle()
     m = gnu_time_many(argvs)
     if synced is not None:
         written = [str(p) for d in (layout, files) for p in d.rglob("*") if p.is_file()]
