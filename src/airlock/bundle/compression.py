@@ -191,7 +191,7 @@ def _stored_form(cache: BlobStore, f: FileArtifact, level: int) -> StoredForm | 
         return known
     stored = _compress(cache, f, level)
     record = {"raw": True} if stored is None else {"digest": stored.digest, "size": stored.size}
-    write_atomic(memo, json.dumps(record, sort_keys=True).encode())
+    write_atomic(memo, json.dumps(record, sort_keys=True).encode(), durable=False)
     return stored
 
 

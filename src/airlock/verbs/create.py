@@ -239,7 +239,7 @@ def _kubeadm_listed(
         return None
     listed = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     with contextlib.suppress(OSError):  # only a memo: without it the next create runs kubeadm
-        write_atomic(memo, json.dumps(listed).encode())
+        write_atomic(memo, json.dumps(listed).encode(), durable=False)
     return listed
 
 
@@ -494,7 +494,9 @@ def _wheel_digest(cache: BlobStore, path: Path) -> str:
             return str(doc["digest"])
     digest = cache.put_file(path)  # hashed while copied in
     with contextlib.suppress(OSError):  # only a memo: without it the next create hashes again
-        write_atomic(memo, json.dumps({"identity": identity, "digest": digest}).encode())
+        write_atomic(
+            memo, json.dumps({"identity": identity, "digest": digest}).encode(), durable=False
+        )
     return digest
 
 
