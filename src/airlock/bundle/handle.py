@@ -14,7 +14,8 @@ the bundle, or a volume swapped, after the handle was opened changes nothing it 
 Afterwards the handle gives out airlock.json and index.json as the bytes it checked, blob
 readers that hash as they read and raise DigestMismatch at the end when the bytes differ
 (`open_blob`), copies into a blob store that publish only matching bytes (`copy_blob`), and the
-held files' byte spans of a blob for sendfile (`blob_spans`: hashed at open when `hash_content`).
+held files' byte spans of a blob for sendfile (`blob_spans`: hashed at open when `hash_content`;
+otherwise `check_blob` hashes them on demand, naming the blob and its volume when they differ).
 
 `on_verified` is a test hook: it runs after verification, before the handle is returned, so a
 test can replace the bundle's files at exactly that moment.
@@ -276,6 +277,37 @@ class Bundle:
     def blob_spans(self, digest: str) -> list[Span]:
         """Where the blob's bytes are in the held files (for sendfile)."""
         return self._reader.blob_spans(digest)
+
+    def check_blob(
+        self, digest: str, *, on_bytes: Callable[[int], None] | None = None
+    ) -> str | None:
+        """Hash the blob's bytes in the held files: None when they match its digest and size,
+        else the problem, naming the blob and the volume(s) that hold it. `on_bytes` hears of
+        each chunk hashed (and may raise to stop)."""
+        spans = self.blob_spans(digest)
+        try:
+            hexd, n = hash_spans(spans, on_bytes=on_bytes)
+        except OSError as exc:
+            return f"{self._what(digest)} cannot be read from {self._volumes_of(spans)}: {exc}"
+        if f"sha256:{hexd}" == digest and n == self.blob_size(digest):
+            return None
+        return (
+            f"{self._what(digest)} does not match its digest in {self._volumes_of(spans)}: "
+            f"the bytes are sha256:{hexd} ({n} bytes)"
+        )
+
+    def _volumes_of(self, spans: Sequence[Span]) -> str:
+        held = list(self._reader.volumes.paths)
+        names: list[str] = []
+        for span in spans:
+            name = (
+                self.volumes.paths[held.index(span.path)].name
+                if span.path in held
+                else str(span.path)
+            )
+            if name not in names:
+                names.append(name)
+        return ("volume " if len(names) == 1 else "volumes ") + ", ".join(names)
 
     def damaged_volumes(self) -> list[str]:
         """The held volumes that no longer match the parts file (to name after a mismatch)."""

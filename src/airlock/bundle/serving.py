@@ -1,12 +1,25 @@
 """A verified bundle as the registry's content (`airlock registry serve --bundle`).
 
 The registry (airlock.oci.server) reads through a ContentSource; this one is an open `Bundle`:
-the catalog is built from index.json as the handle verified it, manifests are read through the
-handle's verifying readers, and blobs go out as byte ranges of the files the handle holds open
-(sendfile), hashed when the handle was opened. Read-only: pushes are refused.
+the catalog is built from index.json as the handle verified it, manifests are read once through
+the handle's verifying readers and served from memory (those verified bytes), and blobs go out
+as byte ranges of the files the handle holds open (sendfile). Read-only: pushes are refused.
+
+Blob bytes are checked once each, before their first byte is served (`BlobChecks`): the handle
+is opened without hashing content (signature, index.json, the tar's index and the graph are
+checked), so the registry answers as soon as that is done; a background thread then hashes every
+blob in the order they lie in the bundle, and a request for a blob not yet checked hashes it
+itself (or waits for the thread that is). A blob whose bytes do not match its digest is never
+served: every request for it answers an error naming the blob and its volume.
 """
 
 from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from types import TracebackType
 
 from airlock.bundle.handle import Bundle
 from airlock.errors import VerificationError
@@ -21,14 +34,135 @@ from airlock.oci.sources import (
     manifest_info,
 )
 
-__all__ = ["BundleSource"]
+__all__ = ["BlobChecks", "BundleSource"]
+
+log = logging.getLogger("airlock.registry")
+
+
+class _Stopped(Exception):
+    """The background check was asked to stop (the registry is closing)."""
+
+
+class BlobChecks:
+    """Each blob of a bundle hashed once; `check(digest)` returns when its bytes matched and
+    raises VerificationError (naming the blob and volume) when they did not."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self._bundle = bundle
+        self._lock = threading.Lock()
+        self._results: dict[str, Future[str | None]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished = threading.Event()
+
+    def finished(self) -> bool:
+        """Whether the background thread has been through every blob."""
+        return self._finished.is_set()
+
+    def passed(self, digest: str) -> bool:
+        """Whether the blob was hashed and matched (nothing left to do before serving it)."""
+        with self._lock:
+            fut = self._results.get(digest)
+        return fut is not None and fut.done() and fut.exception() is None and fut.result() is None
+
+    def check(self, digest: str) -> None:
+        """Hash the blob now unless it was (or is being) hashed; blocking: call off the loop."""
+        problem = self._run(digest).result()
+        if problem is not None:
+            raise VerificationError(
+                f"refusing to serve {problem}",
+                "the bundle is damaged: copy the named volume again from the source",
+            )
+
+    def _run(self, digest: str) -> Future[str | None]:
+        with self._lock:
+            fut = self._results.get(digest)
+            if fut is not None:
+                return fut
+            fut = Future()
+            self._results[digest] = fut
+        fut.set_running_or_notify_cancel()
+        try:
+            problem = self._bundle.check_blob(digest, on_bytes=self._stopping)
+        except BaseException as exc:
+            with self._lock:
+                self._results.pop(digest, None)  # interrupted: whoever asks next hashes it
+            fut.set_exception(exc)
+            raise
+        if problem is not None:
+            log.error("refusing to serve %s", problem)
+        fut.set_result(problem)
+        return fut
+
+    def _stopping(self, _n: int) -> None:
+        if self._stop.is_set():
+            raise _Stopped
+
+    # -- background ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Hash every blob in a background thread, in the order the blobs lie in the bundle."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._all, name="blob-checks", daemon=True)
+            self._thread.start()
+
+    def _all(self) -> None:
+        bundle = self._bundle
+        digests = bundle.blob_digests()
+        # in the order the bytes lie in the volumes: one sequential read of the medium
+        order = sorted(digests, key=lambda d: _position(bundle, d))
+        t0 = time.monotonic()
+        bad = 0
+        for digest in order:
+            if self._stop.is_set():
+                return
+            try:
+                if self._run(digest).result() is not None:
+                    bad += 1
+            except _Stopped:
+                return
+            except Exception as exc:  # a request hashes it again and says why
+                log.error("checking blob %s failed: %s", digest, exc)
+        self._finished.set()
+        log.info(
+            "checked %d blobs of %s in %.1f s (%d do not match)",
+            len(order),
+            bundle.display(),
+            time.monotonic() - t0,
+            bad,
+        )
+
+    def close(self) -> None:
+        """Stop the background thread (it stops within one chunk) and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def _position(bundle: Bundle, digest: str) -> tuple[int, str, int]:
+    """Where a blob starts: held volumes are /proc/self/fd/N opened in order, so the shorter
+    name, then the name, then the offset."""
+    spans = bundle.blob_spans(digest)
+    if not spans:
+        return (0, "", 0)
+    path = str(spans[0].path)
+    return (len(path), path, spans[0].offset)
 
 
 class BundleSource:
-    """A ContentSource over an open, verified Bundle."""
+    """A ContentSource over an open Bundle whose signature, index and graph were verified.
 
-    def __init__(self, bundle: Bundle) -> None:
+    With `checks`, blob bytes are hashed lazily (see the module doc); without, the handle must
+    have hashed every blob at open (`content_hashed`).
+    """
+
+    def __init__(self, bundle: Bundle, checks: BlobChecks | None = None) -> None:
+        if checks is None and not bundle.content_hashed:
+            raise ValueError("a bundle opened without hashing its content needs BlobChecks")
         self.bundle = bundle
+        self.checks = checks
+        self._manifests: dict[str, bytes] = {}
         self._catalog = build_catalog(list(bundle.index.get("manifests", [])), self._info)
 
     def _info(self, digest: str, media_type: str | None) -> ManifestInfo | None:
@@ -37,10 +171,13 @@ class BundleSource:
         if self.bundle.blob_size(digest) > MAX_MANIFEST_SIZE:
             return None
         try:
-            data = self.bundle.read_blob(digest, limit=MAX_MANIFEST_SIZE)
+            data = self.bundle.read_blob(digest, limit=MAX_MANIFEST_SIZE)  # hashed as read
         except (OSError, VerificationError):
             return None
-        return manifest_info(data, media_type)
+        info = manifest_info(data, media_type)
+        if info is not None:
+            self._manifests[digest] = data
+        return info
 
     @property
     def description(self) -> str:
@@ -56,6 +193,32 @@ class BundleSource:
     def locate(self, digest: str) -> BlobLocation | None:
         if not is_digest(digest) or not self.bundle.has_blob(digest):
             return None
+        data = self._manifests.get(digest)
+        if data is not None:  # verified when the catalog was built
+            return BlobLocation(digest, len(data), (), data=data)
         spans = self.bundle.blob_spans(digest)
         segments = tuple(Segment(s.path, s.offset, s.length) for s in spans)
-        return BlobLocation(digest, self.bundle.blob_size(digest), segments)
+        checks = self.checks
+        pending = None
+        if checks is not None and not checks.passed(digest):
+
+            def pending() -> None:
+                checks.check(digest)
+
+        return BlobLocation(digest, self.bundle.blob_size(digest), segments, check=pending)
+
+    # -- life ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> BundleSource:
+        if self.checks is not None:
+            self.checks.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.checks is not None:
+            self.checks.close()

@@ -56,7 +56,7 @@ def serve(
     import contextlib
 
     from airlock.bundle.handle import Bundle
-    from airlock.bundle.serving import BundleSource
+    from airlock.bundle.serving import BlobChecks, BundleSource
     from airlock.bundle.volumes import locate_volumes
     from airlock.oci.server import RegistryOptions
     from airlock.oci.server import serve as serve_registry
@@ -75,11 +75,13 @@ def serve(
         if bundle is not None:
             locate_volumes(bundle)  # a bundle that is not there is named before any key
             trust = trust_policy(key, allow_unsigned=allow_unsigned)
-            opened = stack.enter_context(Bundle.open(bundle, trust=trust))
+            # signature, index.json, the tar's index and the graph now; each blob's bytes are
+            # hashed once before its first byte is served (a background thread runs ahead)
+            opened = stack.enter_context(Bundle.open(bundle, trust=trust, hash_content=False))
             trust_note = f" ({opened.report.trust})"
             if not opened.report.verified:
                 state.warn(f"serving {bundle} {opened.report.trust}: nobody vouched for it")
-            source = BundleSource(opened)
+            source = stack.enter_context(BundleSource(opened, BlobChecks(opened)))
         else:
             opened_store = Store.open(store, write=push or delete)  # pushes land here
             if not (push or delete or opened_store.layout.index_path.exists()):

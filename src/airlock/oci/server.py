@@ -543,7 +543,7 @@ async def _manifest_get(request: web.Request, name: str, ref: str) -> web.Stream
     loc = reg.source.locate(digest)
     if loc is None or loc.size > MAX_MANIFEST_SIZE:
         raise _manifest_unknown(digest)
-    data = await asyncio.to_thread(loc.read)
+    data = loc.data if loc.data is not None else await asyncio.to_thread(loc.read)
     known = reg.source.catalog().media_types.get(digest)
     headers = {
         "Content-Type": _manifest_media_type(data, known),
@@ -647,6 +647,8 @@ async def _blob_get(request: web.Request, name: str, digest: str) -> web.StreamR
         headers["Content-Length"] = str(loc.size)
         return web.Response(status=200, headers=headers)
     rng = _parse_range(request.headers.get("Range"), loc.size)
+    if loc.check is not None:  # bytes not hashed yet: hashed once, before any is sent
+        await asyncio.to_thread(loc.check)
     status, start, length = 200, 0, loc.size
     if rng is not None:
         status, start, length = 206, rng[0], rng[1] - rng[0] + 1

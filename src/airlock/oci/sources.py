@@ -104,6 +104,11 @@ class BlobLocation:
     digest: str
     size: int
     segments: tuple[Segment, ...]
+    # The bytes, when the source holds them verified in memory (a bundle's manifests).
+    data: bytes | None = field(default=None, repr=False)
+    # To run (blocking: off the event loop) before the first byte is sent: raises
+    # VerificationError when the bytes do not match the digest. None: nothing left to check.
+    check: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     def slice(self, start: int, length: int) -> list[Segment]:
         """The segments holding bytes [start, start+length) of the blob."""
@@ -117,6 +122,10 @@ class BlobLocation:
         return out
 
     def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        if self.check is not None:
+            self.check()
         parts = []
         for seg in self.segments:
             with seg.path.open("rb") as fh:
