@@ -279,14 +279,14 @@ class Bundle:
         return self._reader.blob_spans(digest)
 
     def check_blob(
-        self, digest: str, *, on_bytes: Callable[[int], None] | None = None
+        self, digest: str, *, chunk: int = _CHUNK, on_bytes: Callable[[int], None] | None = None
     ) -> str | None:
         """Hash the blob's bytes in the held files: None when they match its digest and size,
         else the problem, naming the blob and the volume(s) that hold it. `on_bytes` hears of
         each chunk hashed (and may raise to stop)."""
         spans = self.blob_spans(digest)
         try:
-            hexd, n = hash_spans(spans, on_bytes=on_bytes)
+            hexd, n = hash_spans(spans, chunk=chunk, on_bytes=on_bytes)
         except OSError as exc:
             return f"{self._what(digest)} cannot be read from {self._volumes_of(spans)}: {exc}"
         if f"sha256:{hexd}" == digest and n == self.blob_size(digest):

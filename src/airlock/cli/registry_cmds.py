@@ -58,17 +58,11 @@ def serve(
     from airlock.bundle.handle import Bundle
     from airlock.bundle.serving import BlobChecks, BundleSource
     from airlock.bundle.volumes import locate_volumes
-    from airlock.oci.server import RegistryOptions
-    from airlock.oci.server import serve as serve_registry
     from airlock.oci.sources import ContentSource, StoreSource
     from airlock.store import Store
     from airlock.trust import trust_policy
 
-    options = RegistryOptions(
-        push=push,
-        delete=delete,
-        limits=_limits(max_manifest, max_upload, max_uploads, free_floor, free_floor_percent),
-    )
+    limits = _limits(max_manifest, max_upload, max_uploads, free_floor, free_floor_percent)
     source: ContentSource
     trust_note = ""
     with contextlib.ExitStack() as stack:
@@ -89,6 +83,12 @@ def serve(
             if push or delete:
                 Store.open(store, write=True).init()
             source = StoreSource(opened_store.layout)
+        # the server (aiohttp) is imported once the bundle's blobs are being hashed: the
+        # import's second of CPU and the hashing run side by side
+        from airlock.oci.server import RegistryOptions
+        from airlock.oci.server import serve as serve_registry
+
+        options = RegistryOptions(push=push, delete=delete, limits=limits)
         mode = "pull and push" if push else "pull only"
         serve_registry(
             source,

@@ -50,7 +50,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from airlock.errors import AirlockError, DigestMismatch, UsageError
 from airlock.oci.blob_links import LINKS_LOG, BlobLinks
-from airlock.oci.certs import server_ssl_context
 from airlock.oci.digest import is_digest, sha256_digest
 from airlock.oci.gc import store_lock
 from airlock.oci.htpasswd import Htpasswd, load_htpasswd
@@ -1298,11 +1297,11 @@ def serve(
             "--push and --delete need TLS and credentials (--tls-cert, --tls-key, --htpasswd)",
             "`airlock registry certs --htpasswd-user NAME` writes all three and prints their paths",
         )
-    ssl_context = (
-        server_ssl_context(tls_cert, tls_key)
-        if tls_cert is not None and tls_key is not None
-        else None
-    )
+    ssl_context = None
+    if tls_cert is not None and tls_key is not None:
+        from airlock.oci.certs import server_ssl_context  # cryptography: only when asked for
+
+        ssl_context = server_ssl_context(tls_cert, tls_key)
     addrs = [parse_listen(a) for a in ([listen] if isinstance(listen, str) else listen)]
     if not addrs:
         raise UsageError("no address to listen on", "pass --listen ADDRESS:PORT")
