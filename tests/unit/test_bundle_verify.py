@@ -189,17 +189,20 @@ def test_swapped_volumes_are_named(tmp_path: Path, content) -> None:  # type: ig
     two.rename(one)
     tmp.rename(two)
     problems = _problems(result.path)
-    assert len(problems) == 2
+    # the volumes first (hashed once something inside failed), then what failed inside
     assert problems[0].startswith("volume lab.airlock.tar.001 sha256 mismatch")
     assert "holds the bytes of lab.airlock.tar.002" in problems[0]
+    assert problems[1].startswith("volume lab.airlock.tar.002 sha256 mismatch")
+    assert len(problems) > 2 and not any(p.startswith("volume ") for p in problems[2:])
 
 
 def test_damaged_volume_is_named(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
     result = _write(tmp_path, content, split=MiB)
     _flip(result.volumes[3], 10)
-    assert _problems(result.volumes[0]) == (
-        "volume lab.airlock.tar.003 sha256 mismatch (damaged medium or copy)",
-    )
+    problems = _problems(result.volumes[0])
+    assert problems[0] == "volume lab.airlock.tar.003 sha256 mismatch (damaged medium or copy)"
+    (blob,) = problems[1:]  # and the blob the byte is in, with its volumes
+    assert "sha256 mismatch (in volume " in blob and "lab.airlock.tar.003" in blob
     report_ok = _write(tmp_path / "again", content, split=MiB)
     assert verify_bundle(report_ok.path, trust=UNSIGNED_OK).volumes_checked == 4
 
@@ -248,3 +251,83 @@ def test_archive_missing_a_listed_blob(tmp_path: Path, content) -> None:  # type
                 dst.addfile(m, src.extractfile(m) if m.isreg() else None)
     problems = _problems(cut)
     assert f"blob {victim} (file of" in problems[0] and "missing from the archive" in problems[0]
+
+
+def _byte_places(result: WriteResult) -> list[tuple[int, str]]:
+    """Tar offsets worth damaging, with the kind of byte: the first, middle and last byte of
+    every member, the tar padding after it, its header, and the end of the archive."""
+    places: list[tuple[int, str]] = []
+    with open_bundle(result.path) as reader:
+        members = sorted(reader.members.values(), key=lambda m: m.offset)
+        size = reader.size
+    for m in members:
+        places.append((m.offset - 512 + 100, f"header of {m.name}"))
+        if m.size:
+            for at in (m.offset, m.offset + m.size // 2, m.offset + m.size - 1):
+                places.append((at, f"{m.name}"))
+        if (m.offset + m.size) % 512:
+            places.append((m.offset + m.size, f"padding after {m.name}"))
+    places += [(size - 1, "end of archive"), (size - 2000, "end of archive")]
+    return places
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_a_damaged_byte_anywhere_in_a_split_bundle_names_its_volume(
+    tmp_path: Path,
+    content,  # type: ignore[no-untyped-def]
+    keys: tuple[Path, Path],
+    signed: bool,
+) -> None:
+    """Volumes of a signed bundle are not hashed up front: every byte of the tar is still
+    checked once (blobs by digest, airlock.json by its signature, headers by checksum, padding
+    and the end as zeros), and a damaged one fails verify with its volume named first (and the
+    blob, when it is in one). Unsigned, airlock.json is checked by the volumes' digests."""
+    priv, pub = keys
+    result = _write(tmp_path, content, split=MiB, key=priv if signed else None)
+    trust = TrustPolicy((pub,)) if signed else UNSIGNED_OK
+    names = [v.name for v in result.volumes]
+    sizes = [v.stat().st_size for v in result.volumes]
+    for at, what in _byte_places(result):
+        i, local = 0, at
+        while local >= sizes[i]:
+            local -= sizes[i]
+            i += 1
+        _flip(result.volumes[i], local)
+        try:
+            with pytest.raises(BundleVerificationError) as exc:
+                verify_bundle(result.path, trust=trust)
+        finally:
+            _flip(result.volumes[i], local)
+        problems = exc.value.report.problems
+        assert problems[0] == f"volume {names[i]} sha256 mismatch (damaged medium or copy)", what
+        assert problems[0] in exc.value.message
+        if what.startswith("blobs/sha256/"):
+            digest = what.removeprefix("blobs/sha256/")
+            assert any(digest in p and names[i] in p for p in problems[1:]), (what, problems)
+    assert verify_bundle(result.path, trust=trust).ok
+
+
+def test_a_good_signed_split_bundle_is_read_once(  # type: ignore[no-untyped-def]
+    tmp_path: Path, content, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A good signed split bundle's volumes are sized, not hashed as wholes (the blobs are)."""
+    from airlock.bundle import handle
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("volumes hashed as wholes")
+
+    priv, pub = keys
+    result = _write(tmp_path, content, split=MiB, key=priv)
+    monkeypatch.setattr(handle, "_check_held_volumes", refuse)
+    report = verify_bundle(result.path, trust=TrustPolicy((pub,)))
+    assert report.volumes_checked == len(result.volumes)
+    assert report.bytes_checked < result.size
+
+
+def test_a_truncated_volume_is_named_by_its_size(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    result = _write(tmp_path, content, split=MiB)
+    with result.volumes[1].open("r+b") as fh:
+        fh.truncate(1000)
+    assert _problems(result.path) == (
+        f"volume lab.airlock.tar.001 is 1000 bytes, expected {MiB} (truncated or wrong file)",
+    )

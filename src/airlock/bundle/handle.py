@@ -5,7 +5,8 @@ and holds the files open for the handle's life. Everything after that reads thos
 (through `/proc/self/fd/N`, which reopens the held file, never the name), so a file renamed over
 the bundle, or a volume swapped, after the handle was opened changes nothing it reads:
 
-1. each volume against the parts file (with `hash_content`);
+1. each volume's size against the parts file (with `hash_content`; volumes are hashed as
+   wholes only when something below fails, to name the damaged, swapped or wrong one first);
 2. the archive's entries (the hardened index of `airlock.bundle.reader`);
 3. the signature of airlock.json under the caller's TrustPolicy, and the expiry;
 4. index.json against the digest airlock.json pins: read once, and those bytes are `index`;
@@ -27,7 +28,7 @@ import io
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -157,9 +158,7 @@ class Bundle:
             volume_bytes = 0
             notes: tuple[str, ...] = ()
             if not problems and hash_content:
-                problems, volume_bytes = _check_held_volumes(
-                    held, workers=workers, progress=progress
-                )
+                problems = _check_held_sizes(held)
             recovery = (
                 recovery_status(volumes.parts_path, problems, workers) if hash_content else None
             )
@@ -175,9 +174,10 @@ class Bundle:
             try:
                 reader = open_volumes(held)
             except VerificationError as exc:
-                raise BundleVerificationError(
+                failed = BundleVerificationError(
                     VerifyReport(ok=False, path=path, problems=(exc.message,))
-                ) from exc
+                )
+                raise _name_volumes(held, failed, workers, hash_content, progress) from exc
             try:
                 verified = verify_reader(
                     reader,
@@ -191,9 +191,20 @@ class Bundle:
                     recovery_notes=notes,
                     progress=progress,
                 )
+            except BundleVerificationError as exc:
+                reader.close()
+                raise _name_volumes(held, exc, workers, hash_content, progress) from exc
             except BaseException:
                 reader.close()
                 raise
+            if hash_content and held.parts is not None and verified.report.signed_by is None:
+                # nothing checked airlock.json's signature: the parts file's digests are the
+                # check left for its bytes, so the volumes are hashed as wholes
+                unsure = BundleVerificationError(replace(verified.report, ok=False))
+                named = _name_volumes(held, unsure, workers, hash_content, progress)
+                if named is not unsure:
+                    reader.close()
+                    raise named
         except BaseException:
             for fd in files:
                 os.close(fd)
@@ -347,6 +358,47 @@ def _hold(volumes: VolumeSet, files: list[int]) -> list[str]:
         except OSError as exc:
             problems.append(f"volume {p.name} cannot be read: {exc.strerror}")
     return problems
+
+
+def _check_held_sizes(volumes: VolumeSet) -> list[str]:
+    """Each held volume's size against the parts file (a short or long volume is named before
+    anything inside is read). Their bytes are not hashed here: every byte of the tar is checked
+    by verify (blobs by digest, the rest by structure), and a failure hashes the volumes to
+    name the damaged one (`_name_volumes`)."""
+    parts = volumes.parts
+    if parts is None:
+        return []
+    problems: list[str] = []
+    if sum(v.size for v in parts.volumes) != parts.size:
+        problems.append(f"parts file {volumes.display()} is inconsistent: sizes do not add up")
+    for v, p in zip(parts.volumes, volumes.paths, strict=True):
+        size = os.stat(p).st_size
+        if size != v.size:
+            problems.append(
+                f"volume {v.name} is {size} bytes, expected {v.size} (truncated or wrong file)"
+            )
+    return problems
+
+
+def _name_volumes(
+    volumes: VolumeSet,
+    failed: BundleVerificationError,
+    workers: int,
+    hash_content: bool,
+    progress: ProgressSink | None,
+) -> BundleVerificationError:
+    """A split bundle failed inside: hash its volumes against the parts file, so the damaged,
+    swapped or wrong volume is named first, then what failed inside (the blob, the entry)."""
+    if volumes.parts is None or not hash_content:
+        return failed
+    found, _ = _check_held_volumes(volumes, workers=workers, progress=progress)
+    if not found:
+        return failed
+    recovery = recovery_status(volumes.parts_path, found, workers)
+    if recovery is not None and recovery.damage is not None:
+        found.append(recovery.damage)
+    report = replace(failed.report, problems=(*found, *failed.report.problems))
+    return BundleVerificationError(report, recovery.hint if recovery is not None else None)
 
 
 def _check_held_volumes(

@@ -138,6 +138,10 @@ class BundleReader:
             raise VerificationError(f"{name} is missing from bundle {self.volumes.display()}")
         return m
 
+    def byte_spans(self, offset: int, length: int) -> list[Span]:
+        """Where the tar's bytes [offset, offset+length) are in the volumes."""
+        return spans(self._stream.volumes, offset, length)
+
     def member_spans(self, name: str) -> list[Span]:
         m = self.member(name)
         return spans(self._stream.volumes, m.offset, m.size)

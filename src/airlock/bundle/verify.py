@@ -2,7 +2,10 @@
 
 Order matters, so the first problem reported is the cause, not a symptom:
 
-1. volumes against the parts file (a bad, missing or swapped volume is named; stop there);
+1. volumes against the parts file: missing or wrong-sized ones are named (stop there); their
+   bytes are not hashed as wholes up front: every byte of the tar is checked below (blobs by
+   digest, headers by checksum, padding and the end as zeros), and when anything fails the
+   volumes are hashed to name the damaged or swapped one first (`airlock.bundle.handle`);
 2. the archive's entries (hostile or truncated archives are refused; stop there);
 3. the signature of airlock.json (with keys: a missing or bad signature stops here);
 4. index.json against the digest airlock.json pins;
@@ -34,14 +37,16 @@ from airlock.bundle.layout import (
     FILES_ARTIFACT_TYPE,
     INDEX_JSON,
     MAX_JSON_BLOB_BYTES,
+    OCI_LAYOUT,
     blob_member,
 )
 from airlock.bundle.manifest import BundleManifest
 from airlock.bundle.reader import BundleReader
 from airlock.bundle.signing import key_id, verify_signature
-from airlock.bundle.volumes import hash_spans
+from airlock.bundle.volumes import Span, hash_spans, read_span
 from airlock.errors import VerificationError
 from airlock.oci.digest import digest_hex, sha256_digest
+from airlock.oci.layout import OCI_LAYOUT_CONTENT
 from airlock.oci.media import ANNOTATION_REF_NAME, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
 from airlock.progress import ProgressSink, report_done, report_start
 from airlock.trust import UNVERIFIED, TrustPolicy, check_expiry
@@ -107,6 +112,47 @@ def _describe(manifest: BundleManifest, digest: str) -> str:
     return f"blob {digest} ({entry.role} of {origin})"
 
 
+def _volume_names(reader: BundleReader, pieces: Sequence[Span]) -> str:
+    """The names of the volumes holding `pieces` (the parts file's names, not held paths)."""
+    vs = reader.volumes
+    if vs.parts is None:
+        return vs.display()
+    names = [v.name for v in vs.parts.volumes]
+    index = {p: i for i, p in enumerate(vs.paths)}
+    return ", ".join(dict.fromkeys(names[index[s.path]] for s in pieces if s.path in index))
+
+
+_BLOCK = 512
+
+
+def _check_padding(reader: BundleReader) -> list[str]:
+    """The tar bytes no digest covers and the indexer did not checksum: the padding after each
+    member and the end of the archive must be zeros; oci-layout must be the layout's marker.
+    (Headers are checksummed by the indexer, airlock.json is signed, index.json pinned.)"""
+    problems: list[str] = []
+    members = sorted(reader.members.values(), key=lambda m: m.offset)
+    ends = [-(-(m.offset + m.size) // _BLOCK) * _BLOCK for m in members]
+    ranges = [(m.offset + m.size, end) for m, end in zip(members, ends, strict=True)]
+    ranges.append((max(ends, default=0), reader.size))
+    for lo, hi in ranges:
+        if hi <= lo:
+            continue
+        pieces = reader.byte_spans(lo, hi - lo)
+        data = b"".join(read_span(p) for p in pieces)
+        if data.strip(b"\0"):
+            bad = lo + len(data) - len(data.lstrip(b"\0"))
+            problems.append(
+                f"volume {_volume_names(reader, reader.byte_spans(bad, 1))}: byte "
+                f"{bad} of the tar should be zero (tar padding or end of archive): damaged"
+            )
+    if OCI_LAYOUT in reader.members and reader.read_member(OCI_LAYOUT) != OCI_LAYOUT_CONTENT:
+        problems.append(
+            f"{OCI_LAYOUT} in volume "
+            f"{_volume_names(reader, reader.member_spans(OCI_LAYOUT))} is damaged"
+        )
+    return problems
+
+
 def _check_blobs(
     reader: BundleReader,
     workers: int,
@@ -141,8 +187,11 @@ def _check_blobs(
         if hexd == digest_hex(digest):
             ok.add(digest)
         else:
+            where = ""
+            if reader.volumes.parts is not None:
+                where = f" (in volume {_volume_names(reader, reader.blob_spans(digest))})"
             problems.append(
-                f"{_describe(manifest, digest)} sha256 mismatch: the bytes are sha256:{hexd}"
+                f"{_describe(manifest, digest)} sha256 mismatch{where}: the bytes are sha256:{hexd}"
             )
     return ok, len(present), total
 
@@ -345,9 +394,7 @@ def verify_reader(
 
     if problems:
         raise fail()
-    if volumes.parts and hash_content:
-        checked.append(f"volumes: {volumes_checked}, each sha256 against {volumes.display()}")
-    elif volumes.parts:
+    if volumes.parts and not hash_content:
         not_checked.append("volumes: not hashed as wholes; every blob is hashed as it is read")
     manifest = reader.manifest
     checked.append(
@@ -369,6 +416,14 @@ def verify_reader(
     except VerificationError as exc:
         problems.append(exc.message)
         raise fail(exc.hint) from exc
+    if volumes.parts and hash_content and signed_by is not None:
+        checked.append(
+            f"volumes: {volumes_checked}, each size against {volumes.display()}; every byte "
+            "they hold checked once (blobs by sha256, tar headers by checksum, padding and the "
+            "end of the archive as zeros); hashed as wholes only to name a damaged one"
+        )
+    elif volumes.parts and hash_content:  # airlock.json not signature-checked: see the handle
+        checked.append(f"volumes: {volumes_checked}, each sha256 against {volumes.display()}")
     if not expiry:
         not_checked.append("expiry: not asked for (an old bundle read as a delta's baseline)")
     elif manifest.expires:
@@ -392,6 +447,8 @@ def verify_reader(
             reader, workers, problems, progress, f"verify {path.name}"
         )
         checked.append(f"blobs: {blobs_checked}, {nbytes} bytes, each sha256 as named")
+        if volumes.parts:
+            problems += _check_padding(reader)
         stored = sum(1 for f in manifest.files if f.stored is not None)
         if stored:
             checked.append(

@@ -41,6 +41,7 @@ __all__ = [
     "load_parts",
     "locate_volumes",
     "parts_file_path",
+    "read_span",
     "spans",
     "volume_problem",
     "write_parts",
@@ -185,6 +186,12 @@ def hash_spans(
                 if on_bytes is not None:
                     on_bytes(n)
     return h.hexdigest(), total
+
+
+def read_span(span: Span) -> bytes:
+    """The bytes of one (small) span."""
+    with span.path.open("rb", buffering=0) as fh:
+        return os.pread(fh.fileno(), span.length, span.offset)
 
 
 class ConcatReader(io.RawIOBase):
