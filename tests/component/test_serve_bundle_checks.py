@@ -27,6 +27,7 @@ from airlock.bundle.handle import Bundle
 from airlock.bundle.serving import BlobChecks, BundleSource
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.writer import write_bundle
+from airlock.errors import VerificationError
 from airlock.oci.server import RunningServer, start_server
 from airlock.trust import TrustPolicy
 from airlock_lab.bundle_testing import sample_content
@@ -158,3 +159,15 @@ def test_a_blob_across_volumes_is_served_after_its_check_and_a_bad_volume_is_nam
         assert volume.startswith("lab.airlock.tar.")
         problem = bundle.check_blob(kubeadm.digest)
         assert problem is not None and kubeadm.digest in problem and volume in problem
+
+
+def test_a_damaged_manifest_stops_the_registry_before_it_starts(
+    tmp_path: Path, trust: TrustPolicy
+) -> None:
+    path = make(tmp_path)
+    with Bundle.open(path, trust=trust, hash_content=False) as bundle:
+        image = next(i for i in bundle.manifest.images if "busybox" in i.reference)
+        volume = _damage(bundle, image.digest)
+        with pytest.raises(VerificationError) as err:
+            BundleSource(bundle, BlobChecks(bundle))
+        assert image.digest in err.value.message and volume in err.value.message

@@ -10,7 +10,8 @@ is opened without hashing content (signature, index.json, the tar's index and th
 checked), so the registry answers as soon as that is done; a background thread then hashes every
 blob in the order they lie in the bundle, and a request for a blob not yet checked hashes it
 itself (or waits for the thread that is). A blob whose bytes do not match its digest is never
-served: every request for it answers an error naming the blob and its volume.
+served: every request for it answers an error naming the blob and its volume. Manifests are
+read (and hashed) when the catalog is built: a damaged one stops the registry before it starts.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from concurrent.futures import Future
 from types import TracebackType
 
 from airlock.bundle.handle import Bundle
-from airlock.errors import VerificationError
+from airlock.errors import DigestMismatch, VerificationError
 from airlock.oci.digest import is_digest
 from airlock.oci.sources import (
     MAX_MANIFEST_SIZE,
@@ -176,6 +177,13 @@ class BundleSource:
             return None
         try:
             data = self.bundle.read_blob(digest, limit=MAX_MANIFEST_SIZE)  # hashed as read
+        except DigestMismatch as exc:
+            # a damaged manifest is refused at start, as a damaged bundle was: name its volume
+            problem = self.bundle.check_blob(digest) or exc.message
+            raise VerificationError(
+                f"refusing to serve {problem}",
+                "the bundle is damaged: copy the named volume again from the source",
+            ) from exc
         except (OSError, VerificationError):
             return None
         info = manifest_info(data, media_type)
