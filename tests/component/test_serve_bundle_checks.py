@@ -49,7 +49,7 @@ def trust(tmp_path: Path) -> TrustPolicy:
 
 
 @contextlib.contextmanager
-def serving(bundle: Bundle) -> Iterator[tuple[str, BlobChecks]]:
+def serving(bundle: Bundle) -> Iterator[tuple[str, BundleSource]]:
     checks = BlobChecks(bundle)
     source = BundleSource(bundle, checks)
     loop = asyncio.new_event_loop()
@@ -59,9 +59,9 @@ def serving(bundle: Bundle) -> Iterator[tuple[str, BlobChecks]]:
         start_server(source, host="127.0.0.1", port=0), loop
     ).result(30)
     try:
-        yield f"http://127.0.0.1:{server.port}", checks
+        yield f"http://127.0.0.1:{server.port}", source
     finally:
-        checks.close()
+        source.__exit__(None, None, None)  # stops the background checks (as the CLI's exit)
         asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
@@ -110,17 +110,22 @@ def test_a_damaged_blob_is_refused_naming_blob_and_volume(
     path = make(tmp_path)
     with (
         Bundle.open(path, trust=trust, hash_content=False) as bundle,
-        serving(bundle) as (url, checks),
+        serving(bundle) as (url, source),
     ):
+        checks = source.checks
+        assert checks is not None
         repo, blobs = _image_blobs(url, bundle)
         bad = max(blobs, key=bundle.blob_size)
         volume = _damage(bundle, bad)
         if background:  # the thread finds it first; the requests get its verdict
-            checks.start()
+            source.__enter__()  # what the CLI does once the catalog is built
             deadline = time.monotonic() + 60
             while not checks.finished() and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert checks.finished()
+            # files are never served by the registry: the thread does not hash them
+            kubeadm = next(f for f in bundle.manifest.files if f.name == "kubeadm")
+            assert not checks.passed(kubeadm.digest)
         for _ in range(2):  # refused every time, not only the first
             status, body = _get(f"{url}/v2/{repo}/blobs/{bad}")
             assert status == 500
@@ -144,8 +149,10 @@ def test_a_blob_across_volumes_is_served_after_its_check_and_a_bad_volume_is_nam
     parts = path.parent / "lab.airlock.parts.json"
     with (
         Bundle.open(parts, trust=trust, hash_content=False) as bundle,
-        serving(bundle) as (url, checks),
+        serving(bundle) as (url, source),
     ):
+        checks = source.checks
+        assert checks is not None
         repo, blobs = _image_blobs(url, bundle)
         for digest in blobs:
             assert not checks.passed(digest)

@@ -7,11 +7,13 @@ as byte ranges of the files the handle holds open (sendfile). Read-only: pushes 
 
 Blob bytes are checked once each, before their first byte is served (`BlobChecks`): the handle
 is opened without hashing content (signature, index.json, the tar's index and the graph are
-checked), so the registry answers as soon as that is done; a background thread then hashes every
-blob in the order they lie in the bundle, and a request for a blob not yet checked hashes it
-itself (or waits for the thread that is). A blob whose bytes do not match its digest is never
-served: every request for it answers an error naming the blob and its volume. Manifests are
-read (and hashed) when the catalog is built: a damaged one stops the registry before it starts.
+checked), so the registry answers as soon as that is done; a background thread then hashes the
+blobs it can serve (the configs and layers its manifests name: a bundle's files never go out
+through the registry) in the order they lie in the bundle, and a request for a blob not yet
+checked hashes it itself (or waits for the thread that is). A blob whose bytes do not match its
+digest is never served: every request for it answers an error naming the blob and its volume.
+Manifests are read (and hashed) when the catalog is built: a damaged one stops the registry
+before it starts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future
 from types import TracebackType
 
@@ -105,15 +108,18 @@ class BlobChecks:
 
     # -- background ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Hash every blob in a background thread, in the order the blobs lie in the bundle."""
+    def start(self, digests: Iterable[str] | None = None) -> None:
+        """Hash `digests` (default: every blob) in a background thread, in the order the blobs
+        lie in the bundle."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._all, name="blob-checks", daemon=True)
+            wanted = list(self._bundle.blob_digests() if digests is None else digests)
+            self._thread = threading.Thread(
+                target=self._all, args=(wanted,), name="blob-checks", daemon=True
+            )
             self._thread.start()
 
-    def _all(self) -> None:
+    def _all(self, digests: list[str]) -> None:
         bundle = self._bundle
-        digests = bundle.blob_digests()
         # in the order the bytes lie in the volumes: one sequential read of the medium
         order = sorted(digests, key=lambda d: _position(bundle, d))
         t0 = time.monotonic()
@@ -223,7 +229,10 @@ class BundleSource:
 
     def __enter__(self) -> BundleSource:
         if self.checks is not None:
-            self.checks.start()
+            # what the registry can serve: the configs and layers of its repositories (files
+            # and blobs no manifest names are never served, so never need hashing)
+            served = set().union(*(r.blobs for r in self._catalog.repositories.values()))
+            self.checks.start(sorted(d for d in served if self.bundle.has_blob(d)))
         return self
 
     def __exit__(
