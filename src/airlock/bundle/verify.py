@@ -293,14 +293,27 @@ class RecoveryStatus:
     notes: tuple[str, ...]  # damaged recovery volumes or boot copies of an intact bundle
 
 
+def _may_have_recovery(parts_path: Path) -> bool:
+    """Whether recovery files (an index or boot copies: `airlock.bundle.repair`'s names) may
+    lie beside the parts file `STEM.parts.json`; other names are left to repair to judge."""
+    name = parts_path.name
+    if not name.endswith(".parts.json"):
+        return True
+    stem = name.removesuffix(".parts.json")
+    here = parts_path.parent
+    return (here / f"{stem}.recovery.json").exists() or any(here.glob(f"{stem}.boot.*.tar"))
+
+
 def recovery_status(
     parts_path: Path | None, vol_problems: Sequence[str], workers: int
 ) -> RecoveryStatus | None:
     """With recovery volumes (format 1.2): damaged data volumes are judged repairable or not;
     with none damaged, the recovery volumes and boot copies themselves are checked."""
-    from airlock.bundle import repair
+    if parts_path is None or not _may_have_recovery(parts_path):
+        return None
+    from airlock.bundle import repair  # imported only for bundles that have recovery files
 
-    rset = repair.find_recovery_set(parts_path) if parts_path is not None else None
+    rset = repair.find_recovery_set(parts_path)
     if rset is None:
         return None
     if not vol_problems:
