@@ -392,11 +392,15 @@ def test_changed_upstream_layer_is_never_served_from_the_old_bundle(
 ) -> None:
     """The tag of an image moves to a new layer between two creates into the same output
     with the same cache: the second bundle carries the new layer's bytes (fetched while the
-    tar is written), not the old bundle's, and verifies."""
+    tar is written), not the old bundle's, and verifies. The layers a create downloads are
+    lent to its bundle (the cache drops its copy: written once): the first bundle's serve the
+    second create while it is written, are lent on to the new file, and the old layer, whose
+    only copy was in the replaced file, is missing from the cache, never served from it."""
     import tarfile
 
     from test_oci_client import build_manifest, tag
 
+    from airlock.blobstore import BlobStore
     from airlock.bundle.layout import blob_member
     from airlock.oci.layout import OciLayout
     from airlock_lab.distribution import start_distribution
@@ -437,11 +441,27 @@ def test_changed_upstream_layer_is_never_served_from_the_old_bundle(
         first = json.loads(
             create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=sign).stdout
         )
+        cache = BlobStore(tmp_path / "c")
+        lent = {"sha256:" + p.name for p in (tmp_path / "c" / "lent").iterdir()}
+        assert old_layer in lent
+        for digest in lent:  # written once: only in the bundle, read from there
+            assert not cache.path(digest).exists() and cache.has(digest)
+            assert cache.lent_to(digest) == Path(first["bundle"]).resolve()
+            cache.verify(digest)
         new_bytes = os.urandom(300_000)
         new_layer = publish(new_bytes)
         second = json.loads(
             create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=sign).stdout
         )
+        assert not cache.has(old_layer)  # its only copy was in the replaced file
+        assert cache.has(new_layer) and not cache.path(new_layer).exists()
+        for digest in lent - {old_layer}:  # read from the old file, lent on to the new one
+            assert cache.has(digest)
+            cache.verify(digest)
+        again = create(spec, cache=tmp_path / "c", out=tmp_path / "o2", extra=sign).stdout
+        assert json.loads(again)["sha256"] == second["sha256"]
+        for digest in (lent - {old_layer}) | {new_layer}:  # read from o, none fetched again
+            assert cache.lent_to(digest) == Path(second["bundle"]).resolve()
     finally:
         reg.stop()
     assert first["bundle"] == second["bundle"] and first["sha256"] != second["sha256"]

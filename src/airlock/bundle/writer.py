@@ -20,6 +20,7 @@ sha256, and the sha256 of the whole tar), written last.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -662,6 +663,7 @@ class _Behind:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="airlock-write")
         self._pending: deque[tuple[Future[None], bytearray | None]] = deque()
         self._free = [bytearray(_CHUNK) for _ in range(_DEPTH)]
+        self.offset = 0  # of the stream's next byte (handed over, maybe not yet written)
 
     def buffer(self) -> bytearray:
         while not self._free:
@@ -669,6 +671,7 @@ class _Behind:
         return self._free.pop()
 
     def write(self, data: bytes | memoryview, buf: bytearray | None = None) -> None:
+        self.offset += len(data)
         self._pending.append((self._pool.submit(self._sink.write, data), buf))
         if len(self._pending) > 2 * _DEPTH:
             self._reap()
@@ -712,7 +715,7 @@ def _copy_blob(
     hasher = None if hashed else hashlib.sha256()
     copied = 0
     try:
-        src = blobs.path(entry.digest).open("rb", buffering=0)
+        src = blobs.open(entry.digest)
     except FileNotFoundError:
         raise AirlockError(
             f"blob {entry.digest} ({entry.source or entry.role}) is not in {blobs.root}",
@@ -757,8 +760,10 @@ def _stream_tar(
     label: str = "write",
     arrivals: Arrivals | None = None,
     hashed: Collection[str] = (),
-) -> None:
+) -> dict[str, int]:
+    """Stream the tar into `sink`; returns each blob's offset in the stream."""
     out = _Behind(sink)
+    offsets: dict[str, int] = {}
     try:
 
         def small(name: str, data: bytes) -> None:
@@ -776,6 +781,7 @@ def _stream_tar(
         report_start(progress, label, sum(e.size for e in entries))
         for entry in entries:
             out.write(_header(blob_member(entry.digest), entry.size))
+            offsets[entry.digest] = out.offset
             _copy_blob(
                 out,
                 blobs,
@@ -793,6 +799,30 @@ def _stream_tar(
         report_done(progress, label)
     finally:
         out.stop()
+    return offsets
+
+
+def _lend(
+    blobs: BlobStore,
+    entries: Sequence[BlobEntry],
+    offsets: dict[str, int],
+    final: Path,
+    hashed: Collection[str],
+) -> None:
+    """The bundle just written and fsync'd holds every blob it names: the layers this run
+    downloaded are lent to it (`BlobStore.lend`: the cache drops its copy, so each layer is
+    written to the disk once), and so are blobs the cache held only as lent to this path
+    before (the old file is gone now). A later create reads them from here, hashing them
+    again as every cached blob; if this file changes, they are missing and fetched again."""
+    for entry in entries:
+        if entry.role != BlobRole.LAYER.value:
+            continue
+        if entry.digest in hashed or (
+            not blobs.path(entry.digest).is_file()
+            and blobs.lent_to(entry.digest) == final.resolve()
+        ):
+            with contextlib.suppress(OSError):  # then the cache keeps its copy, or fetches again
+                blobs.lend(entry.digest, final, offsets[entry.digest], entry.size)
 
 
 def _resolve_out(out: Path, name: str) -> Path:
@@ -1043,7 +1073,7 @@ def write_bundle(
     published: list[Path] = []
     extra = _Extra()
     try:
-        _stream_tar(
+        offsets = _stream_tar(
             sink,
             manifest_bytes=manifest_bytes,
             signature=signature,
@@ -1107,6 +1137,8 @@ def write_bundle(
                 files=[*volumes, path] if volumes else [path],
                 volumes=[(v.name, v.size, v.sha256) for v in sink.volumes],
             )
+        if split is None:
+            _lend(blobs, manifest.blobs, offsets, final, hashed)
     except OSError as exc:
         sink.discard()
         for p in published:
