@@ -13,24 +13,15 @@ import json
 import uuid
 import warnings
 from collections.abc import Sequence
-
-from cyclonedx.model import (
-    ExternalReference,
-    ExternalReferenceType,
-    HashAlgorithm,
-    HashType,
-    Property,
-    XsUri,
-)
-from cyclonedx.model.bom import Bom
-from cyclonedx.model.component import Component, ComponentType
-from cyclonedx.output.json import JsonV1Dot6
-from packageurl import PackageURL
+from typing import TYPE_CHECKING
 
 from airlock.content import FileArtifact, ImageArtifact
 from airlock.oci.digest import digest_hex, sha256_digest
 from airlock.oci.layout import canonical_json
 from airlock.oci.ref import parse_reference
+
+if TYPE_CHECKING:  # the library costs ~0.15 s to import: only a write that builds an SBOM pays
+    from cyclonedx.model.component import Component
 
 __all__ = ["SBOM_NAMESPACE", "build_sbom"]
 
@@ -39,6 +30,10 @@ SBOM_NAMESPACE = uuid.UUID("8f0c7a4e-5a7b-4c52-9a53-2c1f7d3f7a10")
 
 
 def _image_component(image: ImageArtifact) -> Component:
+    from cyclonedx.model import HashAlgorithm, HashType, Property
+    from cyclonedx.model.component import Component, ComponentType
+    from packageurl import PackageURL
+
     ref = parse_reference(image.reference)
     qualifiers = {"repository_url": ref.name}
     if ref.tag:
@@ -63,6 +58,16 @@ def _image_component(image: ImageArtifact) -> Component:
 
 
 def _file_component(f: FileArtifact) -> Component:
+    from cyclonedx.model import (
+        ExternalReference,
+        ExternalReferenceType,
+        HashAlgorithm,
+        HashType,
+        Property,
+        XsUri,
+    )
+    from cyclonedx.model.component import Component, ComponentType
+
     hashes = [HashType(alg=HashAlgorithm.SHA_256, content=digest_hex(f.digest))]
     if f.checksum is not None and f.checksum.algorithm == "sha512":
         hashes.append(HashType(alg=HashAlgorithm.SHA_512, content=f.checksum.value))
@@ -91,6 +96,10 @@ def build_sbom(
     files: Sequence[FileArtifact],
 ) -> bytes:
     """CycloneDX JSON bytes for these images and files (same inputs, same bytes)."""
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+
     identity = canonical_json(
         {
             "bundle": bundle_name,
