@@ -87,7 +87,18 @@ def _register_plugins(group: str = "airlock.commands") -> None:
         ep.load()(app)
 
 
-_register_plugins()
+def _own_group(argv: list[str]) -> bool:
+    """The line names one of airlock's own command groups (`airlock bundle create ...`): no
+    plugin adds to those, so the console script does not scan the installed distributions'
+    entry points (~0.15 s on every command). Anything else (no command, `--help`, a plugin's
+    group, an option with a value first) loads the plugins as before."""
+    words = [a for a in argv if a not in ("--json", "--debug")]
+    own = {g.name for g in app.registered_groups if g.name}
+    return bool(words) and words[0] in own
+
+
+if not _own_group(sys.argv[1:]):
+    _register_plugins()
 
 
 GLOBAL_FLAGS = ("--json", "--debug")
