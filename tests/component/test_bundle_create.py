@@ -448,6 +448,9 @@ def test_changed_upstream_layer_is_never_served_from_the_old_bundle(
             assert not cache.path(digest).exists() and cache.has(digest)
             assert cache.lent_to(digest) == Path(first["bundle"]).resolve()
             cache.verify(digest)
+        # nothing moved: the bundle is kept as it was (the shortcut of airlock.bundle.reuse)
+        kept = json.loads(create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=sign).stdout)
+        assert kept["unchanged"] is True and kept["sha256"] == first["sha256"]
         new_bytes = os.urandom(300_000)
         new_layer = publish(new_bytes)
         second = json.loads(
@@ -465,6 +468,7 @@ def test_changed_upstream_layer_is_never_served_from_the_old_bundle(
     finally:
         reg.stop()
     assert first["bundle"] == second["bundle"] and first["sha256"] != second["sha256"]
+    assert first["unchanged"] is False and second["unchanged"] is False
     bundle = Path(second["bundle"])
     with tarfile.open(bundle) as tar:
         names = tar.getnames()
@@ -473,3 +477,47 @@ def test_changed_upstream_layer_is_never_served_from_the_old_bundle(
         assert member is not None
         assert gzip.decompress(member.read()).find(new_bytes) > 0
     run("bundle", "verify", str(bundle), "--key", str(tmp_path / "k.pub"))
+
+
+def test_unchanged_bundle_is_kept_only_for_the_same_key_and_options(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """A rerun with nothing changed keeps the bundle (same file, not rewritten, same
+    signature); another signing key or another `--expires` rewrites and re-signs it, and
+    each result verifies with its own key."""
+    import tarfile
+
+    spec = write_spec(tmp_path, upstream)
+    run("keys", "generate", "--out", str(tmp_path / "a"))
+    run("keys", "generate", "--out", str(tmp_path / "b"))
+    cache, out = tmp_path / "c", tmp_path / "o"
+
+    def made(key: str, *more: str) -> dict[str, object]:
+        extra = ("--sign", str(tmp_path / f"{key}.key"), "--json", *more)
+        return dict(json.loads(create(spec, cache=cache, out=out, extra=extra).stdout))
+
+    def signature(bundle: Path) -> bytes:
+        with tarfile.open(bundle) as tar:
+            member = tar.extractfile("airlock.json.sig")
+            assert member is not None
+            return member.read()
+
+    first = made("a")
+    bundle = Path(str(first["bundle"]))
+    ino, sig = bundle.stat().st_ino, signature(bundle)
+    kept = made("a")
+    assert kept["unchanged"] is True and kept["sha256"] == first["sha256"]
+    assert bundle.stat().st_ino == ino and signature(bundle) == sig
+    other_key = made("b")
+    assert other_key["unchanged"] is False and signature(bundle) != sig
+    run("bundle", "verify", str(bundle), "--key", str(tmp_path / "b.pub"))
+    assert (
+        run(
+            "bundle", "verify", str(bundle), "--key", str(tmp_path / "a.pub"), check=False
+        ).returncode
+        != 0
+    )
+    expiring = made("b", "--expires", "2099-12-31")
+    assert expiring["unchanged"] is False and expiring["sha256"] != other_key["sha256"]
+    assert made("b", "--expires", "2099-12-31")["unchanged"] is True
+    run("bundle", "verify", str(bundle), "--key", str(tmp_path / "b.pub"))

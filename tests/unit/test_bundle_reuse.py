@@ -145,3 +145,41 @@ def test_only_changed_volumes_are_rewritten(
     assert whole == b"".join(v.read_bytes() for v in fresh.volumes)
     assert data in whole
     assert verify_bundle(second.path, trust=TrustPolicy((pub,))).ok
+
+
+def test_kept_only_for_the_content_key_it_was_made_from(
+    tmp_path: Path, store: BlobStore, content: BundleContent
+) -> None:
+    """`bundle create`'s shortcut (no airlock.json, SBOM or signature made again): taken for
+    the same content, key and options only, and never once the output file was replaced; a
+    changed blob (a moved tag) or another key, split or expiry goes to the writer."""
+    from dataclasses import replace
+
+    from airlock.verbs.create import CreateOptions, _kept, _remember
+
+    priv, _ = generate_keypair(tmp_path / "key")
+    other, _ = generate_keypair(tmp_path / "other")
+    opts = CreateOptions(output=tmp_path / "out", sign_key=priv)
+    written = write_bundle(content, blobs=store, out=tmp_path / "out", sign_key=priv)
+    assert _kept(content, store, opts) is None  # no memo yet: the writer decides
+    _remember(content, store, opts, written)
+    kept = _kept(content, store, opts)
+    assert kept is not None
+    assert (kept.path, kept.size, kept.sha256, kept.signed) == (
+        written.path,
+        written.size,
+        written.sha256,
+        True,
+    )
+    assert kept.manifest == written.manifest
+    changed = _with_kubeadm(store, content, os.urandom(MiB))
+    assert _kept(changed, store, opts) is None
+    assert _kept(content, store, replace(opts, sign_key=other)) is None
+    assert _kept(content, store, replace(opts, split=4 * MiB)) is None
+    assert _kept(replace(content, expires="2099-12-31"), store, opts) is None
+    assert _kept(content, store, replace(opts, recovery=10.0)) is None
+    # the file replaced by another with the same bytes: the record no longer vouches for it
+    data = written.path.read_bytes()
+    written.path.unlink()
+    written.path.write_bytes(data)
+    assert _kept(content, store, opts) is None

@@ -18,6 +18,14 @@ ext4 there are no reflinks: every byte costs a disk write). Two ways to avoid th
 
 Either way a changed blob is never served from an old output: the record needs identical
 airlock.json bytes, and the comparison compares every byte.
+
+A third, earlier step skips even building airlock.json: beside the record, a memo
+(`outputs/<key>.content.json`) names the key of the content that airlock.json was made from
+(a hash of every pinned image and file digest, the spec, the options, the signing key's bytes
+and the tool's code). A create whose freshly resolved content has that very key, and whose
+output record still holds, keeps the outputs and their signature as they are: no SBOM, no
+airlock.json, no signature is made again. Anything that would change airlock.json (a tag
+that moved, another key, `--expires`, `--split`) changes the key.
 """
 
 from __future__ import annotations
@@ -32,14 +40,18 @@ from airlock.atomic import write_atomic
 
 __all__ = [
     "OutputRecord",
+    "content_key",
     "file_identity",
     "forget",
+    "kept_record",
     "load_record",
     "record_path",
+    "save_memo",
     "save_record",
 ]
 
 _FORMAT = "airlock.output-record/v1"
+_MEMO_FORMAT = "airlock.content-memo/v1"
 
 
 def file_identity(path: Path) -> list[int] | None:
@@ -95,16 +107,12 @@ def record_path(records: Path, final: Path) -> Path:
     return records / f"{key}.json"
 
 
-def load_record(
-    records: Path, final: Path, *, manifest: bytes, signature: bytes | None, split: int | None
-) -> OutputRecord | None:
-    """The record of `final`'s last write, if it was of these very airlock.json and signature
-    bytes with this split; None otherwise (or when unreadable: then the caller compares)."""
+def _read(records: Path, final: Path) -> OutputRecord | None:
     try:
         doc = json.loads(record_path(records, final).read_bytes())
         if doc.get("format") != _FORMAT:
             return None
-        record = OutputRecord(
+        return OutputRecord(
             manifest_sha256=str(doc["manifestSha256"]),
             signature_sha256=doc["signatureSha256"],
             split=doc["split"],
@@ -115,11 +123,63 @@ def load_record(
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def load_record(
+    records: Path, final: Path, *, manifest: bytes, signature: bytes | None, split: int | None
+) -> OutputRecord | None:
+    """The record of `final`'s last write, if it was of these very airlock.json and signature
+    bytes with this split; None otherwise (or when unreadable: then the caller compares)."""
+    record = _read(records, final)
     if (
-        record.manifest_sha256 != _sha(manifest)
+        record is None
+        or record.manifest_sha256 != _sha(manifest)
         or record.signature_sha256 != _sha(signature)
         or record.split != split
         or not record.files
+    ):
+        return None
+    return record
+
+
+def content_key(parts: object) -> str:
+    """The key of what an airlock.json is made from (JSON-able parts; dataclasses as dicts)."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _memo_path(records: Path, final: Path) -> Path:
+    return record_path(records, final).with_suffix(".content.json")
+
+
+def save_memo(records: Path, final: Path, *, key: str, manifest_sha256: str) -> None:
+    """Remember that `final`'s airlock.json (these bytes) was made from content with `key`."""
+    doc = {"format": _MEMO_FORMAT, "key": key, "manifestSha256": manifest_sha256}
+    try:
+        records.mkdir(parents=True, exist_ok=True)
+        write_atomic(_memo_path(records, final), json.dumps(doc, sort_keys=True).encode())
+    except OSError:
+        _memo_path(records, final).unlink(missing_ok=True)  # no memo: the writer decides
+
+
+def kept_record(records: Path, final: Path, *, key: str, split: int | None) -> OutputRecord | None:
+    """The record of `final` when its airlock.json was made from content with this `key`
+    (the memo says so, the record names those airlock.json bytes, with this split) and every
+    output file is still the one written then; None otherwise (the writer then decides)."""
+    try:
+        doc = json.loads(_memo_path(records, final).read_bytes())
+        if doc.get("format") != _MEMO_FORMAT or doc["key"] != key:
+            return None
+        manifest_sha256 = str(doc["manifestSha256"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    record = _read(records, final)
+    if (
+        record is None
+        or record.manifest_sha256 != manifest_sha256
+        or record.split != split
+        or not record.files
+        or not record.still_holds(final.parent)
     ):
         return None
     return record
@@ -162,4 +222,5 @@ def save_record(
 
 
 def forget(records: Path, final: Path) -> None:
+    _memo_path(records, final).unlink(missing_ok=True)
     record_path(records, final).unlink(missing_ok=True)

@@ -154,6 +154,7 @@ def create(
         "kubeadmImageList": result.plan.image_list_source,
         "warnings": result.warnings,
         "bootstrap": str(result.bootstrap) if result.bootstrap else None,
+        "unchanged": result.unchanged,
     }
     delta = result.delta
     if delta is not None:
@@ -174,7 +175,10 @@ def create(
                 f"({format_size(delta.omitted_bytes)}) already on the far side, left out"
             )
         state.line(
-            f"wrote {w.path}: {format_size(w.size)}, {len(result.images)} images, "
+            # unchanged: the bundle already held exactly this content (same pins, key and
+            # options): left as it was, airlock.json and its signature not made again
+            ("unchanged, kept" if result.unchanged else "wrote")
+            + f" {w.path}: {format_size(w.size)}, {len(result.images)} images, "
             f"{len(result.files)} files, {w.blob_count} blobs"
             + (f", {len(w.volumes)} volumes" if w.volumes else "")
             + (

@@ -16,6 +16,7 @@ import os
 import platform as host_platform
 import re
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,17 @@ from airlock import system
 from airlock.atomic import remove_dead_temps, write_atomic
 from airlock.blobstore import BlobStore
 from airlock.bundle.compression import Compression, compress_files
-from airlock.bundle.writer import Arrivals, BundleContent, WriteResult, write_bundle
+from airlock.bundle.layout import AIRLOCK_JSON, bundle_filename
+from airlock.bundle.manifest import parse_manifest
+from airlock.bundle.reuse import content_key, kept_record, save_memo
+from airlock.bundle.volumes import parts_file_path
+from airlock.bundle.writer import (
+    OUTPUT_RECORDS,
+    Arrivals,
+    BundleContent,
+    WriteResult,
+    write_bundle,
+)
 from airlock.content import FileArtifact, ImageArtifact, UpstreamChecksum
 from airlock.errors import AirlockError
 from airlock.fetch.downloader import FetchedFile, FileRequest, ProgressSink, fetch_files
@@ -101,6 +112,7 @@ class CreateResult:
     warnings: list[str] = field(default_factory=list)
     delta: DeltaSummary | None = None  # with --since: what was left out
     bootstrap: Path | None = None  # airlock-bootstrap.py, written beside the bundle
+    unchanged: bool = False  # the bundle already held exactly this content: left as it was
 
 
 def _file_requests(plan: Plan, mirrors: dict[str, str]) -> list[tuple[Artifact, FileRequest]]:
@@ -431,12 +443,116 @@ async def _fetch_all(
     return files, images, fetched
 
 
+def _final(out: Path, name: str) -> Path:
+    """The bundle's path as the writer names it: a path ending in `.tar`, else a directory."""
+    if out.is_dir() or not out.name.endswith(".tar"):
+        return out / bundle_filename(name)
+    return out
+
+
+def _code_fingerprint() -> list[object]:
+    """What identifies the code that makes airlock.json: the version and every module's file
+    (size and mtime; ~200 stats), so an edited checkout never takes an old bundle as its own."""
+    import airlock
+
+    root = Path(airlock.__file__).parent
+    out: list[object] = [airlock.__version__]
+    for p in sorted(root.rglob("*.py")):
+        st = p.stat()
+        out.append([str(p.relative_to(root)), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _content_key(content: BundleContent, opts: CreateOptions, final: Path) -> str | None:
+    """The key of everything airlock.json and its signature are made from (None: unknown)."""
+    from dataclasses import asdict
+
+    try:
+        key = opts.sign_key.read_bytes() if opts.sign_key is not None else None
+        code = _code_fingerprint()
+    except OSError:
+        return None  # the writer names an unreadable key
+    return content_key(
+        {
+            "content": asdict(content),
+            "signKey": hashlib.sha256(key).hexdigest() if key is not None else None,
+            "split": opts.split,
+            "final": str(final.resolve()),
+            "code": code,
+        }
+    )
+
+
+def _kept(content: BundleContent, cache: BlobStore, opts: CreateOptions) -> WriteResult | None:
+    """The bundle as it is, when its airlock.json was made from exactly this content with the
+    same key and options and its files are the ones written then (airlock.bundle.reuse): no
+    SBOM, airlock.json or signature is made again. None: the writer decides."""
+    if opts.recovery is not None:
+        return None  # recovery volumes are always rebuilt by the writer
+    final = _final(opts.output or Path.cwd(), content.name)
+    key = _content_key(content, opts, final)
+    if key is None:
+        return None
+    record = kept_record(cache.root / OUTPUT_RECORDS, final, key=key, split=opts.split)
+    if record is None:
+        return None
+    first = final if opts.split is None else final.with_name(f"{final.name}.000")
+    try:
+        with first.open("rb") as fh:
+            info = tarfile.TarInfo.frombuf(fh.read(tarfile.BLOCKSIZE), "utf-8", "strict")
+            data = fh.read(info.size) if info.name == AIRLOCK_JSON else b""
+    except (OSError, tarfile.TarError, UnicodeDecodeError):
+        return None
+    if not data or hashlib.sha256(data).hexdigest() != record.manifest_sha256:
+        return None
+    manifest = parse_manifest(data, what=f"{first}: airlock.json")
+    volumes = tuple(final.parent / name for name, _, _ in record.volumes)
+    return WriteResult(
+        path=final if opts.split is None else parts_file_path(final),
+        volumes=volumes if opts.split is not None else (),
+        size=record.size,
+        sha256=record.sha256,
+        blob_count=len(manifest.blobs),
+        unique_blob_bytes=sum(b.size for b in manifest.blobs),
+        manifest=manifest,
+        signed=record.signature_sha256 is not None,
+    )
+
+
 async def _write(
     content: BundleContent, cache: BlobStore, opts: CreateOptions, layers: _Layers
-) -> WriteResult:
+) -> tuple[WriteResult, bool]:
     """Write the bundle (a thread) while the layers it still lacks download: the writer, a few
     blobs behind, copies each one while it is still in the page cache. A bundle already
-    written (nothing changed) returns at once."""
+    written from this very content is kept as it is (True: unchanged)."""
+    kept = await asyncio.to_thread(_kept, content, cache, opts)
+    if kept is not None:
+        return kept, True
+    written = await _write_new(content, cache, opts, layers)
+    await asyncio.to_thread(_remember, content, cache, opts, written)
+    return written, False
+
+
+def _remember(
+    content: BundleContent, cache: BlobStore, opts: CreateOptions, written: WriteResult
+) -> None:
+    """The memo `_kept` reads: this output's airlock.json was made from this content."""
+    if opts.recovery is not None:
+        return
+    final = _final(opts.output or Path.cwd(), content.name)
+    key = _content_key(content, opts, final)
+    if key is not None:
+        save_memo(
+            cache.root / OUTPUT_RECORDS,
+            final,
+            key=key,
+            manifest_sha256=hashlib.sha256(written.manifest.to_bytes()).hexdigest(),
+        )
+
+
+async def _write_new(
+    content: BundleContent, cache: BlobStore, opts: CreateOptions, layers: _Layers
+) -> WriteResult:
     try:
         return await asyncio.to_thread(
             write_bundle,
@@ -548,6 +664,7 @@ async def _fetch_and_write(
     BundleContent,
     DeltaSummary | None,
     WriteResult,
+    bool,
 ]:
     skip = baseline.blobs if baseline is not None else frozenset()
     async with options.network.session(limit=max(4, options.concurrency * 2)) as session:
@@ -559,10 +676,10 @@ async def _fetch_and_write(
             wheels, content, delta = await asyncio.to_thread(
                 _content, spec, plan, cache, options, warnings, baseline, files, images
             )
-            written = await _write(content, cache, options, layers)
+            written, unchanged = await _write(content, cache, options, layers)
         finally:
             await layers.stop()
-    return files, images, fetched, wheels, content, delta, written
+    return files, images, fetched, wheels, content, delta, written, unchanged
 
 
 def _content(
@@ -596,6 +713,14 @@ def _content(
     return wheels, content, delta
 
 
+def _holds(path: Path, data: bytes, mode: int) -> bool:
+    """The file already has these bytes and this mode (a rerun need not rewrite it)."""
+    try:
+        return (path.stat().st_mode & 0o777) == mode and path.read_bytes() == data
+    except OSError:
+        return False
+
+
 def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     """Resolve, fetch everything (verified, cached, concurrent) and write the bundle.
 
@@ -623,7 +748,7 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
     warnings = list(plan.warnings)
     # files come back checked and in their stored form (compressed while images download);
     # the layers the cache lacks download from then on, while the bundle is written
-    files, images, fetched, wheels, _, delta, written = asyncio.run(
+    files, images, fetched, wheels, _, delta, written, unchanged = asyncio.run(
         _fetch_and_write(spec, plan, cache, options, warnings, baseline)
     )
     bootstrap = None
@@ -632,7 +757,9 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
         from airlock.bootstrap import SCRIPT_NAME, render_script
 
         bootstrap = written.path.parent / SCRIPT_NAME
-        write_atomic(bootstrap, render_script(), mode=0o755)
+        script = render_script()
+        if not _holds(bootstrap, script, 0o755):
+            write_atomic(bootstrap, script, mode=0o755)
     return CreateResult(
         plan=plan,
         write=written,
@@ -643,4 +770,5 @@ def create_bundle(spec: Spec, *, options: CreateOptions) -> CreateResult:
         warnings=warnings,
         delta=delta,
         bootstrap=bootstrap,
+        unchanged=unchanged,
     )
