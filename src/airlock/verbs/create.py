@@ -667,32 +667,42 @@ async def _fetch_and_write(
     bool,
 ]:
     skip = baseline.blobs if baseline is not None else frozenset()
+    # the wheels (put into the cache on a cold run) in a thread from the start: ~1.5 s that
+    # came after the files were compressed, before the bundle could start
+    wheelhouse = asyncio.create_task(
+        asyncio.to_thread(_wheelhouse, cache, spec) if options.wheelhouse else _no_wheels()
+    )
     async with options.network.session(limit=max(4, options.concurrency * 2)) as session:
         layers = _Layers(spec, cache, options, warnings, session, skip)
         try:
             files, images, fetched = await _fetch_all(
                 spec, plan, cache, options, warnings, session, layers
             )
-            wheels, content, delta = await asyncio.to_thread(
-                _content, spec, plan, cache, options, warnings, baseline, files, images
+            wheels = await wheelhouse
+            content, delta = await asyncio.to_thread(
+                _content, spec, plan, options, warnings, baseline, files, images, wheels
             )
             written, unchanged = await _write(content, cache, options, layers)
         finally:
+            await asyncio.gather(wheelhouse, return_exceptions=True)
             await layers.stop()
     return files, images, fetched, wheels, content, delta, written, unchanged
+
+
+async def _no_wheels() -> list[FileArtifact]:
+    return []
 
 
 def _content(
     spec: Spec,
     plan: Plan,
-    cache: BlobStore,
     options: CreateOptions,
     warnings: list[str],
     baseline: Baseline | None,
     files: list[FileArtifact],
     images: list[ImageArtifact],
-) -> tuple[list[FileArtifact], BundleContent, DeltaSummary | None]:
-    wheels = _wheelhouse(cache, spec) if options.wheelhouse else []
+    wheels: list[FileArtifact],
+) -> tuple[BundleContent, DeltaSummary | None]:
     content = BundleContent(
         name=spec.metadata.name,
         channel=spec.metadata.channel,
@@ -710,7 +720,7 @@ def _content(
 
         content, delta = apply_baseline(content, baseline)
         warnings.extend(baseline.warnings)
-    return wheels, content, delta
+    return content, delta
 
 
 def _holds(path: Path, data: bytes, mode: int) -> bool:
