@@ -42,7 +42,6 @@ from airlock.bundle.layout import (
 )
 from airlock.bundle.manifest import BundleManifest
 from airlock.bundle.reader import BundleReader
-from airlock.bundle.signing import key_id, verify_signature
 from airlock.bundle.volumes import Span, hash_spans, read_span
 from airlock.errors import VerificationError
 from airlock.oci.digest import digest_hex, sha256_digest
@@ -153,47 +152,59 @@ def _check_padding(reader: BundleReader) -> list[str]:
     return problems
 
 
-def _check_blobs(
-    reader: BundleReader,
-    workers: int,
-    problems: list[str],
-    progress: ProgressSink | None = None,
-    label: str = "verify",
-) -> tuple[set[str], int, int]:
-    """Hash every present blob; returns (digests verified, blobs checked, bytes checked)."""
-    manifest = reader.manifest
-    for digest in reader.missing_blobs():
-        problems.append(f"{_describe(manifest, digest)} is missing from the archive")
-    present = [b for b in manifest.blobs if reader.has_blob(b.digest)]
-    # Largest first, so the two threads finish together.
-    present.sort(key=lambda b: (-b.size, b.digest))
+class _BlobHashes:
+    """Every present blob hashed on `workers` threads (hashlib releases the GIL), largest
+    first so they finish together; started before the signature is checked, so that check
+    (and importing its library) runs while the blobs are read."""
 
-    def hashed(n: int) -> None:
-        if progress is not None:
-            progress.advance(label, n)
+    def __init__(
+        self, reader: BundleReader, workers: int, progress: ProgressSink | None, label: str
+    ) -> None:
+        self.reader = reader
+        self.progress = progress
+        self.label = label
+        self.present = [b for b in reader.manifest.blobs if reader.has_blob(b.digest)]
+        self.present.sort(key=lambda b: (-b.size, b.digest))
+        report_start(progress, label, sum(b.size for b in self.present))
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        self.futures = [self.pool.submit(self._one, b.digest) for b in self.present]
 
-    def one(digest: str) -> tuple[str, str, int]:
-        hexd, n = hash_spans(reader.blob_spans(digest), on_bytes=hashed)
+    def _one(self, digest: str) -> tuple[str, str, int]:
+        def hashed(n: int) -> None:
+            if self.progress is not None:
+                self.progress.advance(self.label, n)
+
+        hexd, n = hash_spans(self.reader.blob_spans(digest), on_bytes=hashed)
         return digest, hexd, n
 
-    ok: set[str] = set()
-    total = 0
-    report_start(progress, label, sum(b.size for b in present))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(one, [b.digest for b in present]))
-    report_done(progress, label)
-    for digest, hexd, n in sorted(results):
-        total += n
-        if hexd == digest_hex(digest):
-            ok.add(digest)
-        else:
-            where = ""
-            if reader.volumes.parts is not None:
-                where = f" (in volume {_volume_names(reader, reader.blob_spans(digest))})"
-            problems.append(
-                f"{_describe(manifest, digest)} sha256 mismatch{where}: the bytes are sha256:{hexd}"
-            )
-    return ok, len(present), total
+    def cancel(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def finish(self, problems: list[str]) -> tuple[set[str], int, int]:
+        """(digests verified, blobs checked, bytes checked); problems name each bad blob."""
+        reader, manifest = self.reader, self.reader.manifest
+        for digest in reader.missing_blobs():
+            problems.append(f"{_describe(manifest, digest)} is missing from the archive")
+        try:
+            results = [f.result() for f in self.futures]
+        finally:
+            self.cancel()
+        report_done(self.progress, self.label)
+        ok: set[str] = set()
+        total = 0
+        for digest, hexd, n in sorted(results):
+            total += n
+            if hexd == digest_hex(digest):
+                ok.add(digest)
+            else:
+                where = ""
+                if reader.volumes.parts is not None:
+                    where = f" (in volume {_volume_names(reader, reader.blob_spans(digest))})"
+                problems.append(
+                    f"{_describe(manifest, digest)} sha256 mismatch{where}: the bytes are "
+                    f"sha256:{hexd}"
+                )
+        return ok, len(self.present), total
 
 
 def _load_json(reader: BundleReader, digest: str) -> dict[str, Any] | None:
@@ -350,6 +361,8 @@ def _signature(
             f"signature: no trusted key to check it (--allow-unsigned: {UNVERIFIED})"
         )
         return None, None
+    from airlock.bundle.signing import key_id, verify_signature  # while the blobs hash
+
     others = _keys_at_hand(path) if path is not None else []
     key = verify_signature(reader.manifest_bytes, reader.signature, trust.keys, others=others)
     kid = key_id(key)
@@ -421,6 +434,9 @@ def verify_reader(
         signed=reader.signature is not None,
         expires=manifest.expires,
     )
+    blob_hashes = (
+        _BlobHashes(reader, workers, progress, f"verify {path.name}") if hash_content else None
+    )
     try:
         signed_by, signed_by_path = _signature(reader, trust, checked, not_checked, path)
         report = replace(report, signed_by=signed_by, signed_by_path=signed_by_path)
@@ -428,7 +444,13 @@ def verify_reader(
             check_expiry(manifest.expires, today=today)
     except VerificationError as exc:
         problems.append(exc.message)
+        if blob_hashes is not None:
+            blob_hashes.cancel()
         raise fail(exc.hint) from exc
+    except BaseException:
+        if blob_hashes is not None:
+            blob_hashes.cancel()
+        raise
     if volumes.parts and hash_content and signed_by is not None:
         checked.append(
             f"volumes: {volumes_checked}, each size against {volumes.display()}; every byte "
@@ -445,7 +467,12 @@ def verify_reader(
         checked.append("expiry: none set")
 
     # Read once, hashed from the bytes read: these bytes are the index the caller gets.
-    index_bytes = reader.read_member(INDEX_JSON, limit=MAX_JSON_BLOB_BYTES)
+    try:
+        index_bytes = reader.read_member(INDEX_JSON, limit=MAX_JSON_BLOB_BYTES)
+    except BaseException:
+        if blob_hashes is not None:
+            blob_hashes.cancel()
+        raise
     index_digest = sha256_digest(index_bytes)
     index_ok = index_digest == manifest.index.digest
     if not index_ok:
@@ -455,10 +482,8 @@ def verify_reader(
         )
     else:
         checked.append("index.json: sha256 as airlock.json pins it")
-    if hash_content:
-        verified, blobs_checked, nbytes = _check_blobs(
-            reader, workers, problems, progress, f"verify {path.name}"
-        )
+    if blob_hashes is not None:
+        verified, blobs_checked, nbytes = blob_hashes.finish(problems)
         checked.append(f"blobs: {blobs_checked}, {nbytes} bytes, each sha256 as named")
         if volumes.parts:
             problems += _check_padding(reader)
