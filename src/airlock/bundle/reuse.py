@@ -157,7 +157,9 @@ def save_memo(records: Path, final: Path, *, key: str, manifest_sha256: str) -> 
     doc = {"format": _MEMO_FORMAT, "key": key, "manifestSha256": manifest_sha256}
     try:
         records.mkdir(parents=True, exist_ok=True)
-        write_atomic(_memo_path(records, final), json.dumps(doc, sort_keys=True).encode())
+        write_atomic(
+            _memo_path(records, final), json.dumps(doc, sort_keys=True).encode(), durable=False
+        )
     except OSError:
         _memo_path(records, final).unlink(missing_ok=True)  # no memo: the writer decides
 

@@ -14,13 +14,16 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from airlock.atomic import write_atomic
 from airlock.errors import AirlockError, UsageError, VerificationError
+
+if TYPE_CHECKING:  # imported where a key is used: a create that keeps its bundle signs nothing
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 __all__ = [
     "SIGNATURE_SIZE",
@@ -45,6 +48,9 @@ def generate_keypair(prefix: Path, *, overwrite: bool = False) -> tuple[Path, Pa
                 raise UsageError(
                     f"{p} already exists", "choose another --out prefix or remove the old keys"
                 )
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     priv_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -68,6 +74,10 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     data = _read(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -82,6 +92,10 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     data = _read(path, "public key")
     try:
         key = serialization.load_pem_public_key(data)
@@ -97,6 +111,8 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 def key_id(pub: Path | Ed25519PublicKey) -> str:
     """`sha256:<hex>` of the DER SubjectPublicKeyInfo (same as `openssl pkey -pubin -outform
     DER | sha256sum`)."""
+    from cryptography.hazmat.primitives import serialization
+
     key = load_public_key(pub) if isinstance(pub, Path | str) else pub
     der = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -115,6 +131,8 @@ def verify_signature(
     """Return the first key of `pub_keys` that verifies `sig` over `data`, else raise a
     VerificationError naming each key tried by its fingerprint, and which of `others` (public
     keys at hand but not trusted, e.g. beside the bundle) signed it, when one did."""
+    from cryptography.exceptions import InvalidSignature
+
     if not pub_keys:
         raise UsageError("no public key given to verify the signature with")
     if len(sig) != SIGNATURE_SIZE:
@@ -148,6 +166,8 @@ def verify_signature(
 
 def _signer_among(data: bytes, sig: bytes, candidates: Sequence[Path]) -> Path | None:
     """The first readable ed25519 public key among `candidates` that verifies `sig`."""
+    from cryptography.exceptions import InvalidSignature
+
     for path in candidates:
         try:
             load_public_key(path).verify(sig, data)
