@@ -678,6 +678,9 @@ async def _fetch_and_write(
             files, images, fetched = await _fetch_all(
                 spec, plan, cache, options, warnings, session, layers
             )
+            # files this run downloaded were hashed as they arrived and renamed in: a file
+            # stored as fetched (not compressed) is copied into the bundle without a 2nd hash
+            layers.downloaded.update(f.digest for f in fetched if not f.from_cache)
             wheels = await wheelhouse
             content, delta = await asyncio.to_thread(
                 _content, spec, plan, options, warnings, baseline, files, images, wheels
