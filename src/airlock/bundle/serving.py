@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 
@@ -62,6 +63,7 @@ class BlobChecks:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished = threading.Event()
+        self._queue: deque[str] = deque()  # the background thread's work, next first
 
     def finished(self) -> bool:
         """Whether the background thread has been through every blob."""
@@ -110,23 +112,36 @@ class BlobChecks:
 
     def start(self, digests: Iterable[str] | None = None) -> None:
         """Hash `digests` (default: every blob) in a background thread, in the order the blobs
-        lie in the bundle."""
+        lie in the bundle (one sequential read of the medium), except those `prefer` names."""
         if self._thread is None:
             wanted = list(self._bundle.blob_digests() if digests is None else digests)
-            self._thread = threading.Thread(
-                target=self._all, args=(wanted,), name="blob-checks", daemon=True
-            )
+            with self._lock:
+                self._queue.extend(sorted(wanted, key=lambda d: _position(self._bundle, d)))
+            self._thread = threading.Thread(target=self._all, name="blob-checks", daemon=True)
             self._thread.start()
 
-    def _all(self, digests: list[str]) -> None:
-        bundle = self._bundle
-        # in the order the bytes lie in the volumes: one sequential read of the medium
-        order = sorted(digests, key=lambda d: _position(bundle, d))
+    def prefer(self, digests: Sequence[str]) -> None:
+        """Move `digests` to the front of the background work (a client that fetched a
+        manifest asks for its config and layers next)."""
+        with self._lock:
+            for digest in reversed(digests):
+                if digest not in self._results and digest in self._queue:
+                    self._queue.remove(digest)
+                    self._queue.appendleft(digest)
+
+    def _next(self) -> str | None:
+        with self._lock:
+            while self._queue:
+                digest = self._queue.popleft()
+                if digest not in self._results:
+                    return digest
+        return None
+
+    def _all(self) -> None:
         t0 = time.monotonic()
-        bad = 0
-        for digest in order:
-            if self._stop.is_set():
-                return
+        bad = count = 0
+        while not self._stop.is_set() and (digest := self._next()) is not None:
+            count += 1
             try:
                 if self._run(digest).result() is not None:
                     bad += 1
@@ -134,11 +149,13 @@ class BlobChecks:
                 return
             except Exception as exc:  # a request hashes it again and says why
                 log.error("checking blob %s failed: %s", digest, exc)
+        if self._stop.is_set():
+            return
         self._finished.set()
         log.info(
             "checked %d blobs of %s in %.1f s (%d do not match)",
-            len(order),
-            bundle.display(),
+            count,
+            self._bundle.display(),
             time.monotonic() - t0,
             bad,
         )
@@ -174,6 +191,7 @@ class BundleSource:
         self.bundle = bundle
         self.checks = checks
         self._manifests: dict[str, bytes] = {}
+        self._blobs_of: dict[str, tuple[str, ...]] = {}  # image manifest -> config, layers
         self._catalog = build_catalog(list(bundle.index.get("manifests", [])), self._info)
 
     def _info(self, digest: str, media_type: str | None) -> ManifestInfo | None:
@@ -195,6 +213,7 @@ class BundleSource:
         info = manifest_info(data, media_type)
         if info is not None:
             self._manifests[digest] = data
+            self._blobs_of[digest] = info.blobs
         return info
 
     @property
@@ -213,6 +232,8 @@ class BundleSource:
             return None
         data = self._manifests.get(digest)
         if data is not None:  # verified when the catalog was built
+            if self.checks is not None:  # its config and layers are asked for next
+                self.checks.prefer(self._blobs_of.get(digest, ()))
             return BlobLocation(digest, len(data), (), data=data)
         spans = self.bundle.blob_spans(digest)
         segments = tuple(Segment(s.path, s.offset, s.length) for s in spans)
