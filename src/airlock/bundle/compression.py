@@ -26,7 +26,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -157,7 +157,8 @@ def _check_seen(f: FileArtifact, cache: BlobStore, seen: Any) -> None:
         )
 
 
-def _compress(cache: BlobStore, f: FileArtifact, level: int) -> StoredForm | None:
+def _compress(cache: BlobStore, f: FileArtifact, level: int, *, fresh: bool) -> StoredForm | None:
+    """`fresh`: this run downloaded the file and hashed it as it arrived: not hashed again."""
     zstd = _zstd()
     if _incompressible(cache, f, level):
         return None
@@ -167,38 +168,48 @@ def _compress(cache: BlobStore, f: FileArtifact, level: int) -> StoredForm | Non
     with cache.path(f.digest).open("rb") as src, cache.writer() as out:
         try:
             while chunk := src.read(_CHUNK):
-                seen.update(chunk)
+                if not fresh:
+                    seen.update(chunk)
                 out.write(compressor.compress(chunk))
             out.write(compressor.flush())
         except Exception:  # zstd's own error (a size other than pledged): was it the file?
-            while chunk := src.read(_CHUNK):
-                seen.update(chunk)
-            _check_seen(f, cache, seen)
+            if not fresh:
+                while chunk := src.read(_CHUNK):
+                    seen.update(chunk)
+                _check_seen(f, cache, seen)
             raise
-        _check_seen(f, cache, seen)
+        if not fresh:
+            _check_seen(f, cache, seen)
         if out.size > f.size * _KEEP_RATIO:
             return None  # not worth it: the temp file is dropped
         digest = out.commit(f"{f.name} compressed")
         return StoredForm(CODEC_ZSTD, digest, out.size)
 
 
-def _stored_form(cache: BlobStore, f: FileArtifact, level: int) -> StoredForm | None:
+def _stored_form(
+    cache: BlobStore, f: FileArtifact, level: int, fresh: Collection[str]
+) -> StoredForm | None:
     memo = _memo_path(cache, f.digest, level)
     known = _remembered(cache, memo)
     if known is False:
         return None
     if isinstance(known, StoredForm):
         return known
-    stored = _compress(cache, f, level)
+    stored = _compress(cache, f, level, fresh=f.digest in fresh)
     record = {"raw": True} if stored is None else {"digest": stored.digest, "size": stored.size}
     write_atomic(memo, json.dumps(record, sort_keys=True).encode(), durable=False)
     return stored
 
 
 def compress_files(
-    files: Sequence[FileArtifact], cache: BlobStore, compression: Compression
+    files: Sequence[FileArtifact],
+    cache: BlobStore,
+    compression: Compression,
+    fresh: Collection[str] = (),
 ) -> list[FileArtifact]:
-    """`files` with `stored` set on each one worth storing compressed (blobs put in `cache`)."""
+    """`files` with `stored` set on each one worth storing compressed (blobs put in `cache`).
+    `fresh`: digests of files this run downloaded, hashed as they arrived (not hashed again
+    while compressed; any other file is, as the cache is not fsync'd)."""
     if compression.codec is None:
         return [replace(f, stored=None) for f in files]
     eligible = [f for f in files if f.kind not in RAW_KINDS and f.size >= MIN_SIZE]
@@ -209,7 +220,7 @@ def compress_files(
         forms = dict(
             zip(
                 [f.digest for f in eligible],
-                pool.map(lambda f: _stored_form(cache, f, compression.level), eligible),
+                pool.map(lambda f: _stored_form(cache, f, compression.level, fresh), eligible),
                 strict=True,
             )
         )

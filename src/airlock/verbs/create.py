@@ -406,7 +406,10 @@ async def _fetch_all(
             dict(spec.sources.files),
             opts.network,
         )
-        return fetched, await asyncio.to_thread(compress_files, files, cache, opts.compression)
+        fresh = {f.digest for f in fetched if not f.from_cache}  # hashed as they arrived
+        return fetched, await asyncio.to_thread(
+            compress_files, files, cache, opts.compression, fresh
+        )
 
     files_done = asyncio.create_task(files_checked_and_compressed())
     try:
