@@ -156,10 +156,14 @@ def lab_down(*, state_file: Path = STATE_FILE) -> list[str]:
     """Remove everything `up` made (from the state file, and by name after a crash)."""
     state = _load(state_file) or LabState()
     known = {GAP_NETNS, CONTROL_NETNS, *(node_netns(n) for n in range(2, 10)), *state.namespaces}
-    removed = [ns for ns in sorted(known) if delete_netns(ns)]
-    for link in {_HOST_IF, _CONTROL_HOST_IF, *state.host_links}:
-        if delete_link(link):
-            removed.append(link)
+    # host links first: deleting a namespace takes its veth pair down with it later, in the
+    # kernel's own time, so a link looked for after its namespace was gone sometimes not
+    removed = [
+        link
+        for link in sorted({_HOST_IF, _CONTROL_HOST_IF, *state.host_links})
+        if delete_link(link)
+    ]
+    removed += [ns for ns in sorted(known) if delete_netns(ns)]
     state_file.unlink(missing_ok=True)
     return removed
 
