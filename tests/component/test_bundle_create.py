@@ -521,3 +521,29 @@ def test_unchanged_bundle_is_kept_only_for_the_same_key_and_options(
     assert expiring["unchanged"] is False and expiring["sha256"] != other_key["sha256"]
     assert made("b", "--expires", "2099-12-31")["unchanged"] is True
     run("bundle", "verify", str(bundle), "--key", str(tmp_path / "b.pub"))
+
+
+def test_keep_cache_keeps_every_layer_in_the_cache(upstream: Upstream, tmp_path: Path) -> None:
+    """By default the layers a create downloaded are lent to its bundle (the cache drops its
+    copy); --keep-cache keeps the cache's own copy of each, so moving or deleting the bundle
+    costs no download."""
+    from airlock.blobstore import BlobStore
+
+    spec = write_spec(tmp_path, upstream)
+    lent = json.loads(
+        create(spec, cache=tmp_path / "c1", out=tmp_path / "o1", extra=["--json"]).stdout
+    )
+    assert any((tmp_path / "c1" / "lent").iterdir())
+    kept = json.loads(
+        create(
+            spec, cache=tmp_path / "c2", out=tmp_path / "o2", extra=["--keep-cache", "--json"]
+        ).stdout
+    )
+    assert kept["sha256"] == lent["sha256"]  # the same bundle either way
+    assert not (tmp_path / "c2" / "lent").exists() or not any((tmp_path / "c2" / "lent").iterdir())
+    Path(kept["bundle"]).unlink()
+    cache = BlobStore(tmp_path / "c2")
+    lent_digests = ["sha256:" + p.name for p in (tmp_path / "c1" / "lent").iterdir()]
+    for digest in lent_digests:  # every layer the first run lent is a file of its own here
+        assert cache.path(digest).is_file()
+        cache.verify(digest)

@@ -1020,6 +1020,7 @@ def write_bundle(
     progress: ProgressSink | None = None,
     arrivals: Arrivals | None = None,
     hashed: Collection[str] = (),
+    lend: bool = True,
 ) -> WriteResult:
     """Write `content` as a bundle at `out`: a path ending in `.tar`, or a directory that gets
     NAME.airlock.tar (or its volumes and parts file when `split` is given). `recovery`, a
@@ -1027,7 +1028,8 @@ def write_bundle(
     and the boot copies (format 1.2). `arrivals`: blobs still being fetched into `blobs`,
     waited for as the stream reaches them. `hashed`: blobs the caller downloaded into
     `blobs` in this run, hashed as they arrived: copied without a second hash (every other
-    blob is hashed again as it is copied)."""
+    blob is hashed again as it is copied). `lend`: an unsplit bundle holds the layers this run
+    downloaded for the cache (`_lend`); False keeps the cache's own copies."""
     if split is not None and split < MIN_VOLUME_SIZE:
         raise UsageError(
             f"--split {split} is too small: volumes must be at least 1 MiB",
@@ -1137,7 +1139,7 @@ def write_bundle(
                 files=[*volumes, path] if volumes else [path],
                 volumes=[(v.name, v.size, v.sha256) for v in sink.volumes],
             )
-        if split is None:
+        if split is None and lend:
             _lend(blobs, manifest.blobs, offsets, final, hashed)
     except OSError as exc:
         sink.discard()

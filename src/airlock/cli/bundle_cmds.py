@@ -83,6 +83,12 @@ def create(
     recovery: str | None = typer.Option(
         None, "--recovery", help="With --split: recovery volumes, e.g. 20% (repairs 1 in 5)."
     ),
+    keep_cache: bool = typer.Option(
+        False,
+        "--keep-cache",
+        help="Keep every layer in the cache too (by default the cache reads the layers this run "
+        "downloaded from the unsplit bundle it wrote: moved or deleted, they are fetched again).",
+    ),
     json_out: bool = json_option(),
 ) -> None:
     """Fetch every artifact (verified, cached, parallel) and write the bundle."""
@@ -129,6 +135,7 @@ def create(
                 ),
                 compression=compression,
                 recovery=recovery_percent,
+                keep_cache=keep_cache,
             ),
         )
     w = result.write

@@ -99,6 +99,9 @@ class CreateOptions:
     spec_dir: Path | None = None  # relative credentials files in the spec are read from here
     compression: Compression = field(default_factory=Compression)  # zstd for the files
     recovery: float | None = None  # percent of the data volumes added as recovery volumes
+    keep_cache: bool = (
+        False  # the cache keeps its own copy of every layer (none lent to the bundle)
+    )
 
 
 @dataclass
@@ -568,6 +571,7 @@ async def _write_new(
             progress=opts.progress,
             arrivals=layers.arrivals,
             hashed=layers.downloaded,  # grows as layers arrive; read after each one did
+            lend=not opts.keep_cache,
         )
     except BaseException:
         cause = layers.failure()
