@@ -32,13 +32,13 @@ from airlock.atomic import TMP_PREFIX, fsync_dir, lock_as_live, remove_dead_temp
 from airlock.errors import DigestMismatch
 from airlock.oci.digest import Hasher, digest_hex, file_digest
 
-__all__ = ["BlobStore", "BlobWriter"]
+__all__ = ["BlobStore", "BlobWriter", "file_identity"]
 
 _CHUNK = 1 << 20
 _LENT = "lent"  # in the root: blobs whose bytes are in another file (see `lend`)
 
 
-def _identity(path: Path) -> list[int] | None:
+def file_identity(path: Path) -> list[int] | None:
     """What changes when anyone writes to, replaces or truncates the file (None: no file)."""
     try:
         st = path.lstat()
@@ -163,7 +163,7 @@ class BlobStore:
             identity = [int(x) for x in doc["identity"]]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if _identity(path) != identity:
+        if file_identity(path) != identity:
             return None
         return path, offset, size
 
@@ -178,7 +178,7 @@ class BlobStore:
         """`path` (written and fsync'd by the caller) holds the blob's `size` bytes at
         `offset`: note where, then drop the store's own copy (its pages, if not yet written
         back, never reach the disk). The caller has checked those bytes are the blob's."""
-        identity = _identity(path)
+        identity = file_identity(path)
         if identity is None:
             return
         doc = {"path": str(path.resolve()), "offset": offset, "size": size, "identity": identity}

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from airlock.atomic import write_atomic
+from airlock.blobstore import file_identity
 
 __all__ = [
     "OutputRecord",
     "content_key",
-    "file_identity",
     "forget",
     "kept_record",
     "load_record",
@@ -52,17 +52,6 @@ __all__ = [
 
 _FORMAT = "airlock.output-record/v1"
 _MEMO_FORMAT = "airlock.content-memo/v1"
-
-
-def file_identity(path: Path) -> list[int] | None:
-    """What changes when anyone writes to, replaces or truncates the file (None: not a file)."""
-    try:
-        st = path.lstat()
-    except OSError:
-        return None
-    if not path.is_file() or path.is_symlink():
-        return None
-    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 @dataclass(frozen=True)
