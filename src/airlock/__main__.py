@@ -1,5 +1,5 @@
 """`python -m airlock`: the same as the `airlock` command."""
 
-from airlock.cli.main import run
+from airlock.cli.entry import run
 
 run()

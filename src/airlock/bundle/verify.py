@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from airlock import earlyhash
 from airlock.bundle.layout import (
     FILES_ARTIFACT_TYPE,
     INDEX_JSON,
@@ -174,10 +175,16 @@ class _BlobHashes:
             if self.progress is not None:
                 self.progress.advance(self.label, n)
 
-        hexd, n = hash_spans(self.reader.blob_spans(digest), on_bytes=hashed)
+        spans = self.reader.blob_spans(digest)
+        early = earlyhash.hashed([(str(s.path), s.offset, s.length) for s in spans])
+        if early is not None:  # hashed while the command line imported (airlock.earlyhash)
+            hashed(early[1])
+            return digest, *early
+        hexd, n = hash_spans(spans, on_bytes=hashed)
         return digest, hexd, n
 
     def cancel(self) -> None:
+        earlyhash.stop()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def finish(self, problems: list[str]) -> tuple[set[str], int, int]:

@@ -376,7 +376,7 @@ def _write_launcher(path: Path, lib: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"#!{sys.executable} -s\nimport sys\n\nsys.path.insert(0, {str(lib)!r})\n"
-        "from airlock.cli.main import run\n\nsys.exit(run())\n"
+        "from airlock.cli.entry import run\n\nsys.exit(run())\n"
     )
     path.chmod(0o755)
 

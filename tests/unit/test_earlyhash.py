@@ -1,0 +1,128 @@
+"""airlock.earlyhash: blobs hashed before the CLI's imports are used by verify only while the
+files are the ones hashed; a damaged blob is found either way."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from airlock import earlyhash
+from airlock.blobstore import BlobStore
+from airlock.bundle import verify as verify_mod
+from airlock.bundle.layout import blob_member
+from airlock.bundle.reader import open_bundle
+from airlock.bundle.signing import generate_keypair
+from airlock.bundle.verify import BundleVerificationError, verify_bundle
+from airlock.bundle.writer import write_bundle
+from airlock.trust import TrustPolicy
+from airlock_lab.bundle_testing import sample_content
+
+MiB = 1 << 20
+UNSIGNED_OK = TrustPolicy((), allow_unsigned=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(earlyhash, "_jobs", {})
+    monkeypatch.setattr(earlyhash, "_identity", {})
+    monkeypatch.setattr(earlyhash, "_stop", threading.Event())
+    monkeypatch.delenv("AIRLOCK_NO_EARLY_HASH", raising=False)
+
+
+def _bundle(tmp_path: Path, split: int | None = None, key: Path | None = None) -> Path:
+    store = BlobStore(tmp_path / "store")
+    content = sample_content(store, big_file_size=3 * MiB)
+    w = write_bundle(content, blobs=store, out=tmp_path / "out", split=split, sign_key=key)
+    return w.path  # the tar, or the parts file when split
+
+
+def _count_own_hashing(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = verify_mod.hash_spans
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(verify_mod, "hash_spans", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("argv", "path"),
+    [
+        (["bundle", "verify", "x.tar"], "x.tar"),
+        (["bundle", "verify", "x.tar", "--key", "k.pub"], "x.tar"),
+        (["--json", "bundle", "verify", "--key", "k.pub", "--progress", "none", "x.tar"], "x.tar"),
+        (["bundle", "create", "-f", "x.yaml"], None),
+        (["registry", "serve", "--bundle", "x.tar"], None),
+        (["lab", "bundle", "verify", "x.tar"], None),
+        (["bundle", "verify"], None),
+    ],
+)
+def test_only_bundle_verify_starts_early(argv: list[str], path: str | None) -> None:
+    assert earlyhash._bundle_arg(argv) == path
+
+
+@pytest.mark.parametrize("split", [None, 1 * MiB])
+def test_verify_takes_the_early_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: int | None
+) -> None:
+    priv, pub = generate_keypair(tmp_path / "keys" / "k")
+    bundle = _bundle(tmp_path, split, key=priv)
+    calls = _count_own_hashing(monkeypatch)
+    earlyhash.start(["bundle", "verify", str(bundle)])
+    assert earlyhash._jobs  # every blob member queued
+    report = verify_bundle(bundle, trust=TrustPolicy((pub,)))
+    assert report.blobs_checked > 0 and calls == []  # none hashed twice
+
+
+def _first_blob_offset(bundle: Path) -> tuple[str, int]:
+    with open_bundle(bundle) as reader:
+        digest = max(reader.manifest.blobs, key=lambda b: b.size).digest
+        return digest, reader.members[blob_member(digest)].offset
+
+
+def _flip(path: Path, offset: int) -> None:
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_a_blob_damaged_before_the_early_hash_is_named(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path)
+    digest, offset = _first_blob_offset(bundle)
+    _flip(bundle, offset + 7)
+    earlyhash.start(["bundle", "verify", str(bundle)])
+    with pytest.raises(BundleVerificationError) as exc:
+        verify_bundle(bundle, trust=UNSIGNED_OK)
+    assert digest in exc.value.message and "mismatch" in exc.value.message
+
+
+def test_a_blob_damaged_after_the_early_hash_is_hashed_again_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = _bundle(tmp_path)
+    digest, offset = _first_blob_offset(bundle)
+    earlyhash.start(["bundle", "verify", str(bundle)])
+    for future in list(earlyhash._jobs.values()):
+        future.result(timeout=60)  # every early hash done: of the good bytes
+    _flip(bundle, offset + 7)  # the file changed since: its early hashes say nothing
+    calls = _count_own_hashing(monkeypatch)
+    with pytest.raises(BundleVerificationError) as exc:
+        verify_bundle(bundle, trust=UNSIGNED_OK)
+    assert digest in exc.value.message and "mismatch" in exc.value.message
+    assert calls  # verify hashed the blobs itself
+
+
+def test_no_early_hash_for_a_path_that_is_not_a_bundle(tmp_path: Path) -> None:
+    junk = tmp_path / "x.tar"
+    junk.write_bytes(b"not a tar" * 100)
+    earlyhash.start(["bundle", "verify", str(junk)])
+    assert earlyhash._jobs == {}
+    earlyhash.start(["bundle", "verify", str(tmp_path / "missing.tar")])
+    assert earlyhash._jobs == {}
