@@ -3,8 +3,9 @@
 Importing typer, rich, pydantic and cryptography takes an interpreter about half a second of
 CPU, while `airlock bundle verify` hashes gigabytes with both cores. `start` looks at the
 arguments first: for `bundle verify PATH` it indexes the archive (its tar headers, by the
-standard-library indexer the bootstrap script also uses) and hashes every blob member on
-daemon threads while the rest of airlock imports. `bundle.verify` then takes a result here for
+standard-library indexer the bootstrap script also uses) and forks a child that hashes every
+blob member on two threads while the rest of airlock imports (a process of its own: threads
+here would wait for the GIL the imports hold); it reports a line per member over a pipe. `bundle.verify` then takes a result here for
 the exact byte ranges it would hash (same files, still the same inode, size and times); what
 is not here, or no longer matches, it hashes itself. Nothing here decides anything: a digest
 computed early is compared by verify as any other, and any error here only means no head
@@ -13,24 +14,28 @@ start.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import signal
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
 
 __all__ = ["hashed", "start", "stop"]
 
 _BLOB = re.compile(r"^blobs/sha256/[0-9a-f]{64}$")
-_CHUNK = 4 << 20  # a hashing thread waits for the GIL between reads: fewer, larger reads
+_CHUNK = 4 << 20
 _WORKERS = 2
 
 Key = tuple[tuple[str, int, int], ...]  # (file, offset, length) per piece of a member
 
-_jobs: dict[Key, Future[tuple[str, int]]] = {}
+_jobs: dict[Key, int] = {}  # the member's number in the child's list
 _identity: dict[str, tuple[int, int, int, int]] = {}
-_stop = threading.Event()
+_results: dict[int, tuple[str, int]] = {}
+_state: dict[str, int] = {}  # fd: the pipe from the child; pid: the child
+_pending = [b""]  # the part of a line read so far
+_lock = threading.Lock()
 
 
 def _id(path: str) -> tuple[int, int, int, int]:
@@ -80,7 +85,7 @@ def _hash(key: Key) -> tuple[str, int]:
         with open(path, "rb", buffering=0) as fh:
             fh.seek(offset)
             left = length
-            while left > 0 and not _stop.is_set():
+            while left > 0:
                 n = fh.readinto(view[: min(_CHUNK, left)])
                 if not n:
                     break
@@ -90,24 +95,36 @@ def _hash(key: Key) -> tuple[str, int]:
     return h.hexdigest(), total
 
 
-def _worker(queue: list[tuple[Key, Future[tuple[str, int]]]], lock: threading.Lock) -> None:
-    while not _stop.is_set():
-        with lock:
-            if not queue:
-                return
-            key, future = queue.pop(0)
-        if not future.set_running_or_notify_cancel():
-            continue
-        try:
-            future.set_result(_hash(key))
-        except BaseException as exc:  # the caller hashes it itself
-            future.set_exception(exc)
+def _child(keys: list[Key], fd: int) -> None:
+    """In the forked child: hash every member on `_WORKERS` threads, a line per result."""
+    lock = threading.Lock()
+    todo = list(enumerate(keys))
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                i, key = todo.pop(0)
+            try:
+                hexd, n = _hash(key)
+            except OSError:
+                hexd, n = "-", -1
+            with lock:
+                os.write(fd, f"{i} {hexd} {n}\n".encode())  # < PIPE_BUF: one write
+
+    threads = [threading.Thread(target=work) for _ in range(_WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def start(argv: Sequence[str]) -> None:
-    """Begin hashing the blobs of the bundle `argv` verifies (no-op for any other command)."""
+    """Begin hashing the blobs of the bundle `argv` verifies, in a child process forked before
+    any library is imported (no-op for any other command)."""
     path = _bundle_arg(argv)
-    if path is None or os.environ.get("AIRLOCK_NO_EARLY_HASH"):
+    if path is None or os.environ.get("AIRLOCK_NO_EARLY_HASH") or not hasattr(os, "fork"):
         return
     try:
         from airlock.standalone.tarindex import VolumeReader, iter_entries
@@ -122,15 +139,33 @@ def start(argv: Sequence[str]) -> None:
     except Exception:  # no head start; verify finds and names any problem
         return
     entries.sort(key=lambda e: (-e.size, e.name))  # largest first: the threads end together
-    queue: list[tuple[Key, Future[tuple[str, int]]]] = []
-    for e in entries:
-        key = tuple(_pieces(volumes, e.offset, e.size))
-        future: Future[tuple[str, int]] = Future()
-        _jobs[key] = future
-        queue.append((key, future))
-    lock = threading.Lock()
-    for _ in range(_WORKERS):
-        threading.Thread(target=_worker, args=(queue, lock), daemon=True).start()
+    keys = [tuple(_pieces(volumes, e.offset, e.size)) for e in entries]
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: hash, report, and leave without running the parent's exit code
+        code = 0
+        try:
+            os.close(read_fd)
+            _child(keys, write_fd)
+        except BaseException:
+            code = 1  # the parent's reader sees the pipe close and hashes the rest itself
+        os._exit(code)
+    os.close(write_fd)
+    _jobs.update((key, i) for i, key in enumerate(keys))
+    _state.update(fd=read_fd, pid=pid)
+
+
+def _read_until(index: int) -> None:
+    """Take the child's lines until `index` is among them or the pipe closes (with _lock)."""
+    while index not in _results and (fd := _state.get("fd")) is not None:
+        data = os.read(fd, 1 << 16)
+        if not data:
+            stop()
+            return
+        *lines, _pending[0] = (_pending[0] + data).split(b"\n")
+        for line in lines:
+            i, hexd, n = line.decode().split(" ")
+            _results[int(i)] = (hexd, int(n))
 
 
 def hashed(pieces: Sequence[tuple[str, int, int]]) -> tuple[str, int] | None:
@@ -139,22 +174,30 @@ def hashed(pieces: Sequence[tuple[str, int, int]]) -> tuple[str, int] | None:
     if not _jobs:
         return None
     key = tuple((os.path.realpath(p), o, n) for p, o, n in pieces)
-    future = _jobs.get(key)
-    if future is None:
+    index = _jobs.get(key)
+    if index is None:
         return None
     try:
-        result = future.result()
-        if any(_id(p) != _identity.get(p) for p, _, _ in key):
-            return None  # replaced or written since: the early hash says nothing
-    except Exception:  # hash it again, and report what that finds
+        with _lock:
+            _read_until(index)
+        result = _results.get(index)
+        if result is None or any(_id(p) != _identity.get(p) for p, _, _ in key):
+            return None  # not hashed, or replaced or written since: the early hash says nothing
+    except (OSError, ValueError):  # hash it again, and report what that finds
         return None
     if result[1] != sum(n for _, _, n in key):
-        return None  # stopped or cut short
+        return None  # cut short
     return result
 
 
 def stop() -> None:
-    """Hash nothing more (verify failed early, or is done)."""
-    _stop.set()
-    for future in _jobs.values():
-        future.cancel()
+    """Hash nothing more (verify failed early, or is done): end the child, close the pipe."""
+    fd, pid = _state.pop("fd", None), _state.pop("pid", None)
+    if pid is not None:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(OSError):
+            os.waitpid(pid, 0)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -3,7 +3,7 @@ files are the ones hashed; a damaged blob is found either way."""
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,11 +24,13 @@ UNSIGNED_OK = TrustPolicy((), allow_unsigned=True)
 
 
 @pytest.fixture(autouse=True)
-def fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(earlyhash, "_jobs", {})
-    monkeypatch.setattr(earlyhash, "_identity", {})
-    monkeypatch.setattr(earlyhash, "_stop", threading.Event())
+def fresh_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("_jobs", "_identity", "_results", "_state"):
+        monkeypatch.setattr(earlyhash, name, {})
+    monkeypatch.setattr(earlyhash, "_pending", [b""])
     monkeypatch.delenv("AIRLOCK_NO_EARLY_HASH", raising=False)
+    yield
+    earlyhash.stop()  # the child ended and reaped
 
 
 def _bundle(tmp_path: Path, split: int | None = None, key: Path | None = None) -> Path:
@@ -74,7 +76,7 @@ def test_verify_takes_the_early_hashes(
     bundle = _bundle(tmp_path, split, key=priv)
     calls = _count_own_hashing(monkeypatch)
     earlyhash.start(["bundle", "verify", str(bundle)])
-    assert earlyhash._jobs  # every blob member queued
+    assert earlyhash._jobs and "pid" in earlyhash._state  # every blob member, in a child
     report = verify_bundle(bundle, trust=TrustPolicy((pub,)))
     assert report.blobs_checked > 0 and calls == []  # none hashed twice
 
@@ -109,8 +111,9 @@ def test_a_blob_damaged_after_the_early_hash_is_hashed_again_and_named(
     bundle = _bundle(tmp_path)
     digest, offset = _first_blob_offset(bundle)
     earlyhash.start(["bundle", "verify", str(bundle)])
-    for future in list(earlyhash._jobs.values()):
-        future.result(timeout=60)  # every early hash done: of the good bytes
+    with earlyhash._lock:
+        earlyhash._read_until(-1)  # every early hash done (the child closed its pipe): good bytes
+    assert len(earlyhash._results) == len(earlyhash._jobs) and "pid" not in earlyhash._state
     _flip(bundle, offset + 7)  # the file changed since: its early hashes say nothing
     calls = _count_own_hashing(monkeypatch)
     with pytest.raises(BundleVerificationError) as exc:
