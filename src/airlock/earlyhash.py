@@ -5,8 +5,8 @@ CPU, while `airlock bundle verify` hashes gigabytes with both cores. `start` loo
 arguments first: for `bundle verify PATH` it indexes the archive (its tar headers, by the
 standard-library indexer the bootstrap script also uses) and forks a child that hashes every
 blob member on two threads while the rest of airlock imports (a process of its own: threads
-here would wait for the GIL the imports hold); it reports a line per member over a pipe. `bundle.verify` then takes a result here for
-the exact byte ranges it would hash (same files, still the same inode, size and times); what
+here would wait for the GIL the imports hold); it reports a line per member over a pipe.
+`bundle.verify` then takes a result here for the exact byte ranges it would hash (same files, still the same inode, size and times); what
 is not here, or no longer matches, it hashes itself. Nothing here decides anything: a digest
 computed early is compared by verify as any other, and any error here only means no head
 start.
@@ -14,6 +14,7 @@ start.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -153,6 +154,7 @@ def start(argv: Sequence[str]) -> None:
     os.close(write_fd)
     _jobs.update((key, i) for i, key in enumerate(keys))
     _state.update(fd=read_fd, pid=pid)
+    atexit.register(stop)  # verify refused before it asked: the child ends with this process
 
 
 def _read_until(index: int) -> None:
