@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import os
 import re
 import signal
 import threading
 from collections.abc import Sequence
+
+from airlock.rangehash import hash_ranges  # standard library only
 
 __all__ = ["hashed", "start", "stop"]
 
@@ -78,22 +79,7 @@ def _pieces(
 
 
 def _hash(key: Key) -> tuple[str, int]:
-    h = hashlib.sha256()
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
-    total = 0
-    for path, offset, length in key:
-        with open(path, "rb", buffering=0) as fh:
-            fh.seek(offset)
-            left = length
-            while left > 0:
-                n = fh.readinto(view[: min(_CHUNK, left)])
-                if not n:
-                    break
-                h.update(view[:n])
-                left -= n
-                total += n
-    return h.hexdigest(), total
+    return hash_ranges(key, chunk=_CHUNK)
 
 
 def _child(keys: list[Key], fd: int) -> None:

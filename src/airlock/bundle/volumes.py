@@ -12,7 +12,6 @@ onto (volume, offset, length) pieces, so a registry can sendfile a blob straight
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from pydantic.alias_generators import to_camel
 from airlock.bundle.layout import parts_path_for
 from airlock.errors import UsageError, VerificationError
 from airlock.oci.layout import canonical_json
+from airlock.rangehash import hash_ranges
 from airlock.standalone.volumes import VolumeError, locate
 
 __all__ = [
@@ -166,26 +166,9 @@ def hash_spans(
 ) -> tuple[str, int]:
     """sha256 hex and byte count of the concatenated spans (for threads: GIL released);
     `on_bytes` hears of each chunk hashed (progress)."""
-    h = hashlib.sha256()
-    buf = bytearray(chunk)
-    view = memoryview(buf)
-    total = 0
-    for span in pieces:
-        with span.path.open("rb", buffering=0) as fh:
-            fh.seek(span.offset)
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(fh.fileno(), span.offset, span.length, os.POSIX_FADV_SEQUENTIAL)
-            left = span.length
-            while left > 0:
-                n = fh.readinto(view[: min(chunk, left)])
-                if not n:
-                    break
-                h.update(view[:n])
-                left -= n
-                total += n
-                if on_bytes is not None:
-                    on_bytes(n)
-    return h.hexdigest(), total
+    return hash_ranges(
+        [(span.path, span.offset, span.length) for span in pieces], chunk=chunk, on_bytes=on_bytes
+    )
 
 
 def read_span(span: Span) -> bytes:
