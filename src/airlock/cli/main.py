@@ -12,17 +12,10 @@ import typer
 from rich.markup import escape
 
 from airlock import __version__
-from airlock.cli import (
-    bundle_cmds,
-    cluster_cmds,
-    fleet_cmds,
-    meta_cmds,
-    node_cmds,
-    registry_cmds,
-    spec_cmds,
-)
 from airlock.cli.helpstyle import tidy
+from airlock.cli.meta_cmds import COMPLETE_VAR
 from airlock.cli.output import state
+from airlock.cli.plainvalues import install as plain_values
 from airlock.errors import EXIT_FAILED, AirlockError, UsageError
 
 __all__ = ["app", "run"]
@@ -66,13 +59,39 @@ def main(
     del progress
 
 
-spec_cmds.register(app)
-bundle_cmds.register(app)
-registry_cmds.register(app)
-node_cmds.register(app)
-cluster_cmds.register(app)
-meta_cmds.register(app)
-fleet_cmds.register(app)
+# the modules of airlock.cli that add commands, in the order they register (the order of --help)
+COMMAND_MODULES = (
+    "spec_cmds",
+    "bundle_cmds",
+    "registry_cmds",
+    "node_cmds",
+    "cluster_cmds",
+    "meta_cmds",
+    "fleet_cmds",
+)
+# each of airlock's own command groups and commands, and every module that adds to it
+# (fleet_cmds adds `bundle share` and `cluster up|plan`); a test checks it against the tree
+OWN_COMMANDS: dict[str, tuple[str, ...]] = {
+    "init": ("spec_cmds",),
+    "plan": ("spec_cmds",),
+    "bundle": ("bundle_cmds", "fleet_cmds"),
+    "keys": ("bundle_cmds",),
+    "load": ("bundle_cmds",),
+    "registry": ("registry_cmds",),
+    "node": ("node_cmds",),
+    "inventory": ("node_cmds",),
+    "cluster": ("cluster_cmds", "fleet_cmds"),
+    "app": ("cluster_cmds",),
+    "version": ("meta_cmds",),
+    "completion": ("meta_cmds",),
+}
+
+
+def _register(modules: tuple[str, ...] = COMMAND_MODULES) -> None:
+    from importlib import import_module
+
+    for name in modules:
+        import_module(f"airlock.cli.{name}").register(app)
 
 
 def _register_plugins(group: str = "airlock.commands") -> None:
@@ -87,22 +106,27 @@ def _register_plugins(group: str = "airlock.commands") -> None:
         ep.load()(app)
 
 
-def _own_group(argv: list[str]) -> bool:
-    """The line names one of airlock's own command groups (`airlock bundle create ...`): no
-    plugin adds to those, so the console script does not scan the installed distributions'
-    entry points (~0.15 s on every command). Anything else (no command, `--help`, a plugin's
-    group, an option with a value first) loads the plugins as before."""
+def _own_command(argv: list[str]) -> tuple[str, ...] | None:
+    """The modules that add the command group or command the line names, when it is one of
+    airlock's own (`airlock bundle create ...`, `airlock version`): only those are imported
+    and built, and no plugin adds to them, so the installed distributions' entry points are
+    not scanned (~0.15 s). Anything else (no command, `--help`, a plugin's group, an option
+    with a value first, a shell asking for completions) gets every command and the plugins."""
     words = [a for a in argv if a not in ("--json", "--debug")]
-    own = {g.name for g in app.registered_groups if g.name}
-    return bool(words) and words[0] in own
+    if not words or COMPLETE_VAR in os.environ:
+        return None
+    return OWN_COMMANDS.get(words[0])
 
 
-if not _own_group(sys.argv[1:]):
+_modules = _own_command(sys.argv[1:])
+if _modules is None:
+    _register()
     _register_plugins()
+else:
+    _register(tuple(m for m in COMMAND_MODULES if m in _modules))
 
 
 GLOBAL_FLAGS = ("--json", "--debug")
-COMPLETE_VAR = meta_cmds.COMPLETE_VAR
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 # click's base of usage errors, whether typer bundles click or depends on it
 _ClickException: type[Exception] = next(
@@ -194,7 +218,7 @@ def run(argv: list[str] | None = None) -> None:
             from typer.completion import completion_init  # type: ignore[attr-defined]
 
             completion_init()
-        command = tidy(typer.main.get_command(app))
+        command = plain_values(tidy(typer.main.get_command(app)))
         code = command.main(
             args=args, prog_name="airlock", complete_var=COMPLETE_VAR, standalone_mode=False
         )
