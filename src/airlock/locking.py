@@ -10,7 +10,6 @@ so a crashed writer never leaves the lock held.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
@@ -99,6 +98,8 @@ async def async_locked(
 ) -> AsyncIterator[None]:
     """The same flock for a coroutine: waits with `asyncio.sleep`, never blocking the loop.
     Each holder opens the file itself, so two tasks of one process exclude each other too."""
+    import asyncio  # here: the blocking lock's users (bundle verify, load) never load asyncio
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:

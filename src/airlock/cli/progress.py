@@ -14,21 +14,13 @@ from __future__ import annotations
 import threading
 import time
 import types
-
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING
 
 from airlock.cli.output import state
 from airlock.cli.sizes import format_size
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 __all__ = ["MODES", "DownloadProgress", "StepProgress", "resolve_mode"]
 
@@ -56,6 +48,34 @@ def _label(name: str) -> str:
     return name[:half] + "…" + name[-half:]
 
 
+def _display(unit: str) -> Progress:
+    """The live display (rich imports its progress machinery only for a terminal)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    amount: list[ProgressColumn] = (
+        [DownloadColumn(), TransferSpeedColumn()]
+        if unit == "bytes"
+        else [MofNCompleteColumn(), TextColumn(unit)]
+    )
+    return Progress(
+        TextColumn("{task.description}", justify="left"),
+        BarColumn(),
+        *amount,
+        TimeRemainingColumn(),
+        console=state.err,
+        transient=True,
+    )
+
+
 class StepProgress:
     """A ProgressSink for one command; use as a context manager around the core call.
 
@@ -70,29 +90,17 @@ class StepProgress:
         self._seen: dict[str, int] = {}
         self._started: dict[str, float] = {}
         self._last_line: dict[str, float] = {}
-        amount: list[ProgressColumn] = (
-            [DownloadColumn(), TransferSpeedColumn()]
-            if unit == "bytes"
-            else [MofNCompleteColumn(), TextColumn(unit)]
-        )
-        self._rich = Progress(
-            TextColumn("{task.description}", justify="left"),
-            BarColumn(),
-            *amount,
-            TimeRemainingColumn(),
-            console=state.err,
-            transient=True,
-        )
+        self._rich = _display(unit) if self.mode == "rich" else None
 
     # --- context ------------------------------------------------------------------------------
 
     def __enter__(self) -> StepProgress:
-        if self.mode == "rich":
+        if self._rich is not None:
             self._rich.start()
         return self
 
     def __exit__(self, *exc: object | types.TracebackType | None) -> None:
-        if self.mode == "rich":
+        if self._rich is not None:
             self._rich.stop()
 
     # --- ProgressSink -------------------------------------------------------------------------
@@ -102,7 +110,7 @@ class StepProgress:
             self._totals[name] = total
             self._seen[name] = 0
             self._started[name] = self._last_line[name] = time.monotonic()
-        if self.mode == "rich":
+        if self._rich is not None:
             self._tasks[name] = self._rich.add_task(_label(name), total=total)
             self._rich.refresh()  # seen at once, however short the step
         elif self.mode == "plain" and (self.unit != "bytes" or (total or 0) >= _BIG):
@@ -115,13 +123,13 @@ class StepProgress:
             due = now - self._last_line.get(name, now) >= _PLAIN_EVERY
             if due:
                 self._last_line[name] = now
-        if self.mode == "rich" and name in self._tasks:
+        if self._rich is not None and name in self._tasks:
             self._rich.advance(self._tasks[name], nbytes)
         elif self.mode == "plain" and due:
             self._plain(f"{_label(name)}: {self._fraction(name)}")
 
     def done(self, name: str) -> None:
-        if self.mode == "rich" and name in self._tasks:
+        if self._rich is not None and name in self._tasks:
             self._rich.remove_task(self._tasks.pop(name))
         elif self.mode == "plain":
             took = time.monotonic() - self._started.get(name, time.monotonic())
