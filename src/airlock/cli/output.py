@@ -22,7 +22,6 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from airlock.naming import camel_name
 
@@ -86,6 +85,8 @@ class Output:
     def table(
         self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
     ) -> None:
+        from rich.table import Table  # here: most commands print no table
+
         t = Table(*columns, title=title, show_lines=False, header_style="bold")
         for row in rows:
             t.add_row(*("" if c is None else escape(str(c)) for c in row))
