@@ -448,14 +448,20 @@ def test_changed_upstream_layer_is_never_served_from_the_old_bundle(
             assert not cache.path(digest).exists() and cache.has(digest)
             assert cache.lent_to(digest) == Path(first["bundle"]).resolve()
             cache.verify(digest)
-        # nothing moved: the bundle is kept as it was (the shortcut of airlock.bundle.reuse)
+        # nothing moved: the bundle is kept as it was, answered from the first run's record
+        # (airlock.replay: the full path rewrites the record, a replay leaves it alone)
+        (record,) = (tmp_path / "c" / "outputs").glob("*.replay.json")
+        recorded = record.stat().st_mtime_ns
         kept = json.loads(create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=sign).stdout)
         assert kept["unchanged"] is True and kept["sha256"] == first["sha256"]
+        assert record.stat().st_mtime_ns == recorded
         new_bytes = os.urandom(300_000)
         new_layer = publish(new_bytes)
+        # the tag moved: the recorded answer for it differs, the full path runs
         second = json.loads(
             create(spec, cache=tmp_path / "c", out=tmp_path / "o", extra=sign).stdout
         )
+        assert record.stat().st_mtime_ns != recorded
         assert not cache.has(old_layer)  # its only copy was in the replaced file
         assert cache.has(new_layer) and not cache.path(new_layer).exists()
         for digest in lent - {old_layer}:  # read from the old file, lent on to the new one

@@ -39,6 +39,7 @@ from packaging.utils import canonicalize_name
 
 import airlock
 from airlock.atomic import TMP_PREFIX
+from airlock.cachedir import default_cache_dir as user_cache_dir
 from airlock.errors import AirlockError, SystemCommandError
 from airlock.oci.layout import canonical_json
 from airlock.system import run
@@ -87,8 +88,7 @@ class Wheelhouse:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "airlock" / "wheelhouse"
+    return user_cache_dir() / "wheelhouse"
 
 
 def source_tree() -> Path | None:

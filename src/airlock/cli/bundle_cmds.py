@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
 from airlock.cli.output import camel, json_option, state, use_json
+
+if TYPE_CHECKING:
+    from airlock.fetch.recording import Recording
 
 __all__ = ["register"]
 
@@ -93,11 +99,13 @@ def create(
 ) -> None:
     """Fetch every artifact (verified, cached, parallel) and write the bundle."""
     use_json(json_out)
+    from airlock import replay
     from airlock.bundle.compression import parse_compression
     from airlock.bundle.recovery import parse_percent
     from airlock.cli.progress import StepProgress
     from airlock.cli.sizes import format_size, parse_size
     from airlock.errors import UsageError
+    from airlock.fetch import recording
     from airlock.fetch.network import NetworkOptions
     from airlock.spec import load_spec
     from airlock.verbs.create import CreateOptions, create_bundle
@@ -112,8 +120,16 @@ def create(
         )
     recovery_percent = parse_percent(recovery) if recovery is not None else None
     expiry = _expiry(expires)  # before any download: a typo must not cost the fetch
-    spec = load_spec(spec_file)
-    with StepProgress() as progress:
+    argv = sys.argv[1:]
+    records = replay.eligible(argv)  # run as `airlock bundle create ...`: see airlock.replay
+    with (
+        recording.start() if records else contextlib.nullcontext() as rec,
+        StepProgress() as progress,
+    ):
+        spec = load_spec(spec_file)
+        network = NetworkOptions.choose(
+            flag=ca_bundle, spec_value=spec.sources.ca_bundle, spec_dir=spec_file.resolve().parent
+        )
         result = create_bundle(
             spec,
             options=CreateOptions(
@@ -128,11 +144,7 @@ def create(
                 since_keys=tuple(since_key),
                 registry_auth=registry_auth,
                 spec_dir=spec_file.resolve().parent,
-                network=NetworkOptions.choose(
-                    flag=ca_bundle,
-                    spec_value=spec.sources.ca_bundle,
-                    spec_dir=spec_file.resolve().parent,
-                ),
+                network=network,
                 compression=compression,
                 recovery=recovery_percent,
                 keep_cache=keep_cache,
@@ -173,7 +185,7 @@ def create(
             "omittedBytes": delta.omitted_bytes,
         }
 
-    def text() -> None:
+    def text(unchanged: bool, downloaded: int, from_cache: int) -> None:
         for warning in result.warnings:
             state.warn(warning)
         if delta is not None:
@@ -184,7 +196,7 @@ def create(
         state.line(
             # unchanged: the bundle already held exactly this content (same pins, key and
             # options): left as it was, airlock.json and its signature not made again
-            ("unchanged, kept" if result.unchanged else "wrote")
+            ("unchanged, kept" if unchanged else "wrote")
             + f" {w.path}: {format_size(w.size)}, {len(result.images)} images, "
             f"{len(result.files)} files, {w.blob_count} blobs"
             + (f", {len(w.volumes)} volumes" if w.volumes else "")
@@ -202,8 +214,8 @@ def create(
                 "image layers as upstream made them"
             )
         state.line(
-            f"downloaded {format_size(result.bytes_downloaded)}; "
-            f"{result.files_from_cache}/{len(result.files)} files from cache"
+            f"downloaded {format_size(downloaded)}; "
+            f"{from_cache}/{len(result.files)} files from cache"
         )
         if result.bootstrap:
             state.line(
@@ -211,7 +223,55 @@ def create(
                 f"python3 {result.bootstrap.name} BUNDLE --key PUB installs airlock"
             )
 
-    state.emit(data, text)
+    state.emit(
+        data, lambda: text(result.unchanged, result.bytes_downloaded, result.files_from_cache)
+    )
+    if rec is not None:
+        # what a run of this very command line prints when nothing changed: airlock.replay
+        n = len(result.files)
+        same = {**data, "unchanged": True, "bytesDownloaded": 0, "filesFromCache": n}
+        stdout, stderr = state.rendered(same, lambda: text(True, 0, n))
+        outputs = [w.path, *w.volumes, *w.recovery_volumes, *w.boot_volumes]
+        _remember(
+            rec,
+            argv,
+            cache,
+            outputs + ([result.bootstrap] if result.bootstrap else []),
+            network.ca_bundle,
+            stdout,
+            stderr,
+        )
+
+
+def _remember(
+    rec: Recording,
+    argv: list[str],
+    cache: Path | None,
+    outputs: list[Path],
+    ca: Path | None,
+    stdout: str,
+    stderr: str,
+) -> None:
+    """Leave the record a later run of this command line answers from (airlock.replay)."""
+    import os
+
+    from airlock import replay
+    from airlock.cachedir import default_cache_dir
+
+    root = replay.cache_root(argv)
+    if (cache or default_cache_dir()).resolve() != root.resolve():
+        return  # not where a replay would look
+    path = replay.record_path(root, argv, os.getcwd())
+    record = rec.record(argv=argv, cache=root, outputs=outputs, ca=ca, stdout=stdout, stderr=stderr)
+    try:
+        if record is None:
+            path.unlink(missing_ok=True)
+            if state.debug:
+                state.err.print(escape(f"debug: no replay record: {rec.spoiled}"))
+        else:
+            replay.save(path, record)
+    except OSError:
+        pass  # no record: the next run takes the full path
 
 
 @bundle_app.command("bootstrap-script")

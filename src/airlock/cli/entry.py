@@ -1,4 +1,5 @@
-"""The `airlock` console script: start what needs no library (airlock.earlyhash), then the CLI."""
+"""The `airlock` console script: start what needs no library (airlock.earlyhash), answer a
+create with nothing changed from its record (airlock.replay), else the CLI."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ def run() -> None:
     from airlock import earlyhash
 
     earlyhash.start(sys.argv[1:])  # before typer, rich, pydantic and cryptography are imported
+    from airlock import replay
+
+    if replay.fast_create(sys.argv[1:]):  # a create with nothing changed: its record holds
+        return
     from airlock.cli.main import run as main
 
     main()

@@ -12,6 +12,7 @@ to stdout under --json. The schema: `schemas/output.schema.json` in the source t
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import re
 import sys
@@ -64,11 +65,40 @@ class Output:
         """Print the one JSON document (with --json), success or failure, exactly once."""
         if not self.json or self.written:
             return
-        doc: dict[str, Any] = {"schemaVersion": SCHEMA_VERSION, **self.result, "ok": error is None}
+        _write(self.document(self.result, error))
+        self.written = True
+
+    @staticmethod
+    def document(result: dict[str, Any], error: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The JSON document of a command that produced `result` (camelCased)."""
+        doc: dict[str, Any] = {"schemaVersion": SCHEMA_VERSION, **result, "ok": error is None}
         if error is not None:
             doc["error"] = error
-        _write(doc)
-        self.written = True
+        return doc
+
+    def rendered(self, data: dict[str, Any], text: Callable[[], None]) -> tuple[str, str]:
+        """What `emit(data, text)` and the end of the command would print (stdout, stderr),
+        as these consoles would show it (with --json: the document)."""
+        if self.json:
+            return json_text(self.document({**self.result, **camel(data)})), ""
+        saved = self.console, self.err
+        out, err = io.StringIO(), io.StringIO()
+        self.console, self.err = (
+            Console(
+                file=buf,
+                force_terminal=real.is_terminal,
+                color_system=real.color_system,  # type: ignore[arg-type]
+                width=real.width,
+                highlight=False,
+                soft_wrap=True,
+            )
+            for buf, real in ((out, saved[0]), (err, saved[1]))
+        )
+        try:
+            text()
+        finally:
+            self.console, self.err = saved
+        return out.getvalue(), err.getvalue()
 
     def line(self, message: str) -> None:
         if not self.json:
@@ -111,8 +141,12 @@ def camel(obj: Any) -> Any:
 _SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
 
 
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def _write(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.write(json_text(data))
     sys.stdout.flush()
 
 

@@ -41,6 +41,7 @@ from airlock.atomic import write_atomic
 from airlock.blobstore import BlobStore
 from airlock.content import UpstreamChecksum
 from airlock.errors import DigestMismatch, FetchError
+from airlock.fetch import recording
 from airlock.fetch.checksums import (
     ChecksumHasher,
     checksum_matches_digest,
@@ -432,6 +433,7 @@ class _Fetcher:
                         _status_hint(resp.status),
                     )
                 data = await resp.content.read(_MAX_CHECKSUM_FILE + 1)
+                recording.saw(data)
                 if len(data) > _MAX_CHECKSUM_FILE:
                     raise FetchError(f"checksum file {url} is larger than 1 MiB; refusing it")
                 return data.decode("utf-8", errors="replace")
@@ -451,7 +453,9 @@ class _Fetcher:
     ) -> FetchedFile:
         dl = _Download(self, req, expected, cached)
         try:
-            await with_retries(dl.attempt, policy=self.policy, what=_describe_url(req))
+            # checked against a checksum known before it is asked for: nothing to record
+            with recording.verified() if expected is not None else contextlib.nullcontext():
+                await with_retries(dl.attempt, policy=self.policy, what=_describe_url(req))
         except aiohttp.InvalidURL as exc:
             raise FetchError(f"invalid URL {req.fetch_url!r} for {req.url}") from exc
         except aiohttp.ClientError as exc:
@@ -486,6 +490,8 @@ class _Fetcher:
                     "the mirror or the file is wrong, or the checksum is for another file",
                 )
         digest = hasher.digest
+        if expected is None:
+            recording.saw_digest(digest)  # nothing else checks these bytes: a replay must
         # hashed as it arrived, under this URL's lock: renamed in, not copied (a second write
         # of every byte, and a second hash, cost a cold create seconds per GB)
         self.cache.adopt(dl.partial, digest)

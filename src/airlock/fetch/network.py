@@ -32,6 +32,7 @@ import aiohttp
 from yarl import URL
 
 from airlock.errors import UsageError
+from airlock.fetch import recording
 
 __all__ = ["TLS_HINT", "NetworkOptions", "is_certificate_error", "proxy_for", "tls_problem"]
 
@@ -73,13 +74,16 @@ class NetworkOptions:
     def session(self, *, limit: int = 100) -> aiohttp.ClientSession:
         """An aiohttp session trusting this CA bundle; requests take `**proxy_for(url)`."""
         connector = aiohttp.TCPConnector(limit=limit, ssl=self.ssl_context)
-        return aiohttp.ClientSession(connector=connector, trust_env=False)
+        return aiohttp.ClientSession(
+            connector=connector, trust_env=False, trace_configs=recording.trace_configs()
+        )
 
     def opener(self) -> urllib.request.OpenerDirector:
         """A urllib opener with the environment's proxies (NO_PROXY honoured) and the CA."""
         return urllib.request.build_opener(
             urllib.request.ProxyHandler(),  # reads *_PROXY / NO_PROXY from the environment
             urllib.request.HTTPSHandler(context=self.ssl_context),
+            recording.handler(),  # notes each answer while a create records (airlock.replay)
         )
 
 

@@ -30,6 +30,7 @@ Connection drops resume with Range (or skip what we already have when the server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ import aiohttp
 from airlock.blobstore import BlobStore
 from airlock.content import Blob, BlobRole, ImageArtifact
 from airlock.errors import AirlockError, DigestMismatch, RegistryError
+from airlock.fetch import recording
 from airlock.fetch.downloader import ProgressSink, gather_or_cancel
 from airlock.fetch.network import TLS_HINT, is_certificate_error, proxy_for, tls_problem
 from airlock.fetch.retry import (
@@ -396,12 +398,14 @@ class RegistryClient:
                 if resp.content_length is not None and resp.content_length > _MAX_MANIFEST:
                     raise RegistryError(f"the manifest of {what} is larger than 4 MiB; refusing it")
                 data = await resp.content.read(_MAX_MANIFEST + 1)
+                recording.saw(data)  # a manifest by tag: its answer decides the content
                 if len(data) > _MAX_MANIFEST:
                     raise RegistryError(f"the manifest of {what} is larger than 4 MiB; refusing it")
                 ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip()
                 return data, ctype, resp.headers.get("Docker-Content-Digest")
 
-        data, ctype, header_digest = await self._retrying(attempt, what=f"manifest of {what}")
+        with recording.verified() if is_digest(reference) else contextlib.nullcontext():
+            data, ctype, header_digest = await self._retrying(attempt, what=f"manifest of {what}")
         digest = sha256_digest(data)
         if is_digest(reference) and digest != reference:
             raise DigestMismatch(f"manifest {reference} of {what}", reference, digest)
@@ -429,7 +433,7 @@ class RegistryClient:
         label = f"blob {digest} of {what}"
         shown = progress_label or f"{what} {digest}"
         downloaded = 0
-        with dest.writer(digest) as w:
+        with recording.verified(), dest.writer(digest) as w:
 
             async def attempt(_n: int) -> None:
                 nonlocal downloaded

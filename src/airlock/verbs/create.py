@@ -12,7 +12,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
 import platform as host_platform
 import re
 import shutil
@@ -38,6 +37,7 @@ from airlock.bundle.writer import (
     WriteResult,
     write_bundle,
 )
+from airlock.cachedir import default_cache_dir
 from airlock.content import FileArtifact, ImageArtifact, UpstreamChecksum
 from airlock.errors import AirlockError
 from airlock.fetch.downloader import FetchedFile, FileRequest, ProgressSink, fetch_files
@@ -46,6 +46,7 @@ from airlock.oci.client import Endpoint, LayerFetch, fetch_layers, pull_images
 from airlock.oci.credentials import CredentialRef, CredentialStore
 from airlock.oci.digest import digest_hex
 from airlock.oci.ref import parse_reference
+from airlock.replay import code_fingerprint
 from airlock.resolve.model import Artifact, Plan
 from airlock.resolve.plan import resolve_plan
 from airlock.resolve.urls import apply_mirror
@@ -74,11 +75,6 @@ _MEDIA = {
     "file": "application/octet-stream",
     "wheel": "application/zip",
 }
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "airlock"
 
 
 @dataclass(frozen=True)
@@ -456,26 +452,13 @@ def _final(out: Path, name: str) -> Path:
     return out
 
 
-def _code_fingerprint() -> list[object]:
-    """What identifies the code that makes airlock.json: the version and every module's file
-    (size and mtime; ~200 stats), so an edited checkout never takes an old bundle as its own."""
-    import airlock
-
-    root = Path(airlock.__file__).parent
-    out: list[object] = [airlock.__version__]
-    for p in sorted(root.rglob("*.py")):
-        st = p.stat()
-        out.append([str(p.relative_to(root)), st.st_size, st.st_mtime_ns])
-    return out
-
-
 def _content_key(content: BundleContent, opts: CreateOptions, final: Path) -> str | None:
     """The key of everything airlock.json and its signature are made from (None: unknown)."""
     from dataclasses import asdict
 
     try:
         key = opts.sign_key.read_bytes() if opts.sign_key is not None else None
-        code = _code_fingerprint()
+        code = code_fingerprint()
     except OSError:
         return None  # the writer names an unreadable key
     return content_key(
