@@ -172,12 +172,15 @@ def fast_create(argv: Sequence[str]) -> bool:
     if not eligible(argv) or proxied():
         return False
     try:
-        record = json.loads(record_path(cache_root(argv), argv, os.getcwd()).read_bytes())
+        path = record_path(cache_root(argv), argv, os.getcwd())
+        record = json.loads(path.read_bytes())
         if not _holds(record, argv) or not _same_answers(record["requests"], record.get("ca")):
             return False
         out, err = str(record["stdout"]), str(record["stderr"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
+    if "--debug" in argv:
+        err = f"debug: nothing changed since the run recorded in {path}: answered from it\n" + err
     if err:
         sys.stderr.write(err)
         sys.stderr.flush()

@@ -217,6 +217,25 @@ def test_any_difference_means_the_full_path(
     assert not _fast(capsys)
 
 
+def test_debug_says_the_answer_came_from_the_record(
+    home: Path, upstream: _Upstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*ARGV, "--debug"]
+    with recording.start() as rec:
+        asyncio.run(_ask(upstream))
+    doc = rec.record(
+        argv=argv, cache=replay.cache_root(argv), outputs=[home / "out" / "b.airlock.tar"],
+        ca=None, stdout="kept\n", stderr="warning: w\n",
+    )  # fmt: skip
+    assert doc is not None
+    replay.save(replay.record_path(replay.cache_root(argv), argv, os.getcwd()), doc)
+    assert replay.fast_create(argv)
+    out, err = capsys.readouterr()
+    assert out == "kept\n"
+    assert err.startswith("debug: nothing changed since the run recorded in ")
+    assert err.endswith("answered from it\nwarning: w\n")
+
+
 def test_a_body_nobody_noted_leaves_no_record(home: Path, upstream: _Upstream) -> None:
     """A reading site that forgets to note its body costs the fast path, never a stale bundle."""
     assert _record(home, upstream, note=False) is None
