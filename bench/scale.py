@@ -1206,7 +1206,7 @@ def table(done: list[dict[str, Any]]) -> None:
         for name, fig in s["summary"].items():
             if isinstance(fig, dict) and "value" in fig:
                 say(
-                    f"   {name:42} {fig['value']:>8} [{fig.get('min', '')}-{fig.get('max', '')}] goal {fig['goal']}"
+                    f"   {name:42} {fig['value']:>8} [{fig.get('min', '')}-{fig.get('max', '')}] goal {fig.get('goal')}"
                 )
 
 
