@@ -21,7 +21,7 @@ from airlock.bundle.writer import write_bundle
 from airlock.errors import VerificationError
 from airlock.oci.layout import OciLayout
 from airlock.verbs.load import LoadOptions, load_bundle
-from airlock_lab.bundle_testing import sample_content
+from airlock_lab.bundle_testing import flip_byte, sample_content
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 
@@ -81,14 +81,6 @@ def test_second_bundle_adds_only_new_blobs(tmp_path: Path) -> None:
     assert 1 <= result.blobs_added <= 4  # the file, the files manifest, airlock's SBOM...
 
 
-def _flip(path: Path, offset: int) -> None:
-    with path.open("r+b") as fh:
-        fh.seek(offset)
-        b = fh.read(1)
-        fh.seek(offset)
-        fh.write(bytes([b[0] ^ 0xFF]))
-
-
 def _member_offset(bundle: Path, name: str) -> int:
     import tarfile
 
@@ -102,7 +94,7 @@ def test_tampered_layer_refused_before_the_store_changes(tmp_path: Path) -> None
 
     with open_bundle(bundle) as r:
         layer = next(b.digest for b in r.manifest.blobs if b.role == "image-layer")
-    _flip(bundle, _member_offset(bundle, "blobs/sha256/" + layer.split(":")[1]) + 10)
+    flip_byte(bundle, _member_offset(bundle, "blobs/sha256/" + layer.split(":")[1]) + 10, 0xFF)
     store = tmp_path / "store"
     with pytest.raises(VerificationError) as err:
         load_bundle(bundle, store_dir=store, options=LoadOptions(allow_unsigned=True))
@@ -114,11 +106,11 @@ def test_tampered_index_and_airlock_json(tmp_path: Path, keys: tuple[Path, Path]
     bundle = make_bundle(tmp_path, key=keys[0])
     copy = tmp_path / "copy.airlock.tar"
     copy.write_bytes(bundle.read_bytes())
-    _flip(copy, _member_offset(copy, "index.json") + 5)
+    flip_byte(copy, _member_offset(copy, "index.json") + 5, 0xFF)
     with pytest.raises(VerificationError, match="index.json"):
         load_bundle(copy, store_dir=tmp_path / "s1", options=LoadOptions(keys=[keys[1]]))
     copy.write_bytes(bundle.read_bytes())
-    _flip(copy, _member_offset(copy, "airlock.json") + 40)
+    flip_byte(copy, _member_offset(copy, "airlock.json") + 40, 0xFF)
     with pytest.raises(VerificationError):
         load_bundle(copy, store_dir=tmp_path / "s2", options=LoadOptions(keys=[keys[1]]))
     assert not (tmp_path / "s1").exists() and not (tmp_path / "s2").exists()

@@ -17,7 +17,7 @@ from airlock.bundle.verify import BundleVerificationError, verify_bundle
 from airlock.bundle.writer import BundleContent, WriteResult, write_bundle
 from airlock.errors import EXIT_VERIFY, VerificationError
 from airlock.trust import TrustPolicy, trust_policy
-from airlock_lab.bundle_testing import Layer, put_image, put_index, sample_content
+from airlock_lab.bundle_testing import Layer, flip_byte, put_image, put_index, sample_content
 
 MiB = 1 << 20
 
@@ -42,14 +42,6 @@ def _write(
 ) -> WriteResult:
     store, c = content
     return write_bundle(c, blobs=store, out=tmp_path / "out", sign_key=key, split=split)
-
-
-def _flip(path: Path, offset: int) -> None:
-    with path.open("r+b") as fh:
-        fh.seek(offset)
-        byte = fh.read(1)
-        fh.seek(offset)
-        fh.write(bytes([byte[0] ^ 0x01]))
 
 
 def _member_offset(bundle: Path, name: str) -> int:
@@ -100,7 +92,7 @@ def test_good_signed_bundle_verifies(tmp_path: Path, content, keys) -> None:  # 
 def test_flipped_byte_in_a_blob_is_named(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
     result = _write(tmp_path, content)
     kubeadm = next(f for f in content[1].files if f.name == "kubeadm")
-    _flip(result.path, _member_offset(result.path, blob_member(kubeadm.digest)) + 12345)
+    flip_byte(result.path, _member_offset(result.path, blob_member(kubeadm.digest)) + 12345)
     problems = _problems(result.path)
     assert len(problems) == 1
     assert kubeadm.digest in problems[0] and "sha256 mismatch" in problems[0]
@@ -110,14 +102,14 @@ def test_flipped_byte_in_a_blob_is_named(tmp_path: Path, content) -> None:  # ty
 def test_flipped_byte_in_a_layer_names_the_image(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
     result = _write(tmp_path, content)
     layer = content[1].images[1].blobs[-1]
-    _flip(result.path, _member_offset(result.path, blob_member(layer.digest)) + 3)
+    flip_byte(result.path, _member_offset(result.path, blob_member(layer.digest)) + 3)
     (problem,) = _problems(result.path)
     assert layer.digest in problem and "docker.io/library/busybox:1.36" in problem
 
 
 def test_flipped_byte_in_index_json(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
     result = _write(tmp_path, content)
-    _flip(result.path, _member_offset(result.path, INDEX_JSON) + 40)
+    flip_byte(result.path, _member_offset(result.path, INDEX_JSON) + 40)
     problems = _problems(result.path)
     assert problems[0].startswith("index.json sha256 mismatch")
 
@@ -127,7 +119,7 @@ def test_flipped_byte_in_airlock_json_fails_the_signature(tmp_path: Path, conten
     result = _write(tmp_path, content, key=priv)
     data = result.path.read_bytes()
     at = data.index(b'"channel":"stable"') + len('"channel":"st')
-    _flip(result.path, at)  # still valid JSON: only the signature can tell
+    flip_byte(result.path, at)  # still valid JSON: only the signature can tell
     problems = _problems(result.path, keys=[pub])
     assert len(problems) == 1
     assert problems[0].startswith(
@@ -198,7 +190,7 @@ def test_swapped_volumes_are_named(tmp_path: Path, content) -> None:  # type: ig
 
 def test_damaged_volume_is_named(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
     result = _write(tmp_path, content, split=MiB)
-    _flip(result.volumes[3], 10)
+    flip_byte(result.volumes[3], 10)
     problems = _problems(result.volumes[0])
     assert problems[0] == "volume lab.airlock.tar.003 sha256 mismatch (damaged medium or copy)"
     (blob,) = problems[1:]  # and the blob the byte is in, with its volumes
@@ -292,12 +284,12 @@ def test_a_damaged_byte_anywhere_in_a_split_bundle_names_its_volume(
         while local >= sizes[i]:
             local -= sizes[i]
             i += 1
-        _flip(result.volumes[i], local)
+        flip_byte(result.volumes[i], local)
         try:
             with pytest.raises(BundleVerificationError) as exc:
                 verify_bundle(result.path, trust=trust)
         finally:
-            _flip(result.volumes[i], local)
+            flip_byte(result.volumes[i], local)
         problems = exc.value.report.problems
         assert problems[0] == f"volume {names[i]} sha256 mismatch (damaged medium or copy)", what
         assert problems[0] in exc.value.message

@@ -17,7 +17,7 @@ from airlock.bundle.signing import generate_keypair
 from airlock.bundle.verify import BundleVerificationError, verify_bundle
 from airlock.bundle.writer import write_bundle
 from airlock.trust import TrustPolicy
-from airlock_lab.bundle_testing import sample_content
+from airlock_lab.bundle_testing import flip_byte, sample_content
 
 MiB = 1 << 20
 UNSIGNED_OK = TrustPolicy((), allow_unsigned=True)
@@ -87,18 +87,10 @@ def _first_blob_offset(bundle: Path) -> tuple[str, int]:
         return digest, reader.members[blob_member(digest)].offset
 
 
-def _flip(path: Path, offset: int) -> None:
-    with path.open("r+b") as fh:
-        fh.seek(offset)
-        byte = fh.read(1)
-        fh.seek(offset)
-        fh.write(bytes([byte[0] ^ 0x01]))
-
-
 def test_a_blob_damaged_before_the_early_hash_is_named(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path)
     digest, offset = _first_blob_offset(bundle)
-    _flip(bundle, offset + 7)
+    flip_byte(bundle, offset + 7)
     earlyhash.start(["bundle", "verify", str(bundle)])
     with pytest.raises(BundleVerificationError) as exc:
         verify_bundle(bundle, trust=UNSIGNED_OK)
@@ -114,7 +106,7 @@ def test_a_blob_damaged_after_the_early_hash_is_hashed_again_and_named(
     with earlyhash._lock:
         earlyhash._read_until(-1)  # every early hash done (the child closed its pipe): good bytes
     assert len(earlyhash._results) == len(earlyhash._jobs) and "pid" not in earlyhash._state
-    _flip(bundle, offset + 7)  # the file changed since: its early hashes say nothing
+    flip_byte(bundle, offset + 7)  # the file changed since: its early hashes say nothing
     calls = _count_own_hashing(monkeypatch)
     with pytest.raises(BundleVerificationError) as exc:
         verify_bundle(bundle, trust=UNSIGNED_OK)

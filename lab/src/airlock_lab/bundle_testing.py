@@ -13,6 +13,7 @@ import io
 import random
 import tarfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from airlock.blobstore import BlobStore
 from airlock.bundle.writer import BundleContent
@@ -21,7 +22,15 @@ from airlock.oci.digest import sha256_digest
 from airlock.oci.layout import canonical_json
 from airlock.oci.media import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST
 
-__all__ = ["Layer", "make_layer", "put_file", "put_image", "put_index", "sample_content"]
+__all__ = [
+    "Layer",
+    "flip_byte",
+    "make_layer",
+    "put_file",
+    "put_image",
+    "put_index",
+    "sample_content",
+]
 
 
 class Layer:
@@ -214,3 +223,12 @@ def sample_content(
         images=[pause, busybox],
         files=files,
     )
+
+
+def flip_byte(path: Path, offset: int, mask: int = 0x01) -> None:
+    """Damage a file in place: the byte at `offset` XOR `mask` (a bit flip on the medium)."""
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ mask]))
