@@ -13,7 +13,8 @@ Per scale, `--rounds` interleaved rounds (the order of airlock and its peer alte
   create (warm)   the same again (same cache, same -o)   | (ratio to airlock's cold create)
   create (raw)    cold, --compress none (what zstd costs) | skopeo copy + curl
   verify          airlock bundle verify --key            | openssl dgst -sha256 over the same blobs, 1 and 2 processes
-  verify (split)  the bundle split into 4+ volumes       | openssl dgst, 2 processes
+  verify (split)  the bundle split into 4+ volumes       | openssl dgst, 2 processes; and the floor of any Python
+                                                           verifier: bench/hashfloor.py, hashing only
   load            airlock load --key into a fresh store  | cp of the bundle
   media->pullable airlock registry serve --bundle        | the blog: skopeo copy docker-archive -> docker-registry
   first pull      serve --bundle, then every blob pulled | docker-registry (same images) started, same pull
@@ -697,12 +698,20 @@ def _verify_groups(
         lambda: g.add("openssl_1", gnu_time(ssl1)[0]),
         ["verify", "openssl_1"],
     )
+    # the floor of a Python verifier: an interpreter that only hashes the same files on two
+    # threads, as airlock's early hashing does (bench/hashfloor.py), timed beside openssl
+    floor = [PY, str(HERE / "hashfloor.py"), *[p for _, p in paths]]
+
+    def peers_2() -> None:
+        g.add("openssl_2", gnu_time_parallel(ssl2))
+        g.add("hashfloor_2", gnu_time(floor)[0])
+
     g.rounds(
         "verify_split",
         rounds,
         lambda: g.add("verify_split", gnu_time(vsplit)[0]),
-        lambda: g.add("openssl_2", gnu_time_parallel(ssl2)),
-        ["verify_split", "openssl_2"],
+        peers_2,
+        ["verify_split", "openssl_2", "hashfloor_2"],
     )
     shutil.rmtree(work / "split")
     shutil.rmtree(peer_dir)
@@ -868,6 +877,23 @@ THROUGHPUTS: list[tuple[str, str, str, tuple[str, float] | None, str]] = [
         (">= 0.9", 0.9),
         "airlock verify of the split bundle MiB/s / two openssl dgst at once, higher is better",
     ),
+    (
+        # the limit of the language, not of airlock: Python's SHA-256 path and its start
+        "hashfloor_2_vs_openssl_2proc",
+        "hashfloor_2",
+        "openssl_2",
+        None,
+        "a Python process that only hashes the blob files on two threads (bench/hashfloor.py) "
+        "MiB/s / two openssl dgst at once: what hashing as airlock hashes reaches, with nothing else",
+    ),
+    (
+        "verify_throughput_vs_hashfloor_2",
+        "verify",
+        "hashfloor_2",
+        None,
+        "airlock verify of the single tar MiB/s / the Python floor (bench/hashfloor.py): what "
+        "airlock's own checks and start-up cost on top of hashing, higher is better",
+    ),
 ]
 
 RATIOS = [
@@ -892,6 +918,7 @@ RATIOS = [
     ),
     ("verify_vs_openssl_1proc", "verify", "openssl_1", "lower", 1 / 0.9, "time"),
     ("verify_split_vs_openssl_2proc", "verify_split", "openssl_2", "lower", 1 / 0.9, "time"),
+    ("verify_split_vs_hashfloor_2", "verify_split", "hashfloor_2", "lower", None, "time"),
     ("load_vs_cp", "load", "cp", "lower", None, "time"),
     (
         "serve_bundle_vs_blog_pullable",
@@ -940,7 +967,7 @@ def summarize(scale: dict[str, Any]) -> dict[str, Any]:
         }
     bundle = scale["bundle"]
     nbytes = bundle.get("blob_bytes", 0)
-    for name in ("verify", "verify_split", "openssl_1", "openssl_2"):
+    for name in ("verify", "verify_split", "openssl_1", "openssl_2", "hashfloor_2"):
         if name in raw and nbytes:
             med = median([m["s"] for m in raw[name]])
             out[f"{name}_mib_per_s"] = round(nbytes / med / 2**20, 1)
