@@ -255,8 +255,18 @@ def _own_wheel(cache: Path, source: Path | None) -> list[Path]:
 
         def build_own(tmp: Path) -> None:
             with tempfile.TemporaryDirectory(prefix="airlock-wheel-") as build_dir:
+                # a copy of what the wheel is made of (the files `_tree_hash` reads): setuptools
+                # builds in the tree's build/, which two creates at once would share
+                tree = Path(build_dir) / "tree"
+                (tree / "src").mkdir(parents=True)
+                shutil.copy2(source / "pyproject.toml", tree / "pyproject.toml")
+                shutil.copytree(
+                    source / "src" / "airlock",
+                    tree / "src" / "airlock",
+                    ignore=shutil.ignore_patterns("__pycache__"),
+                )
                 _pip(
-                    ["wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp), str(source)],
+                    ["wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp), str(tree)],
                     "build airlock's wheel",
                     env={"SOURCE_DATE_EPOCH": _EPOCH, "TMPDIR": build_dir},
                 )
