@@ -29,7 +29,8 @@ server), bytes written (GNU time's file system outputs x 512, or /proc/PID/io wr
 
 AIRLOCK_BENCH_SCALES=1,4,8 sets the default scales (make bench runs 1x). Results go into
 bench/results.json under "growth" (the other figures are bench/run.py's), figures into
-bench/growth-*.png.
+bench/growth-*.png. With --groups, a scale measured before keeps its other figures (named under
+`kept_from_earlier_run`); what this run measured replaces the earlier values.
 """
 
 from __future__ import annotations
@@ -1193,6 +1194,27 @@ def rounds_for(k: int, args: argparse.Namespace) -> int:
     return int(args.rounds_8x) if k >= 8 and args.rounds_8x else int(args.rounds)
 
 
+def _merged(
+    scale: dict[str, Any], earlier: list[dict[str, Any]], date: str | None
+) -> dict[str, Any]:
+    """A scale measured for some groups, over the same scale's earlier figures: what this run
+    measured replaces what it measured before; the rest is kept (and said so)."""
+    before = next((s for s in earlier if s["scale"] == scale["scale"]), None)
+    if before is None:
+        return scale
+    kept = sorted(set(before["raw"]) - set(scale["raw"]))
+    merged = {
+        **before,
+        **scale,
+        "raw": {**before["raw"], **scale["raw"]},
+        "errors": {**before.get("errors", {}), **scale["errors"]},
+        "bundle": {**before["bundle"], **scale["bundle"]},
+        "kept_from_earlier_run": {"measures": kept, "date": date},
+    }
+    merged["summary"] = summarize(merged)
+    return merged
+
+
 def write_results(
     out: Path,
     done: list[dict[str, Any]],
@@ -1204,6 +1226,8 @@ def write_results(
     results = json.loads(out.read_text()) if out.exists() else {}
     # scales measured by an earlier run stay, unless this run measured or skipped them again
     earlier = results.get("growth", {})
+    if GROUPS:  # a run of some groups: the scale's other figures stay as measured before
+        done = [_merged(s, earlier.get("scales", []), earlier.get("date")) for s in done]
     ran = {s["scale"] for s in done} | {s["scale"] for s in skipped}
     done = sorted(
         [*done, *(s for s in earlier.get("scales", []) if s["scale"] not in ran)],
