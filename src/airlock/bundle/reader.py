@@ -5,8 +5,9 @@ the one hardened indexer (`airlock.standalone.tarindex`, which the bootstrap scr
 no absolute paths, no `..`, no links or devices, pax headers bounded. airlock.json (the first
 member) is read before anything else; then each entry is checked before it is trusted: no
 duplicates, nothing that airlock.json does not list, every size equal to the size airlock.json
-pins, no more entries than it accounts for. A hostile archive is refused with a
-VerificationError naming the entry.
+pins, no more entries than it accounts for (the rules: `airlock.bundle.rules`, which
+`airlock.earlyverify` applies too). A hostile archive is refused with a VerificationError naming
+the entry.
 
 Members are located as byte spans of the volumes, so `open_member` streams across volumes and
 `member_spans` lets a registry sendfile a blob straight out of the bundle.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -24,31 +24,17 @@ from typing import BinaryIO
 from airlock.bundle.layout import (
     AIRLOCK_JSON,
     BLOB_DIR,
-    BLOBS_DIR,
-    INDEX_JSON,
     MAX_AIRLOCK_JSON_BYTES,
     MAX_MEMBERS,
-    OCI_LAYOUT,
-    SIGNATURE,
     blob_member,
 )
 from airlock.bundle.manifest import BundleManifest, parse_manifest
+from airlock.bundle.rules import HOSTILE_HINT, Member, check_first, index_members, refuse
 from airlock.bundle.volumes import ConcatReader, Span, VolumeSet, locate_volumes, spans
 from airlock.errors import VerificationError
 from airlock.standalone.tarindex import TarIndexError, iter_entries
 
 __all__ = ["BundleReader", "Member", "bundle_paths", "open_bundle", "open_volumes"]
-
-_SMALL_MEMBER_MAX = 4096  # oci-layout, airlock.json.sig
-_HOSTILE_HINT = "the archive was not written by airlock or was altered; do not extract it"
-
-
-@dataclass(frozen=True)
-class Member:
-    name: str
-    size: int
-    offset: int  # of the data, in the whole tar stream
-    is_dir: bool = False
 
 
 class _SpanReader(io.RawIOBase):
@@ -102,10 +88,6 @@ class _SpanReader(io.RawIOBase):
             self._fh.close()
             self._fh = None
         super().close()
-
-
-def _refuse(name: str, why: str) -> VerificationError:
-    return VerificationError(f"unsafe bundle entry {name!r}: {why}", _HOSTILE_HINT)
 
 
 class BundleReader:
@@ -231,70 +213,25 @@ def _translate(exc: TarIndexError, where: str) -> VerificationError:
             "a volume is missing or short; check the volumes against the parts file",
         )
     if exc.member is not None:
-        return _refuse(exc.member, exc.reason)
-    return VerificationError(f"{where} is not a readable bundle: {exc.message}", _HOSTILE_HINT)
+        return refuse(exc.member, exc.reason)
+    return VerificationError(f"{where} is not a readable bundle: {exc.message}", HOSTILE_HINT)
 
 
 def _index(volumes: VolumeSet, stream: ConcatReader, where: str, max_members: int) -> BundleReader:
     entries = iter_entries(
         lambda offset, n: _read_at(stream, offset, n), stream.size, max_members=max_members
     )
-    first = next(entries, None)
-    if first is None or first.name != AIRLOCK_JSON or first.is_dir:
-        got = "nothing" if first is None else repr(first.name)
-        raise VerificationError(
-            f"{where} is not an airlock bundle: its first member is {got}, expected {AIRLOCK_JSON}",
-            "airlock bundles start with airlock.json; was it made by `airlock bundle create`?",
-        )
-    if first.size > MAX_AIRLOCK_JSON_BYTES:
-        raise _refuse(AIRLOCK_JSON, f"is {first.size} bytes (at most {MAX_AIRLOCK_JSON_BYTES})")
+    first = check_first(next(entries, None), where)
     manifest_bytes = _read_at(stream, first.offset, first.size)
     manifest = parse_manifest(manifest_bytes, what=f"{AIRLOCK_JSON} of {where}")
-
-    blob_sizes = {blob_member(b.digest): b.size for b in manifest.blobs}
-    fixed: dict[str, int | None] = {
-        SIGNATURE: None,
-        OCI_LAYOUT: None,
-        INDEX_JSON: manifest.index.size,
-        BLOBS_DIR: -1,
-        BLOB_DIR: -1,
-    }
-    limit_members = min(max_members, len(blob_sizes) + len(fixed) + 1)
-    members: dict[str, Member] = {AIRLOCK_JSON: Member(AIRLOCK_JSON, first.size, first.offset)}
-    signature: bytes | None = None
-    count = 1
-    for info in entries:
-        count += 1
-        name = info.name
-        if count > limit_members:
-            raise _refuse(name, f"more entries than the {limit_members} airlock.json accounts for")
-        if name in members:
-            raise _refuse(name, "duplicate entry")
-        if name in fixed:
-            expected = fixed[name]
-            if (expected == -1) != info.is_dir:
-                raise _refuse(name, "has the wrong entry type")
-            if name == SIGNATURE and count != 2:
-                raise _refuse(name, "must directly follow airlock.json")
-            if expected is None and info.size > _SMALL_MEMBER_MAX:
-                raise _refuse(name, f"is {info.size} bytes (at most {_SMALL_MEMBER_MAX})")
-            if expected is not None and expected >= 0 and info.size != expected:
-                raise _refuse(
-                    name, f"is {info.size} bytes but airlock.json says {expected} (size mismatch)"
-                )
-        elif name in blob_sizes:
-            if info.is_dir:
-                raise _refuse(name, "a blob must be a regular file")
-            if info.size != blob_sizes[name]:
-                raise _refuse(
-                    name,
-                    f"is {info.size} bytes but airlock.json says {blob_sizes[name]} (size mismatch)",
-                )
-        else:
-            raise _refuse(name, "is not listed in airlock.json")
-        members[name] = Member(name, info.size, info.offset, is_dir=info.is_dir)
-        if name == SIGNATURE:
-            signature = _read_at(stream, info.offset, info.size)
+    members, sig = index_members(
+        first,
+        entries,
+        blob_sizes={blob_member(b.digest): b.size for b in manifest.blobs},
+        index_size=manifest.index.size,
+        max_members=max_members,
+    )
+    signature = None if sig is None else _read_at(stream, sig.offset, sig.size)
     return BundleReader(volumes, stream, manifest_bytes, manifest, signature, members)
 
 

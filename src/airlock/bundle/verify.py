@@ -29,13 +29,13 @@ import datetime
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from airlock import earlyhash
+from airlock.bundle.facts import Facts
 from airlock.bundle.layout import (
-    FILES_ARTIFACT_TYPE,
     INDEX_JSON,
     MAX_JSON_BLOB_BYTES,
     OCI_LAYOUT,
@@ -43,11 +43,19 @@ from airlock.bundle.layout import (
 )
 from airlock.bundle.manifest import BundleManifest
 from airlock.bundle.reader import BundleReader
+from airlock.bundle.rules import (
+    VerifyReport,
+    graph_problems,
+    json_blob,
+    may_have_recovery,
+    padding_ranges,
+    words,
+    zeros,
+)
 from airlock.bundle.volumes import Span, hash_spans, read_span
 from airlock.errors import VerificationError
 from airlock.oci.digest import digest_hex, sha256_digest
 from airlock.oci.layout import OCI_LAYOUT_CONTENT
-from airlock.oci.media import ANNOTATION_REF_NAME, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
 from airlock.progress import ProgressSink, report_done, report_start
 from airlock.trust import UNVERIFIED, TrustPolicy, check_expiry
 
@@ -60,34 +68,6 @@ __all__ = [
     "verify_bundle",
     "verify_reader",
 ]
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    ok: bool
-    path: Path
-    name: str | None = None
-    sequence: int | None = None
-    signed: bool = False  # airlock.json.sig is present
-    signed_by: str | None = None  # key id of the key that verified it (None: not checked)
-    signed_by_path: Path | None = None
-    blobs_checked: int = 0
-    bytes_checked: int = 0
-    volumes_checked: int = 0
-    expires: str | None = None
-    problems: tuple[str, ...] = field(default=())
-    recovery: tuple[str, ...] = ()  # recovery volumes, boot copies: what is damaged (bundle good)
-    checked: tuple[str, ...] = field(default=())
-    not_checked: tuple[str, ...] = field(default=())
-
-    @property
-    def verified(self) -> bool:
-        """The signature verified with a trusted key (else the bundle is UNVERIFIED)."""
-        return self.signed_by is not None
-
-    @property
-    def trust(self) -> str:
-        return f"signed by {self.signed_by}" if self.signed_by else UNVERIFIED
 
 
 class BundleVerificationError(VerificationError):
@@ -122,29 +102,19 @@ def _volume_names(reader: BundleReader, pieces: Sequence[Span]) -> str:
     return ", ".join(dict.fromkeys(names[index[s.path]] for s in pieces if s.path in index))
 
 
-_BLOCK = 512
-
-
 def _check_padding(reader: BundleReader) -> list[str]:
-    """The tar bytes no digest covers and the indexer did not checksum: the padding after each
-    member and the end of the archive must be zeros; oci-layout must be the layout's marker.
-    (Headers are checksummed by the indexer, airlock.json is signed, index.json pinned.)"""
-    problems: list[str] = []
-    members = sorted(reader.members.values(), key=lambda m: m.offset)
-    ends = [-(-(m.offset + m.size) // _BLOCK) * _BLOCK for m in members]
-    ranges = [(m.offset + m.size, end) for m, end in zip(members, ends, strict=True)]
-    ranges.append((max(ends, default=0), reader.size))
-    for lo, hi in ranges:
-        if hi <= lo:
-            continue
-        pieces = reader.byte_spans(lo, hi - lo)
-        data = b"".join(read_span(p) for p in pieces)
-        if data.strip(b"\0"):
-            bad = lo + len(data) - len(data.lstrip(b"\0"))
-            problems.append(
-                f"volume {_volume_names(reader, reader.byte_spans(bad, 1))}: byte "
-                f"{bad} of the tar should be zero (tar padding or end of archive): damaged"
-            )
+    """The tar bytes no digest covers and the indexer did not checksum must be zeros
+    (`rules.padding_ranges`); oci-layout must be the layout's marker. (Headers are
+    checksummed by the indexer, airlock.json is signed, index.json pinned.)"""
+
+    def read_at(lo: int, n: int) -> bytes:
+        return b"".join(read_span(p) for p in reader.byte_spans(lo, n))
+
+    problems = [
+        f"volume {_volume_names(reader, reader.byte_spans(bad, 1))}: byte "
+        f"{bad} of the tar should be zero (tar padding or end of archive): damaged"
+        for bad in zeros(padding_ranges(reader.members.values(), reader.size), read_at)
+    ]
     if OCI_LAYOUT in reader.members and reader.read_member(OCI_LAYOUT) != OCI_LAYOUT_CONTENT:
         problems.append(
             f"{OCI_LAYOUT} in volume "
@@ -214,94 +184,33 @@ class _BlobHashes:
         return ok, len(self.present), total
 
 
-def _load_json(reader: BundleReader, digest: str) -> dict[str, Any] | None:
-    size = reader.member(blob_member(digest)).size
-    if size > MAX_JSON_BLOB_BYTES:
-        return None
-    with reader.open_blob(digest) as fh:
-        data = fh.read()
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return doc if isinstance(doc, dict) else None
+def _facts(manifest: BundleManifest) -> Facts:
+    """The facts `rules` checks, from the typed model (what `rules.manifest_facts` reads)."""
+    return Facts(
+        name=manifest.name,
+        sequence=manifest.sequence,
+        expires=manifest.expires,
+        index_digest=manifest.index.digest,
+        index_size=manifest.index.size,
+        files_manifest=manifest.files_manifest,
+        blobs=tuple((b.digest, b.size) for b in manifest.blobs),
+        images={i.reference: (i.digest, frozenset(i.blobs)) for i in manifest.images},
+        omitted=frozenset(manifest.omitted),
+        stored_files=sum(1 for f in manifest.files if f.stored is not None),
+    )
 
 
 def _check_graph(
     reader: BundleReader, index: dict[str, Any], verified: set[str], problems: list[str]
 ) -> None:
-    manifest = reader.manifest
-    omitted = set(manifest.omitted)
-    blob_sizes = {b.digest: b.size for b in manifest.blobs}
-    images = {i.reference: i for i in manifest.images}
+    def load_json(digest: str) -> dict[str, Any] | None:
+        def read() -> bytes:
+            with reader.open_blob(digest) as fh:
+                return fh.read()
 
-    def present(d: dict[str, Any], owner: str, what: str) -> bool:
-        digest = d.get("digest")
-        if not isinstance(digest, str) or digest not in blob_sizes:
-            if digest in omitted:
-                return False
-            problems.append(f"{owner}: {what} {digest} is missing from the bundle")
-            return False
-        if d.get("size") != blob_sizes[digest]:
-            problems.append(
-                f"{owner}: {what} {digest} has size {d.get('size')} in its descriptor "
-                f"but {blob_sizes[digest]} in airlock.json"
-            )
-        return digest in verified
+        return json_blob(reader.member(blob_member(digest)).size, read)
 
-    def walk(d: dict[str, Any], owner: str, carried: set[str], depth: int) -> None:
-        media = d.get("mediaType", "")
-        if not present(d, owner, "manifest" if depth else "top-level manifest"):
-            return
-        if media not in INDEX_MEDIA_TYPES and media not in MANIFEST_MEDIA_TYPES:
-            return
-        doc = _load_json(reader, d["digest"])
-        if doc is None:
-            problems.append(f"{owner}: manifest {d['digest']} is not readable JSON")
-            return
-        if media in INDEX_MEDIA_TYPES:
-            if depth > 2:
-                problems.append(f"{owner}: indexes nested too deep at {d['digest']}")
-                return
-            for child in doc.get("manifests", []):
-                # A multi-arch index keeps every entry; platforms not carried are fine as long
-                # as airlock.json does not claim them for this image.
-                if (
-                    child.get("digest") not in blob_sizes
-                    and child.get("digest") not in carried
-                    and carried
-                ):
-                    continue
-                walk(child, owner, carried, depth + 1)
-            return
-        config = doc.get("config")
-        if isinstance(config, dict):
-            present(config, owner, "config")
-        for layer in doc.get("layers", []):
-            if isinstance(layer, dict):
-                present(layer, owner, "layer")
-
-    descriptors = index.get("manifests", [])
-    refs: dict[str, dict[str, Any]] = {}
-    for d in descriptors:
-        ref = d.get("annotations", {}).get(ANNOTATION_REF_NAME, d.get("digest"))
-        refs[ref] = d
-        entry = images.get(ref)
-        walk(d, f"image {ref}" if entry else ref, set(entry.blobs) if entry else set(), 0)
-    for ref, image in images.items():
-        got = refs.get(ref)
-        if got is None:
-            problems.append(f"image {ref} is listed in airlock.json but not in index.json")
-        elif got.get("digest") != image.digest:
-            problems.append(
-                f"image {ref} is {got.get('digest')} in index.json but {image.digest} "
-                "in airlock.json"
-            )
-    if not any(
-        d.get("digest") == manifest.files_manifest and d.get("artifactType") == FILES_ARTIFACT_TYPE
-        for d in index.get("manifests", [])
-    ):
-        problems.append(f"index.json does not list the files manifest {manifest.files_manifest}")
+    problems += graph_problems(index, _facts(reader.manifest), verified, load_json)
 
 
 @dataclass(frozen=True)
@@ -311,23 +220,12 @@ class RecoveryStatus:
     notes: tuple[str, ...]  # damaged recovery volumes or boot copies of an intact bundle
 
 
-def _may_have_recovery(parts_path: Path) -> bool:
-    """Whether recovery files (an index or boot copies: `airlock.bundle.repair`'s names) may
-    lie beside the parts file `STEM.parts.json`; other names are left to repair to judge."""
-    name = parts_path.name
-    if not name.endswith(".parts.json"):
-        return True
-    stem = name.removesuffix(".parts.json")
-    here = parts_path.parent
-    return (here / f"{stem}.recovery.json").exists() or any(here.glob(f"{stem}.boot.*.tar"))
-
-
 def recovery_status(
     parts_path: Path | None, vol_problems: Sequence[str], workers: int
 ) -> RecoveryStatus | None:
     """With recovery volumes (format 1.2): damaged data volumes are judged repairable or not;
     with none damaged, the recovery volumes and boot copies themselves are checked."""
-    if parts_path is None or not _may_have_recovery(parts_path):
+    if parts_path is None or not may_have_recovery(parts_path):
         return None
     from airlock.bundle import repair  # imported only for bundles that have recovery files
 
@@ -373,7 +271,7 @@ def _signature(
     others = _keys_at_hand(path) if path is not None else []
     key = verify_signature(reader.manifest_bytes, reader.signature, trust.keys, others=others)
     kid = key_id(key)
-    checked.append(f"signature of airlock.json: ed25519, by {kid} ({key})")
+    checked.append(words.signature(kid, key))
     return kid, key
 
 
@@ -430,10 +328,7 @@ def verify_reader(
     if volumes.parts and not hash_content:
         not_checked.append("volumes: not hashed as wholes; every blob is hashed as it is read")
     manifest = reader.manifest
-    checked.append(
-        f"archive: {len(reader.members)} entries, regular files only, no path outside the "
-        "bundle, every size as airlock.json pins it"
-    )
+    checked.append(words.archive(len(reader.members)))
     report = replace(
         report,
         name=manifest.name,
@@ -459,19 +354,13 @@ def verify_reader(
             blob_hashes.cancel()
         raise
     if volumes.parts and hash_content and signed_by is not None:
-        checked.append(
-            f"volumes: {volumes_checked}, each size against {volumes.display()}; every byte "
-            "they hold checked once (blobs by sha256, tar headers by checksum, padding and the "
-            "end of the archive as zeros); hashed as wholes only to name a damaged one"
-        )
+        checked.append(words.volumes_signed(volumes_checked, volumes.display()))
     elif volumes.parts and hash_content:  # airlock.json not signature-checked: see the handle
         checked.append(f"volumes: {volumes_checked}, each sha256 against {volumes.display()}")
     if not expiry:
         not_checked.append("expiry: not asked for (an old bundle read as a delta's baseline)")
-    elif manifest.expires:
-        checked.append(f"expiry: valid until {manifest.expires}")
     else:
-        checked.append("expiry: none set")
+        checked.append(words.expiry(manifest.expires))
 
     # Read once, hashed from the bytes read: these bytes are the index the caller gets.
     try:
@@ -488,22 +377,16 @@ def verify_reader(
             f"the archive holds {index_digest}"
         )
     else:
-        checked.append("index.json: sha256 as airlock.json pins it")
+        checked.append(words.INDEX)
     if blob_hashes is not None:
         verified, blobs_checked, nbytes = blob_hashes.finish(problems)
-        checked.append(f"blobs: {blobs_checked}, {nbytes} bytes, each sha256 as named")
+        checked.append(words.blobs(blobs_checked, nbytes))
         if volumes.parts:
             problems += _check_padding(reader)
         stored = sum(1 for f in manifest.files if f.stored is not None)
         if stored:
-            checked.append(
-                f"compressed files: {stored}, their stored bytes (the blobs) as airlock.json pins "
-                "them"
-            )
-            not_checked.append(
-                "compressed files' content: decompressed and checked against the file's own "
-                "digest when it is installed (node install, upgrade) or unpacked from the store"
-            )
+            checked.append(words.compressed(stored))
+            not_checked.append(words.COMPRESSED_CONTENT)
     else:
         for digest in reader.missing_blobs():
             problems.append(f"{_describe(manifest, digest)} is missing from the archive")
@@ -524,20 +407,11 @@ def verify_reader(
             problems.append("index.json is not a JSON object")
         else:
             _check_graph(reader, index, verified, problems)
-            checked.append(
-                "graph: every image's manifests, configs and layers present, as airlock.json "
-                "lists them"
-            )
+            checked.append(words.GRAPH)
     if manifest.omitted:
-        not_checked.append(
-            f"{len(manifest.omitted)} blobs this delta leaves out: `load` checks that the "
-            "store holds them"
-        )
-    not_checked.append("rollback: `load` compares the sequence with the store's high-water mark")
-    not_checked.append(
-        "upstream checksums and signatures of files: checked when the bundle was made "
-        "(airlock.json records them)"
-    )
+        not_checked.append(words.omitted(len(manifest.omitted)))
+    not_checked.append(words.ROLLBACK)
+    not_checked.append(words.UPSTREAM)
     if problems:
         raise fail()
     report = replace(report, ok=True, checked=tuple(checked), not_checked=tuple(not_checked))

@@ -383,7 +383,7 @@ def verify(
     from airlock.bundle.verify import BundleVerificationError, verify_bundle
     from airlock.bundle.volumes import locate_volumes
     from airlock.cli.progress import StepProgress
-    from airlock.cli.sizes import format_size
+    from airlock.cli.verify_view import verify_data, verify_text
     from airlock.trust import trust_policy
 
     locate_volumes(bundle)  # a bundle that is not there is named before any key is looked for
@@ -408,39 +408,15 @@ def verify(
             for item in r.checked:
                 state.err.print(f"  checked: {escape(item)}")
         raise
-    data = {
-        "ok": True,
-        "name": report.name,
-        "sequence": report.sequence,
-        "signed": report.signed,
-        "signedBy": report.signed_by,
-        "verified": report.verified,
-        "trust": report.trust,
-        "expires": report.expires,
-        "blobs": report.blobs_checked,
-        "bytes": report.bytes_checked,
-        "volumes": report.volumes_checked,
-        "recoveryProblems": list(report.recovery),
-        "checked": list(report.checked),
-        "notChecked": list(report.not_checked),
-    }
+    lines, warnings = verify_text(report, bundle)
 
     def text() -> None:
-        head = "OK" if report.verified else f"OK but {report.trust}"
-        state.line(
-            f"{head} {bundle}: {report.blobs_checked} blobs, {format_size(report.bytes_checked)} "
-            f"hashed, {report.volumes_checked} volumes; {report.trust}"
-        )
-        for problem in report.recovery:
-            state.warn(f"{problem}: the bundle is intact, its protection is not (bundle repair)")
-        for item in report.checked:
-            state.line(f"  checked: {item}")
-        for item in report.not_checked:
-            state.line(f"  not checked: {item}")
-        if not report.verified:
-            state.warn(f"{bundle} is {report.trust}: nobody vouched for its content")
+        for line in lines:
+            state.line(line)
+        for warning in warnings:
+            state.warn(warning)
 
-    state.emit(data, text)
+    state.emit(verify_data(report), text)
 
 
 @bundle_app.command("repair")

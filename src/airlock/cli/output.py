@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -24,11 +23,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from airlock.cli.jsondoc import SCHEMA_VERSION, document, json_text
 from airlock.naming import camel_name
 
-__all__ = ["SCHEMA_VERSION", "Output", "camel", "json_option", "state", "use_json"]
-
-SCHEMA_VERSION = 1
+__all__ = [
+    "SCHEMA_VERSION",
+    "Output",
+    "camel",
+    "json_option",
+    "json_text",
+    "state",
+    "use_json",
+]
 
 
 @dataclass
@@ -68,13 +74,7 @@ class Output:
         _write(self.document(self.result, error))
         self.written = True
 
-    @staticmethod
-    def document(result: dict[str, Any], error: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The JSON document of a command that produced `result` (camelCased)."""
-        doc: dict[str, Any] = {"schemaVersion": SCHEMA_VERSION, **result, "ok": error is None}
-        if error is not None:
-            doc["error"] = error
-        return doc
+    document = staticmethod(document)
 
     def rendered(self, data: dict[str, Any], text: Callable[[], None]) -> tuple[str, str]:
         """What `emit(data, text)` and the end of the command would print (stdout, stderr),
@@ -139,10 +139,6 @@ def camel(obj: Any) -> Any:
 
 
 _SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
-
-
-def json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
 
 
 def _write(data: Any) -> None:

@@ -21,11 +21,11 @@ from airlock.oci.media import (
     ANNOTATION_REF_NAME,
     ANNOTATION_REPOSITORY,
     OCI_INDEX,
+    OCI_LAYOUT_CONTENT,
 )
 
 __all__ = ["INDEX_LOCK", "OCI_LAYOUT_CONTENT", "OciLayout", "canonical_json", "image_descriptor"]
 
-OCI_LAYOUT_CONTENT = b'{"imageLayoutVersion":"1.0.0"}'
 INDEX_LOCK = "index.json.lock"
 
 

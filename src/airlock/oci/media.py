@@ -21,9 +21,12 @@ __all__ = [
     "OCI_LAYER",
     "OCI_LAYER_GZIP",
     "OCI_LAYER_ZSTD",
+    "OCI_LAYOUT_CONTENT",
     "OCI_MANIFEST",
 ]
 
+# the bytes of an image layout's `oci-layout` file (image-layout spec)
+OCI_LAYOUT_CONTENT = b'{"imageLayoutVersion":"1.0.0"}'
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"

@@ -17,7 +17,7 @@ import base64
 import binascii
 import hashlib
 
-__all__ = ["BadPublicKey", "public_key_from_pem", "verify"]
+__all__ = ["BadPublicKey", "key_id", "public_key_from_pem", "verify"]
 
 _P = 2**255 - 19
 _L = 2**252 + 27742317777372353535851937790883648493
@@ -147,3 +147,8 @@ def public_key_from_pem(pem: bytes) -> bytes:
     if len(der) != len(_SPKI_PREFIX) + 32 or not der.startswith(_SPKI_PREFIX):
         raise BadPublicKey("not an Ed25519 public key (airlock keys are Ed25519)")
     return der[len(_SPKI_PREFIX) :]
+
+
+def key_id(public_key: bytes) -> str:
+    """`sha256:<hex>` of the key's DER SubjectPublicKeyInfo (`airlock keys fingerprint`)."""
+    return "sha256:" + hashlib.sha256(_SPKI_PREFIX + public_key).hexdigest()
