@@ -599,6 +599,9 @@ def _run_scale(
             g.add("peer_skopeo_curl", peer_create(sc, sc.images, sc.fetch_urls, synced))
             g.add("peer_skopeo_curl_synced", synced[0])
 
+        # untimed: the peer reads the whole upstream once, so that neither side's first round
+        # reads it from a cold disk (round 0 runs airlock first: it alone paid for that)
+        peer_create(sc, sc.images, sc.fetch_urls)
         g.rounds(
             "create",
             rounds,
