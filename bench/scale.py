@@ -1205,14 +1205,21 @@ def _merged(
     before = next((s for s in earlier if s["scale"] == scale["scale"]), None)
     if before is None:
         return scale
-    kept = sorted(set(before["raw"]) - set(scale["raw"]))
+    # a figure pairs two measures of one run: an earlier measure whose partner this run
+    # measured again is dropped, not paired across runs
+    remeasured = set(scale["raw"])
+    paired = {o for _, o, t, *_ in RATIOS if t in remeasured} | {
+        t for _, o, t, *_ in RATIOS if o in remeasured
+    }
+    kept = sorted(set(before["raw"]) - remeasured - paired)
+    dropped = sorted((set(before["raw"]) - remeasured) & paired)
     merged = {
         **before,
         **scale,
-        "raw": {**before["raw"], **scale["raw"]},
+        "raw": {**{k: before["raw"][k] for k in kept}, **scale["raw"]},
         "errors": {**before.get("errors", {}), **scale["errors"]},
         "bundle": {**before["bundle"], **scale["bundle"]},
-        "kept_from_earlier_run": {"measures": kept, "date": date},
+        "kept_from_earlier_run": {"measures": kept, "dropped": dropped, "date": date},
     }
     merged["summary"] = summarize(merged)
     return merged
