@@ -1203,8 +1203,8 @@ def _merged(
     """A scale measured for some groups, over the same scale's earlier figures: what this run
     measured replaces what it measured before; the rest is kept (and said so)."""
     before = next((s for s in earlier if s["scale"] == scale["scale"]), None)
-    if before is None:
-        return scale
+    if before is None or not set(before["raw"]) - set(scale["raw"]):
+        return scale  # nothing measured before that this run did not measure again
     # a figure pairs two measures of one run: an earlier measure whose partner this run
     # measured again is dropped, not paired across runs
     remeasured = set(scale["raw"])
@@ -1219,7 +1219,11 @@ def _merged(
         "raw": {**{k: before["raw"][k] for k in kept}, **scale["raw"]},
         "errors": {**before.get("errors", {}), **scale["errors"]},
         "bundle": {**before["bundle"], **scale["bundle"]},
-        "kept_from_earlier_run": {"measures": kept, "dropped": dropped, "date": date},
+        "kept_from_earlier_run": {
+            "measures": kept,
+            "dropped": dropped,
+            "date": before.get("kept_from_earlier_run", {}).get("date", date),
+        },
     }
     merged["summary"] = summarize(merged)
     return merged
