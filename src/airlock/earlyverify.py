@@ -100,6 +100,12 @@ def answer(argv: Sequence[str]) -> bool:
     path, keys, as_json, debug = found
     try:
         lines = _verified(path, keys, as_json)
+    except KeyboardInterrupt:  # said as the CLI says it, not as a traceback
+        from airlock import earlyhash
+        from airlock.cli.main import interrupted
+
+        earlyhash.stop()
+        interrupted(list(argv))
     except Exception:  # a doubt of any kind: the full command decides, and names it
         return False
     if debug:

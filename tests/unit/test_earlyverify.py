@@ -286,3 +286,29 @@ def test_what_the_model_refuses_the_facts_refuse(tmp_path: Path, name: str) -> N
         parse_manifest(data)
     with pytest.raises((ValueError, TypeError, KeyError)):
         manifest_facts(data)
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_ctrl_c_in_the_early_path_is_said_as_the_cli_says_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    from airlock.cli.output import state
+
+    for name, value in (("json", False), ("result", {}), ("written", False)):
+        monkeypatch.setattr(state, name, value)  # the CLI's output state, restored after
+
+    def interrupted(*_: object) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(earlyverify, "_verified", interrupted)
+    monkeypatch.setattr(os, "isatty", lambda fd: False)
+    with pytest.raises(SystemExit) as exc:
+        earlyverify.answer(["bundle", "verify", *(["--json"] if as_json else []), "x.tar"])
+    assert exc.value.code == 130
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if as_json:
+        doc = json.loads(out)
+        assert doc["ok"] is False and doc["error"]["code"] == "INTERRUPTED"
+    else:
+        assert "interrupted" in err and "run the same command again" in err

@@ -6,7 +6,7 @@ import errno
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -18,7 +18,7 @@ from airlock.cli.output import state
 from airlock.cli.plainvalues import install as plain_values
 from airlock.errors import EXIT_FAILED, AirlockError, UsageError
 
-__all__ = ["app", "run"]
+__all__ = ["app", "interrupted", "run"]
 
 app = typer.Typer(
     name="airlock",
@@ -207,6 +207,24 @@ def _os_hint(exc: OSError) -> str:
     return _OS_HINTS.get(exc.errno or 0, "check the path and the filesystem, then run again")
 
 
+def _report_interrupted() -> None:
+    _report(
+        AirlockError(
+            "interrupted: what was already downloaded, verified or written is kept",
+            "run the same command again: it resumes from there",
+        ),
+        "INTERRUPTED",
+    )
+
+
+def interrupted(argv: list[str]) -> NoReturn:
+    """Ctrl-C before the CLI ran (airlock.earlyverify): the CLI's words, then exit 130."""
+    _take_global_flags(list(argv))
+    _report_interrupted()
+    state.finish(_error("FAILED", f"failed (exit {EXIT_INTERRUPTED})", None))
+    sys.exit(EXIT_INTERRUPTED)
+
+
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry: every AirlockError becomes its exit code; nothing else leaks."""
     try:
@@ -251,13 +269,7 @@ def run(argv: list[str] | None = None) -> None:
         )
         sys.exit(EXIT_FAILED)
     if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into this code, silently
-        _report(
-            AirlockError(
-                "interrupted: what was already downloaded, verified or written is kept",
-                "run the same command again: it resumes from there",
-            ),
-            "INTERRUPTED",
-        )
+        _report_interrupted()
     code = code if isinstance(code, int) else 0
     state.finish(None if code == 0 else _error("FAILED", f"failed (exit {code})", None))
     sys.exit(code)
