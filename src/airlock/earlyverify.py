@@ -27,7 +27,6 @@ So a bundle this path accepts is one the handle accepts, and every refusal comes
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sys
@@ -40,9 +39,15 @@ if TYPE_CHECKING:
     from airlock.standalone.tarindex import VolumeReader
     from airlock.standalone.volumes import Located
 
-__all__ = ["answer", "command"]
+__all__ = ["PARTS_KEYS", "VOLUME_KEYS", "answer", "command"]
 
 _VERB = ["bundle", "verify"]
+# the parts file's keys (required, optional) and a volume's: `bundle.volumes.PartsFile`'s aliases
+PARTS_KEYS = (
+    frozenset({"name", "tar", "volumeSize", "size", "sha256", "volumes"}),
+    frozenset({"schema"}),
+)
+VOLUME_KEYS = frozenset({"name", "size", "sha256"})
 # rich reads `:name:` as an emoji code: text holding such a pair is left to the CLI's console
 _EMOJI_LIKE = re.compile(r":\S*?:")
 
@@ -161,6 +166,7 @@ class _Seen:
         from airlock.bundle.facts import manifest_facts
         from airlock.bundle.layout import INDEX_JSON, MAX_JSON_BLOB_BYTES, MAX_MEMBERS
         from airlock.bundle.rules import blob_sizes, check_first, index_members
+        from airlock.oci.digest import sha256_digest
         from airlock.standalone.tarindex import iter_entries
         from airlock.trust import check_expiry, trusted_keys
 
@@ -186,7 +192,7 @@ class _Seen:
         if index.size > MAX_JSON_BLOB_BYTES:
             raise _Declined("index.json too big")
         self.index_bytes = read_at(index.offset, index.size)
-        if "sha256:" + hashlib.sha256(self.index_bytes).hexdigest() != self.facts.index_digest:
+        if sha256_digest(self.index_bytes) != self.facts.index_digest:
             raise _Declined("index.json is not what airlock.json pins")
 
     def member(self, digest: str) -> Member:
@@ -197,13 +203,14 @@ class _Seen:
     def blobs(self) -> int:
         """Bytes of every blob, each hashed early (airlock.earlyhash) as airlock.json names it."""
         from airlock import earlyhash
+        from airlock.oci.digest import digest_hex
 
         volumes = list(zip(self.reader.paths, self.reader.sizes, strict=True))
         nbytes = 0
         for digest, size in self.facts.blobs:
             m = self.member(digest)
             early = earlyhash.hashed(earlyhash.pieces(volumes, m.offset, m.size))
-            if early is None or "sha256:" + early[0] != digest or early[1] != size:
+            if early is None or early[0] != digest_hex(digest) or early[1] != size:
                 raise _Declined("a blob was not hashed early, or differs")
             nbytes += early[1]
         return nbytes
@@ -272,8 +279,8 @@ def _parts(located: Located) -> list[int]:
     if doc is None or located.parts_path is None or may_have_recovery(located.parts_path):
         raise _Declined("recovery files, or no parts file")
     hex64 = re.compile(r"^[a-f0-9]{64}\Z")
-    required = {"name", "tar", "volumeSize", "size", "sha256", "volumes"}
-    if not required <= doc.keys() <= required | {"schema"}:
+    required, optional = PARTS_KEYS
+    if not required <= doc.keys() <= required | optional:
         raise _Declined("parts file keys")
     if doc.get("schema", "airlock.parts/v1") != "airlock.parts/v1":
         raise _Declined("parts file schema")
@@ -293,7 +300,7 @@ def _parts(located: Located) -> list[int]:
     for v in doc["volumes"]:
         if (
             not isinstance(v, dict)
-            or v.keys() != {"name", "size", "sha256"}
+            or v.keys() != VOLUME_KEYS
             or not isinstance(v["name"], str)
             or not v["name"]
             or "/" in v["name"]

@@ -200,6 +200,11 @@ def test_the_key_sets_are_the_models_aliases() -> None:
     assert aliases(ImageEntry) == IMAGE_KEYS
     assert aliases(FileEntry) == FILE_KEYS
 
+    from airlock.bundle.volumes import PartsFile, VolumeInfo
+
+    assert aliases(PartsFile) == earlyverify.PARTS_KEYS
+    assert frozenset().union(*aliases(VolumeInfo)) == earlyverify.VOLUME_KEYS
+
 
 def _doc(tmp_path: Path) -> dict[str, Any]:
     store = BlobStore(tmp_path / "store")

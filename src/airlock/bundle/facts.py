@@ -22,6 +22,7 @@ from airlock.bundle.layout import (
     FORMAT_VERSIONS,
 )
 from airlock.content import BlobRole
+from airlock.oci.digest import DIGEST_RE
 
 __all__ = [
     "BLOB_KEYS",
@@ -32,7 +33,7 @@ __all__ = [
     "manifest_facts",
 ]
 
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}\Z")
+_DIGEST = DIGEST_RE
 _HEX = re.compile(r"^[a-f0-9]{64}([a-f0-9]{64})?\Z")
 _ROLES = frozenset(r.value for r in BlobRole)  # the model's Role, held equal to these
 # (required, optional) keys of each object, by their JSON names (the model's aliases)
