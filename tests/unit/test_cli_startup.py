@@ -4,9 +4,6 @@ same values and errors as typer's own)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +11,13 @@ import pytest
 import typer
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from test_cli_help import _help
 from typer._click import Context
 from typer._click.exceptions import BadParameter
 from typer._coercion import build_runtime_param
 
 from airlock.cli.main import COMMAND_MODULES, OWN_COMMANDS, app
 from airlock.cli.plainvalues import install
-
-AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 
 
 def _modules(info: Any) -> set[str]:
@@ -42,19 +38,6 @@ def test_own_commands_name_every_module_that_adds_to_them() -> None:
     assert set(own) == set(OWN_COMMANDS)
     for name, modules in own.items():
         assert modules == {f"airlock.cli.{m}" for m in OWN_COMMANDS[name]}, name
-
-
-def _help(*args: str) -> str:
-    out = subprocess.run(
-        [AIRLOCK, *args, "--help"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "120"},
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 @pytest.mark.parametrize("name", sorted(OWN_COMMANDS))
