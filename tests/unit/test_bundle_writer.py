@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import tarfile
 import threading
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from airlock.blobstore import BlobStore
+from airlock.bundle import writer
 from airlock.bundle.layout import AIRLOCK_JSON, INDEX_JSON, OCI_LAYOUT, SIGNATURE, blob_member
 from airlock.bundle.manifest import parse_manifest
 from airlock.bundle.signing import generate_keypair
@@ -164,6 +167,30 @@ def test_corrupt_cache_blob_is_refused_and_nothing_is_left(
     with pytest.raises(DigestMismatch, match=kubeadm.digest):
         write_bundle(content, blobs=store, out=out)
     assert list(out.iterdir()) == []
+
+
+def test_a_full_disk_mid_stream_is_named_and_leaves_nothing(
+    tmp_path: Path, store: BlobStore, content: BundleContent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream is written on threads of their own: a write failing there (ENOSPC after
+    100 KB) reaches the caller as the bundle's error, and no temp file or half bundle stays."""
+    put = writer._Sink.put
+
+    def filling(self: writer._Sink, data: bytes | memoryview) -> None:
+        if self.size > 100_000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        put(self, data)
+
+    monkeypatch.setattr(writer._Sink, "put", filling)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(AirlockError, match="cannot write bundle .*nothing was written") as err:
+        write_bundle(content, blobs=store, out=out)
+    assert "free space" in (err.value.hint or "")
+    assert list(out.iterdir()) == []
+    monkeypatch.setattr(writer._Sink, "put", put)  # space again: the same command works
+    done = write_bundle(content, blobs=store, out=out)
+    assert done.sha256 == sha256_digest(done.path.read_bytes())
 
 
 def test_missing_blob_is_named(tmp_path: Path, store: BlobStore, content: BundleContent) -> None:

@@ -567,8 +567,17 @@ class _Sink:
             )
 
     def write(self, data: bytes | memoryview) -> None:
+        self.hash(data)
+        self.put(data)
+
+    def hash(self, data: bytes | memoryview) -> None:
+        """The whole stream's hash: the one part of `write` that `put` does not touch, so the
+        two can run on two threads (in order, each)."""
+        self.whole.update(data)
+
+    def put(self, data: bytes | memoryview) -> None:
+        """Everything `write` does but the whole stream's hash."""
         view = memoryview(data)
-        self.whole.update(view)
         self.size += len(view)
         while len(view):
             if self._fh is None and self._old is None:
@@ -653,15 +662,19 @@ class Arrivals:
 
 
 class _Behind:
-    """The sink's work (the whole-stream hash, the write) on a second thread, a few chunks
-    behind the reading thread (reads, blob hashes): hashlib and file I/O release the GIL, so a
-    write of the bundle uses two cores. Chunks are written in order; an error is raised in the
-    reading thread at the next chunk or at `drain`."""
+    """The sink's work a few chunks behind the reading thread (reads, blob hashes), on two
+    threads of its own: one hashes the whole stream (`_Sink.hash`), the other writes it
+    (`_Sink.put`: volumes, their hashes, the file). hashlib and file I/O release the GIL, so
+    the three use both cores; done one after the other on one thread, the hash and the write
+    were what a bundle's write waited for (1.45 s and 1.15 s of a 1.6 GB stream's 2.8 s).
+    Each thread takes the chunks in order; an error is raised in the reading thread at the
+    next chunk or at `drain`."""
 
     def __init__(self, sink: _Sink) -> None:
         self._sink = sink
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="airlock-write")
-        self._pending: deque[tuple[Future[None], bytearray | None]] = deque()
+        self._hashing = ThreadPoolExecutor(1, thread_name_prefix="airlock-hash")
+        self._pending: deque[tuple[Future[None], Future[None], bytearray | None]] = deque()
         self._free = [bytearray(_CHUNK) for _ in range(_DEPTH)]
         self.offset = 0  # of the stream's next byte (handed over, maybe not yet written)
 
@@ -672,17 +685,21 @@ class _Behind:
 
     def write(self, data: bytes | memoryview, buf: bytearray | None = None) -> None:
         self.offset += len(data)
-        self._pending.append((self._pool.submit(self._sink.write, data), buf))
+        hashed = self._hashing.submit(self._sink.hash, data)
+        self._pending.append((hashed, self._pool.submit(self._sink.put, data), buf))
         if len(self._pending) > 2 * _DEPTH:
             self._reap()
 
     def _reap(self) -> None:
-        done, buf = self._pending.popleft()
+        hashed, written, buf = self._pending.popleft()
         try:
-            done.result()
+            written.result()
         finally:
-            if buf is not None:
-                self._free.append(buf)
+            try:
+                hashed.result()  # the buffer is free only when both threads are done with it
+            finally:
+                if buf is not None:
+                    self._free.append(buf)
 
     def drain(self) -> None:
         while self._pending:
@@ -690,9 +707,11 @@ class _Behind:
 
     def stop(self) -> None:
         """After a failure: let queued chunks finish (their errors are moot), then stop."""
-        for f, _ in self._pending:
-            f.cancel()
+        for hashed, written, _ in self._pending:
+            hashed.cancel()
+            written.cancel()
         self._pool.shutdown(wait=True)
+        self._hashing.shutdown(wait=True)
         self._pending.clear()
 
 
