@@ -309,6 +309,35 @@ def test_parallel_fetch_keeps_order(tmp_path: Path) -> None:
     assert all(cache.read(r.digest) == files[r.request.url.removeprefix("https://up")] for r in res)
 
 
+def test_each_file_is_reported_once_as_it_is_in_the_cache(tmp_path: Path) -> None:
+    """on_fetched (bundle create compresses each file as it arrives): once per URL, with the
+    file already in the cache; a failed fetch is not reported."""
+    files = {f"/f{i}": os.urandom(10_000 + i) for i in range(4)}
+    srv = FileServer(files=dict(files))
+    cache = BlobStore(tmp_path / "cache")
+    seen: list[tuple[str, bool]] = []
+
+    def arrived(got: FetchedFile) -> None:
+        seen.append((got.request.url, cache.read(got.digest) == files[got.request.url[10:]]))
+
+    async def go() -> list[FetchedFile]:
+        async with serve(srv) as base:
+            reqs = [
+                FileRequest(f"https://up{p}", f"{base}{p}", sha256_ck(d)) for p, d in files.items()
+            ]
+            reqs.append(reqs[0])  # the same URL twice: fetched and reported once
+            missing = FileRequest("https://up/none", f"{base}/none", None)
+            with pytest.raises(FetchError):
+                await fetch(cache, [missing, *reqs], concurrency=2, on_fetched=arrived)
+            assert all(ok for _, ok in seen) and ("https://up/none", True) not in seen
+            seen.clear()
+            return await fetch(cache, reqs, concurrency=2, on_fetched=arrived)
+
+    run(go())
+    assert all(ok for _, ok in seen)
+    assert sorted(u for u, _ in seen) == sorted(f"https://up{p}" for p in files)
+
+
 def test_two_runs_sharing_a_cache_download_a_file_once(tmp_path: Path) -> None:
     """Two fetchers (two `bundle create` runs) on one cache, the same URL at the same time:
     the URL's lock makes the second wait and find the file in the cache; nobody writes the

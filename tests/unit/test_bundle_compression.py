@@ -16,6 +16,7 @@ import pytest
 from airlock.blobstore import BlobStore
 from airlock.bundle.compression import (
     ANNOTATION_CONTENT_DIGEST,
+    CompressAhead,
     Compression,
     compress_files,
     open_content,
@@ -293,3 +294,65 @@ def test_a_torn_cache_blob_is_named_not_compressed(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(DigestMismatch, match=r"text\.bin"):
         compress_files([text], store, Compression())
+
+
+def test_files_compressed_ahead_are_not_compressed_again(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bundle create compresses each file as it arrives; compress_files then only reads the
+    remembered forms, and gives the same result as compressing them itself."""
+    import airlock.bundle.compression as compression
+
+    kubelet = put_file(store, "kubelet", _BINARY)
+    kubectl = put_file(store, "kubectl", _BINARY + b"ctl")
+    wheel = put_file(store, "airlock-0-py3-none-any.whl", _BINARY + b"w", kind="wheel")
+    calls: list[str] = []
+    real = compression._compress
+
+    def counted(cache: BlobStore, f: FileArtifact, level: int, *, fresh: bool) -> object:
+        calls.append(f.name)
+        return real(cache, f, level, fresh=fresh)
+
+    monkeypatch.setattr(compression, "_compress", counted)
+    ahead = CompressAhead(store, Compression())
+    try:
+        for f in (kubelet, kubectl, wheel, kubelet):  # a wheel stays raw; kubelet once
+            ahead.offer(f, fresh=False)
+        ahead.wait()
+    finally:
+        ahead.close()
+    assert sorted(calls) == ["kubectl", "kubelet"]
+    files = compress_files([kubelet, kubectl, wheel], store, Compression())
+    assert sorted(calls) == ["kubectl", "kubelet"]  # nothing compressed twice
+    monkeypatch.setattr(compression, "_compress", real)
+    fresh_store = BlobStore(store.root.parent / "fresh")
+    again = [put_file(fresh_store, f.name, store.read(f.digest), kind=f.kind) for f in files]
+    assert [f.stored for f in compress_files(again, fresh_store, Compression())] == [
+        f.stored for f in files
+    ]
+    assert files[2].stored is None
+
+
+def test_a_failure_ahead_is_met_again_by_compress_files(tmp_path: Path) -> None:
+    """A torn cache blob fails the compression ahead silently; compress_files names it."""
+    from airlock.errors import DigestMismatch
+
+    store = BlobStore(tmp_path / "store")
+    text = put_file(store, "text.bin", b"kubeadm config images list\n" * 4000, kind="file")
+    path = store.path(text.digest)
+    path.write_bytes(path.read_bytes()[:-100])
+    ahead = CompressAhead(store, Compression())
+    ahead.offer(text, fresh=False)
+    ahead.wait()  # no error here: only a head start
+    ahead.close()
+    with pytest.raises(DigestMismatch, match=r"text\.bin"):
+        compress_files([text], store, Compression())
+
+
+def test_nothing_is_compressed_ahead_without_compression(store: BlobStore) -> None:
+    kubelet = put_file(store, "kubelet", _BINARY)
+    ahead = CompressAhead(store, Compression(codec=None))
+    ahead.offer(kubelet, fresh=True)
+    ahead.wait()
+    ahead.close()
+    assert not (store.root / "compressed").exists()

@@ -28,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -518,6 +519,11 @@ async def gather_or_cancel(tasks: Sequence[asyncio.Task[T]]) -> list[T]:
         raise
 
 
+def _report(on_fetched: Callable[[FetchedFile], None], task: asyncio.Task[FetchedFile]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        on_fetched(task.result())
+
+
 async def fetch_files(
     requests: Sequence[FileRequest],
     *,
@@ -527,10 +533,12 @@ async def fetch_files(
     retries: int = 4,
     backoff: float = 0.5,
     progress: ProgressSink | None = None,
+    on_fetched: Callable[[FetchedFile], None] | None = None,
 ) -> list[FetchedFile]:
     """Fetch every request into `cache` (verified), in order; the same URL is fetched once.
 
     `backoff` is the first retry delay in seconds (doubling, capped at 8 s, 5 min in total).
+    `on_fetched(file)` as each one is in `cache` (the first request of its URL).
     """
     cache.ensure()
     fetcher = _Fetcher(
@@ -546,6 +554,8 @@ async def fetch_files(
     for req in requests:
         key = (req.url, req.checksum)
         if key not in by_key:
-            by_key[key] = asyncio.create_task(fetcher.fetch(req))
+            by_key[key] = task = asyncio.create_task(fetcher.fetch(req))
+            if on_fetched is not None:
+                task.add_done_callback(functools.partial(_report, on_fetched))
     results = dict(zip(by_key, await gather_or_cancel(list(by_key.values())), strict=True))
     return [dataclasses.replace(results[(r.url, r.checksum)], request=r) for r in requests]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from airlock import system
 from airlock.atomic import remove_dead_temps, write_atomic
 from airlock.blobstore import BlobStore
-from airlock.bundle.compression import Compression, compress_files
+from airlock.bundle.compression import CompressAhead, Compression, compress_files
 from airlock.bundle.layout import AIRLOCK_JSON, bundle_filename
 from airlock.bundle.manifest import parse_manifest
 from airlock.bundle.reuse import content_key, kept_record, save_memo
@@ -360,6 +360,13 @@ async def _fetch_all(
     endpoints = _endpoints(spec)
     credentials = registry_credentials(spec, auth_file=opts.registry_auth, spec_dir=opts.spec_dir)
     deferred: list[LayerFetch] = []
+    ahead = CompressAhead(cache, opts.compression)
+    by_url = {r.url: a for a, r in pairs}
+
+    def arrived(got: FetchedFile) -> None:
+        (f,) = _file_artifacts([(by_url[got.request.url], got)])
+        ahead.offer(f, fresh=not got.from_cache)
+
     files_task = asyncio.create_task(  # noqa: RUF006 (awaited below)
         fetch_files(
             [r for _, r in pairs],
@@ -367,6 +374,7 @@ async def _fetch_all(
             session=session,
             concurrency=max(2, opts.concurrency // 2),
             progress=opts.progress,
+            on_fetched=arrived,
         )
     )
     pull = functools.partial(
@@ -406,6 +414,7 @@ async def _fetch_all(
             opts.network,
         )
         fresh = {f.digest for f in fetched if not f.from_cache}  # hashed as they arrived
+        await asyncio.to_thread(ahead.wait)  # most were compressed while the rest arrived
         return fetched, await asyncio.to_thread(
             compress_files, files, cache, opts.compression, fresh
         )
@@ -420,6 +429,8 @@ async def _fetch_all(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    finally:
+        ahead.close()
     listed = _kubeadm_listed(files, cache, spec.kubernetes.version)
     if listed is not None:
         have = {a.source for a in plan.images()}
