@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 __all__ = [
     "BLOCK",
@@ -84,12 +83,29 @@ def _entry_error(name: str, reason: str, *, truncated: bool = False) -> TarIndex
     )
 
 
-@dataclass(frozen=True, slots=True)
 class TarEntry:
-    name: str
-    size: int
-    offset: int  # of the member's data in the whole archive
-    is_dir: bool = False
+    """One member (a plain class: `bundle verify` imports this before it forks its hashing, and
+    importing dataclasses would cost that start about 20 ms)."""
+
+    __slots__ = ("is_dir", "name", "offset", "size")
+
+    def __init__(self, name: str, size: int, offset: int, is_dir: bool = False) -> None:
+        self.name = name
+        self.size = size
+        self.offset = offset  # of the member's data in the whole archive
+        self.is_dir = is_dir
+
+    def _key(self) -> tuple[str, int, int, bool]:
+        return (self.name, self.size, self.offset, self.is_dir)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TarEntry) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "TarEntry(name={!r}, size={}, offset={}, is_dir={})".format(*self._key())
 
 
 class VolumeReader:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: importing typing costs `bundle verify` its early start
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["VOLUME_DIGITS", "Located", "VolumeError", "locate", "parts_name"]
 
@@ -35,12 +37,36 @@ class VolumeError(ValueError):
         self.damaged = damaged  # the parts file is there but unreadable as one
 
 
-@dataclass(frozen=True)
 class Located:
-    tar_name: str  # the name of the whole tar (lab.airlock.tar)
-    paths: tuple[Path, ...]  # the tar, or its volumes in order
-    parts_path: Path | None = None
-    parts: dict[str, Any] | None = None  # the parts file as read (unvalidated beyond names)
+    """Where a bundle's bytes are (a plain class, as `tarindex.TarEntry`: no dataclasses import
+    before `bundle verify` forks its hashing)."""
+
+    __slots__ = ("parts", "parts_path", "paths", "tar_name")
+
+    def __init__(
+        self,
+        tar_name: str,
+        paths: tuple[Path, ...],
+        parts_path: Path | None = None,
+        parts: dict[str, Any] | None = None,
+    ) -> None:
+        self.tar_name = tar_name  # the name of the whole tar (lab.airlock.tar)
+        self.paths = paths  # the tar, or its volumes in order
+        self.parts_path = parts_path
+        self.parts = parts  # the parts file as read (unvalidated beyond names)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Located) and (
+            self.tar_name,
+            self.paths,
+            self.parts_path,
+            self.parts,
+        ) == (other.tar_name, other.paths, other.parts_path, other.parts)
+
+    __hash__ = None  # type: ignore[assignment]  # holds a dict
+
+    def __repr__(self) -> str:
+        return f"Located({self.tar_name!r}, {self.paths!r}, {self.parts_path!r})"
 
 
 def parts_name(tar_name: str) -> str:
