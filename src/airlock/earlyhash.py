@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from airlock.rangehash import hash_ranges  # standard library only
 
-__all__ = ["CHUNK", "hashed", "pieces", "start", "stop"]
+__all__ = ["CHUNK", "hashed", "index", "pieces", "start", "stop"]
 
 _BLOB = re.compile(r"^blobs/sha256/[0-9a-f]{64}$")
 CHUNK = 512 << 10  # L2-sized: 3% less CPU per byte than 4 MiB reads here (both threads hashing)
@@ -38,6 +38,31 @@ _results: dict[int, tuple[str, int]] = {}
 _state: dict[str, int] = {}  # fd: the pipe from the child; pid: the child
 _pending = [b""]  # the part of a line read so far
 _lock = threading.Lock()
+_reals: dict[str, str] = {}
+_index: dict[tuple[str, ...], list[object]] = {}  # the files indexed -> every TarEntry
+
+
+def _real(path: str) -> str:
+    """os.path.realpath, once per path (verify asks for every blob: 5 lstat calls each)."""
+    real = _reals.get(path)
+    if real is None:
+        real = _reals[path] = os.path.realpath(path)
+    return real
+
+
+def index(paths: Sequence[str]) -> list[object] | None:
+    """The archive's members (TarEntry: not named here, no typing import before the fork) as
+    `start` indexed them, if these are the files it
+    indexed and they are still the same (inode, size and times): the early verify need not
+    read the headers again. None: index them yourself."""
+    try:
+        real = tuple(_real(p) for p in paths)
+        every = _index.get(real)
+        if every is None or any(_id(p) != _identity.get(p) for p in real):
+            return None
+    except OSError:
+        return None
+    return every
 
 
 def _id(path: str) -> tuple[int, int, int, int]:
@@ -122,9 +147,11 @@ def start(argv: Sequence[str]) -> None:
             _identity[p] = _id(p)
         with VolumeReader(paths) as reader:
             volumes = list(zip(paths, reader.sizes, strict=True))
-            entries = [e for e in iter_entries(reader.read_at, reader.size) if _BLOB.match(e.name)]
+            every = list(iter_entries(reader.read_at, reader.size))
     except Exception:  # no head start; verify finds and names any problem
         return
+    _index[tuple(paths)] = [*every]
+    entries = [e for e in every if _BLOB.match(e.name)]
     entries.sort(key=lambda e: (-e.size, e.name))  # largest first: the threads end together
     keys = [tuple(pieces(volumes, e.offset, e.size)) for e in entries]
     read_fd, write_fd = os.pipe()
@@ -161,7 +188,7 @@ def hashed(pieces: Sequence[tuple[str, int, int]]) -> tuple[str, int] | None:
     still the ones hashed; waits for a hash under way. None: hash them yourself."""
     if not _jobs:
         return None
-    key = tuple((os.path.realpath(p), o, n) for p, o, n in pieces)
+    key = tuple((_real(p), o, n) for p, o, n in pieces)
     index = _jobs.get(key)
     if index is None:
         return None

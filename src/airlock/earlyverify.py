@@ -30,13 +30,13 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from airlock.bundle.rules import Member, VerifyReport
-    from airlock.standalone.tarindex import VolumeReader
+    from airlock.standalone.tarindex import TarEntry, VolumeReader
     from airlock.standalone.volumes import Located
 
 __all__ = ["PARTS_KEYS", "VOLUME_KEYS", "answer", "command"]
@@ -163,6 +163,7 @@ class _Seen:
     """A bundle read as the handle reads it, checked by the handle's rules up to its blobs."""
 
     def __init__(self, reader: VolumeReader, display: str, key_args: list[str]) -> None:
+        from airlock import earlyhash
         from airlock.bundle.facts import manifest_facts
         from airlock.bundle.layout import INDEX_JSON, MAX_JSON_BLOB_BYTES, MAX_MEMBERS
         from airlock.bundle.rules import blob_sizes, check_first, index_members
@@ -172,7 +173,12 @@ class _Seen:
 
         self.reader = reader
         read_at = reader.read_at
-        entries = iter_entries(read_at, reader.size, max_members=MAX_MEMBERS)
+        known = earlyhash.index(reader.paths)  # the headers earlyhash read before its fork
+        entries: Iterator[TarEntry] = (
+            iter(cast("list[TarEntry]", known))
+            if known is not None and len(known) <= MAX_MEMBERS
+            else iter_entries(read_at, reader.size, max_members=MAX_MEMBERS)
+        )
         first = check_first(next(entries, None), display)
         self.manifest_bytes = read_at(first.offset, first.size)
         self.facts = manifest_facts(self.manifest_bytes)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airlock.atomic import write_atomic
 from airlock.errors import VerificationError
 
 __all__ = [
@@ -141,6 +140,8 @@ def record_sequence(meta_dir: Path, *, channel: str, state: ChannelState) -> Non
     if current == state:
         return
     channels[channel] = state
+    from airlock.atomic import write_atomic  # tempfile, shutil: not for every verify's start
+
     data = {ch: vars(st) for ch, st in sorted(channels.items())}
     write_atomic(_state_path(meta_dir), json.dumps(data, indent=2, sort_keys=True).encode())
 

@@ -3,6 +3,8 @@ files are the ones hashed; a damaged blob is found either way."""
 
 from __future__ import annotations
 
+import os
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +27,7 @@ UNSIGNED_OK = TrustPolicy((), allow_unsigned=True)
 
 @pytest.fixture(autouse=True)
 def fresh_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("_jobs", "_identity", "_results", "_state"):
+    for name in ("_jobs", "_identity", "_results", "_state", "_reals", "_index"):
         monkeypatch.setattr(earlyhash, name, {})
     monkeypatch.setattr(earlyhash, "_pending", [b""])
     monkeypatch.delenv("AIRLOCK_NO_EARLY_HASH", raising=False)
@@ -121,3 +123,26 @@ def test_no_early_hash_for_a_path_that_is_not_a_bundle(tmp_path: Path) -> None:
     assert earlyhash._jobs == {}
     earlyhash.start(["bundle", "verify", str(tmp_path / "missing.tar")])
     assert earlyhash._jobs == {}
+
+
+def test_the_index_is_given_again_only_for_the_files_indexed_while_unchanged(
+    tmp_path: Path,
+) -> None:
+    """The early verify takes the tar headers earlyhash read before its fork, for the same
+    files only, and only while they are the ones read (inode, size and times)."""
+    bundle = _bundle(tmp_path)
+    earlyhash.start(["bundle", "verify", str(bundle)])
+    with tarfile.open(bundle) as tf:
+        names = [(m.name, m.offset_data, m.size) for m in tf.getmembers()]
+    every = earlyhash.index([str(bundle)])
+    assert every is not None
+    assert [(e.name, e.offset, e.size) for e in every] == names  # type: ignore[attr-defined]
+    link = tmp_path / "link.tar"
+    link.symlink_to(bundle)
+    assert earlyhash.index([str(link)]) is every  # the same file by another name
+    assert earlyhash.index([str(tmp_path / "store" / "other.tar")]) is None
+    with earlyhash._lock:
+        earlyhash._read_until(-1)  # the child is done with the file
+    st = bundle.stat()
+    os.utime(bundle, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # written since, as far as we know
+    assert earlyhash.index([str(bundle)]) is None
