@@ -600,8 +600,16 @@ def _run_scale(
             g.add("peer_skopeo_curl_synced", synced[0])
 
         # untimed: the peer reads the whole upstream once, so that neither side's first round
-        # reads it from a cold disk (round 0 runs airlock first: it alone paid for that)
+        # reads it from a cold disk (round 0 runs airlock first: it alone paid for that); and
+        # airlock creates once, so that neither side's first round is the first to touch the
+        # memory the page cache needs: on these VMs, memory left idle goes back to the host and
+        # touching it again costs about a second of system time per GB (`python3 -c "x = b'1' *
+        # (6 << 30)"`: 5.6-14.9 s). Round 0's cold create (airlock first) took 10.6 s against
+        # 6.7-7.8 s in rounds 1-4 at 4x, and 13.9 s against 9.8-11.3 s at 8x.
         peer_create(sc, sc.images, sc.fetch_urls)
+        create(sc, sc.spec, fresh(work / "cache-warmup"), fresh(work / "out-warmup"))
+        shutil.rmtree(work / "cache-warmup")
+        shutil.rmtree(work / "out-warmup")
         g.rounds(
             "create",
             rounds,
