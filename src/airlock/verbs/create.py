@@ -364,8 +364,11 @@ async def _fetch_all(
     by_url = {r.url: a for a, r in pairs}
 
     def arrived(got: FetchedFile) -> None:
-        (f,) = _file_artifacts([(by_url[got.request.url], got)])
-        ahead.offer(f, fresh=not got.from_cache)
+        # only a head start (a callback of the event loop): whatever fails here is met again,
+        # and reported, when every file is in (compress_files)
+        with contextlib.suppress(Exception):
+            (f,) = _file_artifacts([(by_url[got.request.url], got)])
+            ahead.offer(f, fresh=not got.from_cache)
 
     files_task = asyncio.create_task(  # noqa: RUF006 (awaited below)
         fetch_files(
