@@ -24,6 +24,10 @@ from collections.abc import Sequence
 
 from airlock.rangehash import hash_ranges  # standard library only
 
+TYPE_CHECKING = False  # not typing's: importing typing would delay the fork
+if TYPE_CHECKING:
+    from airlock.standalone.tarindex import TarEntry
+
 __all__ = ["CHUNK", "hashed", "index", "pieces", "start", "stop"]
 
 _BLOB = re.compile(r"^blobs/sha256/[0-9a-f]{64}$")
@@ -39,7 +43,7 @@ _state: dict[str, int] = {}  # fd: the pipe from the child; pid: the child
 _pending = [b""]  # the part of a line read so far
 _lock = threading.Lock()
 _reals: dict[str, str] = {}
-_index: dict[tuple[str, ...], list[object]] = {}  # the files indexed -> every TarEntry
+_index: dict[tuple[str, ...], list[TarEntry]] = {}  # the files indexed -> every member
 
 
 def _real(path: str) -> str:
@@ -50,11 +54,10 @@ def _real(path: str) -> str:
     return real
 
 
-def index(paths: Sequence[str]) -> list[object] | None:
-    """The archive's members (TarEntry: not named here, no typing import before the fork) as
-    `start` indexed them, if these are the files it
-    indexed and they are still the same (inode, size and times): the early verify need not
-    read the headers again. None: index them yourself."""
+def index(paths: Sequence[str]) -> list[TarEntry] | None:
+    """The archive's members as `start` indexed them, if these are the files it indexed and
+    they are still the same (inode, size and times): the early verify need not read the
+    headers again. None: index them yourself."""
     try:
         real = tuple(_real(p) for p in paths)
         every = _index.get(real)
@@ -150,7 +153,7 @@ def start(argv: Sequence[str]) -> None:
             every = list(iter_entries(reader.read_at, reader.size))
     except Exception:  # no head start; verify finds and names any problem
         return
-    _index[tuple(paths)] = [*every]
+    _index[tuple(paths)] = every
     entries = [e for e in every if _BLOB.match(e.name)]
     entries.sort(key=lambda e: (-e.size, e.name))  # largest first: the threads end together
     keys = [tuple(pieces(volumes, e.offset, e.size)) for e in entries]

@@ -32,7 +32,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airlock.bundle.rules import Member, VerifyReport
@@ -175,7 +175,7 @@ class _Seen:
         read_at = reader.read_at
         known = earlyhash.index(reader.paths)  # the headers earlyhash read before its fork
         entries: Iterator[TarEntry] = (
-            iter(cast("list[TarEntry]", known))
+            iter(known)
             if known is not None and len(known) <= MAX_MEMBERS
             else iter_entries(read_at, reader.size, max_members=MAX_MEMBERS)
         )

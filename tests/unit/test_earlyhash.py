@@ -136,7 +136,7 @@ def test_the_index_is_given_again_only_for_the_files_indexed_while_unchanged(
         names = [(m.name, m.offset_data, m.size) for m in tf.getmembers()]
     every = earlyhash.index([str(bundle)])
     assert every is not None
-    assert [(e.name, e.offset, e.size) for e in every] == names  # type: ignore[attr-defined]
+    assert [(e.name, e.offset, e.size) for e in every] == names
     link = tmp_path / "link.tar"
     link.symlink_to(bundle)
     assert earlyhash.index([str(link)]) is every  # the same file by another name
