@@ -7,20 +7,10 @@ bundle writer consumes them; the reader gives them back from `airlock.json`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+
+from airlock.blobrole import BlobRole  # re-exported: the rest of airlock takes it from here
 
 __all__ = ["Blob", "BlobRole", "FileArtifact", "ImageArtifact", "StoredForm", "UpstreamChecksum"]
-
-
-class BlobRole(StrEnum):
-    INDEX = "image-index"
-    MANIFEST = "image-manifest"
-    CONFIG = "image-config"
-    LAYER = "image-layer"
-    FILE = "file"  # a binary, archive, chart, CNI manifest, OS package, wheel
-    FILES_MANIFEST = "files-manifest"  # the OCI artifact manifest that titles the files
-    SBOM = "sbom"
-    META = "meta"  # anything else airlock writes for itself (empty config, ...)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ import datetime
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from airlock.errors import VerificationError
 
@@ -50,9 +49,10 @@ def trusted_keys(explicit: Sequence[Path], *, directory: Path | None = None) -> 
 UNVERIFIED = "UNVERIFIED"
 
 
-@dataclass(frozen=True)
-class TrustPolicy:
-    """The keys a bundle's signature must verify with; none only with `allow_unsigned`."""
+class TrustPolicy(NamedTuple):
+    """The keys a bundle's signature must verify with; none only with `allow_unsigned` (a
+    NamedTuple, as ChannelState: `bundle verify`'s early path imports this module, and no
+    dataclasses, as `airlock.bundle.rules` says)."""
 
     keys: tuple[Path, ...]
     allow_unsigned: bool = False
@@ -85,8 +85,7 @@ def trust_policy(
     return TrustPolicy(tuple(keys), allow_unsigned)
 
 
-@dataclass(frozen=True)
-class ChannelState:
+class ChannelState(NamedTuple):
     sequence: int
     manifest_digest: str
     name: str
@@ -142,7 +141,7 @@ def record_sequence(meta_dir: Path, *, channel: str, state: ChannelState) -> Non
     channels[channel] = state
     from airlock.atomic import write_atomic  # tempfile, shutil: not for every verify's start
 
-    data = {ch: vars(st) for ch, st in sorted(channels.items())}
+    data = {ch: st._asdict() for ch, st in sorted(channels.items())}
     write_atomic(_state_path(meta_dir), json.dumps(data, indent=2, sort_keys=True).encode())
 
 

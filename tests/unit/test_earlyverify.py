@@ -71,6 +71,26 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return priv, pub, other
 
 
+def test_the_early_answer_imports_no_dataclasses(
+    tmp_path: Path, keys: tuple[Path, Path, Path]
+) -> None:
+    """The parent's imports take CPU from the hashing child on both cores; dataclasses (with
+    inspect, ast and dis) is the largest the rules could pull in, so none of them uses it."""
+    priv, pub, _ = keys
+    argv = ["bundle", "verify", "--key", str(pub), str(_write(tmp_path, key=priv))]
+    code = (
+        "import sys\n"
+        "from airlock import earlyhash, earlyverify\n"
+        f"earlyhash.start({argv!r})\n"
+        f"answered = earlyverify.answer({argv!r})\n"
+        "print(answered, 'dataclasses' in sys.modules, file=sys.stderr)\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert p.stderr.split() == ["True", "False"]
+
+
 @pytest.mark.parametrize("split", [None, 1 * MiB], ids=["tar", "volumes"])
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_a_good_bundle_is_answered_early_with_the_full_commands_output(

@@ -11,9 +11,9 @@ import datetime
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from airlock.blobrole import BlobRole
 from airlock.bundle.layout import (
     AIRLOCK_JSON,
     BUNDLE_NAME_RE,
@@ -21,7 +21,6 @@ from airlock.bundle.layout import (
     FILE_NAME_RE,
     FORMAT_VERSIONS,
 )
-from airlock.content import BlobRole
 from airlock.oci.digest import DIGEST_RE
 
 __all__ = [
@@ -80,9 +79,9 @@ RECOVERY_KEYS = (
 )
 
 
-@dataclass(frozen=True)
-class Facts:
-    """What verify reads from airlock.json."""
+class Facts(NamedTuple):
+    """What verify reads from airlock.json (a NamedTuple: no dataclasses import on the early
+    path, as `airlock.bundle.rules` says)."""
 
     name: str
     sequence: int

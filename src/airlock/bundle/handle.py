@@ -28,7 +28,7 @@ import io
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -200,7 +200,7 @@ class Bundle:
             if hash_content and held.parts is not None and verified.report.signed_by is None:
                 # nothing checked airlock.json's signature: the parts file's digests are the
                 # check left for its bytes, so the volumes are hashed as wholes
-                unsure = BundleVerificationError(replace(verified.report, ok=False))
+                unsure = BundleVerificationError(verified.report._replace(ok=False))
                 named = _name_volumes(held, unsure, workers, hash_content, progress)
                 if named is not unsure:
                     reader.close()
@@ -397,7 +397,7 @@ def _name_volumes(
     recovery = recovery_status(volumes.parts_path, found, workers)
     if recovery is not None and recovery.damage is not None:
         found.append(recovery.damage)
-    report = replace(failed.report, problems=(*found, *failed.report.problems))
+    report = failed.report._replace(problems=(*found, *failed.report.problems))
     return BundleVerificationError(report, recovery.hint if recovery is not None else None)
 
 

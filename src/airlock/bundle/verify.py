@@ -29,7 +29,7 @@ import datetime
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -312,8 +312,7 @@ def verify_reader(
 
     def fail(hint: str | None = None, **changes: Any) -> BundleVerificationError:
         return BundleVerificationError(
-            replace(
-                report,
+            report._replace(
                 **changes,
                 problems=tuple(problems),
                 checked=tuple(checked),
@@ -329,8 +328,7 @@ def verify_reader(
         not_checked.append("volumes: not hashed as wholes; every blob is hashed as it is read")
     manifest = reader.manifest
     checked.append(words.archive(len(reader.members)))
-    report = replace(
-        report,
+    report = report._replace(
         name=manifest.name,
         sequence=manifest.sequence,
         signed=reader.signature is not None,
@@ -341,7 +339,7 @@ def verify_reader(
     )
     try:
         signed_by, signed_by_path = _signature(reader, trust, checked, not_checked, path)
-        report = replace(report, signed_by=signed_by, signed_by_path=signed_by_path)
+        report = report._replace(signed_by=signed_by, signed_by_path=signed_by_path)
         if expiry:
             check_expiry(manifest.expires, today=today)
     except VerificationError as exc:
@@ -392,8 +390,7 @@ def verify_reader(
             problems.append(f"{_describe(manifest, digest)} is missing from the archive")
         verified, blobs_checked, nbytes = set(reader.blob_digests()), 0, 0
         not_checked.append("blob bytes: each is hashed as it is read (load: as it is copied)")
-    report = replace(
-        report,
+    report = report._replace(
         blobs_checked=blobs_checked,
         bytes_checked=volume_bytes + nbytes + len(index_bytes) + len(reader.manifest_bytes),
     )
@@ -414,7 +411,7 @@ def verify_reader(
     not_checked.append(words.UPSTREAM)
     if problems:
         raise fail()
-    report = replace(report, ok=True, checked=tuple(checked), not_checked=tuple(not_checked))
+    report = report._replace(ok=True, checked=tuple(checked), not_checked=tuple(not_checked))
     return Verified(report, index_bytes, index)
 
 
