@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+
+TYPE_CHECKING = False  # not typing's: `earlyhash` imports this before its fork
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 __all__ = ["hash_ranges"]
 

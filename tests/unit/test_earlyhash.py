@@ -3,8 +3,12 @@ files are the ones hashed; a damaged blob is found either way."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from airlock.bundle.reader import open_bundle
 from airlock.bundle.signing import generate_keypair
 from airlock.bundle.verify import BundleVerificationError, verify_bundle
 from airlock.bundle.writer import write_bundle
+from airlock.earlyhash import Key
 from airlock.trust import TrustPolicy
 from airlock_lab.bundle_testing import flip_byte, sample_content
 
@@ -146,3 +151,58 @@ def test_the_index_is_given_again_only_for_the_files_indexed_while_unchanged(
     st = bundle.stat()
     os.utime(bundle, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # written since, as far as we know
     assert earlyhash.index([str(bundle)]) is None
+
+
+def test_every_result_reaches_the_parent_however_they_are_batched(tmp_path: Path) -> None:
+    datas = [os.urandom(i * 97) for i in range(60)]
+    keys = []
+    for i, data in enumerate(datas):
+        (tmp_path / f"f{i}").write_bytes(data)
+        keys.append(((str(tmp_path / f"f{i}"), 0, len(data)),))
+    read_fd, write_fd = os.pipe()
+    earlyhash._child(keys, write_fd)  # 60 lines: within the pipe's buffer
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        lines = pipe.read().decode().splitlines()
+    got = {int(i): (hexd, int(n)) for i, hexd, n in (line.split(" ") for line in lines)}
+    assert len(lines) == len(datas)
+    assert got == {i: (hashlib.sha256(d).hexdigest(), len(d)) for i, d in enumerate(datas)}
+
+
+def test_the_child_stops_hashing_when_the_parent_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hashed: list[Key] = []
+
+    def slow(key: Key) -> tuple[str, int]:
+        hashed.append(key)
+        time.sleep(0.005)
+        return "0" * 64, 1
+
+    monkeypatch.setattr(earlyhash, "_hash", slow)
+    keys = [((str(tmp_path / f"f{i}"), 0, 1),) for i in range(400)]
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # the parent is gone: a write fails (EPIPE)
+    earlyhash._child(keys, write_fd)
+    os.close(write_fd)
+    assert len(hashed) < 50  # 400 took a second; the first write failed at about 20 ms
+    assert "Exception" not in capsys.readouterr().err
+
+
+def test_nothing_heavy_is_imported_before_the_fork(tmp_path: Path) -> None:
+    """What `start` imports delays the hashing by its import time: no re, json, pathlib,
+    typing, threading or contextlib before the fork."""
+    bundle = _bundle(tmp_path)
+    code = (
+        "import sys\n"
+        "from airlock import earlyhash\n"
+        f"earlyhash.start(['bundle', 'verify', {str(bundle)!r}])\n"
+        "print('forked' if earlyhash._state else 'no head start', *sorted(sys.modules))\n"
+        "earlyhash.stop()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    assert out[0] == "forked"
+    heavy = {"re", "json", "pathlib", "typing", "threading", "contextlib", "dataclasses", "enum"}
+    assert heavy.isdisjoint(out)

@@ -22,7 +22,12 @@ policy. Errors are `TarIndexError` (a ValueError) naming the member and its head
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+
+TYPE_CHECKING = False  # not typing's: `bundle verify` imports this before it forks its hashing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    ReadAt = Callable[[int, int], bytes]
 
 __all__ = [
     "BLOCK",
@@ -40,6 +45,7 @@ MAX_PAX_BYTES = 1 << 20
 MAX_NAME_BYTES = 4096
 MAX_MEMBERS = 1_000_000
 _WINDOW = 1 << 16
+_PAGE = 1 << 12
 _ZERO = bytes(BLOCK)
 _POSIX_MAGIC = b"ustar\x0000"
 _GNU_MAGIC = b"ustar  \x00"
@@ -54,8 +60,6 @@ _REFUSED_TYPES = {
     b"g": "is a global pax header; bundles hold none",
     b"K": "carries a GNU long link name; bundles hold no links",
 }
-
-ReadAt = Callable[[int, int], bytes]
 
 
 class TarIndexError(ValueError):
@@ -161,8 +165,12 @@ class _Window:
     def get(self, offset: int, length: int) -> bytes:
         lo = offset - self._start
         if lo < 0 or lo + length > len(self._buf):
+            # past a member larger than the window, the next one is likely large too: a page
+            # holds its headers, and a window's read would copy 64 KiB of its data for nothing
+            skipped = offset - (self._start + len(self._buf))
+            size = _PAGE if skipped >= _WINDOW else _WINDOW
             self._start = offset
-            self._buf = self._read_at(offset, max(length, _WINDOW))
+            self._buf = self._read_at(offset, max(length, size))
             lo = 0
         return self._buf[lo : lo + length]
 
