@@ -503,9 +503,11 @@ class Group:
 
     def __init__(self, k: int, raw: dict[str, list[dict[str, float]]], errors: dict[str, str]):
         self.k, self.raw, self.errors = k, raw, errors
+        self.recording = True  # False during warm-up rounds
 
     def add(self, name: str, m: Meas) -> None:
-        self.raw.setdefault(name, []).append(m.r())
+        if self.recording:
+            self.raw.setdefault(name, []).append(m.r())
 
     def last(self, name: str) -> str:
         m = self.raw[name][-1]
@@ -520,21 +522,31 @@ class Group:
         ours: Callable[[], None],
         theirs: Callable[[], None],
         show: Sequence[str],
+        *,
+        warmup: int = 0,
     ) -> None:
+        """`rounds` timed rounds, each side first in turn, after `warmup` untimed ones in the
+        same alternation (so the timed rounds start with ours first, as without warm-up)."""
         if not want(group) and group != "create":
             return
         try:
-            for i in range(rounds):
-                for f in (ours, theirs) if i % 2 == 0 else (theirs, ours):
+            for i in range(warmup + rounds):
+                self.recording = i >= warmup
+                for f in (ours, theirs) if (i - warmup) % 2 == 0 else (theirs, ours):
                     guard()
                     f()
+                if not self.recording:
+                    say(f"   [{self.k}x {group} warm-up {i}] done (untimed)")
+                    continue
                 shown = "; ".join(self.last(n) for n in show if n in self.raw)
-                say(f"   [{self.k}x {group} r{i}] {shown}")
+                say(f"   [{self.k}x {group} r{i - warmup}] {shown}")
         except DiskFloor:
             raise
         except Exception as exc:  # one figure failing must not lose the others
             self.errors[group] = f"{type(exc).__name__}: {exc}"[:2000]
             say(f"   [{self.k}x {group}] FAILED: {self.errors[group][:500]}")
+        finally:
+            self.recording = True
 
 
 def run_scale(k: int, rounds: int, work: Path) -> dict[str, Any]:
@@ -599,17 +611,15 @@ def _run_scale(
             g.add("peer_skopeo_curl", peer_create(sc, sc.images, sc.fetch_urls, synced))
             g.add("peer_skopeo_curl_synced", synced[0])
 
-        # untimed: the peer reads the whole upstream once, so that neither side's first round
-        # reads it from a cold disk (round 0 runs airlock first: it alone paid for that); and
-        # airlock creates once, so that neither side's first round is the first to touch the
-        # memory the page cache needs: on these VMs, memory left idle goes back to the host and
-        # touching it again costs about a second of system time per GB (`python3 -c "x = b'1' *
-        # (6 << 30)"`: 5.6-14.9 s). Round 0's cold create (airlock first) took 10.6 s against
-        # 6.7-7.8 s in rounds 1-4 at 4x, and 13.9 s against 9.8-11.3 s at 8x.
-        peer_create(sc, sc.images, sc.fetch_urls)
-        create(sc, sc.spec, fresh(work / "cache-warmup"), fresh(work / "out-warmup"))
-        shutil.rmtree(work / "cache-warmup")
-        shutil.rmtree(work / "out-warmup")
+        # two untimed rounds first, in the same alternation as the timed ones: the first runs
+        # of either side after a pause are slow on these VMs, whose idle memory goes back to
+        # the host (the balloon's free page reporting): touching it again costs about a second
+        # of system time per GB (`python3 -c "x = b'1' * (6 << 30)"`: 5.6-14.9 s). After one
+        # untimed create of each side (what this did before), airlock's round 0 (it runs first)
+        # was still 1.20-1.24x the peer in every run against 0.83-1.13 in rounds 1-8; at 4x,
+        # consecutive cold creates after those two took 8.51, 7.62, 6.51 and 6.59 s, the peer's
+        # own first run 10.57 s against 6.2-7.5. The untimed rounds also read the upstream once
+        # from the disk for both.
         g.rounds(
             "create",
             rounds,
@@ -623,6 +633,7 @@ def _run_scale(
                 "peer_skopeo_curl",
                 "peer_skopeo_curl_synced",
             ],
+            warmup=2,
         )
         bundle = Path(info["bundle"])
 
